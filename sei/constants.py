@@ -1,0 +1,40 @@
+"""Constants shared by the whole package, kept in one place (cleanlab-style)."""
+
+#: Added inside logarithms, as the authors' code does.
+EPS = 1e-8
+
+#: Tolerance on probability rows summing to one.
+ROW_SUM_ATOL = 1e-3
+
+#: Score used when none is named. ``"sei"`` is the paper's method; the benchmark
+#: (``benchmarks/results/detection.md``) decides whether a better one replaces it.
+DEFAULT_SCORE = "sei"
+
+#: Threshold used when none is named: works without auxiliary samples.
+DEFAULT_THRESHOLD = "auto"
+
+#: Every score a :class:`sei.SEIRecorder` can produce. Lower = more likely mislabeled.
+SCORE_NAMES = (
+    "sei",
+    "sei_mean",
+    "ei",
+    "se_last",
+    "se_mid",
+    "aum",
+    "aum_prob",
+    "signed_confidence",
+    "loss",
+    "agreement",
+    "mistakenness",
+)
+
+#: Scores whose sign carries meaning (negative = the model disagrees with the label),
+#: so that ``threshold="zero"`` is a principled cutoff for them.
+SIGNED_SCORES = frozenset(
+    {"sei", "sei_mean", "se_last", "se_mid", "aum", "aum_prob", "signed_confidence"}
+)
+
+THRESHOLD_METHODS = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
+
+#: AUM's percentile of auxiliary (known-bad) samples used as the cutoff.
+AUX_QUANTILE = 0.99

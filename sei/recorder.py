@@ -1,0 +1,424 @@
+"""Streaming recorder of training dynamics: the Signed Entropy Integral and its peers.
+
+Feed it every mini-batch's predictions while a model trains; it keeps O(N) running sums
+per sample (plus the last epoch's (N, K) probabilities) and turns them into one score per
+sample, lower = more likely mislabeled.
+
+Per sample i and epoch t (an epoch's value is the mean over that sample's updates in it):
+
+    SE_t   = sign_t * H(p_t)                 sign_t = +1 if p_t[y] >= max_k p_t[k] else -1
+    SEI    = sum_t SE_t                      "sei"        (the paper)
+    mean_t SE_t                              "sei_mean"   (the authors' code stores this)
+    -sum_t H(p_t)                            "ei"         (unsigned entropy integral, negated)
+    SE_T, SE_{T/2}                           "se_last", "se_mid"  (single-epoch slices)
+    mean_t (z_y - max_{k!=y} z_k)            "aum"        (AUM, logits needed)
+    mean_t (p_y - max_{k!=y} p_k)            "aum_prob"   (AUM on probabilities)
+    mean_t sign_t * (1 - H(p_t) / log K)     "signed_confidence"
+    -mean_t CE(p_t, y)                       "loss"       (small-loss criterion)
+    mean_t 1[sign_t > 0]                     "agreement"
+    1 - mistakenness(p_T, y)                 "mistakenness" (FiftyOne Brain's formula, last epoch)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from ._validation import (
+    check_history_shape,
+    check_labels,
+    check_num_classes,
+    check_num_samples,
+    check_probability_values,
+    to_numpy,
+)
+from .constants import EPS, SCORE_NAMES
+
+# Per-epoch accumulators, summed over a sample's updates within the epoch.
+_EPOCH_FIELDS = ("count", "se", "h", "aligned", "margin", "loss", "sc", "aum", "aum_count")
+# Totals over epochs (each epoch contributes the mean of its updates).
+_TOTAL_FIELDS = ("epochs", "se", "h", "aligned", "margin", "loss", "sc", "aum", "aum_epochs")
+
+
+def _batch_stats(values: np.ndarray, labels: np.ndarray, from_logits: bool) -> dict:
+    """Per-update statistics for a batch of probabilities (or logits)."""
+    values = np.asarray(values, dtype=np.float64)
+    rows = np.arange(values.shape[0])
+    out = {}
+    if from_logits:
+        z = values
+        zy = z[rows, labels]
+        z_other = z.copy()
+        z_other[rows, labels] = -np.inf
+        out["aum"] = zy - z_other.max(axis=1)
+        p = z - z.max(axis=1, keepdims=True)
+        np.exp(p, out=p)
+        p /= p.sum(axis=1, keepdims=True)
+    else:
+        p = values
+    py = p[rows, labels]
+    p_other = p.copy()
+    p_other[rows, labels] = -np.inf
+    margin = py - p_other.max(axis=1)
+    aligned = margin >= 0
+    h = -(p * np.log(p + EPS)).sum(axis=1)
+    sign = np.where(aligned, 1.0, -1.0)
+    out.update(
+        probs=p,
+        se=sign * h,
+        h=h,
+        aligned=aligned.astype(np.float64),
+        margin=margin,
+        loss=-np.log(py + EPS),
+        sc=sign * (1.0 - h / np.log(p.shape[1])),
+    )
+    return out
+
+
+class SEIRecorder:
+    """Accumulates per-sample training dynamics and scores them.
+
+    Parameters
+    ----------
+    num_samples : int
+        N, the number of training samples; ``sample_ids`` index into 0..N-1.
+    num_classes : int
+        K, the number of probability columns fed (K + 1 with an auxiliary pseudo-class).
+    mid_epoch : int, optional
+        0-based epoch whose signed entropy is kept as ``"se_mid"``. Defaults to
+        ``max_epochs // 2 - 1`` when ``max_epochs`` is given; otherwise each epoch's
+        signed entropy is kept (float32, T x N) to find the middle epoch at read time.
+    max_epochs : int, optional
+        Planned number of epochs (fixes the middle epoch and sizes ``history_path``).
+    history_path : str, optional
+        Spill the full (max_epochs, N, K) float32 history of per-epoch mean
+        probabilities to an ``np.memmap`` at this path, for analysis.
+
+    Examples
+    --------
+    >>> rec = SEIRecorder(4, 2)
+    >>> for epoch in range(3):
+    ...     rec.update([0, 1, 2, 3], np.array([[.9, .1], [.8, .2], [.3, .7], [.6, .4]]), [0, 0, 1, 1])
+    ...     rec.end_epoch()
+    >>> rec.scores("sei").round(2)
+    array([ 0.98,  1.5 ,  1.83, -2.02])
+    """
+
+    def __init__(self, num_samples, num_classes, *, mid_epoch=None, max_epochs=None, history_path=None):
+        self.num_samples = check_num_samples(num_samples)
+        self.num_classes = check_num_classes(num_classes)
+        if max_epochs is not None and int(max_epochs) < 1:
+            raise ValueError(f"max_epochs must be positive, got {max_epochs}.")
+        self.max_epochs = None if max_epochs is None else int(max_epochs)
+        if mid_epoch is None and self.max_epochs is not None:
+            mid_epoch = max(self.max_epochs // 2 - 1, 0)
+        self.mid_epoch = None if mid_epoch is None else int(mid_epoch)
+        if history_path is not None and self.max_epochs is None:
+            raise ValueError("history_path needs max_epochs to size the (T, N, K) memmap; pass max_epochs=.")
+        self.history_path = None if history_path is None else os.fspath(history_path)
+        self._history = None
+        self.num_epochs = 0
+        n, k = self.num_samples, self.num_classes
+        self._epoch = {f: np.zeros(n) for f in _EPOCH_FIELDS}
+        self._epoch_probs = np.zeros((n, k))
+        self._total = {f: np.zeros(n) for f in _TOTAL_FIELDS}
+        self.labels = np.full(n, -1, dtype=np.int64)
+        self.last_probs = np.full((n, k), np.nan, dtype=np.float32)
+        self.last_losses = np.full(n, np.nan)
+        self._last_se = np.full(n, np.nan)
+        self._mid_se = np.full(n, np.nan)
+        self._se_per_epoch: list[np.ndarray] = []  # only when the middle epoch is not known up front
+
+    # ------------------------------------------------------------------ recording
+    def update(self, sample_ids, probs_or_logits, labels, *, from_logits=False):
+        """Record one mini-batch.
+
+        Parameters
+        ----------
+        sample_ids : array-like of int, shape (B,)
+            Positions of the batch's samples in 0..N-1, any order; repeats allowed.
+        probs_or_logits : array-like, shape (B, K)
+            Softmax probabilities, or logits with ``from_logits=True``. numpy or torch.
+        labels : array-like of int, shape (B,)
+            The labels the model is trained on for these samples.
+        from_logits : bool
+            Whether ``probs_or_logits`` are logits (enables the ``"aum"`` score).
+        """
+        values = to_numpy(probs_or_logits, "probs_or_logits")
+        if values.ndim != 2 or values.shape[1] != self.num_classes:
+            raise ValueError(
+                f"probs_or_logits must have shape (B, {self.num_classes}), got {values.shape}; "
+                "the recorder was created with num_classes columns."
+            )
+        if values.shape[0] == 0:
+            return
+        check_probability_values(values, "probs_or_logits", from_logits=from_logits)
+        ids = to_numpy(sample_ids, "sample_ids")
+        if ids.ndim != 1 or ids.shape[0] != values.shape[0]:
+            raise ValueError(
+                f"sample_ids must be 1-D with one id per row of probs_or_logits ({values.shape[0]}), got shape {ids.shape}."
+            )
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"sample_ids must be integers, got dtype {ids.dtype}.")
+        if ids.min() < 0 or ids.max() >= self.num_samples:
+            raise ValueError(
+                f"sample_ids must lie in 0..{self.num_samples - 1}, got {ids.min()}..{ids.max()}; "
+                "create the recorder with the full data set size."
+            )
+        labels = check_labels(labels, values.shape[0], self.num_classes)
+        self._accumulate(ids.astype(np.int64, copy=False), values, labels, from_logits)
+
+    def _accumulate(self, ids, values, labels, from_logits, *, contiguous=False):
+        stats = _batch_stats(values, labels, from_logits)
+        e = self._epoch
+        if contiguous:  # ids == arange(start, stop): plain slices, no scatter
+            sl = slice(int(ids[0]), int(ids[-1]) + 1)
+            e["count"][sl] += 1
+            for f in ("se", "h", "aligned", "margin", "loss", "sc"):
+                e[f][sl] += stats[f]
+            if from_logits:
+                e["aum"][sl] += stats["aum"]
+                e["aum_count"][sl] += 1
+            self._epoch_probs[sl] += stats["probs"]
+            self.labels[sl] = labels
+            return
+        np.add.at(e["count"], ids, 1.0)
+        for f in ("se", "h", "aligned", "margin", "loss", "sc"):
+            np.add.at(e[f], ids, stats[f])
+        if from_logits:
+            np.add.at(e["aum"], ids, stats["aum"])
+            np.add.at(e["aum_count"], ids, 1.0)
+        np.add.at(self._epoch_probs, ids, stats["probs"])
+        self.labels[ids] = labels
+
+    def end_epoch(self):
+        """Close the current epoch: fold each seen sample's mean update into the totals.
+
+        Under an initialised ``torch.distributed`` group with several ranks the epoch's
+        accumulators are summed across ranks first, so every rank ends with the merged
+        state (every rank must call ``end_epoch``).
+        """
+        self._all_reduce_epoch()
+        e, t = self._epoch, self._total
+        seen = e["count"] > 0
+        cnt = np.where(seen, e["count"], 1.0)
+        t["epochs"] += seen
+        for f in ("se", "h", "aligned", "margin", "loss", "sc"):
+            t[f] += np.where(seen, e[f] / cnt, 0.0)
+        has_aum = e["aum_count"] > 0
+        t["aum"] += np.where(has_aum, e["aum"] / np.where(has_aum, e["aum_count"], 1.0), 0.0)
+        t["aum_epochs"] += has_aum
+        se_epoch = np.where(seen, e["se"] / cnt, np.nan)
+        self._last_se = np.where(seen, se_epoch, self._last_se)
+        self.last_losses = np.where(seen, e["loss"] / cnt, self.last_losses)
+        probs = self._epoch_probs / cnt[:, None]
+        self.last_probs[seen] = probs[seen]
+        if self.mid_epoch is not None:
+            if self.num_epochs == self.mid_epoch:
+                self._mid_se = se_epoch
+        else:
+            self._se_per_epoch.append(se_epoch.astype(np.float32))
+        if self.history_path is not None and self.num_epochs < self.max_epochs:
+            if self._history is None:
+                mode = "r+" if os.path.exists(self.history_path) else "w+"
+                self._history = np.lib.format.open_memmap(
+                    self.history_path, mode=mode, dtype=np.float32,
+                    shape=(self.max_epochs, self.num_samples, self.num_classes),
+                )
+            self._history[self.num_epochs] = np.where(seen[:, None], probs, np.nan)
+            self._history.flush()
+        for arr in e.values():
+            arr.fill(0.0)
+        self._epoch_probs.fill(0.0)
+        self.num_epochs += 1
+
+    def _all_reduce_epoch(self):
+        dist_mod = sys.modules.get("torch.distributed")  # never import torch ourselves
+        if dist_mod is None or not dist_mod.is_available() or not dist_mod.is_initialized():
+            return
+        if dist_mod.get_world_size() <= 1:
+            return
+        import torch
+
+        flat = np.concatenate([self._epoch[f] for f in _EPOCH_FIELDS] + [self._epoch_probs.ravel()])
+        tensor = torch.from_numpy(flat)
+        if dist_mod.get_backend() == "nccl":
+            tensor = tensor.cuda()
+        dist_mod.all_reduce(tensor, op=dist_mod.ReduceOp.SUM)
+        flat = tensor.cpu().numpy()
+        n = self.num_samples
+        for i, f in enumerate(_EPOCH_FIELDS):
+            self._epoch[f][:] = flat[i * n:(i + 1) * n]
+        self._epoch_probs[:] = flat[len(_EPOCH_FIELDS) * n:].reshape(n, self.num_classes)
+        # Labels are per-rank: take, for each sample, the label from any rank that saw it.
+        lab = torch.from_numpy(self.labels.copy())
+        if dist_mod.get_backend() == "nccl":
+            lab = lab.cuda()
+        dist_mod.all_reduce(lab, op=dist_mod.ReduceOp.MAX)
+        self.labels[:] = lab.cpu().numpy()
+
+    # ------------------------------------------------------------------ reading
+    def scores(self, name: str = "sei") -> np.ndarray:
+        """One float per sample, lower = more likely mislabeled; NaN where never seen.
+
+        Parameters
+        ----------
+        name : str
+            One of :data:`sei.constants.SCORE_NAMES`.
+
+        Returns
+        -------
+        np.ndarray
+            (N,) float64 scores.
+        """
+        if name not in SCORE_NAMES:
+            raise ValueError(f"Unknown score {name!r}; choose one of {', '.join(SCORE_NAMES)}.")
+        if self.num_epochs == 0:
+            raise ValueError("No epoch recorded yet: call update(...) for each batch and end_epoch() after each epoch.")
+        t = self._total
+        n = t["epochs"]
+        seen = n > 0
+        safe_n = np.where(seen, n, 1.0)
+
+        def mean(field):
+            return np.where(seen, t[field] / safe_n, np.nan)
+
+        if name == "sei":
+            return np.where(seen, t["se"], np.nan)
+        if name == "sei_mean":
+            return mean("se")
+        if name == "ei":
+            return np.where(seen, -t["h"], np.nan)
+        if name == "se_last":
+            return self._last_se.copy()
+        if name == "se_mid":
+            return self._middle_se()
+        if name == "aum":
+            if not np.any(t["aum_epochs"] > 0):
+                raise ValueError(
+                    "The 'aum' score needs logits: call update(..., from_logits=True), or use 'aum_prob'."
+                )
+            has = t["aum_epochs"] > 0
+            return np.where(has, t["aum"] / np.where(has, t["aum_epochs"], 1.0), np.nan)
+        if name == "aum_prob":
+            return mean("margin")
+        if name == "signed_confidence":
+            return mean("sc")
+        if name == "loss":
+            return -mean("loss")
+        if name == "agreement":
+            return mean("aligned")
+        # mistakenness (FiftyOne Brain): m = (s * exp(-H) + 1) / 2 with s = +1 when the
+        # prediction disagrees with the label; we return 1 - m so that lower = suspicious.
+        p = self.last_probs.astype(np.float64)
+        valid = self.labels >= 0
+        lab = np.where(valid, self.labels, 0)
+        h = -(np.nan_to_num(p) * np.log(np.nan_to_num(p) + EPS)).sum(axis=1)
+        aligned = np.take_along_axis(p, lab[:, None], axis=1)[:, 0] >= np.nanmax(np.nan_to_num(p, nan=-1), axis=1)
+        s = np.where(aligned, -1.0, 1.0)
+        return np.where(valid & seen, 1.0 - (s * np.exp(-h) + 1.0) / 2.0, np.nan)
+
+    def _middle_se(self) -> np.ndarray:
+        if self.mid_epoch is not None:
+            if self.num_epochs <= self.mid_epoch:
+                raise ValueError(
+                    f"se_mid is kept at epoch {self.mid_epoch} but only {self.num_epochs} epoch(s) were recorded."
+                )
+            return self._mid_se.copy()
+        mid = max(self.num_epochs // 2 - 1, 0)
+        return self._se_per_epoch[mid].astype(np.float64)
+
+    def predicted_labels(self) -> np.ndarray:
+        """(N,) argmax of the last epoch's probabilities (-1 where never seen)."""
+        seen = ~np.isnan(self.last_probs[:, 0])
+        return np.where(seen, np.nan_to_num(self.last_probs, nan=-1).argmax(axis=1), -1)
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict:
+        """All state as numpy arrays and scalars (for checkpoints)."""
+        state = {
+            "num_samples": self.num_samples,
+            "num_classes": self.num_classes,
+            "num_epochs": self.num_epochs,
+            "mid_epoch": -1 if self.mid_epoch is None else self.mid_epoch,
+            "max_epochs": -1 if self.max_epochs is None else self.max_epochs,
+            "labels": self.labels,
+            "last_probs": self.last_probs,
+            "last_losses": self.last_losses,
+            "last_se": self._last_se,
+            "mid_se": self._mid_se,
+            "epoch_probs": self._epoch_probs,
+            "se_per_epoch": (np.stack(self._se_per_epoch) if self._se_per_epoch
+                             else np.zeros((0, self.num_samples), np.float32)),
+        }
+        state.update({f"epoch_{f}": v for f, v in self._epoch.items()})
+        state.update({f"total_{f}": v for f, v in self._total.items()})
+        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+
+    def load_state_dict(self, state: dict) -> "SEIRecorder":
+        if int(state["num_samples"]) != self.num_samples or int(state["num_classes"]) != self.num_classes:
+            raise ValueError(
+                f"State is for ({int(state['num_samples'])}, {int(state['num_classes'])}) but this recorder is "
+                f"({self.num_samples}, {self.num_classes}); create the recorder with the same sizes."
+            )
+        self.num_epochs = int(state["num_epochs"])
+        mid, mx = int(state["mid_epoch"]), int(state["max_epochs"])
+        self.mid_epoch = None if mid < 0 else mid
+        self.max_epochs = None if mx < 0 else mx
+        self.labels = np.array(state["labels"], dtype=np.int64)
+        self.last_probs = np.array(state["last_probs"], dtype=np.float32)
+        self.last_losses = np.array(state["last_losses"], dtype=np.float64)
+        self._last_se = np.array(state["last_se"], dtype=np.float64)
+        self._mid_se = np.array(state["mid_se"], dtype=np.float64)
+        self._epoch_probs = np.array(state["epoch_probs"], dtype=np.float64)
+        self._se_per_epoch = [np.array(r, dtype=np.float32) for r in state["se_per_epoch"]]
+        self._epoch = {f: np.array(state[f"epoch_{f}"], dtype=np.float64) for f in _EPOCH_FIELDS}
+        self._total = {f: np.array(state[f"total_{f}"], dtype=np.float64) for f in _TOTAL_FIELDS}
+        return self
+
+    def save(self, path) -> None:
+        """Save to an ``.npz`` file (no pickles)."""
+        path = os.fspath(path)
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, **{k: np.asarray(v) for k, v in self.state_dict().items()})
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> "SEIRecorder":
+        """Load a recorder written by :meth:`save`."""
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            state = {k: data[k] for k in data.files}
+        rec = cls(int(state["num_samples"]), int(state["num_classes"]))
+        return rec.load_state_dict(state)
+
+    # ------------------------------------------------------------------ from a stored history
+    @classmethod
+    def from_history(cls, pred_probs_history, labels, *, from_logits=False, chunk_size=65536) -> "SEIRecorder":
+        """Build a recorder from a (T, N, K) history, streaming along T (and N in chunks).
+
+        ``pred_probs_history`` may be an ``np.memmap``: it is read one (chunk, K) slice at a
+        time and never loaded whole.
+
+        Examples
+        --------
+        >>> H = np.tile(np.array([[[.9, .1], [.2, .8]]]), (5, 1, 1))
+        >>> SEIRecorder.from_history(H, np.array([0, 0])).scores("sei").round(2)
+        array([ 1.63, -2.5 ])
+        """
+        T, N, K = check_history_shape(pred_probs_history)
+        labels = check_labels(labels, N, K)
+        rec = cls(N, K, max_epochs=T)
+        ids = np.arange(N)
+        for t in range(T):
+            for start in range(0, N, chunk_size):
+                stop = min(start + chunk_size, N)
+                chunk = np.asarray(pred_probs_history[t, start:stop])
+                check_probability_values(chunk, "pred_probs_history", from_logits=from_logits)
+                rec._accumulate(ids[start:stop], chunk, labels[start:stop], from_logits, contiguous=True)
+            rec.end_epoch()
+        return rec
+
+    def __repr__(self):
+        return f"SEIRecorder(num_samples={self.num_samples}, num_classes={self.num_classes}, epochs={self.num_epochs})"

@@ -1,0 +1,87 @@
+"""Find label issues from training dynamics (masks and ranked indices), cleanlab-style.
+
+Like :func:`cleanlab.filter.find_label_issues`, but instead of one matrix of
+out-of-sample probabilities it reads the *history* of per-epoch probabilities that a
+model produced while it trained, and scores each sample with the Signed Entropy
+Integral (or a peer score computed from the same dynamics).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sei import compute_threshold, flag_issues
+from sei._validation import check_indices
+from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, SCORE_NAMES
+
+from ._common import as_recorder, ranked
+
+
+def find_label_issues(
+    labels,
+    pred_probs_history,
+    *,
+    score=DEFAULT_SCORE,
+    threshold=DEFAULT_THRESHOLD,
+    threshold_samples=None,
+    return_indices_ranked_by=None,
+    from_logits=False,
+):
+    """Flag likely mislabeled examples from a model's training dynamics.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        (N,) given labels, integers in 0..K-1.
+    pred_probs_history : np.ndarray, np.memmap or sei.SEIRecorder
+        (T, N, K) predicted probabilities of every example at each of T epochs (K columns,
+        K + 1 when an auxiliary pseudo-class was trained), or a recorder filled during training.
+        A memmap is processed in chunks along T, never loaded whole.
+    score : str
+        Which score ranks examples: ``"sei"`` (the paper), ``"sei_mean"``, ``"ei"``,
+        ``"se_last"``, ``"se_mid"``, ``"aum"``, ``"aum_prob"``, ``"signed_confidence"``,
+        ``"loss"``, ``"agreement"``, ``"mistakenness"``.
+    threshold : str or float
+        ``"auto"`` (default; no auxiliary samples needed), ``"aux_mean"``, ``"aux_quantile"``,
+        ``"zero"``, ``"gmm"`` or a number: examples scoring strictly below it are flagged.
+    threshold_samples : array-like of int, optional
+        Indices of auxiliary samples (trained with the pseudo-class label), needed by the
+        ``"aux_*"`` thresholds. They are never flagged themselves.
+    return_indices_ranked_by : str, optional
+        A score name: return the flagged indices sorted most-likely-mislabeled first by
+        that score instead of a mask.
+    from_logits : bool
+        Whether a (T, N, K) history holds logits (enables ``score="aum"``).
+
+    Returns
+    -------
+    np.ndarray
+        (N,) boolean mask, True = likely label issue; or, when
+        ``return_indices_ranked_by`` is set, the flagged indices, most likely first.
+
+    Examples
+    --------
+    >>> H = np.tile(np.array([[[.9, .1], [.2, .8], [.7, .3]]]), (4, 1, 1))
+    >>> find_label_issues(np.array([0, 0, 0]), H)
+    array([False,  True, False])
+    >>> find_label_issues(np.array([0, 0, 0]), H, return_indices_ranked_by="sei")
+    array([1])
+    """
+    if score not in SCORE_NAMES:
+        raise ValueError(f"Unknown score {score!r}; choose one of {', '.join(SCORE_NAMES)}.")
+    if return_indices_ranked_by is not None and return_indices_ranked_by not in SCORE_NAMES:
+        raise ValueError(
+            f"return_indices_ranked_by must be None or a score name ({', '.join(SCORE_NAMES)}), "
+            f"got {return_indices_ranked_by!r}."
+        )
+    labels, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
+    aux = None if threshold_samples is None else check_indices(threshold_samples, rec.num_samples, "threshold_samples")
+    scores = rec.scores(score)
+    cutoff = compute_threshold(scores, threshold, aux_indices=aux, score_name=score)
+    mask = flag_issues(scores, cutoff)
+    if aux is not None:
+        mask[aux] = False
+    if return_indices_ranked_by is None:
+        return mask
+    rank_scores = scores if return_indices_ranked_by == score else rec.scores(return_indices_ranked_by)
+    return ranked(np.flatnonzero(mask), rank_scores)

@@ -1,0 +1,71 @@
+"""Label quality scores in [0, 1] from training dynamics (higher = cleaner), like
+:func:`cleanlab.rank.get_label_quality_scores`.
+
+Each raw score (lower = more likely mislabeled) is mapped monotonically onto [0, 1]
+by its natural bound, so the ranking is exactly the raw score's:
+
+- signed entropy scores: divided by (epochs x) log K, then (x + 1) / 2;
+- ``"ei"``: divided by epochs x log K, then x + 1;
+- margins, signed confidence: (x + 1) / 2; ``"agreement"``, ``"mistakenness"``: as is;
+- ``"loss"`` (minus the mean cross-entropy): exp(x); ``"aum"`` (logit margins): sigmoid(x).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sei.constants import DEFAULT_SCORE, SCORE_NAMES
+
+from ._common import as_recorder
+
+
+def _to_unit_interval(name: str, raw: np.ndarray, epochs: np.ndarray, num_classes: int) -> np.ndarray:
+    log_k = np.log(num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if name == "sei":
+            out = (raw / (np.maximum(epochs, 1) * log_k) + 1) / 2
+        elif name in ("sei_mean", "se_last", "se_mid"):
+            out = (raw / log_k + 1) / 2
+        elif name == "ei":
+            out = raw / (np.maximum(epochs, 1) * log_k) + 1
+        elif name in ("aum_prob", "signed_confidence"):
+            out = (raw + 1) / 2
+        elif name == "loss":
+            out = np.exp(raw)
+        elif name == "aum":
+            out = 1 / (1 + np.exp(-raw))
+        else:  # agreement, mistakenness
+            out = raw
+    return np.clip(out, 0.0, 1.0)
+
+
+def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE, from_logits=False):
+    """Score each example's label quality from training dynamics.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        (N,) given labels, integers in 0..K-1.
+    pred_probs_history : np.ndarray, np.memmap or sei.SEIRecorder
+        (T, N, K) per-epoch predicted probabilities, or a filled recorder.
+    method : str
+        A score name (see :func:`sei_cleanlab.find_label_issues`).
+    from_logits : bool
+        Whether a (T, N, K) history holds logits.
+
+    Returns
+    -------
+    np.ndarray
+        (N,) scores in [0, 1]; lower = more likely mislabeled, higher = cleaner.
+
+    Examples
+    --------
+    >>> H = np.tile(np.array([[[.9, .1], [.2, .8]]]), (3, 1, 1))
+    >>> get_label_quality_scores(np.array([0, 0]), H).round(3)
+    array([0.734, 0.139])
+    """
+    if method not in SCORE_NAMES:
+        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(SCORE_NAMES)}.")
+    _, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
+    raw = rec.scores(method)
+    return _to_unit_interval(method, raw, rec._total["epochs"], rec.num_classes)

@@ -1,0 +1,1 @@
+"""FiftyOne adapter for SEI (placeholder until the FiftyOne issue lands)."""
