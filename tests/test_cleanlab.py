@@ -81,13 +81,13 @@ def test_memmap_is_streamed_in_chunks(tmp_path, monkeypatch):
     np.save(path, hist)
     mm = np.load(path, mmap_mode="r")
     seen = []
-    orig = sei.SEIRecorder._accumulate
+    orig = sei.SEIRecorder._fold_full_epoch_chunk
 
-    def spy(self, ids, values, *a, **k):
+    def spy(self, sl, values, *a, **k):
         seen.append(values.shape)
-        return orig(self, ids, values, *a, **k)
+        return orig(self, sl, values, *a, **k)
 
-    monkeypatch.setattr(sei.SEIRecorder, "_accumulate", spy)
+    monkeypatch.setattr(sei.SEIRecorder, "_fold_full_epoch_chunk", spy)
     sei.SEIRecorder.from_history(mm, labels, chunk_size=50)
     assert max(s[0] for s in seen) == 50 and len(seen) == hist.shape[0] * 3
 
