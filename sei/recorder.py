@@ -142,8 +142,10 @@ class SEIRecorder:
         self._history = None
         self.num_epochs = 0
         n, k = self.num_samples, self.num_classes
-        self._epoch = {f: np.zeros(n) for f in _EPOCH_FIELDS}
-        self._epoch_probs = np.zeros((n, k))
+        # One (N, fields + K) block so that a batch is scattered with a single np.add.at
+        # and ranks are merged with a single all_reduce; the dict and probs are views.
+        self._acc = np.zeros((n, len(_EPOCH_FIELDS) + k))
+        self._bind_views()
         self._total = {f: np.zeros(n) for f in _TOTAL_FIELDS}
         self.labels = np.full(n, -1, dtype=np.int64)
         self.last_probs = np.full((n, k), np.nan, dtype=np.float32)
@@ -151,6 +153,10 @@ class SEIRecorder:
         self._last_se = np.full(n, np.nan)
         self._mid_se = np.full(n, np.nan)
         self._se_per_epoch: list[np.ndarray] = []  # only when the middle epoch is not known up front
+
+    def _bind_views(self):
+        self._epoch = {f: self._acc[:, i] for i, f in enumerate(_EPOCH_FIELDS)}
+        self._epoch_probs = self._acc[:, len(_EPOCH_FIELDS):]
 
     # ------------------------------------------------------------------ recording
     def update(self, sample_ids, probs_or_logits, labels, *, from_logits=False):
@@ -191,27 +197,16 @@ class SEIRecorder:
         labels = check_labels(labels, values.shape[0], self.num_classes)
         self._accumulate(ids.astype(np.int64, copy=False), values, labels, from_logits)
 
-    def _accumulate(self, ids, values, labels, from_logits, *, contiguous=False):
+    def _accumulate(self, ids, values, labels, from_logits):
         stats = _batch_stats(values, labels, from_logits)
-        e = self._epoch
-        if contiguous:  # ids == arange(start, stop): plain slices, no scatter
-            sl = slice(int(ids[0]), int(ids[-1]) + 1)
-            e["count"][sl] += 1
-            for f in ("se", "h", "aligned", "margin", "loss", "sc"):
-                e[f][sl] += stats[f]
-            if from_logits:
-                e["aum"][sl] += stats["aum"]
-                e["aum_count"][sl] += 1
-            self._epoch_probs[sl] += stats["probs"]
-            self.labels[sl] = labels
-            return
-        np.add.at(e["count"], ids, 1.0)
-        for f in ("se", "h", "aligned", "margin", "loss", "sc"):
-            np.add.at(e[f], ids, stats[f])
-        if from_logits:
-            np.add.at(e["aum"], ids, stats["aum"])
-            np.add.at(e["aum_count"], ids, 1.0)
-        np.add.at(self._epoch_probs, ids, stats["probs"])
+        block = np.empty((ids.shape[0], self._acc.shape[1]))
+        block[:, 0] = 1.0
+        for i, f in enumerate(_EPOCH_FIELDS[1:7], start=1):  # se, h, aligned, margin, loss, sc
+            block[:, i] = stats[f]
+        block[:, 7] = stats["aum"] if from_logits else 0.0
+        block[:, 8] = 1.0 if from_logits else 0.0
+        block[:, len(_EPOCH_FIELDS):] = stats["probs"]
+        np.add.at(self._acc, ids, block)
         self.labels[ids] = labels
 
     def end_epoch(self):
@@ -250,9 +245,7 @@ class SEIRecorder:
                 )
             self._history[self.num_epochs] = np.where(seen[:, None], probs, np.nan)
             self._history.flush()
-        for arr in e.values():
-            arr.fill(0.0)
-        self._epoch_probs.fill(0.0)
+        self._acc.fill(0.0)
         self.num_epochs += 1
 
     def _all_reduce_epoch(self):
@@ -263,16 +256,11 @@ class SEIRecorder:
             return
         import torch
 
-        flat = np.concatenate([self._epoch[f] for f in _EPOCH_FIELDS] + [self._epoch_probs.ravel()])
-        tensor = torch.from_numpy(flat)
+        tensor = torch.from_numpy(self._acc.ravel())
         if dist_mod.get_backend() == "nccl":
             tensor = tensor.cuda()
         dist_mod.all_reduce(tensor, op=dist_mod.ReduceOp.SUM)
-        flat = tensor.cpu().numpy()
-        n = self.num_samples
-        for i, f in enumerate(_EPOCH_FIELDS):
-            self._epoch[f][:] = flat[i * n:(i + 1) * n]
-        self._epoch_probs[:] = flat[len(_EPOCH_FIELDS) * n:].reshape(n, self.num_classes)
+        self._acc[:] = tensor.cpu().numpy().reshape(self._acc.shape)
         # Labels are per-rank: take, for each sample, the label from any rank that saw it.
         lab = torch.from_numpy(self.labels.copy())
         if dist_mod.get_backend() == "nccl":
@@ -370,11 +358,10 @@ class SEIRecorder:
             "last_losses": self.last_losses,
             "last_se": self._last_se,
             "mid_se": self._mid_se,
-            "epoch_probs": self._epoch_probs,
+            "epoch_acc": self._acc,
             "se_per_epoch": (np.stack(self._se_per_epoch) if self._se_per_epoch
                              else np.zeros((0, self.num_samples), np.float32)),
         }
-        state.update({f"epoch_{f}": v for f, v in self._epoch.items()})
         state.update({f"total_{f}": v for f, v in self._total.items()})
         return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
 
@@ -393,9 +380,9 @@ class SEIRecorder:
         self.last_losses = np.array(state["last_losses"], dtype=np.float64)
         self._last_se = np.array(state["last_se"], dtype=np.float64)
         self._mid_se = np.array(state["mid_se"], dtype=np.float64)
-        self._epoch_probs = np.array(state["epoch_probs"], dtype=np.float64)
+        self._acc = np.array(state["epoch_acc"], dtype=np.float64)
+        self._bind_views()
         self._se_per_epoch = [np.array(r, dtype=np.float32) for r in state["se_per_epoch"]]
-        self._epoch = {f: np.array(state[f"epoch_{f}"], dtype=np.float64) for f in _EPOCH_FIELDS}
         self._total = {f: np.array(state[f"total_{f}"], dtype=np.float64) for f in _TOTAL_FIELDS}
         return self
 
