@@ -34,20 +34,20 @@ def to_numpy(x, name: str = "array") -> np.ndarray:
     return arr
 
 
+def _check_int(value, name: str, minimum: int, why: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}: {why}.")
+    return int(value)
+
+
 def check_num_classes(num_classes) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
-        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}.")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}: mislabel detection needs two classes or more.")
-    return int(num_classes)
+    return _check_int(num_classes, "num_classes", 2, "mislabel detection needs two classes or more")
 
 
 def check_num_samples(num_samples) -> int:
-    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral):
-        raise TypeError(f"num_samples must be an int, got {type(num_samples).__name__}.")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be positive, got {num_samples}: pass at least one sample.")
-    return int(num_samples)
+    return _check_int(num_samples, "num_samples", 1, "pass at least one sample")
 
 
 def check_labels(labels, num_samples: int | None = None, num_classes: int | None = None, name: str = "labels") -> np.ndarray:
