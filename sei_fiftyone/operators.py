@@ -1,0 +1,267 @@
+"""The ``@sei/fiftyone`` App operators: thin forms over :mod:`sei_fiftyone`'s Python API.
+
+Parameters carry the names of the Python arguments (``label_field``, ``brain_key``,
+``model``, ``embeddings_field``, ``epochs``, ``threshold``, ``budget``, ...).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from . import core
+from .relabel import DEFAULT_TAG, apply_suggestions, suggest_relabels
+
+THRESHOLD_CHOICES = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
+
+
+def _sei_runs(ctx):
+    if ctx.dataset is None:
+        return []
+    return core.list_sei_runs(ctx.dataset)
+
+
+def _brain_key_dropdown(ctx, inputs):
+    keys = _sei_runs(ctx)
+    if not keys:
+        inputs.view(
+            "no_runs",
+            types.Warning(
+                label="No SEI run on this dataset",
+                description="Run 'Compute SEI (find mislabeled samples)' first.",
+            ),
+        )
+        return None
+    choices = types.DropdownView()
+    for key in keys:
+        choices.add_choice(key, label=key)
+    inputs.enum("brain_key", choices.values(), default=keys[0], required=True,
+                label="SEI run", view=choices)
+    return ctx.params.get("brain_key", keys[0])
+
+
+class ComputeSEI(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="compute_sei",
+            label="Compute SEI (find mislabeled samples)",
+            description="Train on a label field and score every sample by its Signed Entropy Integral",
+            dynamic=True,
+            execute_as_generator=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_delegation(self, ctx):
+        return bool(ctx.params.get("delegate", False))
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        target = ctx.target_view()
+        label_fields = core.classification_fields(target) if ctx.dataset is not None else []
+        if not label_fields:
+            inputs.view(
+                "no_label_field",
+                types.Warning(
+                    label="No Classification field",
+                    description="SEI checks a Classification label field; this dataset has none. "
+                    "Add one (e.g. 'ground_truth') and reopen this form.",
+                ),
+            )
+            return types.Property(inputs, view=types.View(label="Compute SEI"))
+
+        choices = types.DropdownView()
+        for name in label_fields:
+            choices.add_choice(name, label=name)
+        default_field = "ground_truth" if "ground_truth" in label_fields else label_fields[0]
+        inputs.enum("label_field", choices.values(), default=default_field, required=True,
+                    label="Label field", description="The Classification labels to check", view=choices)
+
+        emb_fields = core.embeddings_fields(target)
+        models = types.DropdownView()
+        models.add_choice("efficientnet-lite0", label="EfficientNet-Lite0 (frozen, offline)")
+        if emb_fields:
+            models.add_choice("embeddings", label="A stored embeddings field")
+        inputs.enum("model", models.values(), default="efficientnet-lite0", required=True,
+                    label="Model", view=models)
+        if ctx.params.get("model") == "embeddings":
+            emb = types.DropdownView()
+            for name in emb_fields:
+                emb.add_choice(name, label=name)
+            inputs.enum("embeddings_field", emb.values(), default=emb_fields[0], required=True,
+                        label="Embeddings field", view=emb)
+
+        inputs.int("epochs", default=core.DEFAULT_EPOCHS, min=1, required=True, label="Epochs")
+        thr = types.DropdownView()
+        for name in THRESHOLD_CHOICES:
+            thr.add_choice(name, label=name)
+        inputs.enum("threshold", thr.values(), default="auto", required=True, label="Threshold",
+                    description="'auto': zero for SEI; 'aux_mean': the paper's auxiliary-class mean",
+                    view=thr)
+
+        brain_key = ctx.params.get("brain_key", "sei")
+        overwrite = bool(ctx.params.get("overwrite", False))
+        prop = inputs.str("brain_key", default="sei", required=True, label="Brain key",
+                          description="Name of the run and of its score field")
+        if brain_key in (ctx.dataset.list_brain_runs() if ctx.dataset is not None else []) and not overwrite:
+            prop.invalid = True
+            prop.error_message = f"Brain key '{brain_key}' already exists; choose another or tick 'overwrite'"
+        elif brain_key and not str(brain_key).isidentifier():
+            prop.invalid = True
+            prop.error_message = "A brain key must be a valid identifier (letters, digits, _)"
+        inputs.bool("overwrite", default=False, label="Overwrite an existing run with this key")
+        inputs.bool("delegate", default=False, label="Delegate execution",
+                    description="Queue the run for a delegated-operations worker")
+        return types.Property(inputs, view=types.View(label="Compute SEI"))
+
+    def execute(self, ctx):
+        kwargs = dict(
+            label_field=ctx.params["label_field"],
+            brain_key=ctx.params.get("brain_key", "sei"),
+            model=ctx.params.get("model", "efficientnet-lite0"),
+            embeddings_field=ctx.params.get("embeddings_field") if ctx.params.get("model") == "embeddings" else None,
+            epochs=int(ctx.params.get("epochs", core.DEFAULT_EPOCHS)),
+            threshold=ctx.params.get("threshold", "auto"),
+        )
+        target = ctx.target_view()
+        if ctx.delegated:
+            results = core.compute_sei(
+                target, progress=lambda f, label: ctx.set_progress(progress=f, label=label), **kwargs
+            )
+        else:
+            updates = queue.Queue()
+            outcome = {}
+
+            def work():
+                try:
+                    outcome["results"] = core.compute_sei(
+                        target, progress=lambda f, label: updates.put((f, label)), **kwargs
+                    )
+                except BaseException as e:  # re-raised in the operator's thread
+                    outcome["error"] = e
+                updates.put(None)
+
+            thread = threading.Thread(target=work, daemon=True)
+            thread.start()
+            while True:
+                item = updates.get()
+                if item is None:
+                    break
+                yield ctx.ops.set_progress(progress=item[0], label=item[1])
+            thread.join()
+            if "error" in outcome:
+                raise outcome["error"]
+            results = outcome["results"]
+            yield ctx.ops.set_progress(progress=1.0, label="done")
+        brain_key = kwargs["brain_key"]
+        if not ctx.delegated:
+            yield ctx.ops.reload_dataset()
+            yield ctx.ops.set_view(name=core.saved_view_name(brain_key))
+        yield {"brain_key": brain_key, "num_flagged": results.num_flagged,
+               "num_samples": results.num_samples, "threshold": results.threshold}
+
+
+class OpenSEIView(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="open_sei_view",
+            label="Open SEI view (most likely mislabeled first)",
+            dynamic=True,
+            view_target=False,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        _brain_key_dropdown(ctx, inputs)
+        inputs.bool("flagged_only", default=True, label="Flagged samples only")
+        return types.Property(inputs, view=types.View(label="Open SEI view"))
+
+    def execute(self, ctx):
+        brain_key = ctx.params["brain_key"]
+        if ctx.params.get("flagged_only", True):
+            ctx.ops.set_view(name=core.saved_view_name(brain_key))
+        else:
+            ctx.ops.set_view(view=core.sorted_view(ctx.dataset, brain_key, flagged_only=False))
+        return {"brain_key": brain_key}
+
+
+class SuggestRelabels(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="suggest_relabels",
+            label="Suggest samples to relabel (SEI)",
+            dynamic=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        ctx.target_view()
+        if _brain_key_dropdown(ctx, inputs) is None:
+            return types.Property(inputs)
+        inputs.int("budget", default=100, min=1, required=True, label="Budget",
+                   description="How many samples to tag for relabelling")
+        inputs.str("tag", default=DEFAULT_TAG, required=True, label="Tag")
+        inputs.bool("flagged_only", default=False, label="Only samples flagged as mislabeled")
+        return types.Property(inputs, view=types.View(label="Suggest relabels"))
+
+    def resolve_delegation(self, ctx):
+        return bool(ctx.params.get("delegate", False))
+
+    def execute(self, ctx):
+        ids = suggest_relabels(
+            ctx.target_view(), ctx.params["brain_key"], budget=int(ctx.params.get("budget", 100)),
+            tag=ctx.params.get("tag", DEFAULT_TAG), flagged_only=bool(ctx.params.get("flagged_only", False)),
+        )
+        if not ctx.delegated:
+            ctx.ops.reload_dataset()
+        return {"num_tagged": len(ids), "tag": ctx.params.get("tag", DEFAULT_TAG)}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.int("num_tagged", label="Samples tagged")
+        outputs.str("tag", label="Tag")
+        return types.Property(outputs)
+
+
+class ApplySuggestions(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="apply_suggestions",
+            label="Apply SEI suggestions to labels",
+            dynamic=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        ctx.target_view()
+        if _brain_key_dropdown(ctx, inputs) is None:
+            return types.Property(inputs)
+        inputs.bool("only_tagged", default=not bool(ctx.selected), label="Only tagged samples")
+        inputs.str("tag", default=DEFAULT_TAG, label="Tag")
+        inputs.view("note", types.Notice(
+            label="The previous label is kept in '<label_field>_original'."))
+        return types.Property(inputs, view=types.View(label="Apply suggestions"))
+
+    def execute(self, ctx):
+        view = ctx.target_view()
+        if ctx.params.get("only_tagged", not bool(ctx.selected)):
+            view = view.match_tags(ctx.params.get("tag", DEFAULT_TAG))
+        changed = apply_suggestions(view, ctx.params["brain_key"])
+        ctx.ops.reload_dataset()
+        return {"num_changed": changed}
+
+
+OPERATORS = (ComputeSEI, OpenSEIView, SuggestRelabels, ApplySuggestions)
+
+
+def register(plugin):
+    for op in OPERATORS:
+        plugin.register(op)
