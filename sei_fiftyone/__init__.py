@@ -11,18 +11,35 @@ beside it; install with ``python -m sei_fiftyone install-plugin``). FiftyOne loa
 path under another module name, so it imports with absolute names only.
 """
 
-from sei_fiftyone.core import (
-    SEI,
-    SEIConfig,
-    SEIResults,
-    compute_sei,
-    field_names,
-    list_sei_runs,
-    saved_view_name,
-    sorted_view,
-)
-from sei_fiftyone.relabel import apply_suggestions, suggest_relabels
-from sei_fiftyone.plugin import install_plugin, plugin_dir
+import importlib
+
+# Lazy, so that `sei_fiftyone.db` can start a database before fiftyone is imported
+# (FiftyOne reads FIFTYONE_DATABASE_URI once, on import).
+_EXPORTS = {
+    "SEI": "sei_fiftyone.core",
+    "SEIConfig": "sei_fiftyone.core",
+    "SEIResults": "sei_fiftyone.core",
+    "compute_sei": "sei_fiftyone.core",
+    "field_names": "sei_fiftyone.core",
+    "list_sei_runs": "sei_fiftyone.core",
+    "saved_view_name": "sei_fiftyone.core",
+    "sorted_view": "sei_fiftyone.core",
+    "apply_suggestions": "sei_fiftyone.relabel",
+    "suggest_relabels": "sei_fiftyone.relabel",
+    "install_plugin": "sei_fiftyone.plugin",
+    "plugin_dir": "sei_fiftyone.plugin",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sei_fiftyone' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
 
 __all__ = [
     "SEI",

@@ -64,6 +64,8 @@ def embeddings_fields(samples):
     for name, field in schema.items():
         if isinstance(field, (fof.VectorField, fof.ArrayField)):
             out.append(name)
+        elif isinstance(field, fof.ListField) and isinstance(field.field, (fof.FloatField, fof.IntField)):
+            out.append(name)
     return sorted(out)
 
 
@@ -339,14 +341,18 @@ def _progress_callback(progress, epochs):
         return None, None
     import fiftyone.core.utils as fou
 
-    bar = fou.ProgressBar(total=epochs, progress=True)
-    bar.start()
+    state = {}
+
+    class _Closer:
+        def close(self):
+            if "bar" in state:
+                state["bar"].__exit__(None, None, None)
 
     def hook(epoch, total, metrics):
-        if bar.total != total:
-            bar.total = total
-        bar.set_iteration(min(epoch, total))
-    return hook, bar
+        if "bar" not in state:
+            state["bar"] = fou.ProgressBar(total=total, progress=True).__enter__()
+        state["bar"].set_iteration(min(epoch, total))
+    return hook, _Closer()
 
 
 class SEIConfig(fob.BrainMethodConfig):

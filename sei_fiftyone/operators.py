@@ -57,12 +57,15 @@ class ComputeSEI(foo.Operator):
         )
 
     def resolve_delegation(self, ctx):
-        return bool(ctx.params.get("delegate", False))
+        # True forces delegation; None leaves the choice to the caller (App or API)
+        return True if ctx.params.get("delegate", False) else None
 
     def resolve_input(self, ctx):
         inputs = types.Object()
         target = ctx.target_view()
         label_fields = core.classification_fields(target) if ctx.dataset is not None else []
+        outputs = {core.field_names(k)[2] for k in _sei_runs(ctx)}
+        label_fields = [f for f in label_fields if f not in outputs]
         if not label_fields:
             inputs.view(
                 "no_label_field",
@@ -86,26 +89,26 @@ class ComputeSEI(foo.Operator):
         models.add_choice("efficientnet-lite0", label="EfficientNet-Lite0 (frozen, offline)")
         if emb_fields:
             models.add_choice("embeddings", label="A stored embeddings field")
-        inputs.enum("model", models.values(), default="efficientnet-lite0", required=True,
+        inputs.enum("model", models.values(), default="efficientnet-lite0",
                     label="Model", view=models)
-        if ctx.params.get("model") == "embeddings":
+        if ctx.params.get("model") == "embeddings" and emb_fields:
             emb = types.DropdownView()
             for name in emb_fields:
                 emb.add_choice(name, label=name)
-            inputs.enum("embeddings_field", emb.values(), default=emb_fields[0], required=True,
+            inputs.enum("embeddings_field", emb.values(), default=emb_fields[0],
                         label="Embeddings field", view=emb)
 
-        inputs.int("epochs", default=core.DEFAULT_EPOCHS, min=1, required=True, label="Epochs")
+        inputs.int("epochs", default=core.DEFAULT_EPOCHS, min=1, label="Epochs")
         thr = types.DropdownView()
         for name in THRESHOLD_CHOICES:
             thr.add_choice(name, label=name)
-        inputs.enum("threshold", thr.values(), default="auto", required=True, label="Threshold",
+        inputs.enum("threshold", thr.values(), default="auto", label="Threshold",
                     description="'auto': zero for SEI; 'aux_mean': the paper's auxiliary-class mean",
                     view=thr)
 
         brain_key = ctx.params.get("brain_key", "sei")
         overwrite = bool(ctx.params.get("overwrite", False))
-        prop = inputs.str("brain_key", default="sei", required=True, label="Brain key",
+        prop = inputs.str("brain_key", default="sei", label="Brain key",
                           description="Name of the run and of its score field")
         if brain_key in (ctx.dataset.list_brain_runs() if ctx.dataset is not None else []) and not overwrite:
             prop.invalid = True
@@ -205,14 +208,15 @@ class SuggestRelabels(foo.Operator):
         ctx.target_view()
         if _brain_key_dropdown(ctx, inputs) is None:
             return types.Property(inputs)
-        inputs.int("budget", default=100, min=1, required=True, label="Budget",
+        inputs.int("budget", default=100, min=1, label="Budget",
                    description="How many samples to tag for relabelling")
-        inputs.str("tag", default=DEFAULT_TAG, required=True, label="Tag")
+        inputs.str("tag", default=DEFAULT_TAG, label="Tag")
         inputs.bool("flagged_only", default=False, label="Only samples flagged as mislabeled")
         return types.Property(inputs, view=types.View(label="Suggest relabels"))
 
     def resolve_delegation(self, ctx):
-        return bool(ctx.params.get("delegate", False))
+        # True forces delegation; None leaves the choice to the caller (App or API)
+        return True if ctx.params.get("delegate", False) else None
 
     def execute(self, ctx):
         ids = suggest_relabels(

@@ -12,7 +12,10 @@ import uuid
 import numpy as np
 import pytest
 
-pytest.importorskip("fiftyone", reason="the FiftyOne extra is not installed")
+import importlib.util
+
+if importlib.util.find_spec("fiftyone") is None:  # importing it here would read its config too early
+    pytest.skip("the FiftyOne extra is not installed", allow_module_level=True)
 
 from sei_fiftyone.db import temporary_mongod  # noqa: E402  (does not import fiftyone)
 
@@ -23,6 +26,7 @@ os.environ["FIFTYONE_DATABASE_URI"] = _URI
 os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 os.environ["FIFTYONE_PLUGINS_DIR"] = os.path.join(_TMP, "plugins")
 os.environ["FIFTYONE_SHOW_PROGRESS_BARS"] = "false"
+assert "fiftyone" not in __import__("sys").modules, "fiftyone was imported before its database was set"
 os.environ.setdefault("FIFTYONE_DEFAULT_DATASET_DIR", os.path.join(_TMP, "datasets"))
 
 

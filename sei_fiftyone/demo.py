@@ -1,0 +1,123 @@
+"""``python -m sei_fiftyone demo``: find the human label errors of a CIFAR-10N sample.
+
+Loads the 2,000 bundled CIFAR-10 images (``examples/cifar10n_sample``) with their
+CIFAR-10N ``worse`` human labels as ``ground_truth`` (about 41 % wrong) and the original
+labels as ``clean`` (used only to score the detection), runs :func:`compute_sei` offline
+with EfficientNet-Lite0, and prints precision / recall / F1 and the ten most suspect
+samples. ``--app`` then opens the FiftyOne App on the sorted view.
+
+Data: CIFAR-10 (Krizhevsky, 2009); labels: CIFAR-10N (Wei et al., ICLR 2022), CC BY-NC 4.0.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+
+DATASET_NAME = "sei-cifar10n-demo"
+
+
+def default_sample_dir() -> Path:
+    env = os.environ.get("SEI_CIFAR10N_SAMPLE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "examples" / "cifar10n_sample"
+
+
+def add_arguments(parser):
+    parser.add_argument("--sample-dir", type=Path, default=None,
+                        help="folder with labels.csv and images/ (default: examples/cifar10n_sample)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--threshold", default="auto", help="auto | aux_mean | aux_quantile | zero | gmm | a number")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--app", action="store_true", help="open the FiftyOne App on the sorted view")
+    parser.add_argument("--port", type=int, default=5151)
+    parser.add_argument("--private-db", action="store_true",
+                        help="run a throw-away mongod on 127.0.0.1 instead of FiftyOne's database")
+
+
+def load_sample(sample_dir=None, *, name=DATASET_NAME, limit=None):
+    """The bundled sample as a FiftyOne dataset (``ground_truth`` = worse, ``clean``)."""
+    import fiftyone as fo
+
+    sample_dir = Path(sample_dir or default_sample_dir())
+    rows = list(csv.DictReader(open(sample_dir / "labels.csv", newline="")))
+    if limit:
+        rows = rows[:limit]
+    dataset = fo.Dataset(name, overwrite=True)
+    samples = []
+    for r in rows:
+        s = fo.Sample(filepath=str((sample_dir / r["filename"]).resolve()))
+        s["ground_truth"] = fo.Classification(label=r["worse"])
+        s["clean"] = fo.Classification(label=r["clean"])
+        s["cifar10_train_index"] = int(r["cifar10_train_index"])
+        samples.append(s)
+    dataset.add_samples(samples, progress=False)
+    dataset.info["attribution"] = (
+        "Images: CIFAR-10 (Krizhevsky, 2009). Labels: CIFAR-10N, Wei et al., ICLR 2022, CC BY-NC 4.0."
+    )
+    dataset.save()
+    return dataset
+
+
+def detection_metrics(dataset, brain_key="sei"):
+    """Precision, recall and F1 of ``<brain_key>_mislabeled`` against ``ground_truth != clean``."""
+    given, clean, flags = dataset.values(["ground_truth.label", "clean.label", f"{brain_key}_mislabeled"])
+    truth = [g != c for g, c in zip(given, clean)]
+    tp = sum(1 for t, f in zip(truth, flags) if t and f)
+    fp = sum(1 for t, f in zip(truth, flags) if f and not t)
+    fn = sum(1 for t, f in zip(truth, flags) if t and not f)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "flagged": tp + fp,
+            "mislabeled": tp + fn, "n": len(truth)}
+
+
+def run(args):
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    if args.private_db:
+        from sei_fiftyone.db import temporary_mongod
+
+        os.environ["FIFTYONE_DATABASE_URI"] = stack.enter_context(temporary_mongod())
+    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    with stack:
+        import fiftyone as fo
+
+        import sei_fiftyone as sfo
+
+        t0 = time.perf_counter()
+        dataset = load_sample(args.sample_dir, limit=args.limit)
+        threshold = args.threshold
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            pass
+        print(f"Loaded {len(dataset)} CIFAR-10N images (ground_truth = 'worse' human labels)")
+        t1 = time.perf_counter()
+        results = sfo.compute_sei(dataset, "ground_truth", model="efficientnet-lite0",
+                                  epochs=args.epochs, threshold=threshold)
+        t2 = time.perf_counter()
+        m = detection_metrics(dataset)
+        print(f"compute_sei: {t2 - t1:.1f} s  (threshold {results.threshold:.3f}, "
+              f"{m['flagged']} of {m['n']} flagged; {m['mislabeled']} truly mislabeled)")
+        print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}")
+        print("\nTen most likely mislabeled (lowest SEI first):")
+        print(f"{'file':<18}{'given':<12}{'suggested':<12}{'clean':<12}{'SEI':>8}")
+        top = sfo.sorted_view(dataset, flagged_only=False).limit(10)
+        for s in top.select_fields(["ground_truth", "clean", "sei", "sei_suggestion"]):
+            sugg = s.sei_suggestion.label if s.sei_suggestion else "-"
+            print(f"{Path(s.filepath).name:<18}{s.ground_truth.label:<12}{sugg:<12}"
+                  f"{s.clean.label:<12}{s.sei:>8.2f}")
+        print(f"\nSaved view: '{sfo.saved_view_name('sei')}' on dataset '{dataset.name}' "
+              f"(total {time.perf_counter() - t0:.1f} s)")
+        if args.app:
+            session = fo.launch_app(dataset, view=dataset.load_saved_view(sfo.saved_view_name("sei")),
+                                    address="127.0.0.1", port=args.port, auto=False)
+            print(f"App: {session.url}  (Ctrl+C to stop)")
+            session.wait(-1)
+    return 0

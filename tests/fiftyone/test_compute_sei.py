@@ -1,0 +1,136 @@
+"""compute_sei end to end on generated images, on a real MongoDB."""
+
+import os
+
+import numpy as np
+import pytest
+
+import fiftyone as fo
+
+import sei_fiftyone as sfo
+from conftest import build_dataset
+
+
+def _sei_fields(ds):
+    return sorted(f for f in ds.get_field_schema() if f.startswith("sei"))
+
+
+def test_compute_sei_writes_score_flag_and_suggestion_fields(dataset):
+    results = sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=8)
+    assert _sei_fields(dataset) == ["sei", "sei_mislabeled", "sei_suggestion"]
+    scores = np.array(dataset.values("sei"), dtype=float)
+    flags = np.array(dataset.values("sei_mislabeled"))
+    assert np.all(np.isfinite(scores))
+    assert np.array_equal(flags, scores < results.threshold)
+    sugg = dataset.first()["sei_suggestion"]
+    assert isinstance(sugg, fo.Classification) and sugg.label in ("red", "green", "blue")
+    assert 0.0 <= sugg.confidence <= 1.0
+
+
+def test_flipped_labels_are_ranked_first(dataset):
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=8)
+    flipped = set(dataset.info["flipped_ids"])
+    top = sfo.sorted_view(dataset, flagged_only=False).limit(len(flipped)).values("id")
+    assert len(set(top) & flipped) >= 0.8 * len(flipped)
+
+
+def test_saved_view_lists_flagged_samples_lowest_score_first(dataset):
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=8)
+    assert "sei_most_likely_mislabeled" in dataset.list_saved_views()
+    view = dataset.load_saved_view("sei_most_likely_mislabeled")
+    scores = view.values("sei")
+    assert len(view) == sum(dataset.values("sei_mislabeled")) > 0
+    assert scores == sorted(scores)
+    assert all(view.values("sei_mislabeled"))
+
+
+def test_run_is_listed_loaded_and_described(dataset):
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=5, threshold="aux_mean")
+    assert dataset.list_brain_runs() == ["sei"]
+    assert sfo.list_sei_runs(dataset) == ["sei"]
+    info = dataset.get_brain_info("sei")
+    assert info.config.label_field == "ground_truth" and info.config.epochs == 5
+    dataset.clear_cache() if hasattr(dataset, "clear_cache") else None
+    results = dataset.load_brain_results("sei", cache=False)
+    assert isinstance(results, sfo.SEIResults)
+    assert results.config.threshold == "aux_mean"
+    assert len(results.train_accuracy) == 5
+    assert len(results.aux_ids) > 0 and set(results.aux_ids) <= set(dataset.values("id"))
+    assert results.scores_summary["count"] == len(dataset)
+    assert len(dataset.load_brain_view("sei")) == len(dataset)
+
+
+def test_rename_moves_fields_and_saved_view(dataset):
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=3)
+    dataset.rename_brain_run("sei", "sei_v2")
+    assert dataset.list_brain_runs() == ["sei_v2"]
+    assert _sei_fields(dataset) == ["sei_v2", "sei_v2_mislabeled", "sei_v2_suggestion"]
+    assert dataset.list_saved_views() == ["sei_v2_most_likely_mislabeled"]
+
+
+def test_delete_removes_fields_and_saved_view(dataset):
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=3)
+    dataset.delete_brain_run("sei")
+    assert dataset.list_brain_runs() == []
+    assert _sei_fields(dataset) == []
+    assert dataset.list_saved_views() == []
+
+
+def test_rerun_with_same_key_overwrites_cleanly(dataset):
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=3)
+    first = dataset.values("sei")
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=6)
+    assert dataset.list_brain_runs() == ["sei"]
+    assert dataset.get_brain_info("sei").config.epochs == 6
+    assert dataset.values("sei") != first
+    assert dataset.list_saved_views() == ["sei_most_likely_mislabeled"]
+
+
+def test_failed_run_leaves_dataset_untouched(dataset):
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=3)
+    before = dataset.values("sei")
+    with pytest.raises(ValueError):
+        sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=3, threshold="bogus")
+    assert dataset.values("sei") == before
+    assert dataset.get_brain_info("sei").config.epochs == 3
+    with pytest.raises(ValueError):
+        sfo.compute_sei(dataset, "ground_truth", brain_key="other", embeddings_field="embedding",
+                        epochs=3, threshold="bogus")
+    assert "other" not in dataset.get_field_schema() and dataset.list_brain_runs() == ["sei"]
+
+
+def test_works_on_a_view_and_leaves_other_samples_unset(dataset):
+    view = dataset.take(60, seed=1)
+    sfo.compute_sei(view, "ground_truth", embeddings_field="embedding", epochs=4)
+    assert len(dataset.exists("sei")) == 60
+    assert len(sfo.sorted_view(dataset, flagged_only=False)) == 60
+
+
+def test_non_classification_field_is_rejected_with_a_message(dataset):
+    with pytest.raises(ValueError, match="Classification field"):
+        sfo.compute_sei(dataset, "filepath", embeddings_field="embedding")
+
+
+def test_progress_callable_receives_fractions(dataset):
+    seen = []
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=4,
+                    progress=lambda f, label: seen.append(f))
+    assert seen and seen[-1] == pytest.approx(1.0) and seen == sorted(seen)
+
+
+def test_images_mode_reports_and_skips_missing_and_corrupt_files(tmp_path, caplog):
+    ds = build_dataset(str(tmp_path / "imgs"), n=30, with_embeddings=False)
+    try:
+        paths = ds.values("filepath")
+        os.remove(paths[0])
+        with open(paths[1], "wb") as f:
+            f.write(b"not a jpeg")
+        with caplog.at_level("WARNING"):
+            results = sfo.compute_sei(ds, "ground_truth", model="efficientnet-lite0", epochs=2)
+        assert "skipped 2 unreadable" in caplog.text
+        assert len(results.skipped_ids) == 2
+        bad = ds.select(results.skipped_ids)
+        assert bad.values("sei") == [None, None] and bad.values("sei_mislabeled") == [False, False]
+        assert len(ds.exists("sei")) == 28
+    finally:
+        ds.delete()
