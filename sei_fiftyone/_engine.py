@@ -19,6 +19,8 @@ import types
 import numpy as np
 
 EMBEDDINGS_MODEL = "embeddings"
+DEFAULT_LR = 0.002
+DEFAULT_WEIGHT_DECAY = 1e-4
 
 
 def train(inputs, labels, *, class_names, model, mode, epochs, threshold, score, seed,
@@ -138,7 +140,7 @@ def builtin_train(inputs, labels, *, class_names, model="efficientnet-lite0", mo
     )
 
 
-def _fit_head(x, y, num_classes, *, epochs, batch_size, lr, seed, on_epoch_end, run, num_runs):
+def _fit_head(x, y, num_classes, *, epochs, batch_size, lr, seed, on_epoch_end, run, num_runs, weight_decay=None):
     from sei import SEIRecorder
 
     rng = np.random.default_rng(seed)
@@ -146,7 +148,8 @@ def _fit_head(x, y, num_classes, *, epochs, batch_size, lr, seed, on_epoch_end, 
     w = np.zeros((d, num_classes), dtype=np.float32)
     b = np.zeros(num_classes, dtype=np.float32)
     vw, vb = np.zeros_like(w), np.zeros_like(b)
-    lr = 0.05 if lr is None else lr
+    lr = DEFAULT_LR if lr is None else lr
+    wd = DEFAULT_WEIGHT_DECAY if weight_decay is None else weight_decay
     rec = SEIRecorder(n, num_classes, max_epochs=epochs)
     eye = np.eye(num_classes, dtype=np.float32)
     accs, losses = [], []
@@ -163,7 +166,7 @@ def _fit_head(x, y, num_classes, *, epochs, batch_size, lr, seed, on_epoch_end, 
             correct += int((p.argmax(1) == y[idx]).sum())
             total_loss += float(-np.log(p[np.arange(idx.size), y[idx]] + 1e-12).sum())
             g = (p - eye[y[idx]]) / idx.size
-            vw = 0.9 * vw + x[idx].T @ g + 1e-4 * w
+            vw = 0.9 * vw + x[idx].T @ g + wd * w
             vb = 0.9 * vb + g.sum(0)
             w -= lr * vw
             b -= lr * vb

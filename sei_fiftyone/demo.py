@@ -29,7 +29,7 @@ def default_sample_dir() -> Path:
 def add_arguments(parser):
     parser.add_argument("--sample-dir", type=Path, default=None,
                         help="folder with labels.csv and images/ (default: examples/cifar10n_sample)")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threshold", default="auto", help="auto | aux_mean | aux_quantile | zero | gmm | a number")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
     parser.add_argument("--app", action="store_true", help="open the FiftyOne App on the sorted view")
