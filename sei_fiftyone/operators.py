@@ -163,7 +163,8 @@ class ComputeSEI(foo.Operator):
         brain_key = kwargs["brain_key"]
         if not ctx.delegated:
             yield ctx.ops.reload_dataset()
-            yield ctx.ops.set_view(name=core.saved_view_name(brain_key))
+            # By stages, not by name: the App's list of saved views predates this run
+            yield ctx.ops.set_view(view=core.sorted_view(target, brain_key))
         yield {"brain_key": brain_key, "num_flagged": results.num_flagged,
                "num_samples": results.num_samples, "threshold": results.threshold}
 
@@ -186,10 +187,8 @@ class OpenSEIView(foo.Operator):
 
     def execute(self, ctx):
         brain_key = ctx.params["brain_key"]
-        if ctx.params.get("flagged_only", True):
-            ctx.ops.set_view(name=core.saved_view_name(brain_key))
-        else:
-            ctx.ops.set_view(view=core.sorted_view(ctx.dataset, brain_key, flagged_only=False))
+        flagged_only = bool(ctx.params.get("flagged_only", True))
+        ctx.ops.set_view(view=core.sorted_view(ctx.dataset, brain_key, flagged_only=flagged_only))
         return {"brain_key": brain_key}
 
 
