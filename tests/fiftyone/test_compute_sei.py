@@ -134,3 +134,11 @@ def test_images_mode_reports_and_skips_missing_and_corrupt_files(tmp_path, caplo
         assert len(ds.exists("sei")) == 28
     finally:
         ds.delete()
+
+
+def test_samples_loaded_before_the_run_see_its_fields(dataset):
+    sample = dataset.first()
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=3)
+    assert isinstance(sample["sei"], float)
+    assert isinstance(sample["sei_suggestion"], fo.Classification)
+    assert dataset.get_field("sei_suggestion").document_type is fo.Classification

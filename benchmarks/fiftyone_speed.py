@@ -1,0 +1,176 @@
+"""Speed of the FiftyOne adapter: bulk write-back, and compute_sei wall time on CIFAR-10N.
+
+    python benchmarks/fiftyone_speed.py writeback --n 100000
+    python benchmarks/fiftyone_speed.py compute --n 2000            # images, EfficientNet-Lite0
+    python benchmarks/fiftyone_speed.py compute --n 50000 --embeddings   # stored embeddings field
+
+Runs against a private mongod on 127.0.0.1 (``sei_fiftyone.db.temporary_mongod``) unless
+FIFTYONE_DATABASE_URI is set. Appends a row to ``benchmarks/results/fiftyone_speed.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import platform
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "fiftyone_speed.md"
+HEADER = (
+    "# FiftyOne adapter speed\n\n"
+    "Produced by `benchmarks/fiftyone_speed.py` on the machine named in each row "
+    "(wall-clock seconds, real MongoDB 6.0.5 on 127.0.0.1).\n\n"
+    "| benchmark | samples | what | seconds | notes | machine |\n"
+    "| --- | ---: | --- | ---: | --- | --- |\n"
+)
+
+
+def _machine():
+    return f"{platform.machine()} {os.cpu_count()} cores, torch threads 2"
+
+
+def _record(bench, n, what, seconds, notes):
+    if not RESULTS.exists():
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(HEADER)
+    with open(RESULTS, "a") as f:
+        f.write(f"| {bench} | {n:,} | {what} | {seconds:.2f} | {notes} | {_machine()} |\n")
+    print(f"{bench} n={n:,} {what}: {seconds:.2f} s  ({notes})")
+
+
+def bench_writeback(n):
+    import fiftyone as fo
+    import fiftyone.core.labels as fol
+
+    from sei_fiftyone.core import write_values
+
+    ds = fo.Dataset(f"sei-bench-writeback-{n}", overwrite=True)
+    t = time.perf_counter()
+    ds.add_samples([fo.Sample(filepath=f"/nonexistent/{i:06d}.jpg") for i in range(n)], progress=False)
+    add_s = time.perf_counter() - t
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=n)
+    classes = [f"class_{k}" for k in range(10)]
+    labels = rng.integers(0, 10, n)
+    conf = rng.random(n)
+    t = time.perf_counter()
+    score_values = [float(s) for s in scores]
+    flag_values = [bool(s < 0) for s in scores]
+    sugg = [(classes[k], float(c)) for k, c in zip(labels, conf)]
+    ids = ds.values("id")
+    build_s = time.perf_counter() - t
+    t = time.perf_counter()
+    write_values(ds, "sei", ids, score_values, flag_values, sugg)
+    write_s = time.perf_counter() - t
+    assert isinstance(ds.last()["sei_suggestion"], fol.Classification)
+    t = time.perf_counter()
+    ds.set_values("sei_setvalues", [fol.Classification(label=classes[k], confidence=float(c))
+                                    for k, c in zip(labels, conf)])
+    ref_s = time.perf_counter() - t
+    assert len(ds.exists("sei_suggestion")) == n
+    _record("write-back", n, "scores + flags + suggestions (write_values)", write_s + build_s,
+            f"one $merge {write_s:.2f} s + building values {build_s:.2f} s; the suggestions alone "
+            f"through FiftyOne's set_values take {ref_s:.2f} s; "
+            f"goal < 5 s; (adding the samples took {add_s:.1f} s)")
+    ds.delete()
+
+
+def _cifar_dir():
+    sys.path.insert(0, str(REPO))
+    from benchmarks.cifar10n import data_dir
+
+    return data_dir()
+
+
+def _extract(n, dest):
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = [dest / f"{i:05d}.jpg" for i in range(n)]
+    if all(p.exists() for p in paths[-5:]):
+        return paths
+    with zipfile.ZipFile(_cifar_dir() / "images.zip") as z:
+        for i, p in enumerate(paths):
+            if not p.exists():
+                p.write_bytes(z.read(f"train/{i:05d}.jpg"))
+    return paths
+
+
+def bench_compute(n, epochs, embeddings):
+    import fiftyone as fo
+
+    import sei_fiftyone as sfo
+    from sei_fiftyone import _engine
+
+    lab = np.load(_cifar_dir() / "labels.npz")
+    names = [str(s) for s in lab["class_names"]]
+    worse, clean = lab["worse"][:n], lab["train_clean"][:n]
+    cache = REPO / "benchmarks" / ".cache" / "fiftyone_images"
+    paths = _extract(n, cache)
+    ds = fo.Dataset(f"sei-bench-compute-{n}", overwrite=True)
+    samples = []
+    for i, p in enumerate(paths):
+        s = fo.Sample(filepath=str(p))
+        s["ground_truth"] = fo.Classification(label=names[worse[i]])
+        s["clean"] = fo.Classification(label=names[clean[i]])
+        samples.append(s)
+    ds.add_samples(samples, progress=False)
+    kwargs = {}
+    notes = ""
+    if embeddings:
+        feats_cache = REPO / "benchmarks" / ".cache" / f"fiftyone_lite0_{n}.npy"
+        if feats_cache.exists():
+            feats = np.load(feats_cache)
+        else:
+            t = time.perf_counter()
+            feats, _ = _engine.embed_image_paths([str(p) for p in paths])
+            np.save(feats_cache, feats)
+            notes += f"embedding the images first took {time.perf_counter() - t:.0f} s; "
+        ds.set_values("embedding", [f for f in feats])
+        kwargs["embeddings_field"] = "embedding"
+    t = time.perf_counter()
+    res = sfo.compute_sei(ds, "ground_truth", epochs=epochs, progress=False, **kwargs)
+    wall = time.perf_counter() - t
+    from sei_fiftyone.demo import detection_metrics
+
+    m = detection_metrics(ds)
+    engine = "sei.train" if _engine._project_engine() is not None else "built-in head"
+    what = "compute_sei, " + ("stored embeddings field" if embeddings else "images, frozen efficientnet-lite0 @96px")
+    _record("compute_sei", n, what, wall,
+            notes + f"{epochs} epochs, {engine}; CIFAR-10N worse: P {m['precision']:.2f} R {m['recall']:.2f} "
+            f"F1 {m['f1']:.2f}, {res.num_flagged} flagged")
+    ds.delete()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["writeback", "compute"])
+    ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--embeddings", action="store_true", help="train on a stored embeddings field")
+    a = ap.parse_args(argv)
+    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    stack = contextlib.ExitStack()
+    if not os.environ.get("FIFTYONE_DATABASE_URI"):
+        sys.path.insert(0, str(REPO))
+        from sei_fiftyone.db import temporary_mongod
+
+        os.environ["FIFTYONE_DATABASE_URI"] = stack.enter_context(temporary_mongod())
+    with stack:
+        import torch
+
+        torch.set_num_threads(2)
+        if a.what == "writeback":
+            bench_writeback(a.n or 100_000)
+        else:
+            bench_compute(a.n or 2_000, a.epochs, a.embeddings)
+
+
+if __name__ == "__main__":
+    main()
