@@ -8,7 +8,7 @@ import pytest
 import fiftyone as fo
 
 import sei_fiftyone as sfo
-from conftest import build_dataset
+from sei_fo_testutil import build_dataset
 
 
 def _sei_fields(ds):
