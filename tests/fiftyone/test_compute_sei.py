@@ -142,3 +142,16 @@ def test_samples_loaded_before_the_run_see_its_fields(dataset):
     assert isinstance(sample["sei"], float)
     assert isinstance(sample["sei_suggestion"], fo.Classification)
     assert dataset.get_field("sei_suggestion").document_type is fo.Classification
+
+
+def test_compute_sei_through_sei_train(dataset, monkeypatch):
+    pytest.importorskip("sei.training", reason="the training engine (sei.train) has not landed")
+    monkeypatch.delenv("SEI_FIFTYONE_BUILTIN_ENGINE", raising=False)
+    results = sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=4)
+    assert dataset.list_brain_runs() == ["sei"]
+    assert len(results.train_accuracy) >= 1
+    scores = np.array(dataset.values("sei"), dtype=float)
+    assert np.isfinite(scores).all()
+    flipped = set(dataset.info["flipped_ids"])
+    top = sfo.sorted_view(dataset, flagged_only=False).limit(len(flipped)).values("id")
+    assert len(set(top) & flipped) >= 0.5 * len(flipped)
