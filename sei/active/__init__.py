@@ -1,0 +1,37 @@
+"""Active label correction: relabel under a budget (Kim, "Active Label Correction Using
+Robust Parameter Update and Entropy Propagation", ECCV workshops 2022), plus SEI-guided
+selection.
+
+- :class:`RobustWeights`: contribution weights alpha (plug into ``sei.train(sample_weights=)``)
+- :class:`KNNGraph`: symmetric Gaussian kNN graph, exact local entropy propagation
+- selectors (one interface): Random, Entropy, CorrActive, LossEnt (two variants), DALC, Kim, SEI
+- :func:`simulate`: oracle rounds of train -> select -> correct, metrics and plots
+
+Imports numpy, scipy and scikit-learn only (hnswlib / faiss lazily for large graphs).
+See the submodules' docstrings for the choices made where the paper is vague.
+"""
+
+from .graph import KNNGraph, dense_diffusion_reference
+from .selectors import (
+    SELECTORS,
+    CorrActiveSelector,
+    DALCSelector,
+    EntropySelector,
+    KimSelector,
+    LossEntSelector,
+    PropagationSelector,
+    RandomSelector,
+    SEISelector,
+    SelectionContext,
+    Selector,
+    make_selector,
+)
+from .simulator import Oracle, estimate_transition_matrix, plot_curves, simulate, summarize, train_linear
+from .weights import RobustWeights
+
+__all__ = [
+    "SELECTORS", "CorrActiveSelector", "DALCSelector", "EntropySelector", "KNNGraph", "KimSelector",
+    "LossEntSelector", "Oracle", "PropagationSelector", "RandomSelector", "RobustWeights", "SEISelector",
+    "SelectionContext", "Selector", "dense_diffusion_reference", "estimate_transition_matrix",
+    "make_selector", "plot_curves", "simulate", "summarize", "train_linear",
+]

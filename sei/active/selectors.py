@@ -1,0 +1,255 @@
+"""Batch selectors for active label correction, all behind one interface.
+
+``selector.select(context, batch_size) -> (Q,) int indices in pick order`` where
+``context`` is a :class:`SelectionContext` (labels, pred_probs, and optionally alpha,
+SEI scores, a :class:`~sei.active.graph.KNNGraph`, and the already-queried mask).
+
+=================  ==========================================================================
+Random             uniform over not-yet-queried samples
+Entropy            highest predictive entropy (Rebbapragada et al.)
+CorrActive         highest cross-entropy loss w.r.t. the current label (Nallapati et al.)
+LossEnt            ``variant="bernhardt"``: CE/logK - max(H/logK - 0.3, 0) (active label
+                   cleaning); ``variant="sum"``: CE + H (what the ALC paper ran)
+DALC               entropy selection; the simulator trains it with a transition-matrix
+                   corrected loss (``uses_transition_matrix``)
+Kim                robust weights alpha + candidates ranked by p^S ∝ 1 - alpha + entropy
+                   propagation on the kNN graph (the ALC paper)
+SEI                SEI-guided: suspicion from the recorder's scores (lower SEI = more
+                   suspicious) in place of entropy, with the same propagation
+=================  ==========================================================================
+
+Choices where the paper is vague (options of :class:`PropagationSelector`):
+``pool`` is the candidate set size C (a fraction of the not-yet-queried samples, or an
+int), drawn by ranking p^S (lowest alpha first) as in the paper's experiments; the pool is
+refilled in rank order as picks leave it. ``candidates="all"`` skips the alpha ranking.
+SEI suspicion is ``(max - s) / (max - min)`` in [0, 1] (``transform="minmax"``) or the
+rank in [0, 1] (``"rank"``), so that a picked, now-known label propagates "0 = resolved".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "SelectionContext", "Selector", "RandomSelector", "EntropySelector", "CorrActiveSelector",
+    "LossEntSelector", "DALCSelector", "PropagationSelector", "KimSelector", "SEISelector",
+    "make_selector", "SELECTORS",
+]
+
+_EPS = 1e-12
+
+
+@dataclass
+class SelectionContext:
+    """What a selector may look at. Shapes: N samples, K classes."""
+
+    labels: np.ndarray                 # (N,) current (partly corrected) labels
+    pred_probs: np.ndarray             # (N, K) model probabilities
+    exclude: np.ndarray | None = None  # (N,) bool, already queried
+    alpha: np.ndarray | None = None    # (N,) robust contribution weights (sum 1)
+    sei_scores: np.ndarray | None = None  # (N,) lower = more likely mislabeled
+    graph: object | None = None        # KNNGraph
+    seed: int = 0
+
+    def available(self) -> np.ndarray:
+        n = len(self.labels)
+        return np.ones(n, bool) if self.exclude is None else ~np.asarray(self.exclude, bool)
+
+
+def _entropy(p):
+    p = np.clip(p, _EPS, 1.0)
+    return -(p * np.log(p)).sum(1)
+
+
+def _ce(p, y):
+    return -np.log(np.clip(p[np.arange(len(y)), y], _EPS, 1.0))
+
+
+class Selector:
+    """Base class: override :meth:`priority` (higher = pick first) or :meth:`select`."""
+
+    name = "base"
+    uses_graph = False
+    uses_transition_matrix = False
+    robust_training = False
+    needs_sei = False
+
+    def priority(self, ctx: SelectionContext) -> np.ndarray:
+        raise NotImplementedError
+
+    def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
+        avail = ctx.available()
+        q = min(int(batch_size), int(avail.sum()))
+        pr = np.where(avail, self.priority(ctx).astype(np.float64), -np.inf)
+        if q <= 0:
+            return np.zeros(0, dtype=np.int64)
+        top = np.argpartition(-pr, q - 1)[:q]
+        return top[np.argsort(-pr[top], kind="stable")].astype(np.int64)
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class RandomSelector(Selector):
+    name = "random"
+
+    def select(self, ctx, batch_size):
+        idx = np.flatnonzero(ctx.available())
+        rng = np.random.default_rng(ctx.seed)
+        return rng.permutation(idx)[: int(batch_size)].astype(np.int64)
+
+
+class EntropySelector(Selector):
+    name = "entropy"
+
+    def priority(self, ctx):
+        return _entropy(ctx.pred_probs)
+
+
+class CorrActiveSelector(Selector):
+    name = "corractive"
+
+    def priority(self, ctx):
+        return _ce(ctx.pred_probs, ctx.labels)
+
+
+class LossEntSelector(Selector):
+    """``variant="bernhardt"`` (default) or ``"sum"`` (the ALC paper's loss + entropy)."""
+
+    def __init__(self, variant: str = "bernhardt", margin: float = 0.3):
+        if variant not in ("bernhardt", "sum"):
+            raise ValueError(f"variant must be 'bernhardt' or 'sum', got {variant!r}")
+        self.variant, self.margin = variant, margin
+        self.name = "lossent" if variant == "bernhardt" else "lossent_sum"
+
+    def priority(self, ctx):
+        ce, h = _ce(ctx.pred_probs, ctx.labels), _entropy(ctx.pred_probs)
+        if self.variant == "sum":
+            return ce + h
+        logk = np.log(ctx.pred_probs.shape[1])
+        return ce / logk - np.maximum(h / logk - self.margin, 0.0)
+
+
+class DALCSelector(EntropySelector):
+    name = "dalc"
+    uses_transition_matrix = True
+
+
+class PropagationSelector(Selector):
+    """Greedy picks of the highest priority in a candidate pool, propagating each pick.
+
+    Parameters
+    ----------
+    priority : {"entropy", "sei"}
+    candidates : {"alpha", "all"}
+        "alpha": pool ranked by p^S ∝ 1 - alpha (needs ``ctx.alpha``; falls back to "all").
+    pool : float or int, default 0.25
+        Candidate pool size (fraction of not-yet-queried samples if float).
+    steps, step_size, tol, mode : passed to :meth:`KNNGraph.propagate_pick`.
+    propagate : bool, default True
+    """
+
+    uses_graph = True
+
+    def __init__(self, priority="entropy", *, candidates="alpha", pool=0.25, steps=10, step_size=0.1,
+                 tol=1e-6, mode="change", propagate=True, transform="minmax", robust_training=True,
+                 name=None):
+        if priority not in ("entropy", "sei"):
+            raise ValueError(f"priority must be 'entropy' or 'sei', got {priority!r}")
+        if candidates not in ("alpha", "all"):
+            raise ValueError(f"candidates must be 'alpha' or 'all', got {candidates!r}")
+        self.priority_name, self.candidates, self.pool = priority, candidates, pool
+        self.steps, self.step_size, self.tol, self.mode = steps, step_size, tol, mode
+        self.propagate, self.transform = propagate, transform
+        self.robust_training = robust_training
+        self.needs_sei = priority == "sei"
+        self.name = name or ("kim" if priority == "entropy" else "sei_propagation")
+
+    def priority(self, ctx):
+        if self.priority_name == "entropy":
+            return _entropy(ctx.pred_probs)
+        if ctx.sei_scores is None:
+            raise ValueError("SEI-guided selection needs ctx.sei_scores (e.g. SEIRecorder.scores('sei'))")
+        s = np.asarray(ctx.sei_scores, dtype=np.float64)
+        ok = np.isfinite(s)
+        u = np.zeros_like(s)
+        if ok.any():
+            if self.transform == "rank":
+                r = np.empty(ok.sum())
+                r[np.argsort(-s[ok], kind="stable")] = np.arange(ok.sum())
+                u[ok] = r / max(ok.sum() - 1, 1)
+            else:
+                lo, hi = s[ok].min(), s[ok].max()
+                u[ok] = (hi - s[ok]) / max(hi - lo, _EPS)
+        return u
+
+    def select(self, ctx, batch_size):
+        avail = ctx.available()
+        n = len(avail)
+        q = min(int(batch_size), int(avail.sum()))
+        if q <= 0:
+            return np.zeros(0, dtype=np.int64)
+        e = self.priority(ctx).astype(np.float64).copy()
+        if self.propagate and ctx.graph is None:
+            raise ValueError(f"{self.name} needs a KNNGraph in ctx.graph (or propagate=False)")
+        if self.candidates == "alpha" and ctx.alpha is not None:
+            order = np.argsort(np.asarray(ctx.alpha), kind="stable")
+            order = order[avail[order]]
+            size = self.pool if isinstance(self.pool, (int, np.integer)) else int(np.ceil(self.pool * len(order)))
+            size = int(min(max(size, q), len(order)))
+        else:
+            order = np.flatnonzero(avail)
+            size = len(order)
+        in_pool = np.zeros(n, bool)
+        in_pool[order[:size]] = True
+        nxt = size
+        score = np.where(in_pool, e, -np.inf)
+        picks = np.empty(q, dtype=np.int64)
+        for t in range(q):
+            j = int(np.argmax(score))
+            picks[t] = j
+            in_pool[j] = False
+            if self.propagate:
+                touched = ctx.graph.propagate_pick(e, j, steps=self.steps, step_size=self.step_size,
+                                                   mode=self.mode, tol=self.tol)
+                score[touched] = np.where(in_pool[touched], e[touched], -np.inf)
+            score[j] = -np.inf
+            if nxt < len(order):  # refill the pool in p^S rank order
+                m = order[nxt]
+                nxt += 1
+                in_pool[m] = True
+                score[m] = e[m]
+        return picks
+
+
+def KimSelector(**kw) -> PropagationSelector:
+    """The ALC paper: robust weights + p^S candidates + entropy propagation."""
+    return PropagationSelector("entropy", **kw)
+
+
+def SEISelector(**kw) -> PropagationSelector:
+    """SEI-guided: recorder scores in place of entropy, with propagation."""
+    kw.setdefault("candidates", "all")
+    return PropagationSelector("sei", **kw)
+
+
+SELECTORS = {
+    "random": RandomSelector,
+    "entropy": EntropySelector,
+    "corractive": CorrActiveSelector,
+    "lossent": lambda **kw: LossEntSelector("bernhardt", **kw),
+    "lossent_sum": lambda **kw: LossEntSelector("sum", **kw),
+    "dalc": DALCSelector,
+    "kim": KimSelector,
+    "sei_propagation": SEISelector,
+    "sei": lambda **kw: SEISelector(propagate=False, **kw),
+}
+
+
+def make_selector(method: str, **options) -> Selector:
+    """Selector by name: one of ``SELECTORS`` (``"sei"`` is SEI ranking without propagation)."""
+    if method not in SELECTORS:
+        raise ValueError(f"method must be one of {sorted(SELECTORS)}, got {method!r}")
+    return SELECTORS[method](**options)
