@@ -576,7 +576,10 @@ def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, m
     aux_indices = np.zeros(0, dtype=np.int64)
     labels_used = labels.copy()
     if aux_class:
-        labels_used, aux_indices = draw_auxiliary(labels, k, num_aux=_num_aux(num_aux, n, k), seed=seed)
+        # A seed derived from ``seed``: with the raw seed, draw_auxiliary would pick exactly the
+        # positions that sei.symmetric_noise(..., seed=seed) flips (same generator, same draw).
+        aux_seed = int(np.random.SeedSequence([int(seed), 0xA5C1]).generate_state(1)[0])
+        labels_used, aux_indices = draw_auxiliary(labels, k, num_aux=_num_aux(num_aux, n, k), seed=aux_seed)
     c = k + 1 if aux_class else k
 
     # ---- model / features

@@ -1,0 +1,145 @@
+"""Training-engine speed: embeddings-mode epochs over 50,000 x 1280 features, fine-tune images/s.
+
+Prints a markdown table (also written to ``benchmarks/results/train_speed.md`` with ``--write``):
+
+* ``sei.train`` in mode ``embeddings`` (the frozen mode's training stage), 150 epochs,
+  batch 128, K = 10 (+1 auxiliary class), N = 50,000 features of width 1280 (the
+  CIFAR-10N EfficientNet-Lite0 features when ``benchmarks/.cache`` holds them, else
+  synthetic ones of the same shape: the speed does not depend on the values);
+* the same with the autograd path (``force_autograd=True``) and a naive per-batch
+  ``DataLoader`` loop, both timed over a few epochs and extrapolated to 150;
+* fine-tune images/s for a small model (EfficientNet-Lite0 at 64 px) on this CPU.
+
+Usage::
+
+    nice -n 10 python benchmarks/train_speed.py [--epochs 150] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _features(n, d, seed=0):
+    cache = ROOT / "benchmarks" / ".cache" / "cifar10n_train_efficientnet-lite0_96.npy"
+    if cache.exists():
+        x = np.load(cache)
+        if x.shape == (n, d):
+            return x, "CIFAR-10N EfficientNet-Lite0 @96px"
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype(np.float32), "synthetic N(0,1)"
+
+
+def _labels(n, k, seed=0):
+    try:  # CIFAR-10N "worse" labels when the shared data is there
+        z = np.load(Path("/work/shared/data/cifar10n/labels.npz"))
+        if len(z["worse"]) == n:
+            return np.asarray(z["worse"], dtype=np.int64)
+    except Exception:
+        pass
+    return np.random.default_rng(seed).integers(0, k, n)
+
+
+def naive_loop_epoch(x, y, k, batch_size=128, seed=0):
+    """Per-batch DataLoader + nn.Linear + autograd, the loop the issue calls naive."""
+    import torch
+
+    ds = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True,
+                                     generator=torch.Generator().manual_seed(seed))
+    head = torch.nn.Linear(x.shape[1], k + 1)
+    opt = torch.optim.SGD(head.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    t = time.time()
+    for xb, yb in dl:
+        loss = torch.nn.functional.cross_entropy(head(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.time() - t
+
+
+def finetune_images_per_s(n=256, size=64, epochs=1):
+    import torch
+
+    from sei.training import train
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, size=(n, size, size, 3), dtype=np.uint8)
+    y = rng.integers(0, 4, n)
+    t = time.time()
+    train(imgs, y, class_names=list("abcd"), model="efficientnet-lite0", mode="finetune", epochs=epochs,
+          batch_size=64, image_size=size, progress=False, aux_class=False, num_threads=torch.get_num_threads())
+    return n * epochs / (time.time() - t)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--n", type=int, default=50_000)
+    ap.add_argument("--dim", type=int, default=1280)
+    ap.add_argument("--probe-epochs", type=int, default=3, help="epochs timed for the slower variants")
+    ap.add_argument("--write", action="store_true", help="write benchmarks/results/train_speed.md")
+    ap.add_argument("--skip-finetune", action="store_true")
+    a = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(2)
+    from sei.training import train
+
+    k = 10
+    x, src = _features(a.n, a.dim)
+    y = _labels(a.n, k)
+    names = [f"class {i}" for i in range(k)]
+    rows = []
+
+    t = time.time()
+    res = train(x, y, class_names=names, mode="embeddings", epochs=a.epochs, progress=False, lr=1e-3)
+    total = time.time() - t
+    rows.append((f"sei.train embeddings, closed-form head, 1 thread", a.epochs, total, total / a.epochs))
+
+    t = time.time()
+    train(x, y, class_names=names, mode="embeddings", epochs=a.probe_epochs, progress=False, force_autograd=True)
+    per = (time.time() - t) / a.probe_epochs
+    rows.append((f"sei.train embeddings, autograd head, 1 thread (x{a.probe_epochs} epochs, extrapolated)",
+                 a.epochs, per * a.epochs, per))
+
+    per = np.mean([naive_loop_epoch(x, y, k, seed=s) for s in range(a.probe_epochs)])
+    rows.append((f"naive DataLoader + nn.Linear, 2 threads (x{a.probe_epochs} epochs, extrapolated)",
+                 a.epochs, per * a.epochs, per))
+
+    lines = [
+        f"Training-engine speed on {platform.machine()} CPU ({os.cpu_count()} cores, shared), torch "
+        f"{torch.__version__}; N = {a.n:,} x {a.dim} features ({src}), K = {k} + 1 auxiliary, batch 128.",
+        "",
+        "| variant | epochs | total s | s / epoch |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, ep, tot, pe in rows:
+        lines.append(f"| {name} | {ep} | {tot:.1f} | {pe:.3f} |")
+    if not a.skip_finetune:
+        ips = finetune_images_per_s()
+        lines += ["", "| fine-tune | images / s |", "| --- | ---: |",
+                  f"| EfficientNet-Lite0 @64px, batch 64, CPU {torch.get_num_threads()} threads, record=train | {ips:.1f} |"]
+    lines += ["", f"Final-epoch train accuracy of the timed 150-epoch run: {res.train_accuracy[-1]:.3f}."]
+    table = "\n".join(lines)
+    print(table)
+    if a.write:
+        out = ROOT / "benchmarks" / "results" / "train_speed.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("# Training speed\n\n" + table + "\n\nReproduce: `nice -n 10 python benchmarks/train_speed.py --write`\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Command line: ``python -m sei <command> ...``.
+
+Commands live in :data:`COMMANDS` (name -> (help, add_arguments, run)); another module can
+register one with :func:`register_command` (e.g. ``benchmark``) without touching this file's
+parser code.
+
+``python -m sei train --images data/train --output runs/sei`` trains the prompt classifier
+on a folder-per-class image tree (or ``--embeddings X.npy --labels y.npy``) and writes
+``scores.csv`` (one row per sample: path, given label, score, flag, suggested label),
+``recorder.npz`` (the :class:`sei.SEIRecorder`, loadable with ``SEIRecorder.load``) and
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+COMMANDS: dict = {}
+
+
+def register_command(name, help, add_arguments, run):
+    """Register a subcommand: ``add_arguments(parser)`` then ``run(args) -> int``."""
+    COMMANDS[name] = (help, add_arguments, run)
+
+
+# ----------------------------------------------------------------------------- train
+def _add_train_args(p):
+    src = p.add_argument_group("data")
+    g = src.add_mutually_exclusive_group(required=True)
+    g.add_argument("--images", metavar="DIR", help="image folder: DIR/<class>/<image> (labels from folders), "
+                   "or any folder of images together with --labels CSV")
+    g.add_argument("--embeddings", metavar="FILE", help="(N, D) features as .npy (mode embeddings)")
+    src.add_argument("--labels", metavar="FILE", help=".npy / .txt (one integer per line) labels, or a CSV with "
+                     "columns path,label (label = class name or integer) for --images")
+    src.add_argument("--class-names", metavar="NAMES", help="comma-separated class names, or a text file with one "
+                     "per line (default: folder names, or 'class 0', ...)")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default="efficientnet-lite0", help="efficientnet-lite0 (offline), an open_clip name "
+                   "(with --pretrained), or a checkpoint path (with --arch)")
+    m.add_argument("--pretrained", help="open_clip pretrained tag or checkpoint path")
+    m.add_argument("--arch", help="open_clip architecture of a checkpoint given as --model")
+    m.add_argument("--mode", choices=["frozen", "finetune", "embeddings"], help="default: embeddings for "
+                   "--embeddings, frozen for --images")
+    m.add_argument("--image-size", type=int, help="input size in pixels (default: the model's)")
+    t = p.add_argument_group("training protocol")
+    t.add_argument("--epochs", type=int, default=150)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr-schedule", choices=["step", "none", "cosine"], default="step",
+                   help="step: /10 at 50%% and 77%% of the epochs (paper); none: authors' code")
+    t.add_argument("--logit-scale", default="learned", help="learned | raw | <float>")
+    t.add_argument("--record", choices=["train", "eval"], default="train")
+    t.add_argument("--no-aux", action="store_true", help="no auxiliary pseudo-class")
+    t.add_argument("--num-aux", default="paper", help="paper (N//(K+1)) | code (N//K) | <int>")
+    t.add_argument("--prompt-template", default=None, help="default 'a photo of a {}.'")
+    t.add_argument("--aux-prompt", default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--num-workers", type=int, default=0)
+    s = p.add_argument_group("scoring and output")
+    s.add_argument("--score", default=None, help="recorder score (default: sei.DEFAULT_SCORE)")
+    s.add_argument("--threshold", default="auto", help="auto | aux_mean | aux_quantile | zero | gmm | <float>")
+    s.add_argument("--output", "-o", required=True, metavar="DIR", help="writes scores.csv, recorder.npz, "
+                   "summary.json and checkpoint/ here")
+    s.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _read_labels(path):
+    import numpy as np
+
+    path = Path(path)
+    if path.suffix == ".npy":
+        return np.load(path), None
+    if path.suffix == ".csv":
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or "label" not in rows[0]:
+            raise SystemExit(f"{path}: a labels CSV needs a 'label' column (and 'path' for --images)")
+        return [r["label"] for r in rows], [r.get("path") for r in rows]
+    return np.loadtxt(path, dtype=np.int64, ndmin=1), None
+
+
+def _class_names(arg):
+    if arg is None:
+        return None
+    p = Path(arg)
+    if p.is_file():
+        return [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    return [c.strip() for c in arg.split(",")]
+
+
+def _run_train(a):
+    import numpy as np
+
+    from . import DEFAULT_SCORE
+    from .data import IMAGE_EXTENSIONS, scan_image_folder
+    from .training import DEFAULT_AUX_PROMPT, DEFAULT_PROMPT_TEMPLATE, train
+
+    names = _class_names(a.class_names)
+    paths = None
+    if a.embeddings:
+        inputs = np.load(a.embeddings)
+        if a.labels is None:
+            raise SystemExit("--embeddings needs --labels")
+        labels, _ = _read_labels(a.labels)
+        labels = np.asarray(labels, dtype=np.int64)
+        mode = a.mode or "embeddings"
+    else:
+        root = Path(a.images)
+        if not root.is_dir():
+            raise SystemExit(f"--images {root} is not a folder")
+        if a.labels is None:
+            paths, labels, folder_names = scan_image_folder(root)
+            names = names or folder_names
+        else:
+            raw, col = _read_labels(a.labels)
+            if col is None or any(c is None for c in col):
+                files = sorted(str(f) for f in root.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+                if len(files) != len(raw):
+                    raise SystemExit(f"{len(files)} images under {root} but {len(raw)} labels")
+                paths = files
+            else:
+                paths = [str(root / c) for c in col]
+            if all(str(v).lstrip("-").isdigit() for v in raw):
+                labels = np.asarray([int(v) for v in raw], dtype=np.int64)
+            else:
+                names = names or sorted(set(map(str, raw)))
+                idx = {c: i for i, c in enumerate(names)}
+                labels = np.asarray([idx[str(v)] for v in raw], dtype=np.int64)
+        inputs = paths
+        mode = a.mode or "frozen"
+    try:
+        logit_scale = float(a.logit_scale)
+    except ValueError:
+        logit_scale = a.logit_scale
+    try:
+        threshold = float(a.threshold)
+    except ValueError:
+        threshold = a.threshold
+    num_aux = int(a.num_aux) if a.num_aux.isdigit() else a.num_aux
+    out = Path(a.output)
+    out.mkdir(parents=True, exist_ok=True)
+    res = train(
+        inputs, labels, class_names=names, model=a.model, pretrained=a.pretrained, arch=a.arch, mode=mode,
+        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_schedule=a.lr_schedule, logit_scale=logit_scale,
+        record=a.record, aux_class=not a.no_aux, num_aux=num_aux,
+        prompt_template=a.prompt_template or DEFAULT_PROMPT_TEMPLATE, aux_prompt=a.aux_prompt or DEFAULT_AUX_PROMPT,
+        score=a.score or DEFAULT_SCORE, threshold=threshold, checkpoint_dir=out / "checkpoint", resume=a.resume,
+        device=a.device, image_size=a.image_size, num_workers=a.num_workers, seed=a.seed, progress=not a.quiet,
+    )
+    aux = np.zeros(len(labels), dtype=bool)
+    aux[res.aux_indices] = True
+    with open(out / "scores.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["index", "path", "label", "label_name", "score", "mislabeled", "predicted_label",
+                    "predicted_name", "auxiliary", "skipped"])
+        skipped = set(res.skipped.tolist())
+        for i in range(len(labels)):
+            p = res.predicted_labels[i]
+            w.writerow([i, paths[i] if paths else "", int(labels[i]), res.class_names[labels[i]],
+                        "" if not np.isfinite(res.scores[i]) else f"{res.scores[i]:.6g}", int(res.mislabeled[i]),
+                        int(p), res.class_names[p] if p >= 0 else "", int(aux[i]), int(i in skipped)])
+    res.recorder.save(out / "recorder.npz")
+    summary = {"num_samples": len(labels), "num_flagged": int(res.mislabeled.sum()), "threshold": res.threshold,
+               "score": res.score_name, "class_names": res.class_names, "aux_indices": res.aux_indices.tolist(),
+               "skipped": res.skipped.tolist(), "train_accuracy": res.train_accuracy, "train_loss": res.train_loss,
+               "config": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+                          for k, v in res.config.items()}, "elapsed_s": res.elapsed_s}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"{int(res.mislabeled.sum())} of {len(labels)} samples flagged (score {res.score_name} < "
+          f"{res.threshold:.4g}); wrote {out / 'scores.csv'}, {out / 'recorder.npz'}, {out / 'summary.json'}")
+    return 0
+
+
+register_command("train", "train the prompt classifier and score every sample (SEI)", _add_train_args, _run_train)
+
+
+# ----------------------------------------------------------------------------- main
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m sei", description="Find mislabeled images with the Signed Entropy "
+                                "Integral.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_, add_args, run) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        add_args(sp)
+        sp.set_defaults(_run=run)
+    return p
+
+
+def main(argv=None):
+    p = build_parser()
+    a = p.parse_args(argv)
+    if not getattr(a, "_run", None):
+        p.print_help()
+        return 2
+    return a._run(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""sei.train on synthetic embeddings: planted noise is found, options behave, resume is exact."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import sei  # noqa: E402
+from sei.training import TrainResult, train  # noqa: E402
+
+K = 4
+NAMES = ["cat", "dog", "ship", "truck"]
+
+
+def _blobs(n=600, d=16, seed=0, sep=2.0, noise_rate=0.2):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, K, n)
+    centers = rng.normal(size=(K, d)) * sep
+    x = (centers[y] + rng.normal(size=(n, d))).astype(np.float32)
+    noisy, is_bad = sei.symmetric_noise(y, noise_rate, num_classes=K, seed=seed)
+    return x, noisy, is_bad
+
+
+def _fit(x, y, **kw):
+    kw.setdefault("epochs", 12)
+    kw.setdefault("lr", 0.05)
+    kw.setdefault("batch_size", 64)
+    kw.setdefault("progress", False)
+    return train(x, y, class_names=NAMES, **kw)
+
+
+def test_planted_noise_ranks_first_and_is_flagged():
+    x, noisy, is_bad = _blobs()
+    res = _fit(x, noisy, epochs=20)
+    ok = np.isfinite(res.scores)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(is_bad[ok], -res.scores[ok]) > 0.95
+    flagged = res.mislabeled[ok]
+    precision = is_bad[ok][flagged].mean()
+    recall = flagged[is_bad[ok]].mean()
+    assert precision > 0.8 and recall > 0.4  # the aux-mean cutoff is conservative here
+    zero = _fit(x, noisy, epochs=20, threshold="zero")
+    assert zero.threshold == 0.0
+    flagged = zero.mislabeled[ok]
+    assert is_bad[ok][flagged].mean() > 0.7 and flagged[is_bad[ok]].mean() > 0.8
+
+
+def test_result_fields_have_documented_shapes():
+    x, noisy, _ = _blobs(n=200)
+    res = _fit(x, noisy, epochs=3)
+    n = len(noisy)
+    assert isinstance(res, TrainResult)
+    assert res.scores.shape == (n,) and res.mislabeled.shape == (n,) and res.mislabeled.dtype == bool
+    assert res.pred_probs.shape == (n, K)
+    np.testing.assert_allclose(res.pred_probs.sum(1), 1, atol=1e-5)
+    assert res.predicted_labels.shape == (n,)
+    assert len(res.train_accuracy) == len(res.train_loss) == 3
+    assert res.recorder.num_epochs == 3 and res.recorder.num_classes == K + 1
+    assert res.features.shape == x.shape
+    assert res.score_name == sei.DEFAULT_SCORE
+
+
+def test_auxiliary_samples_are_relabelled_and_set_the_threshold():
+    x, noisy, _ = _blobs(n=200)
+    res = _fit(x, noisy, epochs=3)
+    assert len(res.aux_indices) == 200 // (K + 1)
+    assert (res.labels_used[res.aux_indices] == K).all()
+    raw = res.recorder.scores(res.score_name)
+    assert res.threshold == pytest.approx(raw[res.aux_indices].mean())
+    assert np.isnan(res.scores[res.aux_indices]).all()
+    assert not res.mislabeled[res.aux_indices].any()
+
+
+def test_num_aux_code_uses_n_over_k_and_aux_off_uses_k_columns():
+    x, noisy, _ = _blobs(n=200)
+    assert len(_fit(x, noisy, epochs=1, num_aux="code").aux_indices) == 200 // K
+    res = _fit(x, noisy, epochs=1, aux_class=False)
+    assert len(res.aux_indices) == 0 and res.recorder.num_classes == K
+
+
+def test_closed_form_gradients_match_autograd():
+    x, noisy, _ = _blobs(n=300)
+    a = _fit(x, noisy, epochs=4)
+    b = _fit(x, noisy, epochs=4, force_autograd=True)
+    np.testing.assert_allclose(a.recorder.scores("sei"), b.recorder.scores("sei"), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-4)
+
+
+def test_same_seed_same_scores_and_other_seed_differs():
+    x, noisy, _ = _blobs(n=200)
+    a, b, c = _fit(x, noisy, epochs=3), _fit(x, noisy, epochs=3), _fit(x, noisy, epochs=3, seed=1)
+    np.testing.assert_array_equal(a.recorder.scores("sei"), b.recorder.scores("sei"))
+    assert not np.array_equal(a.aux_indices, c.aux_indices)
+
+
+def test_resume_after_interruption_gives_identical_scores(tmp_path):
+    x, noisy, _ = _blobs(n=300)
+    full = _fit(x, noisy, epochs=6)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_3(epoch, epochs, metrics):
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        _fit(x, noisy, epochs=6, checkpoint_dir=tmp_path, on_epoch_end=stop_after_3)
+    assert (tmp_path / "checkpoint.pt").exists()
+    resumed = _fit(x, noisy, epochs=6, checkpoint_dir=tmp_path, resume=True)
+    np.testing.assert_array_equal(full.recorder.scores("sei"), resumed.recorder.scores("sei"))
+    assert full.train_loss == resumed.train_loss
+
+
+def test_resume_with_other_labels_is_refused(tmp_path):
+    x, noisy, _ = _blobs(n=200)
+    _fit(x, noisy, epochs=1, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="other data"):
+        _fit(x, (noisy + 1) % K, epochs=2, checkpoint_dir=tmp_path, resume=True)
+
+
+@pytest.mark.parametrize("opts", [
+    dict(record="eval"), dict(lr_schedule="none"), dict(lr_schedule="cosine"), dict(logit_scale="raw"),
+    dict(logit_scale=30.0), dict(proj_dim=8), dict(center_features=False),
+])
+def test_protocol_options_train_and_score(opts):
+    x, noisy, is_bad = _blobs(n=300)
+    res = _fit(x, noisy, epochs=10, **opts)
+    ok = np.isfinite(res.scores)
+    assert ok.sum() == 300 - len(res.aux_indices)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(is_bad[ok], -res.scores[ok]) > 0.75
+
+
+def test_step_schedule_divides_lr_at_half_and_77_percent():
+    from sei.training import _lr_factor
+
+    f = [_lr_factor("step", e, 150) for e in range(150)]
+    assert f[74] == 1 and f[75] == pytest.approx(0.1) and f[114] == pytest.approx(0.1)
+    assert f[115] == pytest.approx(0.01)
+    assert _lr_factor("none", 149, 150) == 1
+
+
+def test_sample_weights_object_is_updated_with_per_sample_losses_each_epoch():
+    x, noisy, _ = _blobs(n=200)
+
+    class Robust:
+        def __init__(self):
+            self.weights = np.ones(200)
+            self.calls = []
+
+        def update(self, losses):
+            self.calls.append(np.asarray(losses).copy())
+            self.weights = np.exp(-np.asarray(losses))
+
+    w = Robust()
+    _fit(x, noisy, epochs=3, sample_weights=w)
+    assert len(w.calls) == 3 and all(c.shape == (200,) and np.isfinite(c).all() for c in w.calls)
+
+
+def test_zero_sample_weights_stop_learning():
+    x, noisy, _ = _blobs(n=200)
+    res = _fit(x, noisy, epochs=3, sample_weights=np.zeros(200), weight_decay=0.0)
+    first = res.train_loss[0]
+    assert res.train_loss[-1] == pytest.approx(first, rel=1e-5)
+
+
+def test_identity_transition_matrix_equals_plain_cross_entropy():
+    x, noisy, _ = _blobs(n=200)
+    a = _fit(x, noisy, epochs=3, force_autograd=True)
+    b = _fit(x, noisy, epochs=3, transition_matrix=np.eye(K))
+    np.testing.assert_allclose(a.recorder.scores("sei"), b.recorder.scores("sei"), rtol=1e-4, atol=1e-4)
+
+
+def test_transition_matrix_must_be_row_stochastic():
+    x, noisy, _ = _blobs(n=100)
+    with pytest.raises(ValueError, match="row-stochastic"):
+        _fit(x, noisy, epochs=1, transition_matrix=np.ones((K, K)))
+
+
+def test_non_finite_rows_are_skipped_and_never_flagged():
+    x, noisy, _ = _blobs(n=200)
+    x[[3, 7]] = np.nan
+    res = _fit(x, noisy, epochs=2, aux_class=False)
+    assert res.skipped.tolist() == [3, 7]
+    assert np.isnan(res.scores[[3, 7]]).all() and not res.mislabeled[[3, 7]].any()
+
+
+def test_on_epoch_end_and_on_record_see_every_epoch():
+    x, noisy, _ = _blobs(n=150)
+    seen, recorded = [], []
+    _fit(x, noisy, epochs=3, on_epoch_end=lambda e, t, m: seen.append((e, t, sorted(m))),
+         on_record=lambda e, ids, logits, lab: recorded.append((e, np.sort(ids))))
+    assert [s[0] for s in seen] == [0, 1, 2] and seen[0][1] == 3 and "loss" in seen[0][2]
+    for e, ids in recorded:
+        np.testing.assert_array_equal(ids, np.arange(150))  # every sample exactly once per epoch
+
+
+def test_result_recorder_feeds_cleanlab_adapter():
+    sei_cleanlab = pytest.importorskip("sei_cleanlab")
+    x, noisy, is_bad = _blobs(n=300)
+    res = _fit(x, noisy, epochs=10, aux_class=False)
+    ranked = sei_cleanlab.find_label_issues(noisy, res.recorder, return_indices_ranked_by="self_confidence") \
+        if False else sei_cleanlab.find_label_issues(noisy, res.recorder)
+    assert ranked.shape == (300,) and ranked.dtype == bool
+    assert is_bad[ranked].mean() > 0.6
+
+
+@pytest.mark.parametrize("bad", [
+    dict(mode="nope"), dict(record="later"), dict(logit_scale="huge"), dict(score="bogus"), dict(lr_schedule="x"),
+])
+def test_bad_options_raise_value_error(bad):
+    x, noisy, _ = _blobs(n=50)
+    with pytest.raises(ValueError):
+        _fit(x, noisy, epochs=1, **bad)
+
+
+def test_labels_out_of_range_raise():
+    x, noisy, _ = _blobs(n=50)
+    with pytest.raises(ValueError, match="labels must lie"):
+        _fit(x, noisy + K, epochs=1)
+
+
+def test_train_is_exported_lazily():
+    assert sei.train is train
