@@ -188,6 +188,8 @@ def embed_image_paths(paths, *, model="efficientnet-lite0", image_size=96, batch
     """
     from PIL import Image
 
+    if model not in ("efficientnet-lite0", None):
+        return _embed_with_sei_models(paths, model=model, image_size=image_size, batch_size=batch_size)
     net = _load_lite0(model)
     feats, bad = [], []
     for start in range(0, len(paths), batch_size):
@@ -202,6 +204,24 @@ def embed_image_paths(paths, *, model="efficientnet-lite0", image_size=96, batch
         feats.append(_embed_uint8(net, np.stack(arrays)))
     out = np.concatenate(feats) if feats else np.zeros((0, 1280), np.float32)
     return out, np.asarray(bad, dtype=np.int64)
+
+
+def _embed_with_sei_models(paths, *, model, image_size, batch_size):
+    """Other encoders (open_clip names, checkpoints) through ``sei.models`` when present."""
+    try:
+        from sei.models import embed_images
+    except ImportError:
+        embed_images = None
+    if embed_images is None:
+        raise ValueError(
+            f"The built-in engine embeds images with 'efficientnet-lite0' only, got model={model!r}; "
+            "install the training engine (sei.models / sei.train) for open_clip models, or pass an "
+            "embeddings field"
+        )
+    feats, skipped = embed_images(model, [str(p) for p in paths], image_size=image_size,
+                                  batch_size=batch_size, num_threads=2, return_skipped=True)
+    feats = np.nan_to_num(np.asarray(feats, dtype=np.float32))
+    return feats, np.asarray(skipped, dtype=np.int64)
 
 
 def _load_lite0(model):

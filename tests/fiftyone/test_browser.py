@@ -15,7 +15,7 @@ import pytest
 import fiftyone as fo
 
 import sei_fiftyone as sfo
-from sei_fo_testutil import build_dataset
+from sei_fiftyone.demo import load_sample
 from sei_fiftyone.db import free_port
 
 pytestmark = pytest.mark.browser
@@ -34,7 +34,8 @@ def app(tmp_path):
         pytest.skip("chromium not installed (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api")
     sfo.install_plugin()
-    ds = build_dataset(str(tmp_path / "images"), n=200, name=f"sei-browser-{int(time.time())}")
+    # 200 real CIFAR-10 images with CIFAR-10N 'worse' human labels, from the bundled sample
+    ds = load_sample(limit=200, name=f"sei-browser-{int(time.time())}")
     port = free_port()
     session = fo.launch_app(ds, address="127.0.0.1", port=port, remote=True, auto=False)
     try:
@@ -64,15 +65,15 @@ def test_compute_sei_from_the_operator_browser_shows_the_sorted_view(app):
             search.fill("compute_sei")
             page.get_by_text("Compute SEI (find mislabeled samples)").first.click()
             page.get_by_text("Label field").first.wait_for(timeout=30_000)
-            epochs = page.get_by_role("spinbutton").first  # a short run: 4 epochs
-            epochs.fill("4")
+            epochs = page.get_by_role("spinbutton").first  # typed into the form
+            epochs.fill("8")
             page.get_by_role("button", name="Execute").click()
 
             done = page.get_by_role("button", name="Done")
             done.wait_for(timeout=240_000)
             done.click()
             expect(page.get_by_text("sei_mislabeled").first).to_be_visible(timeout=60_000)
-            page.wait_for_timeout(3_000)  # let the grid render the sorted view
+            page.wait_for_timeout(4_000)  # let the grid render the sorted view
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
         finally:
@@ -81,7 +82,7 @@ def test_compute_sei_from_the_operator_browser_shows_the_sorted_view(app):
     ds.reload()
     assert ds.list_brain_runs() == ["sei"]
     assert {"sei", "sei_mislabeled", "sei_suggestion"} <= set(ds.get_field_schema())
-    assert ds.get_brain_info("sei").config.epochs == 4
+    assert ds.get_brain_info("sei").config.epochs == 8
     assert "sei_most_likely_mislabeled" in ds.list_saved_views()
     # The App's view is the sorted view: the session mirrors the App's state.
     stages = [type(s).__name__ for s in (session.view._stages if session.view is not None else [])]
