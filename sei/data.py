@@ -27,7 +27,7 @@ def read_image(path, size=None) -> np.ndarray | None:
             im = im.convert("RGB")
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+            return np.array(im, dtype=np.uint8)
     except Exception as e:  # PIL raises many types on truncated/corrupt data
         warnings.warn(f"skipping unreadable image {path}: {type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
         return None

@@ -296,7 +296,7 @@ def _to_chw_float(item, size):
         im = item.convert("RGB")
         if im.size != (size, size):
             im = im.resize((size, size), Image.BILINEAR)
-        item = np.asarray(im, dtype=np.uint8)
+        item = np.array(im, dtype=np.uint8)
     t = torch.as_tensor(item)
     if t.dtype == torch.uint8:
         if t.ndim == 2:
