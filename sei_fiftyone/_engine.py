@@ -24,22 +24,73 @@ DEFAULT_WEIGHT_DECAY = 1e-4
 
 
 def train(inputs, labels, *, class_names, model, mode, epochs, threshold, score, seed,
-          on_epoch_end=None, progress=False, batch_size=128, lr=None, **kwargs):
-    """Train and score; ``sei.train`` when available, else the built-in engine."""
-    engine = _project_engine()
-    if engine is not None and os.environ.get("SEI_FIFTYONE_BUILTIN_ENGINE", "0").lower() in ("", "0", "false", "no"):
+          on_epoch_end=None, progress=False, batch_size=128, lr=None, engine="auto", **kwargs):
+    """Train and score with ``sei.train`` (engine "sei"), the built-in head ("builtin"),
+    or "auto": ``sei.train`` when importable (unless SEI_FIFTYONE_BUILTIN_ENGINE=1)."""
+    project = _project_engine()
+    engine = resolve_engine(engine)
+    if engine == "sei":
+        if project is None:
+            raise ImportError("engine='sei' needs the training engine (sei.train), which is not installed")
         extra = dict(kwargs)
         if lr is not None:
             extra["lr"] = lr
-        return engine(
-            inputs, labels, class_names=class_names, model=model, mode=mode, epochs=epochs,
+        return _train_with_sei(
+            project, inputs, labels, class_names=class_names, model=model, mode=mode, epochs=epochs,
             threshold=threshold, score=score, seed=seed, on_epoch_end=on_epoch_end,
             progress=progress, batch_size=batch_size, **extra,
         )
+    if engine != "builtin":
+        raise ValueError(f"engine must be 'auto', 'sei' or 'builtin', got {engine!r}")
+    if kwargs:
+        raise TypeError(f"The built-in engine takes no {sorted(kwargs)}; use engine='sei'")
     return builtin_train(
         inputs, labels, class_names=class_names, model=model, mode=mode, epochs=epochs,
         threshold=threshold, score=score, seed=seed, on_epoch_end=on_epoch_end,
         batch_size=batch_size, lr=lr,
+    )
+
+
+def resolve_engine(engine="auto"):
+    """"sei" or "builtin" for an ``engine`` argument ("auto" picks sei.train when present)."""
+    if engine != "auto":
+        return engine
+    forced = os.environ.get("SEI_FIFTYONE_BUILTIN_ENGINE", "0").lower() not in ("", "0", "false", "no")
+    return "sei" if _project_engine() is not None and not forced else "builtin"
+
+
+def _train_with_sei(engine, inputs, labels, *, on_epoch_end=None, **kw):
+    """``sei.train``, plus a second run without the auxiliary class to score the samples the
+    first run relabelled to the pseudo-class (``sei.train`` leaves them NaN): every readable
+    sample gets a score, and the threshold stays the first run's."""
+    aux_class = kw.pop("aux_class", True)
+    runs = 2 if aux_class else 1
+
+    def hook(r):
+        if on_epoch_end is None:
+            return None
+        return lambda epoch, epochs, metrics: on_epoch_end(r * epochs + epoch, runs * epochs, metrics)
+
+    first = engine(inputs, labels, aux_class=aux_class, on_epoch_end=hook(0), **kw)
+    aux = np.asarray(first.aux_indices, dtype=np.int64)
+    if not aux_class or aux.size == 0:
+        return first
+    second = engine(inputs, labels, aux_class=False, on_epoch_end=hook(1),
+                    **{k: v for k, v in kw.items() if k != "threshold"}, threshold=first.threshold)
+    scores = np.array(first.scores, dtype=np.float64)
+    scores[aux] = second.scores[aux]
+    pred_probs = np.array(first.pred_probs, dtype=np.float64)
+    pred_probs[aux] = second.pred_probs[aux]
+    predicted = np.array(first.predicted_labels, dtype=np.int64)
+    predicted[aux] = second.predicted_labels[aux]
+    skipped = np.asarray(getattr(first, "skipped", []), dtype=np.int64)
+    mislabeled = np.isfinite(scores) & (scores < first.threshold)
+    return types.SimpleNamespace(
+        scores=scores, mislabeled=mislabeled, threshold=float(first.threshold),
+        score_name=first.score_name, aux_indices=aux, pred_probs=pred_probs,
+        predicted_labels=predicted,
+        train_accuracy=list(first.train_accuracy), train_loss=list(first.train_loss),
+        skipped=skipped, recorder=first.recorder, features=getattr(first, "features", None),
     )
 
 

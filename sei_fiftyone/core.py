@@ -84,6 +84,7 @@ def compute_sei(
     lr=None,
     seed=0,
     classes=None,
+    engine="auto",
     progress=None,
     **train_kwargs,
 ):
@@ -118,6 +119,11 @@ def compute_sei(
         lr (None): learning rate (engine default when None)
         seed (0): random seed
         classes (None): the class list; default the distinct labels, sorted
+        engine ("auto"): ``"sei"`` trains with the project's engine ``sei.train`` (a
+            CLIP-style cosine head; the auxiliary pseudo-class and its threshold by
+            default; a second run without it scores the auxiliary samples),
+            ``"builtin"`` a softmax-regression head on frozen features with the zero
+            threshold (fast; no extra options), ``"auto"`` the former when installed
         progress (None): whether to render a progress bar (True/False/None for the
             FiftyOne default), or a callable ``progress(fraction, label)``
         **train_kwargs: passed on to ``sei.train``
@@ -142,6 +148,7 @@ def compute_sei(
             raise ValueError("model='embeddings' needs embeddings_field=<a vector field>")
         mode = "embeddings"
     mode = mode or "frozen"
+    engine = _engine.resolve_engine(engine)
     _validate_label_field(samples, label_field)
 
     config = SEIConfig(
@@ -153,6 +160,7 @@ def compute_sei(
         threshold=threshold,
         score=score,
         seed=seed,
+        engine=engine,
     )
     brain_method = config.build()
     brain_method.ensure_requirements()
@@ -194,7 +202,7 @@ def compute_sei(
             inputs, labels, class_names=classes, model=model, mode=mode, epochs=int(epochs),
             threshold=threshold, score=score, seed=seed, on_epoch_end=on_epoch_end,
             progress=bool(progress) if not callable(progress) else False,
-            batch_size=batch_size, lr=lr, **train_kwargs,
+            batch_size=batch_size, lr=lr, engine=engine, **train_kwargs,
         )
     finally:
         if bar is not None:
@@ -407,7 +415,7 @@ class SEIConfig(fob.BrainMethodConfig):
     """
 
     def __init__(self, label_field=None, model=DEFAULT_MODEL, embeddings_field=None, mode="frozen",
-                 epochs=DEFAULT_EPOCHS, threshold="auto", score="sei", seed=0, **kwargs):
+                 epochs=DEFAULT_EPOCHS, threshold="auto", score="sei", seed=0, engine="auto", **kwargs):
         super().__init__(**kwargs)
         self.label_field = label_field
         self.model = model
@@ -417,6 +425,7 @@ class SEIConfig(fob.BrainMethodConfig):
         self.threshold = threshold
         self.score = score
         self.seed = seed
+        self.engine = engine
 
     @property
     def type(self):

@@ -32,6 +32,9 @@ def add_arguments(parser):
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threshold", default="auto", help="auto | aux_mean | aux_quantile | zero | gmm | a number")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    parser.add_argument("--engine", default="builtin", choices=["builtin", "sei", "auto"],
+                        help="builtin: softmax head on frozen EfficientNet-Lite0 features at 96 px "
+                        "(default, fast); sei: the project's sei.train (paper setup, aux threshold)")
     parser.add_argument("--app", action="store_true", help="open the FiftyOne App on the sorted view")
     parser.add_argument("--port", type=int, default=5151)
     parser.add_argument("--private-db", action="store_true",
@@ -99,8 +102,10 @@ def run(args):
             pass
         print(f"Loaded {len(dataset)} CIFAR-10N images (ground_truth = 'worse' human labels)")
         t1 = time.perf_counter()
-        results = sfo.compute_sei(dataset, "ground_truth", model="efficientnet-lite0",
-                                  epochs=args.epochs, threshold=threshold)
+        extra = {"image_size": 96} if args.engine != "builtin" else {}
+        results = sfo.compute_sei(dataset, "ground_truth", model="efficientnet-lite0", epochs=args.epochs,
+                                  threshold=threshold, engine=args.engine, **extra)
+        print(f"engine: {dataset.get_brain_info('sei').config.engine}, {args.epochs} epochs")
         t2 = time.perf_counter()
         m = detection_metrics(dataset)
         print(f"compute_sei: {t2 - t1:.1f} s  (threshold {results.threshold:.3f}, "
