@@ -102,7 +102,7 @@ def _extract(n, dest):
     return paths
 
 
-def bench_compute(n, epochs, embeddings):
+def bench_compute(n, epochs, embeddings, engine="builtin"):
     import fiftyone as fo
 
     import sei_fiftyone as sfo
@@ -121,7 +121,9 @@ def bench_compute(n, epochs, embeddings):
         s["clean"] = fo.Classification(label=names[clean[i]])
         samples.append(s)
     ds.add_samples(samples, progress=False)
-    kwargs = {}
+    kwargs = {"engine": engine}
+    if engine != "builtin":
+        kwargs["image_size"] = 96
     notes = ""
     if embeddings:
         feats_cache = REPO / "benchmarks" / ".cache" / f"fiftyone_lite0_{n}.npy"
@@ -140,7 +142,8 @@ def bench_compute(n, epochs, embeddings):
     from sei_fiftyone.demo import detection_metrics
 
     m = detection_metrics(ds)
-    engine = "sei.train" if _engine._project_engine() is not None else "built-in head"
+    engine = {"sei": "sei.train (+ a run without the aux class)", "builtin": "built-in head"}[
+        _engine.resolve_engine(engine)]
     what = "compute_sei, " + ("stored embeddings field" if embeddings else "images, frozen efficientnet-lite0 @96px")
     _record("compute_sei", n, what, wall,
             notes + f"{epochs} epochs, {engine}; CIFAR-10N worse: P {m['precision']:.2f} R {m['recall']:.2f} "
@@ -154,6 +157,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--embeddings", action="store_true", help="train on a stored embeddings field")
+    ap.add_argument("--engine", default="builtin", choices=["builtin", "sei", "auto"])
     a = ap.parse_args(argv)
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
     stack = contextlib.ExitStack()
@@ -169,7 +173,7 @@ def main(argv=None):
         if a.what == "writeback":
             bench_writeback(a.n or 100_000)
         else:
-            bench_compute(a.n or 2_000, a.epochs, a.embeddings)
+            bench_compute(a.n or 2_000, a.epochs, a.embeddings, a.engine)
 
 
 if __name__ == "__main__":
