@@ -10,7 +10,6 @@ label it replaces in ``<label_field>_original``, so nothing is lost.
 
 from __future__ import annotations
 
-import inspect
 import logging
 
 import numpy as np
@@ -66,7 +65,14 @@ def suggest_relabels(samples, brain_key="sei", *, budget=100, tag=DEFAULT_TAG, f
 
 
 def _active_selection(view, brain_key, scores, budget):
-    """Indices chosen by ``sei_cleanlab.select_for_relabeling``, or None if unavailable."""
+    """Indices chosen by ``sei_cleanlab.select_for_relabeling``, or None if unavailable.
+
+    The run keeps per-sample scores and the model's top label and confidence, not the
+    probability history, so the selector gets an (N, K) last-epoch estimate (the
+    confidence on the suggested class, the rest spread evenly) and the run's embeddings
+    field for its kNN graph (SEI propagation). Runs on images have no stored vectors:
+    None, so the caller ranks by the run's scores.
+    """
     try:
         from sei_cleanlab import select_for_relabeling
     except ImportError:
@@ -74,32 +80,38 @@ def _active_selection(view, brain_key, scores, budget):
             from sei_cleanlab.active import select_for_relabeling
         except ImportError:
             return None
-    label_field = _run_label_field(view, brain_key)
-    _, _, sugg_field = field_names(brain_key)
-    info = view._root_dataset.load_brain_results(brain_key)
-    classes = list(info.classes)
+    dataset = view._root_dataset
+    info = dataset.get_brain_info(brain_key)
+    results = dataset.load_brain_results(brain_key)
+    classes = list(results.classes)
     index = {c: k for k, c in enumerate(classes)}
-    labels = np.array([index.get(x, -1) for x in view.values(f"{label_field}.label")])
-    available = {
-        "scores": scores,
-        "sei_scores": scores,
-        "labels": labels,
-        "budget": budget,
-        "num_classes": len(classes),
-    }
-    try:
-        params = inspect.signature(select_for_relabeling).parameters
-        args = [available[p] for p, v in params.items()
-                if v.default is inspect.Parameter.empty and v.kind in (v.POSITIONAL_ONLY, v.POSITIONAL_OR_KEYWORD)]
-        kwargs = {p: available[p] for p, v in params.items()
-                  if v.default is not inspect.Parameter.empty and p in available}
-        out = np.asarray(select_for_relabeling(*args, **kwargs))
-    except Exception as e:  # an incompatible or failing selector must not block relabelling
-        logger.warning("select_for_relabeling unavailable (%s); using lowest scores first", e)
+    k = len(classes)
+    _, _, sugg_field = field_names(brain_key)
+    given, sugg_labels, sugg_conf = view.values(
+        [f"{info.config.label_field}.label", f"{sugg_field}.label", f"{sugg_field}.confidence"]
+    )
+    labels = np.array([index.get(x, 0) for x in given], dtype=np.int64)
+    probs = np.full((labels.size, k), 0.0)
+    for i, (lab, conf) in enumerate(zip(sugg_labels, sugg_conf)):
+        if lab is None or conf is None:
+            probs[i] = 1.0 / k
+            continue
+        probs[i] = (1.0 - conf) / max(k - 1, 1)
+        probs[i, index[lab]] = conf
+    features = None
+    if info.config.embeddings_field:
+        features = np.stack([np.asarray(v, dtype=np.float32).ravel()
+                             for v in view.values(info.config.embeddings_field)])
+    if features is None:
+        # Without vectors for the kNN graph the selector would rank by a one-epoch
+        # estimate; the run's own SEI (lowest first) is the better order.
         return None
-    if out.dtype == bool:
-        out = np.flatnonzero(out)
-    return out.astype(np.int64)[:budget]
+    try:
+        out = select_for_relabeling(labels, probs, features, budget=budget)
+    except Exception as e:  # a failing selector must not block relabelling
+        logger.warning("select_for_relabeling failed (%s); using lowest scores first", e)
+        return None
+    return np.asarray(out, dtype=np.int64)[:budget]
 
 
 def apply_suggestions(samples, brain_key="sei", *, label_field=None):
