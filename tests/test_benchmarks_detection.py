@@ -11,6 +11,7 @@ sys.path.insert(0, ROOT)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
 
 import sei  # noqa: E402
 from benchmarks import detection as D  # noqa: E402
