@@ -163,6 +163,7 @@ class KNNGraph:
         self._indices = a.indices.astype(np.int64)
         self._pdata = a.data / np.repeat(self.degree, np.diff(a.indptr))
         self._work = np.zeros(n)
+        self._stamp = np.zeros(n, dtype=np.int64)
 
     # -- operators ---------------------------------------------------------------------
     def transition_matrix(self) -> sp.csr_matrix:
@@ -187,24 +188,32 @@ class KNNGraph:
 
         Returns ``(indices, values)`` of the (possibly pruned) support.
         """
-        ip, ind, pd, work = self._indptr, self._indices, self._pdata, self._work
+        ip, ind, pd, work, stamp = self._indptr, self._indices, self._pdata, self._work, self._stamp
         sup = np.array([node], dtype=np.int64)
         work[node] = value
         thresh = abs(value) * tol
+        flat, _ = _flat_ranges(ip, sup)
+        nb = ind[flat]
         try:
             for _ in range(steps):
-                # Support of the next iterate: current support plus its neighbours.
-                flat, _ = _flat_ranges(ip, sup)
-                tgt = np.unique(np.concatenate((sup, ind[flat])))
+                # Support of the next iterate: current support plus its neighbours, de-duplicated
+                # without sorting (each node keeps the slot of its last occurrence).
+                cand = np.concatenate((sup, nb))
+                pos = np.arange(len(cand))
+                stamp[cand] = pos
+                tgt = cand[stamp[cand] == pos]
                 flat, seg = _flat_ranges(ip, tgt)
-                pulled = np.add.reduceat(pd[flat] * work[ind[flat]], seg)
+                nb = ind[flat]
+                pulled = np.add.reduceat(pd[flat] * work[nb], seg)
                 new = (1.0 - step_size) * work[tgt] + step_size * pulled
                 work[tgt] = new  # all reads done above, so the in-place write is safe
                 if thresh > 0:
                     small = np.abs(new) < thresh
                     if small.any():
                         work[tgt[small]] = 0.0
-                        tgt = tgt[~small]
+                        keep = ~small
+                        tgt = tgt[keep]
+                        nb = nb[np.repeat(keep, np.diff(np.append(seg, len(flat))))]
                 sup = tgt
             vals = work[sup].copy()
         finally:
@@ -223,7 +232,11 @@ class KNNGraph:
         n = self.num_samples
         m = ((1 - step_size) * sp.identity(n, format="csr") + step_size * self.transition_matrix()).tocsr()
         r = sp.identity(n, format="csc")
+        avg_deg = m.nnz / n
         for _ in range(steps):
+            if r.nnz * avg_deg > 4 * max_entries:  # refuse before the product can blow up memory
+                raise MemoryError(f"response matrix would exceed max_entries={max_entries}; raise tol or "
+                                  "use on-the-fly propagation")
             r = (m @ r).tocsc()
             if tol > 0:
                 r.data[np.abs(r.data) < tol] = 0.0
