@@ -26,12 +26,14 @@ from .selectors import (
     Selector,
     make_selector,
 )
-from .simulator import Oracle, estimate_transition_matrix, plot_curves, simulate, summarize, train_linear
+from .simulator import (
+    Oracle, estimate_transition_matrix, plot_curves, sei_train_trainer, simulate, summarize, train_linear,
+)
 from .weights import RobustWeights
 
 __all__ = [
     "SELECTORS", "CorrActiveSelector", "DALCSelector", "EntropySelector", "KNNGraph", "KimSelector",
     "LossEntSelector", "Oracle", "PropagationSelector", "RandomSelector", "RobustWeights", "SEISelector",
     "SelectionContext", "Selector", "dense_diffusion_reference", "estimate_transition_matrix",
-    "make_selector", "plot_curves", "simulate", "summarize", "train_linear",
+    "make_selector", "plot_curves", "sei_train_trainer", "simulate", "summarize", "train_linear",
 ]

@@ -25,7 +25,7 @@ import numpy as np
 from .selectors import SelectionContext, make_selector
 from .weights import RobustWeights
 
-__all__ = ["Oracle", "train_linear", "estimate_transition_matrix", "simulate", "plot_curves", "summarize"]
+__all__ = ["Oracle", "train_linear", "sei_train_trainer", "estimate_transition_matrix", "simulate", "plot_curves", "summarize"]
 
 
 class Oracle:
@@ -118,6 +118,29 @@ def train_linear(features, labels, num_classes, *, epochs=20, lr=0.1, batch_size
     return LinearModel(w, b, mean, std), probs, losses
 
 
+def sei_train_trainer(**train_kwargs):
+    """A ``trainer=`` for :func:`simulate` that runs ``sei.train(mode="embeddings")``.
+
+    Robust weights go through ``sample_weights=`` and DALC's matrix through
+    ``transition_matrix=`` (applied to all samples: the engine has no per-sample mask).
+    ``sei.train`` exposes no predictor for held-out data, so test accuracy is NaN; use the
+    built-in ``"linear"`` trainer for accuracy curves. Imports torch on first call.
+    """
+    def _train(features, labels, num_classes, *, epochs, sample_weights=None, transition_matrix=None,
+               correct_mask=None, recorder=None, seed=0):
+        import sei
+
+        kw = dict(mode="embeddings", aux_class=False, progress=False, threshold="zero")
+        kw.update(train_kwargs)
+        res = sei.train(features, labels, class_names=[f"class {i}" for i in range(num_classes)], epochs=epochs,
+                        sample_weights=sample_weights, transition_matrix=transition_matrix, seed=seed, **kw)
+        probs = np.asarray(res.pred_probs, dtype=np.float64)
+        losses = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))
+        return None, probs, losses, res.recorder
+
+    return _train
+
+
 def estimate_transition_matrix(noisy_labels, clean_labels, queried, num_classes, *, smoothing=1.0):
     """Row-stochastic T[i, j] = P(noisy = j | clean = i) from the queried samples."""
     c = np.full((num_classes, num_classes), float(smoothing))
@@ -168,11 +191,14 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
         if sel.uses_transition_matrix and queried.any():
             tmat = estimate_transition_matrix(noisy, clean, queried, k)
         rec = SEIRecorder(n, k)
-        model, probs, _ = train_fn(features, labels, k, epochs=epochs, sample_weights=weights,
-                                   transition_matrix=tmat, correct_mask=~queried, recorder=rec,
-                                   seed=seed * 1000 + rnd, **opts)
+        trained = train_fn(features, labels, k, epochs=epochs, sample_weights=weights,
+                           transition_matrix=tmat, correct_mask=~queried, recorder=rec,
+                           seed=seed * 1000 + rnd, **opts)
+        model, probs = trained[0], trained[1]
+        if len(trained) > 3 and trained[3] is not None:
+            rec = trained[3]  # the engine kept its own recorder
         acc = np.nan
-        if test_features is not None:
+        if test_features is not None and hasattr(model, "predict_proba"):
             acc = float(np.mean(model.predict_proba(test_features).argmax(1) == np.asarray(test_labels)))
         out["labels_queried"].append(int(queried.sum()))
         out["test_accuracy"].append(acc)
