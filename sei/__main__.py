@@ -2,7 +2,7 @@
 
 Commands live in :data:`COMMANDS` (name -> (help, add_arguments, run)); another module can
 register one with :func:`register_command` (e.g. ``benchmark``) without touching this file's
-parser code.
+parser code: list that module in :data:`OPTIONAL_COMMAND_MODULES`.
 
 ``python -m sei train --images data/train --output runs/sei`` trains the prompt classifier
 on a folder-per-class image tree (or ``--embeddings X.npy --labels y.npy``) and writes
@@ -181,7 +181,24 @@ register_command("train", "train the prompt classifier and score every sample (S
 
 
 # ----------------------------------------------------------------------------- main
+#: Modules imported (when present) before the parser is built; each calls register_command.
+#: A ``benchmark`` command lands by adding e.g. ``sei/_benchmark_cli.py`` to this tuple.
+OPTIONAL_COMMAND_MODULES = ("sei._benchmark_cli",)
+
+
+def _load_optional_commands():
+    import importlib
+
+    for mod in OPTIONAL_COMMAND_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
 def build_parser():
+    _load_optional_commands()
     p = argparse.ArgumentParser(prog="python -m sei", description="Find mislabeled images with the Signed Entropy "
                                 "Integral.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
