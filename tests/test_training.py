@@ -30,25 +30,24 @@ def _fit(x, y, **kw):
 
 
 def test_planted_noise_ranks_first_and_is_flagged():
-    x, noisy, is_bad = _blobs()
-    res = _fit(x, noisy, epochs=20)
-    ok = np.isfinite(res.scores)
     from sklearn.metrics import roc_auc_score
 
-    assert roc_auc_score(is_bad[ok], -res.scores[ok]) > 0.95
-    flagged = res.mislabeled[ok]
-    precision = is_bad[ok][flagged].mean()
-    recall = flagged[is_bad[ok]].mean()
-    assert precision > 0.8 and recall > 0.4  # the aux-mean cutoff is conservative here
-    zero = _fit(x, noisy, epochs=20, threshold="zero")
-    assert zero.threshold == 0.0
-    flagged = zero.mislabeled[ok]
-    assert is_bad[ok][flagged].mean() > 0.7 and flagged[is_bad[ok]].mean() > 0.8
+    x, noisy, is_bad = _blobs()
+    res = _fit(x, noisy, epochs=20)
+    assert np.isfinite(res.scores).all() and len(res.aux_indices) == 0  # default: every sample scored
+    assert roc_auc_score(is_bad, -res.scores) > 0.95
+    assert res.threshold == 0.0  # "auto" on a signed score
+    assert is_bad[res.mislabeled].mean() > 0.7 and res.mislabeled[is_bad].mean() > 0.8
+    paper = _fit(x, noisy, epochs=20, threshold="aux_mean")  # the paper: aux class + its mean SEI
+    ok = np.isfinite(paper.scores)
+    assert roc_auc_score(is_bad[ok], -paper.scores[ok]) > 0.95
+    flagged = paper.mislabeled[ok]
+    assert is_bad[ok][flagged].mean() > 0.8 and flagged[is_bad[ok]].mean() > 0.4  # a conservative cutoff
 
 
 def test_result_fields_have_documented_shapes():
     x, noisy, _ = _blobs(n=200)
-    res = _fit(x, noisy, epochs=3)
+    res = _fit(x, noisy, epochs=3, aux_class=True)
     n = len(noisy)
     assert isinstance(res, TrainResult)
     assert res.scores.shape == (n,) and res.mislabeled.shape == (n,) and res.mislabeled.dtype == bool
@@ -63,7 +62,7 @@ def test_result_fields_have_documented_shapes():
 
 def test_auxiliary_samples_are_relabelled_and_set_the_threshold():
     x, noisy, _ = _blobs(n=200)
-    res = _fit(x, noisy, epochs=3)
+    res = _fit(x, noisy, epochs=3, threshold="aux_mean")
     assert len(res.aux_indices) == 200 // (K + 1)
     assert (res.labels_used[res.aux_indices] == K).all()
     raw = res.recorder.scores(res.score_name)
@@ -74,7 +73,7 @@ def test_auxiliary_samples_are_relabelled_and_set_the_threshold():
 
 def test_num_aux_code_uses_n_over_k_and_aux_off_uses_k_columns():
     x, noisy, _ = _blobs(n=200)
-    assert len(_fit(x, noisy, epochs=1, num_aux="code").aux_indices) == 200 // K
+    assert len(_fit(x, noisy, epochs=1, aux_class=True, num_aux="code").aux_indices) == 200 // K
     res = _fit(x, noisy, epochs=1, aux_class=False)
     assert len(res.aux_indices) == 0 and res.recorder.num_classes == K
 
@@ -89,9 +88,10 @@ def test_closed_form_gradients_match_autograd():
 
 def test_same_seed_same_scores_and_other_seed_differs():
     x, noisy, _ = _blobs(n=200)
-    a, b, c = _fit(x, noisy, epochs=3), _fit(x, noisy, epochs=3), _fit(x, noisy, epochs=3, seed=1)
+    a, b, c = (_fit(x, noisy, epochs=3, aux_class=True, seed=s) for s in (0, 0, 1))
     np.testing.assert_array_equal(a.recorder.scores("sei"), b.recorder.scores("sei"))
     assert not np.array_equal(a.aux_indices, c.aux_indices)
+    assert not np.allclose(a.recorder.scores("sei"), c.recorder.scores("sei"))
 
 
 def test_resume_after_interruption_gives_identical_scores(tmp_path):
@@ -126,7 +126,7 @@ def test_resume_with_other_labels_is_refused(tmp_path):
 ])
 def test_protocol_options_train_and_score(opts):
     x, noisy, is_bad = _blobs(n=300)
-    res = _fit(x, noisy, epochs=10, **opts)
+    res = _fit(x, noisy, epochs=10, aux_class=True, **opts)
     ok = np.isfinite(res.scores)
     assert ok.sum() == 300 - len(res.aux_indices)
     from sklearn.metrics import roc_auc_score
