@@ -292,7 +292,27 @@ def encode_text(bundle: EncoderBundle, prompts: Sequence[str], *, device="cpu") 
 
 
 def preprocess_batch(images, *, size: int, mean, std, device="cpu", channels_last=True) -> torch.Tensor:
-    """uint8 ``(B, H, W, 3)`` array/tensor or float ``(B, 3, H, W)`` in [0, 1] -> normalised ``(B, 3, size, size)``."""
+    """Resize and normalise a batch of images for an encoder.
+
+    Parameters
+    ----------
+    images : array or tensor
+        uint8 ``(B, H, W, 3)`` (or ``(B, H, W)`` grey) or float ``(B, 3, H, W)`` in [0, 1].
+    size : int
+        Output side in pixels (bilinear, antialiased when shrinking).
+    mean, std : sequence of 3 floats
+        Per-channel normalisation on the [0, 1] scale.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, 3, size, size), float32 (channels_last by default)
+
+    Examples
+    --------
+    >>> x = preprocess_batch(np.zeros((2, 32, 32, 3), np.uint8), size=64, mean=(0.5,) * 3, std=(0.5,) * 3)
+    >>> tuple(x.shape), float(x[0, 0, 0, 0])
+    ((2, 3, 64, 64), -1.0)
+    """
     x = torch.as_tensor(images)
     if x.dtype == torch.uint8:
         if x.ndim == 3:  # grayscale (B, H, W)
