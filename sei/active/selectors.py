@@ -16,6 +16,8 @@ Kim                robust weights alpha + candidates ranked by p^S ∝ 1 - alpha
                    propagation on the kNN graph (the ALC paper)
 SEI                SEI-guided: suspicion from the recorder's scores (lower SEI = more
                    suspicious) in place of entropy, with the same propagation
+                   (``"sei_propagation"``: all samples are candidates; ``"sei_alpha"``:
+                   candidates ranked by p^S as in Kim; ``"sei"``: no propagation)
 =================  ==========================================================================
 
 Choices where the paper is vague (options of :class:`PropagationSelector`):
@@ -245,6 +247,7 @@ SELECTORS = {
     "kim": KimSelector,
     "sei_propagation": SEISelector,
     "sei": lambda **kw: SEISelector(propagate=False, **kw),
+    "sei_alpha": lambda **kw: SEISelector(candidates="alpha", name="sei_alpha", **kw),
 }
 
 
