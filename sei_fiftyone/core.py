@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_EPOCHS = 10
+SEI_TRAIN_EPOCHS = 150
 MODEL_CHOICES = ("efficientnet-lite0", "embeddings")
 SAVED_VIEW_SUFFIX = "_most_likely_mislabeled"
 
@@ -77,7 +78,7 @@ def compute_sei(
     model=DEFAULT_MODEL,
     embeddings_field=None,
     mode=None,
-    epochs=DEFAULT_EPOCHS,
+    epochs=None,
     threshold="auto",
     score="sei",
     batch_size=128,
@@ -111,7 +112,8 @@ def compute_sei(
         embeddings_field (None): a vector field to train on instead of the images
         mode (None): ``"frozen"`` (default for images), ``"finetune"``, or
             ``"embeddings"`` (implied by ``embeddings_field``)
-        epochs (10): training epochs
+        epochs (None): training epochs; default 10 for the built-in engine, 150 (the
+            paper's) for ``sei.train``
         threshold ("auto"): ``"auto"``, ``"aux_mean"``, ``"aux_quantile"``, ``"zero"``,
             ``"gmm"`` or a number; see ``sei.compute_threshold``
         score ("sei"): which training-dynamics score to write (``sei.SCORE_NAMES``)
@@ -149,6 +151,8 @@ def compute_sei(
         mode = "embeddings"
     mode = mode or "frozen"
     engine = _engine.resolve_engine(engine)
+    if epochs is None:
+        epochs = DEFAULT_EPOCHS if engine == "builtin" else SEI_TRAIN_EPOCHS
     _validate_label_field(samples, label_field)
 
     config = SEIConfig(

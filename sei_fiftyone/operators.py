@@ -98,7 +98,8 @@ class ComputeSEI(foo.Operator):
             inputs.enum("embeddings_field", emb.values(), default=emb_fields[0],
                         label="Embeddings field", view=emb)
 
-        inputs.int("epochs", default=core.DEFAULT_EPOCHS, min=1, label="Epochs")
+        inputs.int("epochs", min=1, label="Epochs",
+                   description="Default: 10 (built-in head) or 150 (sei.train, the paper's)")
         thr = types.DropdownView()
         for name in THRESHOLD_CHOICES:
             thr.add_choice(name, label=name)
@@ -127,7 +128,7 @@ class ComputeSEI(foo.Operator):
             brain_key=ctx.params.get("brain_key", "sei"),
             model=ctx.params.get("model", "efficientnet-lite0"),
             embeddings_field=ctx.params.get("embeddings_field") if ctx.params.get("model") == "embeddings" else None,
-            epochs=int(ctx.params.get("epochs", core.DEFAULT_EPOCHS)),
+            epochs=int(ctx.params["epochs"]) if ctx.params.get("epochs") else None,
             threshold=ctx.params.get("threshold", "auto"),
         )
         target = ctx.target_view()
