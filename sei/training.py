@@ -632,6 +632,7 @@ def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, m
     rec = SEIRecorder(n, c, max_epochs=epochs, history_path=history_path)
     metrics_hist = {"train_accuracy": [], "train_loss": []}
     start_epoch = 0
+    st = None
     ckpt_path = Path(checkpoint_dir) / _CKPT_NAME if checkpoint_dir else None
     if ckpt_path is not None and rank == 0:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
@@ -664,6 +665,10 @@ def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, m
         ctx["amp"] = bool(amp and dev.type == "cuda")
         ctx["scaler"] = torch.amp.GradScaler("cuda") if ctx["amp"] else None
         ctx["skipped"] = set(skipped.tolist())
+        if st is not None:
+            ctx["skipped"] |= set(st.get("skipped", []))
+            if ctx["scaler"] is not None and st.get("scaler") is not None:
+                ctx["scaler"].load_state_dict(st["scaler"])
         run_epoch = _run_epoch_images
 
     bar = None
@@ -687,6 +692,8 @@ def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, m
                 "weights": None if weights.t is None else weights.t.cpu().numpy(),
                 "weights_obj": weights.obj.state_dict() if hasattr(weights.obj, "state_dict") else None,
                 "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                "skipped": sorted(ctx.get("skipped", ())),
+                "scaler": ctx["scaler"].state_dict() if ctx.get("scaler") is not None else None,
             })
         m = {"loss": loss, "accuracy": acc, "lr": opt.param_groups[0]["lr"], "epoch": epoch}
         if bar is not None:
