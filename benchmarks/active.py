@@ -31,7 +31,8 @@ sys.path.insert(0, str(_HERE.parent))
 from sei import symmetric_noise, transition_matrix_noise  # noqa: E402
 from sei.active import KNNGraph, make_selector, plot_curves, simulate, summarize, train_linear  # noqa: E402
 
-METHODS = ["random", "entropy", "corractive", "lossent", "lossent_sum", "dalc", "kim", "sei", "sei_propagation"]
+METHODS = ["random", "entropy", "corractive", "lossent", "lossent_sum", "dalc", "kim", "sei", "sei_propagation",
+           "sei_alpha"]
 
 
 def load_data(synthetic=False):
@@ -112,7 +113,7 @@ def main(argv=None):
                 raise ValueError(setting)
             for m in methods:
                 t = time.time()
-                sel = make_selector(m, tol=tol) if m in ("kim", "sei_propagation") else make_selector(m)
+                sel = make_selector(m, tol=tol) if m in ("kim", "sei_propagation", "sei_alpha") else make_selector(m)
                 r = simulate(xtr, noisy, ytr, sel, budget=a.budget, batch_size=a.batch,
                              test_features=xte, test_labels=yte, graph=graph, epochs=a.epochs, seed=seed)
                 results[m].append(r)
@@ -157,7 +158,7 @@ def main(argv=None):
             "`sei` = SEI ranking without propagation; `sei_propagation` = SEI-guided selection with propagation; "
             "`kim` = the ALC paper (robust weights + p^S candidates + entropy propagation).",
             "", "Produced by `nice -n 10 python benchmarks/active.py`.", ""]
-        (out / "active.md").write_text("\n".join(head) + "\n\n".join(tables) + "\n")
+        (out / "active.md").write_text("\n".join(head) + "\n" + "\n\n".join(tables) + "\n")
         print("\n\n".join(tables), flush=True)
 
 
