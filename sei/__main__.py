@@ -50,8 +50,9 @@ def _add_train_args(p):
     t.add_argument("--epochs", type=int, default=150)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--lr-schedule", choices=["step", "none", "cosine"], default="step",
-                   help="step: /10 at 50%% and 77%% of the epochs (paper); none: authors' code")
+    t.add_argument("--lr-schedule", choices=["none", "step", "cosine"], default="none",
+                   help="none: constant lr (authors' code, the default); step: /10 at 50%% and 77%% of the "
+                   "epochs (paper)")
     t.add_argument("--logit-scale", default="learned", help="learned | raw | <float>")
     t.add_argument("--record", choices=["train", "eval"], default="train")
     t.add_argument("--no-aux", action="store_true", help="no auxiliary pseudo-class")
