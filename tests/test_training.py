@@ -183,7 +183,8 @@ def test_transition_matrix_must_be_row_stochastic():
 def test_non_finite_rows_are_skipped_and_never_flagged():
     x, noisy, _ = _blobs(n=200)
     x[[3, 7]] = np.nan
-    res = _fit(x, noisy, epochs=2, aux_class=False)
+    with pytest.warns(RuntimeWarning, match="2 unreadable"):
+        res = _fit(x, noisy, epochs=2, aux_class=False)
     assert res.skipped.tolist() == [3, 7]
     assert np.isnan(res.scores[[3, 7]]).all() and not res.mislabeled[[3, 7]].any()
 
