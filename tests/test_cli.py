@@ -77,3 +77,9 @@ def test_train_on_folder_per_class_images(tmp_path):
     broken = [r for r in rows if r["path"].endswith("broken.png")]
     assert broken[0]["skipped"] == "1" and broken[0]["score"] == "" and broken[0]["mislabeled"] == "0"
     assert {r["label_name"] for r in rows} == {"red", "green"}
+
+
+def test_cli_module_and_package_import_without_torch():
+    code = "import sys, sei, sei.__main__ as m; m.build_parser(); assert 'torch' not in sys.modules, 'torch imported'"
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
