@@ -24,6 +24,18 @@ def _prepare(labels, num_classes, noise_rate):
     return labels, num_classes
 
 
+# Each generator draws from its own stream of the seed: with a bare default_rng(seed),
+# choice(N, m, replace=False) picks a prefix of the same permutation, so noise and
+# auxiliary samples drawn with equal seeds would coincide.
+_NOISE_STREAM = 0x5E1
+_MATRIX_STREAM = 0x5E2
+_TRANSITION_STREAM = 0x5E3
+
+
+def _rng(seed, stream):
+    return np.random.default_rng([stream, int(seed)])
+
+
 def _flip_positions(n, noise_rate, rng):
     return rng.choice(n, size=int(round(noise_rate * n)), replace=False)
 
@@ -38,7 +50,7 @@ def symmetric_noise(labels, noise_rate, *, num_classes=None, seed=0):
     2
     """
     labels, k = _prepare(labels, num_classes, noise_rate)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed, _NOISE_STREAM)
     idx = _flip_positions(labels.size, noise_rate, rng)
     noisy = labels.copy()
     noisy[idx] = (labels[idx] + rng.integers(1, k, size=idx.size)) % k
@@ -48,7 +60,7 @@ def symmetric_noise(labels, noise_rate, *, num_classes=None, seed=0):
 def pair_noise(labels, noise_rate, *, num_classes=None, seed=0):
     """Flip ``noise_rate`` of the labels to the next class, ``(y + 1) % K``."""
     labels, k = _prepare(labels, num_classes, noise_rate)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed, _NOISE_STREAM)
     idx = _flip_positions(labels.size, noise_rate, rng)
     noisy = labels.copy()
     noisy[idx] = (labels[idx] + 1) % k
@@ -90,7 +102,7 @@ def confusion_noise(labels, confusion_matrix, noise_rate, *, seed=0):
     empty = off.sum(axis=1) == 0
     off[empty] = 1.0
     np.fill_diagonal(off, 0.0)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed, _NOISE_STREAM)
     idx = _flip_positions(labels.size, noise_rate, rng)
     noisy = labels.copy()
     noisy[idx] = _sample_rows(off[labels[idx]], rng)
@@ -101,7 +113,7 @@ def random_transition_matrix(num_classes, noise_rate, *, seed=0):
     """A random row-stochastic (K, K) matrix with ``1 - noise_rate`` on the diagonal and
     the rest spread over the off-diagonal with random (Dirichlet) weights."""
     k = check_num_classes(num_classes)
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed, _MATRIX_STREAM)
     off = rng.dirichlet(np.ones(k - 1), size=k) * noise_rate
     T = np.zeros((k, k))
     for j in range(k):  # K rows only
@@ -128,6 +140,6 @@ def transition_matrix_noise(labels, noise_rate=None, *, transition_matrix=None, 
     if not np.allclose(T.sum(axis=1), 1.0, atol=1e-6):
         raise ValueError("transition_matrix rows must sum to 1 (P(noisy = k | true = j) per row j).")
     labels = check_labels(labels, num_classes=T.shape[0])
-    rng = np.random.default_rng(seed + 1)
+    rng = _rng(seed, _TRANSITION_STREAM)
     noisy = _sample_rows(T[labels], rng)
     return noisy, noisy != labels

@@ -166,7 +166,7 @@ def draw_auxiliary(labels, num_classes, *, num_aux=None, seed=0, exclude=None):
         pool = np.setdiff1d(pool, check_indices(exclude, n, "exclude"))
     if num_aux > pool.size:
         raise ValueError(f"Cannot draw {num_aux} auxiliary samples from {pool.size} eligible samples; lower num_aux.")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([0xA0C, int(seed)])  # a stream apart from the noise generators
     aux = np.sort(rng.choice(pool, size=int(num_aux), replace=False))
     new_labels = labels.copy()
     new_labels[aux] = num_classes

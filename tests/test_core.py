@@ -202,3 +202,10 @@ def test_transition_matrix_noise_rate_is_close_to_requested():
     np.testing.assert_allclose(T.sum(1), 1.0)
     noisy, mask = sei.transition_matrix_noise(labels, 0.8, seed=0)
     assert abs(mask.mean() - 0.8) < 0.02
+
+
+def test_auxiliary_draw_is_independent_of_noise_drawn_with_the_same_seed():
+    labels = np.arange(5000) % 10
+    _, mask = sei.symmetric_noise(labels, 0.4, seed=0)
+    _, aux = sei.draw_auxiliary(labels, 10, seed=0)
+    assert abs(mask[aux].mean() - 0.4) < 0.06  # not the noisy set itself
