@@ -669,6 +669,18 @@ def human_confusion():
     return cm
 
 
+#: Seed of the synthetic noise. It must differ from the auxiliary draw's seed: both draw positions with
+#: ``rng.choice(N, ...)`` from ``default_rng(seed)``, so equal seeds make the auxiliary set a subset of the
+#: flipped samples (found here: seed 0 for both left 1% noise outside the auxiliary set at rate 0.1).
+NOISE_SEED = 12345
+
+
+def synthetic_labels(kind, rate, clean, cm):
+    if kind == "symmetric":
+        return sei.symmetric_noise(clean, rate, num_classes=K, seed=NOISE_SEED)
+    return sei.confusion_noise(clean, cm, rate, seed=NOISE_SEED)
+
+
 def synthetic(rates=(0.1, 0.2, 0.3, 0.4, 0.5)):
     lab = labels_all()
     clean = lab["train_clean"]
@@ -677,11 +689,8 @@ def synthetic(rates=(0.1, 0.2, 0.3, 0.4, 0.5)):
     out = {}
     for kind in ("symmetric", "confusion"):
         for r in rates:
-            if kind == "symmetric":
-                noisy, is_mis = sei.symmetric_noise(clean, r, num_classes=K, seed=0)
-            else:
-                noisy, is_mis = sei.confusion_noise(clean, cm, r, seed=0)
-            tag = f"{kind}{r}"
+            noisy, is_mis = synthetic_labels(kind, r, clean, cm)
+            tag = f"{kind}{r}_ns{NOISE_SEED}"
             run = run_a(tag, noisy, 0)
             cl = cl_a(tag, noisy, 0)
             res, _, _ = score_run(run, np.asarray(is_mis), neighbours=nb, cl=cl)
@@ -1081,7 +1090,23 @@ def write_report(results, syn, abl, default_rec, default_all, keep_a, keep_b):
         tab, win = beats_table(results, m)
         L += [f"### {m} against every established method (SEI variants, EI, SE slices, AUM, mistakenness, small-loss, CL)", "",
               tab, "", f"Beats every peer on AUROC and F1 on every set and regime: **{'yes' if win else 'no'}**.", ""]
-    L += ["## Paper claims on this data", "", claims_table(results, syn), ""]
+    L += ["## Paper claims on this data", "",
+          "Verdicts are computed from the tables by fixed rules (all three sets must agree). Note the integral's "
+          "AUROC gain is large in regime b (SEI vs SE@T) even where the F1 rule fails; see the headline tables.", "",
+          claims_table(results, syn), "",
+          "## Reading the results", "",
+          "* SEI's ranking is hurt by the entropy magnitude, not helped by it: an easy clean sample (confident, aligned) "
+          "gets a *small* positive signed entropy while an uncertain aligned one gets a large one, and a confidently "
+          "mislabeled sample gets a value near zero (see `detection_trajectories_*.png`). Scores that keep the sign but "
+          "use confidence or margin instead of entropy (signed confidence, AUM, AUM on probabilities) rank better in both "
+          "regimes, and flattening the probabilities (temperature > 1 on the recorded logits) raises SEI's AUROC "
+          "(temperature table).",
+          "* With a frozen encoder (regime a) the prompt head never fits the noisy labels, so one epoch's slice ranks "
+          "almost as well as the integral; in the memorising regime (b) single-epoch slices collapse, as the paper says.",
+          "* The auxiliary-mean cutoff sits far below the bulk of mislabeled scores and loses recall everywhere; the "
+          "zero cutoff (the sign itself), the GMM or AUM's 99th percentile give SEI a higher F1 everywhere except regime b "
+          "`aggre` (9 % noise), the one place where the aux-mean cutoff's precision pays off.",
+          ""]
     if syn:
         L += ["## Synthetic noise on the clean CIFAR-10 labels (regime a, seed 0)", "",
               "Confusion-calibrated noise draws each flip from the off-diagonal of the CIFAR-10N `random1` human confusion "
