@@ -669,9 +669,9 @@ def human_confusion():
     return cm
 
 
-#: Seed of the synthetic noise. It must differ from the auxiliary draw's seed: both draw positions with
-#: ``rng.choice(N, ...)`` from ``default_rng(seed)``, so equal seeds make the auxiliary set a subset of the
-#: flipped samples (found here: seed 0 for both left 1% noise outside the auxiliary set at rate 0.1).
+#: Seed of the synthetic noise, kept distinct from the auxiliary draw's seed. (Found here: before the core
+#: gave noise and auxiliary draws separate seed streams, seed 0 for both made the auxiliary set a subset
+#: of the flipped samples, leaving 1% noise outside it at rate 0.1.)
 NOISE_SEED = 12345
 
 
