@@ -18,6 +18,7 @@ __all__ = [
     "detection_metrics",
     "find_label_issues",
     "get_label_quality_scores",
+    "select_for_relabeling",
 ]
 
 
