@@ -55,7 +55,7 @@ def _add_train_args(p):
                    "epochs (paper)")
     t.add_argument("--logit-scale", default="learned", help="learned | raw | <float>")
     t.add_argument("--record", choices=["train", "eval"], default="train")
-    t.add_argument("--no-aux", action="store_true", help="no auxiliary pseudo-class")
+    t.add_argument("--no-aux", action="store_true", help="no auxiliary pseudo-class (default: one only when --threshold is aux_mean or aux_quantile)")
     t.add_argument("--num-aux", default="paper", help="paper (N//(K+1)) | code (N//K) | <int>")
     t.add_argument("--prompt-template", default=None, help="default 'a photo of a {}.'")
     t.add_argument("--aux-prompt", default=None)
@@ -149,7 +149,7 @@ def _run_train(a):
     res = train(
         inputs, labels, class_names=names, model=a.model, pretrained=a.pretrained, arch=a.arch, mode=mode,
         epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_schedule=a.lr_schedule, logit_scale=logit_scale,
-        record=a.record, aux_class=not a.no_aux, num_aux=num_aux,
+        record=a.record, aux_class=False if a.no_aux else "auto", num_aux=num_aux,
         prompt_template=a.prompt_template or DEFAULT_PROMPT_TEMPLATE, aux_prompt=a.aux_prompt or DEFAULT_AUX_PROMPT,
         score=a.score or DEFAULT_SCORE, threshold=threshold, checkpoint_dir=out / "checkpoint", resume=a.resume,
         device=a.device, image_size=a.image_size, num_workers=a.num_workers, seed=a.seed, progress=not a.quiet,

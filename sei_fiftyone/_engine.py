@@ -17,6 +17,7 @@ import os
 import types
 
 import numpy as np
+from sei.constants import DEFAULT_SCORE
 
 EMBEDDINGS_MODEL = "embeddings"
 DEFAULT_LR = 0.002
@@ -103,7 +104,7 @@ def _project_engine():
 
 
 def builtin_train(inputs, labels, *, class_names, model="efficientnet-lite0", mode="frozen",
-                  epochs=10, threshold="auto", score="sei", seed=0, on_epoch_end=None,
+                  epochs=10, threshold="auto", score=DEFAULT_SCORE, seed=0, on_epoch_end=None,
                   batch_size=128, lr=None):
     """Softmax regression on fixed features, recorded by :class:`sei.SEIRecorder`.
 

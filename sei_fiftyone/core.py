@@ -32,6 +32,7 @@ import fiftyone.core.brain as fob
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 from fiftyone import ViewField as F
+from sei.constants import DEFAULT_SCORE
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def compute_sei(
     mode=None,
     epochs=None,
     threshold="auto",
-    score="sei",
+    score=DEFAULT_SCORE,
     batch_size=128,
     lr=None,
     seed=0,
@@ -116,7 +117,7 @@ def compute_sei(
             paper's) for ``sei.train``
         threshold ("auto"): ``"auto"``, ``"aux_mean"``, ``"aux_quantile"``, ``"zero"``,
             ``"gmm"`` or a number; see ``sei.compute_threshold``
-        score ("sei"): which training-dynamics score to write (``sei.SCORE_NAMES``)
+        score (``sei.DEFAULT_SCORE``, "aum_prob"): which training-dynamics score to write (``sei.SCORE_NAMES``; "sei" is the paper's)
         batch_size (128): mini-batch size
         lr (None): learning rate (engine default when None)
         seed (0): random seed
@@ -419,7 +420,7 @@ class SEIConfig(fob.BrainMethodConfig):
     """
 
     def __init__(self, label_field=None, model=DEFAULT_MODEL, embeddings_field=None, mode="frozen",
-                 epochs=DEFAULT_EPOCHS, threshold="auto", score="sei", seed=0, engine="auto", **kwargs):
+                 epochs=DEFAULT_EPOCHS, threshold="auto", score=DEFAULT_SCORE, seed=0, engine="auto", **kwargs):
         super().__init__(**kwargs)
         self.label_field = label_field
         self.model = model

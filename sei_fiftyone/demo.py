@@ -105,14 +105,15 @@ def run(args):
         extra = {"image_size": 96} if args.engine != "builtin" else {}
         results = sfo.compute_sei(dataset, "ground_truth", model="efficientnet-lite0", epochs=args.epochs,
                                   threshold=threshold, engine=args.engine, **extra)
-        print(f"engine: {dataset.get_brain_info('sei').config.engine}, {args.epochs} epochs")
+        config = dataset.get_brain_info("sei").config
+        print(f"engine: {config.engine}, {args.epochs} epochs, score {config.score!r}")
         t2 = time.perf_counter()
         m = detection_metrics(dataset)
         print(f"compute_sei: {t2 - t1:.1f} s  (threshold {results.threshold:.3f}, "
               f"{m['flagged']} of {m['n']} flagged; {m['mislabeled']} truly mislabeled)")
         print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}")
-        print("\nTen most likely mislabeled (lowest SEI first):")
-        print(f"{'file':<18}{'given':<12}{'suggested':<12}{'clean':<12}{'SEI':>8}")
+        print(f"\nTen most likely mislabeled (lowest {config.score} first):")
+        print(f"{'file':<18}{'given':<12}{'suggested':<12}{'clean':<12}{'score':>8}")
         top = sfo.sorted_view(dataset, flagged_only=False).limit(10)
         for s in top.select_fields(["ground_truth", "clean", "sei", "sei_suggestion"]):
             sugg = s.sei_suggestion.label if s.sei_suggestion else "-"

@@ -58,9 +58,11 @@ def test_quality_scores_are_in_unit_interval_higher_is_cleaner():
 
 def test_quality_scores_keep_the_raw_ranking():
     hist, labels, _, _ = planted_history()
-    raw = sei.SEIRecorder.from_history(hist, labels).scores("sei")
-    q = get_label_quality_scores(labels, hist)
-    np.testing.assert_array_equal(np.argsort(raw, kind="stable"), np.argsort(q, kind="stable"))
+    rec = sei.SEIRecorder.from_history(hist, labels)
+    for method in ("sei", sei.DEFAULT_SCORE):
+        raw = rec.scores(method)
+        q = get_label_quality_scores(labels, hist, method=method)
+        np.testing.assert_array_equal(np.argsort(raw, kind="stable"), np.argsort(q, kind="stable"))
 
 
 def test_memmap_and_recorder_give_the_same_answer_as_the_array(tmp_path):
@@ -121,7 +123,7 @@ def test_aux_thresholds_use_threshold_samples_and_never_flag_them():
     lab2 = labels.copy()
     lab2[aux] = hist.shape[2]
     for threshold in ("aux_mean", "aux_quantile"):
-        mask = find_label_issues(lab2, h2, threshold=threshold, threshold_samples=aux)
+        mask = find_label_issues(lab2, h2, score="sei", threshold=threshold, threshold_samples=aux)
         assert not mask[aux].any()
         assert mask[noisy].all()
     with pytest.raises(ValueError, match="threshold_samples"):
@@ -145,7 +147,7 @@ def test_compare_with_confident_learning_reports_both_and_metrics():
     true = labels.copy()
     true[noisy] = (labels[noisy] + 1) % hist.shape[2]
     oos = hist[0]  # probabilities that do not memorise the errors
-    df = compare_with_confident_learning(labels, hist, oos, true_labels=true)
+    df = compare_with_confident_learning(labels, hist, oos, true_labels=true, score="sei")
     assert isinstance(df, pd.DataFrame) and len(df) == labels.size
     assert {"sei_score", "sei_issue", "cl_score", "cl_issue", "agree", "is_mislabeled"} <= set(df.columns)
     metrics = df.attrs["metrics"]
