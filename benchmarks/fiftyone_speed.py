@@ -102,11 +102,11 @@ def _extract(n, dest):
     return paths
 
 
-def bench_compute(n, epochs, embeddings, engine="builtin"):
+def bench_compute(n, epochs, embeddings, head="linear"):
     import fiftyone as fo
 
     import sei_fiftyone as sfo
-    from sei_fiftyone import _engine
+    from sei.models import embed_images
 
     lab = np.load(_cifar_dir() / "labels.npz")
     names = [str(s) for s in lab["class_names"]]
@@ -121,9 +121,7 @@ def bench_compute(n, epochs, embeddings, engine="builtin"):
         s["clean"] = fo.Classification(label=names[clean[i]])
         samples.append(s)
     ds.add_samples(samples, progress=False)
-    kwargs = {"engine": engine}
-    if engine != "builtin":
-        kwargs["image_size"] = 96
+    kwargs = {"head": head, "image_size": 96}
     notes = ""
     if embeddings:
         feats_cache = REPO / "benchmarks" / ".cache" / f"fiftyone_lite0_{n}.npy"
@@ -131,7 +129,7 @@ def bench_compute(n, epochs, embeddings, engine="builtin"):
             feats = np.load(feats_cache)
         else:
             t = time.perf_counter()
-            feats, _ = _engine.embed_image_paths([str(p) for p in paths])
+            feats = embed_images("efficientnet-lite0", [str(p) for p in paths], image_size=96)
             np.save(feats_cache, feats)
             notes += f"embedding the images first took {time.perf_counter() - t:.0f} s; "
         ds.set_values("embedding", [f for f in feats])
@@ -142,11 +140,9 @@ def bench_compute(n, epochs, embeddings, engine="builtin"):
     from sei_fiftyone.demo import detection_metrics
 
     m = detection_metrics(ds)
-    engine = {"sei": "sei.train (+ a run without the aux class)", "builtin": "built-in head"}[
-        _engine.resolve_engine(engine)]
     what = "compute_sei, " + ("stored embeddings field" if embeddings else "images, frozen efficientnet-lite0 @96px")
     _record("compute_sei", n, what, wall,
-            notes + f"{epochs} epochs, {engine}; CIFAR-10N worse: P {m['precision']:.2f} R {m['recall']:.2f} "
+            notes + f"{epochs} epochs, {head} head; CIFAR-10N worse: P {m['precision']:.2f} R {m['recall']:.2f} "
             f"F1 {m['f1']:.2f}, {res.num_flagged} flagged")
     ds.delete()
 
@@ -157,7 +153,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--embeddings", action="store_true", help="train on a stored embeddings field")
-    ap.add_argument("--engine", default="builtin", choices=["builtin", "sei", "auto"])
+    ap.add_argument("--head", default="linear", choices=["linear", "prompt"])
     a = ap.parse_args(argv)
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
     stack = contextlib.ExitStack()
@@ -173,7 +169,7 @@ def main(argv=None):
         if a.what == "writeback":
             bench_writeback(a.n or 100_000)
         else:
-            bench_compute(a.n or 2_000, a.epochs, a.embeddings, a.engine)
+            bench_compute(a.n or 2_000, a.epochs, a.embeddings, a.head)
 
 
 if __name__ == "__main__":

@@ -26,18 +26,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--engine", default="builtin", choices=["builtin", "sei", "auto"])
+    ap.add_argument("--head", default="linear", choices=["linear", "prompt"])
     ap.add_argument("--app", action="store_true")
     a = ap.parse_args()
 
     dataset = load_sample(name="sei-cifar10n-quickstart", limit=a.limit)
 
     # 1. Score every sample; fields sei, sei_mislabeled, sei_suggestion; a brain run "sei".
-    # engine="builtin": softmax head on frozen EfficientNet-Lite0 features (10 epochs, fast);
-    # engine="sei": the project's sei.train (150 epochs, auxiliary-class threshold).
-    extra = {"image_size": 96} if a.engine != "builtin" else {}
+    # head="linear": softmax regression on frozen EfficientNet-Lite0 features (10 epochs, fast);
+    # head="prompt": the paper's cosine prompt head (150 epochs by default).
+    # CIFAR images are 32 px, so the encoder sees them at 96 px instead of its native 224.
     results = sfo.compute_sei(dataset, "ground_truth", model="efficientnet-lite0", epochs=a.epochs,
-                              engine=a.engine, **extra)
+                              head=a.head, image_size=96)
     print(dataset.get_brain_info("sei").config)
     print(f"threshold {results.threshold:.3f}: {results.num_flagged} of {results.num_samples} flagged")
     print("detection vs clean labels:", {k: round(v, 3) for k, v in detection_metrics(dataset).items()})

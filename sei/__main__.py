@@ -46,6 +46,9 @@ def _add_train_args(p):
     m.add_argument("--mode", choices=["frozen", "finetune", "embeddings"], help="default: embeddings for "
                    "--embeddings, frozen for --images")
     m.add_argument("--image-size", type=int, help="input size in pixels (default: the model's)")
+    m.add_argument("--head", choices=["prompt", "linear"], default="prompt",
+                   help="prompt: the paper's cosine prompt head (default); linear: softmax regression on "
+                   "standardised features (frozen / embeddings modes)")
     t = p.add_argument_group("training protocol")
     t.add_argument("--epochs", type=int, default=150)
     t.add_argument("--batch-size", type=int, default=128)
@@ -149,7 +152,7 @@ def _run_train(a):
     res = train(
         inputs, labels, class_names=names, model=a.model, pretrained=a.pretrained, arch=a.arch, mode=mode,
         epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_schedule=a.lr_schedule, logit_scale=logit_scale,
-        record=a.record, aux_class=False if a.no_aux else "auto", num_aux=num_aux,
+        record=a.record, aux_class=False if a.no_aux else "auto", num_aux=num_aux, head=a.head,
         prompt_template=a.prompt_template or DEFAULT_PROMPT_TEMPLATE, aux_prompt=a.aux_prompt or DEFAULT_AUX_PROMPT,
         score=a.score or DEFAULT_SCORE, threshold=threshold, checkpoint_dir=out / "checkpoint", resume=a.resume,
         device=a.device, image_size=a.image_size, num_workers=a.num_workers, seed=a.seed, progress=not a.quiet,

@@ -50,7 +50,7 @@ from .constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, EPS, SCORE_NAMES
 from .recorder import SEIRecorder
 from .thresholds import compute_threshold, draw_auxiliary, flag_issues
 
-__all__ = ["train", "TrainResult", "PromptHead", "DEFAULT_PROMPT_TEMPLATE", "DEFAULT_AUX_PROMPT"]
+__all__ = ["train", "TrainResult", "PromptHead", "LinearHead", "DEFAULT_PROMPT_TEMPLATE", "DEFAULT_AUX_PROMPT"]
 
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
 DEFAULT_AUX_PROMPT = "a photo of something else."
@@ -170,6 +170,28 @@ class PromptHead(nn.Module):
         if not normalized_input:
             x = F.normalize(x, dim=-1)
         return self.scale() * (x @ F.normalize(t, dim=-1).t())
+
+
+class LinearHead(nn.Module):
+    """Softmax regression on standardised features: ``logits = x @ W.T + b``, zero init.
+
+    The light head of ``head="linear"`` (frozen / embeddings modes): features are
+    standardised once per run (mean 0, unit variance per dimension over the readable
+    samples), no prompts, no temperature. On the bundled CIFAR-10N sample it ranks
+    mislabeled images better than the cosine prompt head at 10 epochs (see README).
+    """
+
+    proj = None
+    mode = "linear"
+
+    def __init__(self, in_dim, num_outputs):
+        super().__init__()
+        self.fc = nn.Linear(in_dim, num_outputs)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x, *, normalized_input=False):
+        return self.fc(x)
 
 
 class _FinetuneNet(nn.Module):
@@ -413,7 +435,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
           arch=None, mode=None, epochs=150, batch_size=128, lr=1e-3, momentum=0.9, weight_decay=1e-4,
           lr_schedule="none", logit_scale="learned", record="train", aux_class="auto", num_aux="paper",
           prompt_template=DEFAULT_PROMPT_TEMPLATE, aux_prompt=DEFAULT_AUX_PROMPT, proj_dim=None,
-          center_features="auto", learn_class_emb=True, score=DEFAULT_SCORE, threshold=DEFAULT_THRESHOLD,
+          center_features="auto", learn_class_emb=True, head="prompt", score=DEFAULT_SCORE, threshold=DEFAULT_THRESHOLD,
           sample_weights=None, transition_matrix=None, checkpoint_dir=None, resume=False, device="auto",
           image_size=None, num_workers=0, cache_dir=None, seed=0, on_epoch_end=None, on_record=None,
           history_path=None, progress=True, amp=True, num_threads="auto", force_autograd=False):
@@ -467,6 +489,12 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         (the head is then a cosine classifier on the features).
     center_features : "auto" | bool
         Subtract the feature mean before the cosine (default: when there is no text init).
+    head : {"prompt", "linear"}, default "prompt"
+        "prompt": the paper's cosine prompt classifier (class embeddings, initialised from
+        the text tower's prompts when the model has one). "linear": softmax regression on
+        standardised features (:class:`LinearHead`; frozen / embeddings modes only; the
+        prompt, scale and projection options do not apply). ``sei_fiftyone.compute_sei``
+        uses "linear" by default.
     score : str, default DEFAULT_SCORE
         Recorder score returned in ``result.scores`` (see ``sei.SCORE_NAMES``).
     threshold : "auto" | str | float
@@ -544,6 +572,8 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         raise ValueError(f"labels must lie in 0..{k - 1} (len(class_names) = {k})")
     if score not in SCORE_NAMES:
         raise ValueError(f"unknown score {score!r}; use one of {SCORE_NAMES}")
+    if head not in ("prompt", "linear"):
+        raise ValueError(f"head must be 'prompt' or 'linear', got {head!r}")
     if record not in ("train", "eval"):
         raise ValueError(f"record must be 'train' or 'eval', got {record!r}")
     if not (logit_scale in ("learned", "raw") or isinstance(logit_scale, (int, float))):
@@ -553,6 +583,9 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         mode = "embeddings" if (isinstance(inputs, np.ndarray) and inputs.ndim == 2) else "frozen"
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if head == "linear" and mode == "finetune":
+        raise ValueError("head='linear' trains on fixed features: use mode='frozen' or 'embeddings', "
+                         "or head='prompt' to fine-tune the image tower")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir")
 
@@ -571,7 +604,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
 
 def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, mode, epochs, batch_size, lr,
            momentum, weight_decay, lr_schedule, logit_scale, record, aux_class, num_aux, prompt_template,
-           aux_prompt, proj_dim, center_features, learn_class_emb, score, threshold, sample_weights,
+           aux_prompt, proj_dim, center_features, learn_class_emb, head, score, threshold, sample_weights,
            transition_matrix, checkpoint_dir, resume, device, image_size, num_workers, cache_dir, seed,
            on_epoch_end, on_record, history_path, progress, amp, num_threads, force_autograd, t_start, n, k,
            rank, world, dev):
@@ -615,8 +648,11 @@ def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, m
     valid[skipped] = False
 
     if mode in ("embeddings", "frozen"):
-        net = _build_head(features, c, class_init, proj_dim, logit_scale, center_features, learn_class_emb,
-                          bundle).to(dev)
+        if head == "linear":
+            net = LinearHead(features.shape[1], c).to(dev)
+        else:
+            net = _build_head(features, c, class_init, proj_dim, logit_scale, center_features, learn_class_emb,
+                              bundle).to(dev)
     else:
         net = _build_finetune(bundle, c, class_init, logit_scale, learn_class_emb).to(dev)
 
@@ -712,7 +748,7 @@ def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, m
 
     return _finish(rec, score, threshold, aux_indices, k, labels_used, metrics_hist, features, skipped,
                    class_names, t_start, dict(mode=mode, epochs=epochs, lr=lr, lr_schedule=lr_schedule,
-                                              logit_scale=logit_scale, record=record, aux_class=aux_class,
+                                              logit_scale=logit_scale, head=head, record=record, aux_class=aux_class,
                                               num_aux=len(aux_indices), seed=seed, batch_size=batch_size,
                                               model=getattr(bundle, "name", None) if bundle else "embeddings"))
 
@@ -767,6 +803,11 @@ def _build_finetune(bundle, c, class_init, logit_scale, learn_class_emb):
 
 def _prepare_features(features, valid, head, dev):
     x = torch.from_numpy(np.nan_to_num(features, nan=0.0)).to(dev)
+    if isinstance(head, LinearHead):  # standardise over the readable samples
+        ok = x[torch.from_numpy(valid).to(dev)]
+        x = (x - ok.mean(0, keepdim=True)) / (ok.std(0, unbiased=False, keepdim=True) + 1e-6)
+        head.pre_normalized = False
+        return x.contiguous()
     if getattr(head, "center", False):
         x = x - x[torch.from_numpy(valid).to(dev)].mean(0, keepdim=True)
     if head.proj is None and head.mode != "raw":

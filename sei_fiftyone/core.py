@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_EPOCHS = 10
-SEI_TRAIN_EPOCHS = 150
+DEFAULT_HEAD = "linear"
+HEAD_CHOICES = ("linear", "prompt")
 MODEL_CHOICES = ("efficientnet-lite0", "embeddings")
 SAVED_VIEW_SUFFIX = "_most_likely_mislabeled"
 
@@ -86,7 +87,7 @@ def compute_sei(
     lr=None,
     seed=0,
     classes=None,
-    engine="auto",
+    head=DEFAULT_HEAD,
     progress=None,
     **train_kwargs,
 ):
@@ -113,23 +114,26 @@ def compute_sei(
         embeddings_field (None): a vector field to train on instead of the images
         mode (None): ``"frozen"`` (default for images), ``"finetune"``, or
             ``"embeddings"`` (implied by ``embeddings_field``)
-        epochs (None): training epochs; default 10 for the built-in engine, 150 (the
-            paper's) for ``sei.train``
+        epochs (None): training epochs; default 10 for the linear head, 150 (the
+            paper's) for the prompt head
         threshold ("auto"): ``"auto"``, ``"aux_mean"``, ``"aux_quantile"``, ``"zero"``,
             ``"gmm"`` or a number; see ``sei.compute_threshold``
         score (``sei.DEFAULT_SCORE``, "aum_prob"): which training-dynamics score to write (``sei.SCORE_NAMES``; "sei" is the paper's)
         batch_size (128): mini-batch size
-        lr (None): learning rate (engine default when None)
+        lr (None): learning rate; default 0.002 for the linear head, 1e-3 (the
+            paper's) for the prompt head
         seed (0): random seed
         classes (None): the class list; default the distinct labels, sorted
-        engine ("auto"): ``"sei"`` trains with the project's engine ``sei.train`` (a
-            CLIP-style cosine head; the auxiliary pseudo-class and its threshold by
-            default; a second run without it scores the auxiliary samples),
-            ``"builtin"`` a softmax-regression head on frozen features with the zero
-            threshold (fast; no extra options), ``"auto"`` the former when installed
+        head ("linear"): the classifier ``sei.train`` fits on the frozen features:
+            ``"linear"`` (softmax regression on standardised features; fast, and the
+            better detector on the bundled CIFAR-10N sample) or ``"prompt"`` (the
+            paper's CLIP-style cosine prompt head). With an auxiliary-class threshold
+            (``"aux_mean"``, ``"aux_quantile"``) a second run without the pseudo-class
+            scores the samples the first one relabelled
         progress (None): whether to render a progress bar (True/False/None for the
             FiftyOne default), or a callable ``progress(fraction, label)``
-        **train_kwargs: passed on to ``sei.train``
+        **train_kwargs: passed on to :func:`sei.train` (``image_size``,
+            ``lr_schedule``, ``checkpoint_dir``, ...)
 
     Returns:
         a :class:`SEIResults`
@@ -151,9 +155,12 @@ def compute_sei(
             raise ValueError("model='embeddings' needs embeddings_field=<a vector field>")
         mode = "embeddings"
     mode = mode or "frozen"
-    engine = _engine.resolve_engine(engine)
+    if head not in HEAD_CHOICES:
+        raise ValueError(f"head must be one of {HEAD_CHOICES}, got {head!r}")
+    if head == "linear" and mode == "finetune":
+        raise ValueError("mode='finetune' trains the image tower under the prompt head: pass head='prompt'")
     if epochs is None:
-        epochs = DEFAULT_EPOCHS if engine == "builtin" else SEI_TRAIN_EPOCHS
+        epochs = _engine.DEFAULT_EPOCHS[head]
     _validate_label_field(samples, label_field)
 
     config = SEIConfig(
@@ -165,7 +172,7 @@ def compute_sei(
         threshold=threshold,
         score=score,
         seed=seed,
-        engine=engine,
+        head=head,
     )
     brain_method = config.build()
     brain_method.ensure_requirements()
@@ -207,7 +214,7 @@ def compute_sei(
             inputs, labels, class_names=classes, model=model, mode=mode, epochs=int(epochs),
             threshold=threshold, score=score, seed=seed, on_epoch_end=on_epoch_end,
             progress=bool(progress) if not callable(progress) else False,
-            batch_size=batch_size, lr=lr, engine=engine, **train_kwargs,
+            batch_size=batch_size, lr=lr, head=head, **train_kwargs,
         )
     finally:
         if bar is not None:
@@ -417,10 +424,11 @@ class SEIConfig(fob.BrainMethodConfig):
         threshold: the threshold method or value
         score: the score name
         seed: the random seed
+        head: the classifier head, ``"linear"`` or ``"prompt"``
     """
 
     def __init__(self, label_field=None, model=DEFAULT_MODEL, embeddings_field=None, mode="frozen",
-                 epochs=DEFAULT_EPOCHS, threshold="auto", score=DEFAULT_SCORE, seed=0, engine="auto", **kwargs):
+                 epochs=DEFAULT_EPOCHS, threshold="auto", score=DEFAULT_SCORE, seed=0, head=DEFAULT_HEAD, **kwargs):
         super().__init__(**kwargs)
         self.label_field = label_field
         self.model = model
@@ -430,7 +438,7 @@ class SEIConfig(fob.BrainMethodConfig):
         self.threshold = threshold
         self.score = score
         self.seed = seed
-        self.engine = engine
+        self.head = head
 
     @property
     def type(self):

@@ -98,8 +98,13 @@ class ComputeSEI(foo.Operator):
             inputs.enum("embeddings_field", emb.values(), default=emb_fields[0],
                         label="Embeddings field", view=emb)
 
+        heads = types.DropdownView()
+        heads.add_choice("linear", label="Linear (softmax regression; fast, default)")
+        heads.add_choice("prompt", label="Prompt (the paper's cosine prompt head)")
+        inputs.enum("head", heads.values(), default=core.DEFAULT_HEAD, label="Classifier head",
+                    description="What sei.train fits on the frozen features", view=heads)
         inputs.int("epochs", min=1, label="Epochs",
-                   description="Default: 10 (built-in head) or 150 (sei.train, the paper's)")
+                   description="Default: 10 (linear head) or 150 (prompt head, the paper's)")
         thr = types.DropdownView()
         for name in THRESHOLD_CHOICES:
             thr.add_choice(name, label=name)
@@ -130,6 +135,7 @@ class ComputeSEI(foo.Operator):
             embeddings_field=ctx.params.get("embeddings_field") if ctx.params.get("model") == "embeddings" else None,
             epochs=int(ctx.params["epochs"]) if ctx.params.get("epochs") else None,
             threshold=ctx.params.get("threshold", "auto"),
+            head=ctx.params.get("head") or core.DEFAULT_HEAD,
         )
         target = ctx.target_view()
         if ctx.delegated:

@@ -23,7 +23,7 @@ def test_train_help_lists_the_main_options():
     p = run_cli("train", "--help")
     assert p.returncode == 0
     for opt in ("--images", "--embeddings", "--labels", "--model", "--mode", "--epochs", "--output",
-                "--lr-schedule", "--logit-scale", "--record", "--no-aux", "--resume"):
+                "--lr-schedule", "--logit-scale", "--record", "--no-aux", "--resume", "--head"):
         assert opt in p.stdout
 
 
@@ -32,7 +32,8 @@ def test_no_command_prints_usage():
     assert p.returncode == 2 and "train" in p.stdout
 
 
-def test_train_on_embeddings_file_writes_scores_recorder_summary(tmp_path):
+@pytest.mark.parametrize("head", ["prompt", "linear"])
+def test_train_on_embeddings_file_writes_scores_recorder_summary(tmp_path, head):
     import sei
 
     rng = np.random.default_rng(0)
@@ -43,7 +44,8 @@ def test_train_on_embeddings_file_writes_scores_recorder_summary(tmp_path):
     np.save(tmp_path / "y.npy", noisy)
     out = tmp_path / "run"
     p = run_cli("train", "--embeddings", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "--class-names",
-                "a,b,c", "--epochs", 15, "--lr", 0.1, "--threshold", "zero", "--output", out, "--quiet")
+                "a,b,c", "--epochs", 15, "--lr", 0.1, "--threshold", "zero", "--output", out, "--quiet",
+                "--head", head)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = list(csv.DictReader(open(out / "scores.csv")))
     assert len(rows) == 240 and rows[0]["label_name"] in "abc"

@@ -122,7 +122,7 @@ def test_resume_with_other_labels_is_refused(tmp_path):
 
 @pytest.mark.parametrize("opts", [
     dict(record="eval"), dict(lr_schedule="none"), dict(lr_schedule="cosine"), dict(logit_scale="raw"),
-    dict(logit_scale=30.0), dict(proj_dim=8), dict(center_features=False),
+    dict(logit_scale=30.0), dict(proj_dim=8), dict(center_features=False), dict(head="linear", lr=0.01),
 ])
 def test_protocol_options_train_and_score(opts):
     x, noisy, is_bad = _blobs(n=300)
@@ -203,14 +203,14 @@ def test_result_recorder_feeds_cleanlab_adapter():
     sei_cleanlab = pytest.importorskip("sei_cleanlab")
     x, noisy, is_bad = _blobs(n=300)
     res = _fit(x, noisy, epochs=10, aux_class=False)
-    ranked = sei_cleanlab.find_label_issues(noisy, res.recorder, return_indices_ranked_by="self_confidence") \
-        if False else sei_cleanlab.find_label_issues(noisy, res.recorder)
+    ranked = sei_cleanlab.find_label_issues(noisy, res.recorder)
     assert ranked.shape == (300,) and ranked.dtype == bool
     assert is_bad[ranked].mean() > 0.6
 
 
 @pytest.mark.parametrize("bad", [
     dict(mode="nope"), dict(record="later"), dict(logit_scale="huge"), dict(score="bogus"), dict(lr_schedule="x"),
+    dict(head="mlp"), dict(head="linear", mode="finetune"),
 ])
 def test_bad_options_raise_value_error(bad):
     x, noisy, _ = _blobs(n=50)
@@ -226,3 +226,17 @@ def test_labels_out_of_range_raise():
 
 def test_train_is_exported_lazily():
     assert sei.train is train
+
+
+def test_linear_head_is_softmax_regression_on_standardised_features():
+    from sei.training import LinearHead
+
+    x, noisy, is_bad = _blobs(n=400)
+    shifted = x * 50.0 + 1000.0  # standardisation makes the head blind to scale and offset
+    seen = []
+    a = _fit(x, noisy, epochs=8, lr=0.01, head="linear", on_record=lambda e, i, lg, y: seen.append(lg))
+    b = _fit(shifted, noisy, epochs=8, lr=0.01, head="linear")
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-3, atol=1e-3)
+    assert np.abs(seen[0]).max() < 1.0  # zero init: the first batches predict near-uniform
+    assert a.config["head"] == "linear"
+    assert LinearHead(16, K).fc.weight.abs().sum() == 0

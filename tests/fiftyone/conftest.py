@@ -26,9 +26,6 @@ os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 os.environ["FIFTYONE_PLUGINS_DIR"] = os.path.join(_TMP, "plugins")
 os.environ["FIFTYONE_SHOW_PROGRESS_BARS"] = "false"
 os.environ.setdefault("FIFTYONE_DEFAULT_DATASET_DIR", os.path.join(_TMP, "datasets"))
-# The adapter's own tests run on the built-in engine (fast, deterministic); the
-# integration with sei.train has its own test (test_compute_sei_through_sei_train).
-os.environ.setdefault("SEI_FIFTYONE_BUILTIN_ENGINE", "1")
 if "fiftyone" in sys.modules:  # imported by an earlier test module: point its config here too
     import fiftyone as _fo
 

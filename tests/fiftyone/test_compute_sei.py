@@ -144,11 +144,10 @@ def test_samples_loaded_before_the_run_see_its_fields(dataset):
     assert dataset.get_field("sei_suggestion").document_type is fo.Classification
 
 
-def test_compute_sei_through_sei_train(dataset, monkeypatch):
-    pytest.importorskip("sei.training", reason="the training engine (sei.train) has not landed")
-    monkeypatch.delenv("SEI_FIFTYONE_BUILTIN_ENGINE", raising=False)
-    results = sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=30, lr=0.05)
-    assert dataset.get_brain_info("sei").config.engine == "sei"
+def test_compute_sei_with_the_papers_prompt_head(dataset):
+    results = sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=30, lr=0.05,
+                              head="prompt")
+    assert dataset.get_brain_info("sei").config.head == "prompt"
     assert dataset.list_brain_runs() == ["sei"]
     assert len(results.train_accuracy) >= 1
     scores = np.array(dataset.values("sei"), dtype=float)
