@@ -4,7 +4,7 @@ The core imports numpy, scipy and scikit-learn only; training (torch, open_clip)
 loaded on first use of :func:`train`.
 """
 
-from .constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, SCORE_NAMES
+from .constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, FEATURE_SCORES, SCORE_NAMES
 from .entropy import entropy, signed_entropy, softmax
 from .noise import (
     confusion_noise,
@@ -13,6 +13,7 @@ from .noise import (
     symmetric_noise,
     transition_matrix_noise,
 )
+from .neighbors import feature_score, knn_indices, knn_label_margin
 from .recorder import SEIRecorder
 from .thresholds import (
     combine_runs,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_SCORE",
     "DEFAULT_THRESHOLD",
+    "FEATURE_SCORES",
     "SCORE_NAMES",
     "SEIRecorder",
     "combine_runs",
@@ -34,7 +36,10 @@ __all__ = [
     "confusion_noise",
     "draw_auxiliary",
     "entropy",
+    "feature_score",
     "flag_issues",
+    "knn_indices",
+    "knn_label_margin",
     "pair_noise",
     "random_transition_matrix",
     "signed_entropy",

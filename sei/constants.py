@@ -35,8 +35,11 @@ SCORE_NAMES = (
 #: Scores whose sign carries meaning (negative = the model disagrees with the label),
 #: so that ``threshold="zero"`` is a principled cutoff for them.
 SIGNED_SCORES = frozenset(
-    {"sei", "sei_mean", "se_last", "se_mid", "aum", "aum_prob", "signed_confidence"}
+    {"sei", "sei_mean", "se_last", "se_mid", "aum", "aum_prob", "signed_confidence", "aum_prob_knn", "knn_margin"}
 )
+
+#: Scores that also need the samples' features (see :mod:`sei.neighbors`).
+FEATURE_SCORES = ("aum_prob_knn", "knn_margin")
 
 THRESHOLD_METHODS = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
 

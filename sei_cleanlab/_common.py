@@ -6,6 +6,40 @@ import numpy as np
 
 from sei import SEIRecorder
 from sei._validation import check_history_shape, check_labels
+from sei.constants import FEATURE_SCORES, SCORE_NAMES
+from sei.neighbors import DEFAULT_KNN_K, feature_score, knn_indices
+
+ALL_SCORES = SCORE_NAMES + FEATURE_SCORES
+
+
+class Scorer:
+    """Scores of one recorder by name, recorder scores and feature scores alike.
+
+    The neighbour search behind the feature scores runs once, on first use.
+    """
+
+    def __init__(self, rec, labels, features=None, knn_k=DEFAULT_KNN_K):
+        self.rec, self.labels, self.features, self.knn_k = rec, labels, features, knn_k
+        self._neighbors = None
+        if features is not None:
+            f = np.asarray(features)
+            if f.ndim != 2 or f.shape[0] != rec.num_samples:
+                raise ValueError(f"features must be ({rec.num_samples}, D), one row per sample; got shape {f.shape}")
+
+    def __call__(self, name):
+        if name not in ALL_SCORES:
+            raise ValueError(f"Unknown score {name!r}; choose one of {', '.join(ALL_SCORES)}.")
+        if name not in FEATURE_SCORES:
+            return self.rec.scores(name)
+        if self.features is None:
+            raise ValueError(f"score {name!r} compares each label with its neighbours' labels: pass "
+                             "features=(N, D) embeddings of the samples, or use a score of the dynamics alone "
+                             f"({', '.join(SCORE_NAMES)})")
+        if self._neighbors is None:
+            self._neighbors = knn_indices(self.features, self.knn_k)
+        aum_prob = self.rec.scores("aum_prob") if name == "aum_prob_knn" else None
+        return feature_score(name, aum_prob, self.labels, neighbors=self._neighbors,
+                             num_classes=self.rec.num_classes)
 
 
 def as_recorder(labels, pred_probs_history, *, from_logits=False):

@@ -4,6 +4,8 @@
 >>> lab = Datalab(data={"y": labels}, label_name="y")                # doctest: +SKIP
 >>> lab.find_issues(issue_types={"sei": {"pred_probs_history": H}})  # doctest: +SKIP
 >>> lab.get_issues("sei")  # columns is_sei_issue, sei_score        # doctest: +SKIP
+>>> lab.find_issues(issue_types={"sei": {"pred_probs_history": H, "features": X,  # doctest: +SKIP
+...                                      "score": "aum_prob_knn"}})
 
 The history's class columns must follow Datalab's class order (sorted class names,
 i.e. ``lab.class_names``).
@@ -20,6 +22,7 @@ from cleanlab.datalab.internal.issue_manager_factory import REGISTRY, register
 from cleanlab.datalab.internal.task import Task
 
 from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD
+from sei.neighbors import DEFAULT_KNN_K
 
 from .filter import find_label_issues
 from .rank import get_label_quality_scores
@@ -34,8 +37,9 @@ class SEIIssueManager(IssueManager):
     datalab : cleanlab.Datalab
     pred_probs_history : np.ndarray, np.memmap or sei.SEIRecorder
         (T, N, K) per-epoch probabilities (or a filled recorder).
-    score, threshold, threshold_samples :
-        As in :func:`sei_cleanlab.find_label_issues`.
+    score, threshold, threshold_samples, features, knn_k :
+        As in :func:`sei_cleanlab.find_label_issues` (``features`` for the neighbour-label
+        scores ``"knn_margin"`` and ``"aum_prob_knn"``).
     """
 
     description: ClassVar[str] = (
@@ -46,9 +50,11 @@ class SEIIssueManager(IssueManager):
     verbosity_levels = {0: [], 1: ["threshold", "score"], 2: ["num_label_issues"], 3: []}
 
     def __init__(self, datalab, pred_probs_history=None, score=DEFAULT_SCORE, threshold=DEFAULT_THRESHOLD,
-                 threshold_samples=None, **_):
+                 threshold_samples=None, features=None, knn_k=DEFAULT_KNN_K, **_):
         super().__init__(datalab)
         self.pred_probs_history = pred_probs_history
+        self.features = features
+        self.knn_k = knn_k
         self.score = score
         self.threshold = threshold
         self.threshold_samples = threshold_samples
@@ -62,9 +68,10 @@ class SEIIssueManager(IssueManager):
             )
         labels = np.asarray(self.datalab.labels)
         _, rec = as_recorder(labels, history)  # stream a memmap once, reuse for both calls
+        feats = self.features if self.features is not None else kwargs.get("features")
         is_issue = find_label_issues(labels, rec, score=self.score, threshold=self.threshold,
-                                     threshold_samples=self.threshold_samples)
-        quality = get_label_quality_scores(labels, rec, method=self.score)
+                                     threshold_samples=self.threshold_samples, features=feats, knn_k=self.knn_k)
+        quality = get_label_quality_scores(labels, rec, method=self.score, features=feats, knn_k=self.knn_k)
         self.issues = pd.DataFrame({f"is_{self.issue_name}_issue": is_issue, self.issue_score_key: quality})
         self.summary = self.make_summary(score=float(np.nanmean(quality)))
         self.info = {

@@ -12,9 +12,10 @@ import numpy as np
 
 from sei import compute_threshold, flag_issues
 from sei._validation import check_indices
-from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, SCORE_NAMES
+from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD
+from sei.neighbors import DEFAULT_KNN_K
 
-from ._common import as_recorder, ranked
+from ._common import ALL_SCORES, Scorer, as_recorder, ranked
 
 
 def find_label_issues(
@@ -26,6 +27,8 @@ def find_label_issues(
     threshold_samples=None,
     return_indices_ranked_by=None,
     from_logits=False,
+    features=None,
+    knn_k=DEFAULT_KNN_K,
 ):
     """Flag likely mislabeled examples from a model's training dynamics.
 
@@ -40,7 +43,9 @@ def find_label_issues(
     score : str
         Which score ranks examples: ``"sei"`` (the paper), ``"sei_mean"``, ``"ei"``,
         ``"se_last"``, ``"se_mid"``, ``"aum"``, ``"aum_prob"``, ``"signed_confidence"``,
-        ``"loss"``, ``"agreement"``, ``"mistakenness"``.
+        ``"loss"``, ``"agreement"``, ``"mistakenness"``; with ``features``, also
+        ``"knn_margin"`` (neighbour label agreement alone) and ``"aum_prob_knn"``
+        (``aum_prob`` averaged with it, see :mod:`sei.neighbors`).
     threshold : str or float
         ``"auto"`` (default; no auxiliary samples needed), ``"aux_mean"``, ``"aux_quantile"``,
         ``"zero"``, ``"gmm"`` or a number: examples scoring strictly below it are flagged.
@@ -52,6 +57,11 @@ def find_label_issues(
         that score instead of a mask.
     from_logits : bool
         Whether a (T, N, K) history holds logits (enables ``score="aum"``).
+    features : np.ndarray, optional
+        (N, D) embeddings of the examples (e.g. the frozen features the model was trained
+        on), for the neighbour-label scores.
+    knn_k : int
+        Neighbours per example for those scores.
 
     Returns
     -------
@@ -67,21 +77,22 @@ def find_label_issues(
     >>> find_label_issues(np.array([0, 0, 0]), H, return_indices_ranked_by="sei")
     array([1])
     """
-    if score not in SCORE_NAMES:
-        raise ValueError(f"Unknown score {score!r}; choose one of {', '.join(SCORE_NAMES)}.")
-    if return_indices_ranked_by is not None and return_indices_ranked_by not in SCORE_NAMES:
+    if score not in ALL_SCORES:
+        raise ValueError(f"Unknown score {score!r}; choose one of {', '.join(ALL_SCORES)}.")
+    if return_indices_ranked_by is not None and return_indices_ranked_by not in ALL_SCORES:
         raise ValueError(
-            f"return_indices_ranked_by must be None or a score name ({', '.join(SCORE_NAMES)}), "
+            f"return_indices_ranked_by must be None or a score name ({', '.join(ALL_SCORES)}), "
             f"got {return_indices_ranked_by!r}."
         )
     labels, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
     aux = None if threshold_samples is None else check_indices(threshold_samples, rec.num_samples, "threshold_samples")
-    scores = rec.scores(score)
+    scorer = Scorer(rec, labels, features, knn_k)
+    scores = scorer(score)
     cutoff = compute_threshold(scores, threshold, aux_indices=aux, score_name=score)
     mask = flag_issues(scores, cutoff)
     if aux is not None:
         mask[aux] = False
     if return_indices_ranked_by is None:
         return mask
-    rank_scores = scores if return_indices_ranked_by == score else rec.scores(return_indices_ranked_by)
+    rank_scores = scores if return_indices_ranked_by == score else scorer(return_indices_ranked_by)
     return ranked(np.flatnonzero(mask), rank_scores)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from sei.constants import DEFAULT_SCORE, SCORE_NAMES
+from sei.constants import DEFAULT_SCORE
+from sei.neighbors import DEFAULT_KNN_K
 
-from ._common import as_recorder
+from ._common import ALL_SCORES, Scorer, as_recorder
 
 
 def _to_unit_interval(name: str, raw: np.ndarray, epochs: np.ndarray, num_classes: int) -> np.ndarray:
@@ -28,7 +29,7 @@ def _to_unit_interval(name: str, raw: np.ndarray, epochs: np.ndarray, num_classe
             out = (raw / log_k + 1) / 2
         elif name == "ei":
             out = raw / (np.maximum(epochs, 1) * log_k) + 1
-        elif name in ("aum_prob", "signed_confidence"):
+        elif name in ("aum_prob", "signed_confidence", "aum_prob_knn", "knn_margin"):
             out = (raw + 1) / 2
         elif name == "loss":
             out = np.exp(raw)
@@ -39,7 +40,8 @@ def _to_unit_interval(name: str, raw: np.ndarray, epochs: np.ndarray, num_classe
     return np.clip(out, 0.0, 1.0)
 
 
-def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE, from_logits=False):
+def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE, from_logits=False,
+                             features=None, knn_k=DEFAULT_KNN_K):
     """Score each example's label quality from training dynamics.
 
     Parameters
@@ -52,6 +54,10 @@ def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE
         A score name (see :func:`sei_cleanlab.find_label_issues`).
     from_logits : bool
         Whether a (T, N, K) history holds logits.
+    features : np.ndarray, optional
+        (N, D) embeddings, for ``"knn_margin"`` and ``"aum_prob_knn"``.
+    knn_k : int
+        Neighbours per example for those scores.
 
     Returns
     -------
@@ -64,8 +70,8 @@ def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE
     >>> get_label_quality_scores(np.array([0, 0]), H).round(3)
     array([0.734, 0.139])
     """
-    if method not in SCORE_NAMES:
-        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(SCORE_NAMES)}.")
-    _, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
-    raw = rec.scores(method)
+    if method not in ALL_SCORES:
+        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(ALL_SCORES)}.")
+    labels, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
+    raw = Scorer(rec, labels, features, knn_k)(method)
     return _to_unit_interval(method, raw, rec._total["epochs"], rec.num_classes)

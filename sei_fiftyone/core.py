@@ -118,7 +118,11 @@ def compute_sei(
             paper's) for the prompt head
         threshold ("auto"): ``"auto"``, ``"aux_mean"``, ``"aux_quantile"``, ``"zero"``,
             ``"gmm"`` or a number; see ``sei.compute_threshold``
-        score (``sei.DEFAULT_SCORE``, "aum_prob"): which training-dynamics score to write (``sei.SCORE_NAMES``; "sei" is the paper's)
+        score (``sei.DEFAULT_SCORE``, "aum_prob"): which score to write: a
+            training-dynamics score (``sei.SCORE_NAMES``; "sei" is the paper's) or a
+            neighbour-label score (``sei.FEATURE_SCORES``: "aum_prob_knn" averages
+            "aum_prob" with the label agreement of each sample's 20 nearest neighbours in
+            the features the model trained on)
         batch_size (128): mini-batch size
         lr (None): learning rate; default 0.002 for the linear head, 1e-3 (the
             paper's) for the prompt head

@@ -32,37 +32,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..neighbors import check_features
+from ..neighbors import search as _knn_search
+
 __all__ = ["KNNGraph", "dense_diffusion_reference"]
-
-
-def _knn_sklearn(x, k):
-    from sklearn.neighbors import NearestNeighbors
-
-    nn = NearestNeighbors(n_neighbors=k + 1).fit(x)
-    dist, idx = nn.kneighbors(x)
-    return dist, idx
-
-
-def _knn_hnswlib(x, k, seed, num_threads):
-    import hnswlib
-
-    n, d = x.shape
-    index = hnswlib.Index(space="l2", dim=d)
-    index.init_index(max_elements=n, ef_construction=100, M=16, random_seed=seed)
-    index.set_num_threads(num_threads)
-    index.add_items(x, np.arange(n))
-    index.set_ef(max(2 * (k + 1), 50))
-    idx, d2 = index.knn_query(x, k=k + 1)
-    return np.sqrt(np.maximum(d2, 0)), idx.astype(np.int64)
-
-
-def _knn_faiss(x, k):
-    import faiss
-
-    index = faiss.IndexHNSWFlat(x.shape[1], 16)
-    index.add(x)
-    d2, idx = index.search(x, k + 1)
-    return np.sqrt(np.maximum(d2, 0)), idx.astype(np.int64)
 
 
 def _flat_ranges(indptr, rows):
@@ -102,31 +75,14 @@ class KNNGraph:
 
     def __init__(self, features, k: int = 10, *, sigma="pairs", backend="auto", num_pairs=100_000,
                  exact_max=20_000, seed=0, num_threads=2):
-        x = np.ascontiguousarray(np.asarray(features, dtype=np.float32))
-        if x.ndim != 2 or x.shape[0] < 2:
-            raise ValueError(f"features must be a (N, D) array with N >= 2, got shape {x.shape}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("features contain NaN or inf; impute or drop those rows first")
+        x = np.ascontiguousarray(check_features(features))
         n = x.shape[0]
         k = int(k)
         if not 1 <= k < n:
             raise ValueError(f"k must be in [1, N-1] = [1, {n - 1}], got {k}")
         self.num_samples, self.k = n, k
-        if backend == "auto":
-            backend = "sklearn" if n <= exact_max else "hnswlib"
-            if backend == "hnswlib":
-                try:
-                    import hnswlib  # noqa: F401
-                except ImportError:
-                    backend = "faiss"
-        if backend == "sklearn":
-            dist, idx = _knn_sklearn(x, k)
-        elif backend == "hnswlib":
-            dist, idx = _knn_hnswlib(x, k, seed, num_threads)
-        elif backend == "faiss":
-            dist, idx = _knn_faiss(x, k)
-        else:
-            raise ValueError(f"backend must be 'auto', 'sklearn', 'hnswlib' or 'faiss', got {backend!r}")
+        dist, idx, backend = _knn_search(x, k, backend=backend, exact_max=exact_max, seed=seed,
+                                         num_threads=num_threads)
         self.backend = backend
         # Drop self matches (first column, or wherever the library put them).
         rows = np.repeat(np.arange(n), k + 1)

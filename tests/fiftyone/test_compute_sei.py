@@ -155,3 +155,22 @@ def test_compute_sei_with_the_papers_prompt_head(dataset):
     flipped = set(dataset.info["flipped_ids"])
     top = sfo.sorted_view(dataset, flagged_only=False).limit(len(flipped)).values("id")
     assert len(set(top) & flipped) >= 0.5 * len(flipped)
+
+
+def test_neighbour_label_score_from_the_trained_features(dataset):
+    results = sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=8,
+                              score="aum_prob_knn")
+    assert results.score_name == "aum_prob_knn" and results.threshold == 0.0
+    scores = np.array(dataset.values("sei"), dtype=float)
+    assert np.isfinite(scores).all() and (scores >= -1).all() and (scores <= 1).all()
+    flipped = set(dataset.info["flipped_ids"])
+    top = sfo.sorted_view(dataset, flagged_only=False).limit(len(flipped)).values("id")
+    assert len(set(top) & flipped) >= 0.8 * len(flipped)
+
+
+def test_neighbour_label_score_refuses_an_auxiliary_threshold_and_writes_nothing(dataset):
+    before = dataset.get_field_schema().keys()
+    with pytest.raises(ValueError, match="auxiliary"):
+        sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=2,
+                        score="aum_prob_knn", threshold="aux_mean")
+    assert dataset.get_field_schema().keys() == before and dataset.list_brain_runs() == []

@@ -1,0 +1,96 @@
+"""Neighbour-label scores: kNN search, the label margin, and their use in the cleanlab API."""
+
+import numpy as np
+import pytest
+
+import sei
+from sei_cleanlab import find_label_issues, get_label_quality_scores
+
+
+def _clusters(n_per=40, k=3, d=8, seed=0, flip=0.15):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 6
+    y = np.repeat(np.arange(k), n_per)
+    x = centres[y] + rng.normal(size=(len(y), d))
+    noisy, bad = sei.symmetric_noise(y, flip, num_classes=k, seed=seed)
+    return x.astype(np.float32), y, noisy, bad
+
+
+def _history_with_fitted_noise(labels, k, epochs=6):
+    """Dynamics of a model that memorises every label (mislabeled ones look clean): only the
+    neighbours can tell them apart."""
+    h = np.full((epochs, len(labels), k), 0.1 / (k - 1))
+    h[:, np.arange(len(labels)), labels] = 0.9
+    return h
+
+
+def test_knn_indices_match_brute_force_cosine_and_exclude_self():
+    x, *_ = _clusters()
+    nb = sei.knn_indices(x, 5)
+    z = x - x.mean(0)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    sim = z @ z.T
+    np.fill_diagonal(sim, -np.inf)
+    brute = np.argsort(-sim, axis=1)[:, :5]
+    assert nb.shape == (len(x), 5)
+    assert not (nb == np.arange(len(x))[:, None]).any()
+    np.testing.assert_array_equal(np.sort(nb, 1), np.sort(brute, 1))
+
+
+def test_knn_indices_handle_duplicate_rows():
+    x = np.repeat(np.eye(4, dtype=np.float32), 3, axis=0)  # every row has two exact copies
+    nb = sei.knn_indices(x, 2)
+    assert not (nb == np.arange(len(x))[:, None]).any()
+    assert (x[nb[:, 0]] == x).all() and (x[nb[:, 1]] == x).all()
+
+
+def test_label_margin_by_hand():
+    labels = np.array([0, 0, 1, 1])
+    neighbors = np.array([[1, 2], [0, 2], [3, 0], [2, 1]])
+    # shares: s0 {0: .5, 1: .5} -> 0; s1 same -> 0; s2 {1: .5, 0: .5} -> 0; s3 {1: .5, 0: .5} -> 0
+    np.testing.assert_allclose(sei.knn_label_margin(labels, neighbors=neighbors), 0.0)
+    labels = np.array([0, 0, 0, 1])
+    neighbors = np.array([[1, 2], [0, 2], [0, 1], [0, 1]])
+    np.testing.assert_allclose(sei.knn_label_margin(labels, neighbors=neighbors), [1, 1, 1, -1])
+
+
+def test_neighbours_find_errors_the_dynamics_cannot():
+    from sklearn.metrics import roc_auc_score
+
+    x, _, noisy, bad = _clusters()
+    h = _history_with_fitted_noise(noisy, 3)
+    dyn = get_label_quality_scores(noisy, h, method="aum_prob")
+    assert np.ptp(dyn) == 0  # memorised: the dynamics see nothing
+    fused = get_label_quality_scores(noisy, h, method="aum_prob_knn", features=x, knn_k=10)
+    assert ((fused >= 0) & (fused <= 1)).all()
+    assert roc_auc_score(bad, -fused) > 0.95
+    mask = find_label_issues(noisy, h, score="knn_margin", features=x, knn_k=10)
+    assert bad[mask].mean() > 0.9 and mask[bad].mean() > 0.8
+    ranked = find_label_issues(noisy, h, score="knn_margin", features=x, knn_k=10,
+                               return_indices_ranked_by="aum_prob_knn")
+    assert set(ranked) == set(np.flatnonzero(mask))
+
+
+def test_feature_scores_explain_what_is_missing():
+    x, _, noisy, bad = _clusters()
+    h = _history_with_fitted_noise(noisy, 3)
+    with pytest.raises(ValueError, match="pass features"):
+        find_label_issues(noisy, h, score="aum_prob_knn")
+    with pytest.raises(ValueError, match="one row per sample"):
+        find_label_issues(noisy, h, score="aum_prob_knn", features=x[:-1])
+    bad_x = x.copy()
+    bad_x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        find_label_issues(noisy, h, score="aum_prob_knn", features=bad_x)
+
+
+def test_datalab_issue_type_takes_features():
+    from cleanlab import Datalab
+
+    x, _, noisy, bad = _clusters()
+    h = _history_with_fitted_noise(noisy, 3)
+    lab = Datalab(data={"y": noisy}, label_name="y", verbosity=0)
+    lab.find_issues(issue_types={"sei": {"pred_probs_history": h, "features": x, "score": "knn_margin",
+                                         "knn_k": 10}})
+    flagged = lab.get_issues("sei")["is_sei_issue"].to_numpy()
+    assert bad[flagged].mean() > 0.9
