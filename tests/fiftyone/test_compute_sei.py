@@ -174,3 +174,11 @@ def test_neighbour_label_score_refuses_an_auxiliary_threshold_and_writes_nothing
         sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=2,
                         score="aum_prob_knn", threshold="aux_mean")
     assert dataset.get_field_schema().keys() == before and dataset.list_brain_runs() == []
+
+
+@pytest.mark.parametrize("bad, match", [(dict(head="mlp"), "head must be"),
+                                        (dict(head="linear", mode="finetune"), "head='prompt'")])
+def test_bad_head_is_refused_before_anything_is_written(dataset, bad, match):
+    with pytest.raises(ValueError, match=match):
+        sfo.compute_sei(dataset, "ground_truth", epochs=1, **bad)
+    assert dataset.list_brain_runs() == []
