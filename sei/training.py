@@ -532,7 +532,8 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
     num_threads : "auto" | int | None
         torch CPU threads while training. "auto": 1 in the frozen/embeddings modes (the
         head's small matrix products are dominated by thread synchronisation, badly so on
-        a shared machine), torch's setting otherwise. Restored on return.
+        a shared machine; the frozen mode's encoder pass keeps torch's setting), torch's
+        setting otherwise. Restored on return.
     force_autograd : bool, default False
         Train the cosine head with autograd instead of its closed-form gradients (same
         numbers up to float rounding; for testing).
@@ -594,7 +595,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
     old_threads = torch.get_num_threads()
     if num_threads == "auto":
         num_threads = 1 if (mode != "finetune" and dev.type == "cpu") else None
-    if num_threads:
+    if num_threads and mode != "frozen":  # frozen: set after the encoder has embedded the images
         torch.set_num_threads(int(num_threads))
     try:
         return _train(**{k_: v_ for k_, v_ in locals().items() if k_ not in ("old_threads",)})
@@ -646,6 +647,8 @@ def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, m
         features, skipped = _embed_dataset(bundle, inputs, size, 256, dev, num_workers, cdir, progress and rank == 0)
     valid = np.ones(n, dtype=bool)
     valid[skipped] = False
+    if num_threads and mode == "frozen":
+        torch.set_num_threads(int(num_threads))
 
     if mode in ("embeddings", "frozen"):
         if head == "linear":
