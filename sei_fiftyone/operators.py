@@ -12,10 +12,17 @@ import threading
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from sei.constants import DEFAULT_SCORE
+
 from . import core
 from .relabel import DEFAULT_TAG, apply_suggestions, suggest_relabels
 
 THRESHOLD_CHOICES = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
+SCORE_CHOICES = (
+    ("aum_prob", "aum_prob: mean probability margin (default, best measured from dynamics alone)"),
+    ("aum_prob_knn", "aum_prob_knn: aum_prob averaged with the neighbours' label agreement"),
+    ("sei", "sei: the paper's Signed Entropy Integral"),
+)
 
 
 def _sei_runs(ctx):
@@ -103,6 +110,11 @@ class ComputeSEI(foo.Operator):
         heads.add_choice("prompt", label="Prompt (the paper's cosine prompt head)")
         inputs.enum("head", heads.values(), default=core.DEFAULT_HEAD, label="Classifier head",
                     description="What sei.train fits on the frozen features", view=heads)
+        scores = types.DropdownView()
+        for name, label in SCORE_CHOICES:
+            scores.add_choice(name, label=label)
+        inputs.enum("score", scores.values(), default=DEFAULT_SCORE, label="Score",
+                    description="Lower = more likely mislabeled", view=scores)
         inputs.int("epochs", min=1, label="Epochs",
                    description="Default: 10 (linear head) or 150 (prompt head, the paper's)")
         thr = types.DropdownView()
@@ -136,6 +148,7 @@ class ComputeSEI(foo.Operator):
             epochs=int(ctx.params["epochs"]) if ctx.params.get("epochs") else None,
             threshold=ctx.params.get("threshold", "auto"),
             head=ctx.params.get("head") or core.DEFAULT_HEAD,
+            score=ctx.params.get("score") or DEFAULT_SCORE,
         )
         target = ctx.target_view()
         if ctx.delegated:

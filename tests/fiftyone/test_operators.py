@@ -51,6 +51,23 @@ def test_compute_sei_operator_immediate(dataset):
     assert "sei_op_most_likely_mislabeled" in dataset.list_saved_views()
 
 
+def test_compute_sei_operator_passes_head_and_score(dataset):
+    op = foo.get_operator(f"{URI}/compute_sei")
+    ctx = foo.ExecutionContext(request_params={"dataset_name": dataset.name, "params": {}})
+    props = op.resolve_input(ctx).type.properties
+    assert set(props["head"].type.values) == {"linear", "prompt"}
+    assert {"aum_prob", "aum_prob_knn", "sei"} <= set(props["score"].type.values)
+    result = foo.execute_operator(
+        f"{URI}/compute_sei", dataset=dataset,
+        params=dict(label_field="ground_truth", model="embeddings", embeddings_field="embedding",
+                    epochs=3, head="prompt", score="aum_prob_knn", brain_key="sei_knn"),
+    )
+    assert result.error is None
+    dataset.reload()
+    config = dataset.get_brain_info("sei_knn").config
+    assert config.head == "prompt" and config.score == "aum_prob_knn"
+
+
 def test_compute_sei_operator_delegated_then_run_by_service(dataset):
     result = foo.execute_operator(
         f"{URI}/compute_sei", dataset=dataset, request_delegation=True,
