@@ -4,15 +4,17 @@ A label that disagrees with the labels of the sample's nearest neighbours in a g
 feature space is suspect whatever the classifier did (SimiFeat-like). On CIFAR-10N
 (``benchmarks/results/detection.md``) the neighbour label margin alone ranks mislabeled
 images at AUROC 0.87-0.89, and averaged with ``aum_prob`` it ranks better than
-``aum_prob`` alone in every cell (most in the memorising regime: +2.5 to +3.7 AUROC
-points), at a small F1 cost (<= 0.6 points) with frozen features::
+``aum_prob`` alone in 5 of 6 cells and ties in the sixth (most in the memorising
+regime: +2.5 to +3.7 AUROC points), at a small F1 cost (<= 0.6 points) with frozen
+features::
 
     q_i(c)          = share of the k nearest neighbours of i (cosine, self excluded) labelled c
     knn_margin_i    = q_i(y_i) - max_{c != y_i} q_i(c)                in [-1, 1]
     aum_prob_knn_i  = (aum_prob_i + knn_margin_i) / 2                 in [-1, 1], zero = cutoff
 
 Neighbours come from scikit-learn (exact) up to ``exact_max`` samples and from hnswlib
-(or faiss) approximate search beyond; never an O(N^2) step in memory.
+(``pip install sei-labels[active]``) or faiss approximate search beyond; without either,
+scikit-learn's exact search is used with a warning (O(N^2) time, chunked memory).
 """
 
 from __future__ import annotations
@@ -57,16 +59,24 @@ def _knn_faiss(x, k):
     return np.sqrt(np.maximum(d2, 0)), idx.astype(np.int64)
 
 
+def _approximate_backend():
+    import importlib.util
+    import warnings
+
+    for name in ("hnswlib", "faiss"):
+        if importlib.util.find_spec(name) is not None:
+            return name
+    warnings.warn("neither hnswlib nor faiss is installed: exact scikit-learn neighbour search, "
+                  "O(N^2) time; `pip install hnswlib` (or sei-labels[active]) for large N",
+                  RuntimeWarning, stacklevel=3)
+    return "sklearn"
+
+
 def search(x, k, *, backend="auto", exact_max=20_000, seed=0, num_threads=2):
     """``(dist, idx, backend)``: each row's k + 1 nearest rows of ``x`` (itself included)."""
     n = x.shape[0]
     if backend == "auto":
-        backend = "sklearn" if n <= exact_max else "hnswlib"
-        if backend == "hnswlib":
-            try:
-                import hnswlib  # noqa: F401
-            except ImportError:
-                backend = "faiss"
+        backend = "sklearn" if n <= exact_max else _approximate_backend()
     if backend == "sklearn":
         dist, idx = _knn_sklearn(x, k)
     elif backend == "hnswlib":

@@ -94,3 +94,25 @@ def test_datalab_issue_type_takes_features():
                                          "knn_k": 10}})
     flagged = lab.get_issues("sei")["is_sei_issue"].to_numpy()
     assert bad[flagged].mean() > 0.9
+
+
+def test_auto_backend_falls_back_to_exact_search_with_a_warning(monkeypatch):
+    import importlib.util
+
+    from sei import neighbors
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("hnswlib", "faiss") else real(name, *a))
+    x, *_ = _clusters()
+    with pytest.warns(RuntimeWarning, match="hnswlib"):
+        _, idx, backend = neighbors.search(x, 3, exact_max=10)
+    assert backend == "sklearn" and idx.shape == (len(x), 4)
+
+
+def test_auto_backend_uses_hnswlib_beyond_exact_max():
+    pytest.importorskip("hnswlib")
+    x, *_ = _clusters()
+    nb = sei.knn_indices(x, 5, exact_max=10)
+    exact = sei.knn_indices(x, 5)
+    assert (np.sort(nb, 1) == np.sort(exact, 1)).mean() > 0.95
