@@ -411,7 +411,7 @@ def _progress_callback(progress, epochs):
 
     def hook(epoch, total, metrics):
         if "bar" not in state:
-            state["bar"] = fou.ProgressBar(total=total, progress=True).__enter__()
+            state["bar"] = fou.ProgressBar(total=total, progress=True, iters_str="epochs").__enter__()
         state["bar"].set_iteration(min(epoch, total))
     return hook, _Closer()
 
