@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, EPS, SCORE_NAMES
+from .constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, EPS, FEATURE_SCORES, SCORE_NAMES
 from .recorder import SEIRecorder
 from .thresholds import compute_threshold, draw_auxiliary, flag_issues
 
@@ -496,7 +496,9 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         prompt, scale and projection options do not apply). ``sei_fiftyone.compute_sei``
         uses "linear" by default.
     score : str, default DEFAULT_SCORE
-        Recorder score returned in ``result.scores`` (see ``sei.SCORE_NAMES``).
+        Recorder score returned in ``result.scores`` (see ``sei.SCORE_NAMES``), or a
+        neighbour-label score (``sei.FEATURE_SCORES``; frozen / embeddings modes, computed
+        on the features trained on; not with an auxiliary threshold).
     threshold : "auto" | str | float
         Passed to :func:`sei.compute_threshold` ("auto": zero for signed scores such as
         SEI, a two-component GMM otherwise); "aux_mean" is the paper's cutoff (the mean
@@ -571,8 +573,11 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         raise ValueError("need at least 2 classes")
     if n and (labels.min() < 0 or labels.max() >= k):
         raise ValueError(f"labels must lie in 0..{k - 1} (len(class_names) = {k})")
-    if score not in SCORE_NAMES:
-        raise ValueError(f"unknown score {score!r}; use one of {SCORE_NAMES}")
+    if score not in SCORE_NAMES + FEATURE_SCORES:
+        raise ValueError(f"unknown score {score!r}; use one of {SCORE_NAMES + FEATURE_SCORES}")
+    if score in FEATURE_SCORES and isinstance(threshold, str) and threshold.startswith("aux"):
+        raise ValueError(f"score={score!r} mixes in the neighbours' labels, which the auxiliary samples do not "
+                         "calibrate: use threshold 'auto', 'zero', 'gmm' or a number")
     if head not in ("prompt", "linear"):
         raise ValueError(f"head must be 'prompt' or 'linear', got {head!r}")
     if record not in ("train", "eval"):
@@ -584,6 +589,9 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         mode = "embeddings" if (isinstance(inputs, np.ndarray) and inputs.ndim == 2) else "frozen"
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if score in FEATURE_SCORES and mode == "finetune":
+        raise ValueError(f"score={score!r} compares labels in a fixed feature space: use mode 'frozen' or "
+                         "'embeddings'")
     if head == "linear" and mode == "finetune":
         raise ValueError("head='linear' trains on fixed features: use mode='frozen' or 'embeddings', "
                          "or head='prompt' to fine-tune the image tower")
@@ -758,7 +766,15 @@ def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, m
 
 def _finish(rec, score, threshold, aux_indices, k, labels_used, metrics_hist, features, skipped, class_names,
             t_start, config):
-    raw = rec.scores(score)
+    if score in FEATURE_SCORES:  # neighbour labels in the features trained on (never with aux samples)
+        from .neighbors import feature_score
+
+        raw = np.full(rec.num_samples, np.nan)
+        ok = np.isfinite(features).all(1)
+        raw[ok] = feature_score(score, rec.scores("aum_prob")[ok], labels_used[ok], features[ok],
+                                num_classes=rec.num_classes)
+    else:
+        raw = rec.scores(score)
     scores = raw.copy()
     scores[aux_indices] = np.nan
     th = compute_threshold(raw, threshold, aux_indices=aux_indices if aux_indices.size else None, score_name=score)

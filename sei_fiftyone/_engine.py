@@ -6,8 +6,6 @@ The adapter adds two things only:
   standardised features) at lr 0.002 for 10 epochs, which on the bundled CIFAR-10N sample
   finds the human label errors better than the paper's cosine prompt head (README,
   "FiftyOne"); ``head="prompt"`` gives the paper's setup;
-* the neighbour-label scores (``score="aum_prob_knn"`` or ``"knn_margin"``, see
-  :mod:`sei.neighbors`) from the features the model was trained on;
 * every sample gets a score: ``sei.train`` leaves the samples it relabelled to the
   auxiliary pseudo-class unscored (their own label was never trained), so when the
   threshold needs the auxiliary class a second run without it scores them, and the
@@ -19,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from sei.constants import FEATURE_SCORES
 
 EMBEDDINGS_MODEL = "embeddings"
 DEFAULT_HEAD = "linear"
@@ -43,16 +40,6 @@ def train(inputs, labels, *, class_names, model, mode, epochs=None, threshold="a
     epochs = DEFAULT_EPOCHS[head] if epochs is None else int(epochs)
     lr = DEFAULT_LR[head] if lr is None else lr
     score = DEFAULT_SCORE if score is None else score
-    if score in FEATURE_SCORES:
-        if isinstance(threshold, str) and threshold.startswith("aux"):
-            raise ValueError(f"score={score!r} mixes in the neighbours' labels, which the auxiliary samples "
-                             "do not calibrate: use threshold 'auto', 'zero', 'gmm' or a number")
-        if mode == "finetune":
-            raise ValueError(f"score={score!r} needs fixed features: use mode 'frozen' or an embeddings field")
-        result = train(inputs, labels, class_names=class_names, model=model, mode=mode, epochs=epochs,
-                       threshold=threshold, score="aum_prob", seed=seed, on_epoch_end=on_epoch_end,
-                       progress=progress, batch_size=batch_size, lr=lr, head=head, **kwargs)
-        return _with_feature_score(result, score, labels, threshold, len(class_names), seed)
     aux_class = kwargs.pop("aux_class", "auto")
     if aux_class == "auto":
         aux_class = isinstance(threshold, str) and threshold.startswith("aux")
@@ -91,15 +78,3 @@ def train(inputs, labels, *, class_names, model, mode, epochs=None, threshold="a
     return dataclasses.replace(first, scores=scores, mislabeled=mislabeled, pred_probs=pred_probs,
                                predicted_labels=predicted)
 
-
-def _with_feature_score(result, score, labels, threshold, num_classes, seed):
-    """``result`` rescored with a neighbour-label score over its readable samples."""
-    from sei import compute_threshold, feature_score, flag_issues
-
-    ok = np.isfinite(result.scores) & np.isfinite(result.features).all(1)
-    scores = np.full(len(result.scores), np.nan)
-    labels = np.asarray(labels, dtype=np.int64)
-    scores[ok] = feature_score(score, result.scores[ok], labels[ok], result.features[ok], num_classes=num_classes)
-    thr = compute_threshold(scores, threshold, score_name=score, seed=seed)
-    return dataclasses.replace(result, scores=scores, mislabeled=flag_issues(scores, thr), threshold=float(thr),
-                               score_name=score)

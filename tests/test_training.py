@@ -240,3 +240,26 @@ def test_linear_head_is_softmax_regression_on_standardised_features():
     assert np.abs(seen[0]).max() < 1.0  # zero init: the first batches predict near-uniform
     assert a.config["head"] == "linear"
     assert LinearHead(16, K).fc.weight.abs().sum() == 0
+
+
+def test_neighbour_label_score_is_computed_on_the_trained_features():
+    from sklearn.metrics import roc_auc_score
+
+    x, noisy, is_bad = _blobs(n=400)
+    x[0] = np.nan  # an unreadable row stays unscored
+    res = _fit(x, noisy, epochs=10, score="aum_prob_knn")
+    assert res.score_name == "aum_prob_knn" and res.threshold == 0.0
+    assert np.isnan(res.scores[0]) and np.isfinite(res.scores[1:]).all()
+    assert ((res.scores[1:] >= -1) & (res.scores[1:] <= 1)).all()
+    assert roc_auc_score(is_bad[1:], -res.scores[1:]) > 0.95
+    expected = sei.feature_score("aum_prob_knn", res.recorder.scores("aum_prob")[1:], noisy[1:], x[1:],
+                                 num_classes=K)
+    np.testing.assert_allclose(res.scores[1:], expected)
+
+
+@pytest.mark.parametrize("bad, match", [(dict(threshold="aux_mean"), "auxiliary"),
+                                        (dict(mode="finetune"), "fixed feature space")])
+def test_neighbour_label_score_refuses_what_it_cannot_do(bad, match):
+    x, noisy, _ = _blobs(n=50)
+    with pytest.raises(ValueError, match=match):
+        _fit(x, noisy, epochs=1, score="aum_prob_knn", **bad)
