@@ -11,7 +11,12 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
 import sei
-from sei_cleanlab import compare_with_confident_learning, find_label_issues
+from sei_cleanlab import (
+    compare_with_confident_learning,
+    detection_metrics,
+    find_label_issues,
+    get_label_quality_scores,
+)
 
 X, y_true = load_digits(return_X_y=True)
 X = StandardScaler().fit_transform(X)
@@ -36,3 +41,12 @@ oos = cross_val_predict(SGDClassifier(loss="log_loss", alpha=1e-3, random_state=
                         method="predict_proba")
 df = compare_with_confident_learning(labels, rec, oos, true_labels=y_true)
 print(df.attrs["metrics"].round(3).to_string())
+
+# With features, the labels of each sample's nearest neighbours add evidence that the
+# dynamics alone lack (score "aum_prob_knn"; here the pixels themselves are the features).
+for score in ("aum_prob", "aum_prob_knn"):
+    mask = find_label_issues(labels, rec, score=score, features=X)
+    quality = get_label_quality_scores(labels, rec, method=score, features=X)
+    m = detection_metrics(mask, quality, is_mislabeled)
+    print(f"{score:>13}: precision {m['precision']:.3f} recall {m['recall']:.3f} F1 {m['f1']:.3f} "
+          f"AUROC {m['auroc']:.3f}")
