@@ -145,6 +145,8 @@ def knn_label_margin(labels, features=None, *, neighbors=None, num_classes=None,
     if neighbors.ndim != 2 or neighbors.shape[0] != n:
         raise ValueError(f"neighbors must be (N, k) = ({n}, k), got shape {neighbors.shape}")
     c = int(num_classes if num_classes is not None else labels.max() + 1)
+    if n and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(f"labels must lie in 0..{c - 1} (num_classes = {c})")
     nl = labels[neighbors]
     counts = np.zeros((n, c))
     for j in range(nl.shape[1]):

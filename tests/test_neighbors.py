@@ -116,3 +116,8 @@ def test_auto_backend_uses_hnswlib_beyond_exact_max():
     nb = sei.knn_indices(x, 5, exact_max=10)
     exact = sei.knn_indices(x, 5)
     assert (np.sort(nb, 1) == np.sort(exact, 1)).mean() > 0.95
+
+
+def test_label_margin_rejects_labels_outside_num_classes():
+    with pytest.raises(ValueError, match="labels must lie"):
+        sei.knn_label_margin(np.array([0, 3]), neighbors=np.array([[1], [0]]), num_classes=2)
