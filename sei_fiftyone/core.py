@@ -111,7 +111,10 @@ def compute_sei(
         model ("efficientnet-lite0"): the image model (``"efficientnet-lite0"`` ships
             its weights with pip, so it works offline; any model name accepted by
             ``sei.train``), or ``"embeddings"`` together with ``embeddings_field``
-        embeddings_field (None): a vector field to train on instead of the images
+        embeddings_field (None): a vector field to train on instead of the images. If
+            no such field exists yet, ``model`` embeds the images (frozen) and the
+            vectors are stored there when the run succeeds, so later runs and
+            ``suggest_relabels`` (kNN graph) reuse them
         mode (None): ``"frozen"`` (default for images), ``"finetune"``, or
             ``"embeddings"`` (implied by ``embeddings_field``)
         epochs (None): training epochs; default 10 for the linear head, 150 (the
@@ -152,7 +155,19 @@ def compute_sei(
     """
     from . import _engine
 
-    if embeddings_field is not None:
+    # FiftyOne Brain's convention: an embeddings field that does not exist yet is computed
+    # with `model` and stored (at the end, with the other fields); an existing one is used.
+    store_embeddings = (embeddings_field is not None
+                        and embeddings_field not in samples._root_dataset.get_field_schema())
+    if store_embeddings:
+        if model == _engine.EMBEDDINGS_MODEL:
+            raise ValueError(f"embeddings field '{embeddings_field}' does not exist; pass model=<an image model> "
+                             "to compute and store it, or the name of an existing vector field")
+        if mode == "finetune":
+            raise ValueError("mode='finetune' changes the encoder while training, so its embeddings cannot be "
+                             "stored; use mode='frozen' with embeddings_field, or no embeddings_field")
+        mode = "frozen"
+    elif embeddings_field is not None:
         model = _engine.EMBEDDINGS_MODEL
     if model == _engine.EMBEDDINGS_MODEL:
         if embeddings_field is None:
@@ -271,6 +286,12 @@ def compute_sei(
     # Everything below writes; nothing above did.
     brain_method.register_run(samples, brain_key, overwrite=True, cleanup=True)
     write_values(samples, brain_key, ids.tolist(), score_values, flag_values, suggestion_values)
+    if store_embeddings:
+        feats = np.asarray(result.features, dtype=np.float32)
+        unread = set(np.asarray(getattr(result, "skipped", []), dtype=np.int64).tolist())
+        keep = [j for j in range(len(train_pos)) if j not in unread and np.isfinite(feats[j]).all()]
+        samples._root_dataset.select(ids[train_pos[keep]].tolist(), ordered=True).set_values(
+            embeddings_field, [feats[j] for j in keep])
     _save_sorted_view(samples, brain_key)
     brain_method.save_run_results(samples, brain_key, results)
     return results

@@ -99,9 +99,11 @@ def _active_selection(view, brain_key, scores, budget):
         probs[i] = (1.0 - conf) / max(k - 1, 1)
         probs[i, index[lab]] = conf
     features = None
-    if info.config.embeddings_field:
-        features = np.stack([np.asarray(v, dtype=np.float32).ravel()
-                             for v in view.values(info.config.embeddings_field)])
+    field = info.config.embeddings_field
+    if field and field in dataset.get_field_schema():
+        vecs = view.values(field)
+        if all(v is not None for v in vecs):
+            features = np.stack([np.asarray(v, dtype=np.float32).ravel() for v in vecs])
     if features is None:
         # Without vectors for the kNN graph the selector would rank by a one-epoch
         # estimate; the run's own SEI (lowest first) is the better order.

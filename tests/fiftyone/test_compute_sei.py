@@ -182,3 +182,30 @@ def test_bad_head_is_refused_before_anything_is_written(dataset, bad, match):
     with pytest.raises(ValueError, match=match):
         sfo.compute_sei(dataset, "ground_truth", epochs=1, **bad)
     assert dataset.list_brain_runs() == []
+
+
+def test_a_new_embeddings_field_is_computed_stored_and_reused(tmp_path):
+    ds = build_dataset(str(tmp_path / "imgs"), n=30, with_embeddings=False)
+    try:
+        paths = ds.values("filepath")
+        os.remove(paths[0])
+        first = sfo.compute_sei(ds, "ground_truth", model="efficientnet-lite0", embeddings_field="lite0",
+                                epochs=2, image_size=64)
+        assert first.config.mode == "frozen" and first.config.model == "efficientnet-lite0"
+        vecs = ds.values("lite0")
+        assert vecs[0] is None and all(v is not None and len(v) == 1280 for v in vecs[1:])
+        with pytest.raises(ValueError, match="restrict the view"):  # the unreadable image has no vector
+            sfo.compute_sei(ds, "ground_truth", embeddings_field="lite0", epochs=2, brain_key="again")
+        second = sfo.compute_sei(ds.exists("lite0"), "ground_truth", embeddings_field="lite0", epochs=2,
+                                 brain_key="again")
+        assert second.config.mode == "embeddings" and second.config.model == "embeddings"
+        chosen = sfo.suggest_relabels(ds.exists("lite0"), "again", budget=5)
+        assert len(chosen) == 5
+    finally:
+        ds.delete()
+
+
+def test_a_missing_embeddings_field_without_a_model_is_refused(dataset):
+    with pytest.raises(ValueError, match="does not exist"):
+        sfo.compute_sei(dataset, "ground_truth", model="embeddings", embeddings_field="nope", epochs=1)
+    assert "nope" not in dataset.get_field_schema() and dataset.list_brain_runs() == []
