@@ -30,10 +30,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+FEATURES_CACHE = ROOT / "benchmarks" / ".cache" / "cifar10n_train_efficientnet-lite0_96.npy"
+
+
+def _labels_file():
+    from benchmarks.cifar10n import data_dir
+
+    return data_dir() / "labels.npz"
+
+
+def _cifar10n(table):
+    """(features, labels npz, class names) of the cached CIFAR-10N embeddings, or a skip note."""
+    if not FEATURES_CACHE.exists():
+        return f"({table} table skipped: run `python benchmarks/cifar10n.py --embeddings` first)"
+    z = np.load(_labels_file())
+    return np.load(FEATURES_CACHE), z, [str(c) for c in z["class_names"]]
+
+
 def _features(n, d, seed=0):
-    cache = ROOT / "benchmarks" / ".cache" / "cifar10n_train_efficientnet-lite0_96.npy"
-    if cache.exists():
-        x = np.load(cache)
+    if FEATURES_CACHE.exists():
+        x = np.load(FEATURES_CACHE)
         if x.shape == (n, d):
             return x, "CIFAR-10N EfficientNet-Lite0 @96px"
     rng = np.random.default_rng(seed)
@@ -42,7 +58,7 @@ def _features(n, d, seed=0):
 
 def _labels(n, k, seed=0):
     try:  # CIFAR-10N "worse" labels when the shared data is there
-        z = np.load(Path("/work/shared/data/cifar10n/labels.npz"))
+        z = np.load(_labels_file())
         if len(z["worse"]) == n:
             return np.asarray(z["worse"], dtype=np.int64)
     except Exception:
@@ -91,12 +107,10 @@ def protocol_table(epochs=30):
 
     from sei.training import train
 
-    cache = ROOT / "benchmarks" / ".cache" / "cifar10n_train_efficientnet-lite0_96.npy"
-    if not cache.exists():
-        return ["(protocol table skipped: run `python benchmarks/cifar10n.py --embeddings` first)"]
-    x = np.load(cache)
-    z = np.load(_labels_file())
-    names = [str(c) for c in z["class_names"]]
+    data = _cifar10n("protocol")
+    if isinstance(data, str):
+        return [data]
+    x, z, names = data
     variants = [
         ("lr 1e-3, lr_schedule='step' (paper), learned scale, record train, no aux", dict(lr_schedule="step")),
         ("lr_schedule='none' (authors' code; now the default)", dict(lr_schedule="none")),
@@ -127,13 +141,6 @@ def protocol_table(epochs=30):
     return lines
 
 
-def _labels_file():
-    sys.path.insert(0, str(ROOT))
-    from benchmarks.cifar10n import data_dir
-
-    return data_dir() / "labels.npz"
-
-
 #: The heads compared by ``heads_table``. The linear head's lr (0.002) and 10 epochs were
 #: chosen on CIFAR-10N ``random1`` only (lr 0.001 / 0.002 / 0.005 and 10 / 30 epochs gave AUROC
 #: 0.921 / 0.921 / 0.919 and 0.919); ``aggre`` and ``worse`` are reported unchanged.
@@ -154,12 +161,10 @@ def heads_table(seeds=(0, 1, 2)):
     import sei
     from sei.training import train
 
-    cache = ROOT / "benchmarks" / ".cache" / "cifar10n_train_efficientnet-lite0_96.npy"
-    if not cache.exists():
-        return ["(heads table skipped: run `python benchmarks/cifar10n.py --embeddings` first)"]
-    x = np.load(cache)
-    z = np.load(_labels_file())
-    names = [str(c) for c in z["class_names"]]
+    data = _cifar10n("heads")
+    if isinstance(data, str):
+        return [data]
+    x, z, names = data
     t = time.time()
     neighbors = sei.knn_indices(x, 20)
     t_knn = time.time() - t
