@@ -43,5 +43,9 @@ FEATURE_SCORES = ("aum_prob_knn", "knn_margin")
 
 THRESHOLD_METHODS = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
 
+#: Classifier heads of :func:`sei.train` on fixed features: the paper's cosine prompt
+#: head and softmax regression.
+HEADS = ("prompt", "linear")
+
 #: AUM's percentile of auxiliary (known-bad) samples used as the cutoff.
 AUX_QUANTILE = 0.99

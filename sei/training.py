@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, EPS, FEATURE_SCORES, SCORE_NAMES
+from .constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, EPS, FEATURE_SCORES, HEADS, SCORE_NAMES
 from .recorder import SEIRecorder
 from .thresholds import compute_threshold, draw_auxiliary, flag_issues
 
@@ -578,8 +578,8 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
     if score in FEATURE_SCORES and isinstance(threshold, str) and threshold.startswith("aux"):
         raise ValueError(f"score={score!r} mixes in the neighbours' labels, which the auxiliary samples do not "
                          "calibrate: use threshold 'auto', 'zero', 'gmm' or a number")
-    if head not in ("prompt", "linear"):
-        raise ValueError(f"head must be 'prompt' or 'linear', got {head!r}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     if record not in ("train", "eval"):
         raise ValueError(f"record must be 'train' or 'eval', got {record!r}")
     if not (logit_scale in ("learned", "raw") or isinstance(logit_scale, (int, float))):

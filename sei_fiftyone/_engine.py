@@ -35,8 +35,6 @@ def train(inputs, labels, *, class_names, model, mode, epochs=None, threshold="a
     from sei.constants import DEFAULT_SCORE
     from sei.training import train as sei_train
 
-    if head not in DEFAULT_EPOCHS:
-        raise ValueError(f"head must be 'linear' or 'prompt', got {head!r}")
     epochs = DEFAULT_EPOCHS[head] if epochs is None else int(epochs)
     lr = DEFAULT_LR[head] if lr is None else lr
     score = DEFAULT_SCORE if score is None else score

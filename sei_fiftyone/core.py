@@ -32,14 +32,13 @@ import fiftyone.core.brain as fob
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 from fiftyone import ViewField as F
-from sei.constants import DEFAULT_SCORE
+from sei.constants import DEFAULT_SCORE, HEADS
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_EPOCHS = 10
 DEFAULT_HEAD = "linear"
-HEAD_CHOICES = ("linear", "prompt")
 MODEL_CHOICES = ("efficientnet-lite0", "embeddings")
 SAVED_VIEW_SUFFIX = "_most_likely_mislabeled"
 
@@ -174,10 +173,8 @@ def compute_sei(
             raise ValueError("model='embeddings' needs embeddings_field=<a vector field>")
         mode = "embeddings"
     mode = mode or "frozen"
-    if head not in HEAD_CHOICES:
-        raise ValueError(f"head must be one of {HEAD_CHOICES}, got {head!r}")
-    if head == "linear" and mode == "finetune":
-        raise ValueError("mode='finetune' trains the image tower under the prompt head: pass head='prompt'")
+    if head not in HEADS:  # checked here too: the default epochs depend on it
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     if epochs is None:
         epochs = _engine.DEFAULT_EPOCHS[head]
     _validate_label_field(samples, label_field)
