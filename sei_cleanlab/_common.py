@@ -15,12 +15,13 @@ ALL_SCORES = SCORE_NAMES + FEATURE_SCORES
 class Scorer:
     """Scores of one recorder by name, recorder scores and feature scores alike.
 
-    The neighbour search behind the feature scores runs once, on first use.
+    The neighbour search behind the feature scores runs once, on first use, unless
+    ``neighbors`` ((N, k) indices, e.g. from :func:`sei.knn_indices`) are given.
     """
 
-    def __init__(self, rec, labels, features=None, knn_k=DEFAULT_KNN_K):
+    def __init__(self, rec, labels, features=None, knn_k=DEFAULT_KNN_K, neighbors=None):
         self.rec, self.labels, self.features, self.knn_k = rec, labels, features, knn_k
-        self._neighbors = None
+        self._neighbors = neighbors
         if features is not None:
             f = np.asarray(features)
             if f.ndim != 2 or f.shape[0] != rec.num_samples:
@@ -31,7 +32,7 @@ class Scorer:
             raise ValueError(f"Unknown score {name!r}; choose one of {', '.join(ALL_SCORES)}.")
         if name not in FEATURE_SCORES:
             return self.rec.scores(name)
-        if self.features is None:
+        if self.features is None and self._neighbors is None:
             raise ValueError(f"score {name!r} compares each label with its neighbours' labels: pass "
                              "features=(N, D) embeddings of the samples, or use a score of the dynamics alone "
                              f"({', '.join(SCORE_NAMES)})")

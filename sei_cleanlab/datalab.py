@@ -21,8 +21,8 @@ from cleanlab.datalab.internal.issue_manager import IssueManager
 from cleanlab.datalab.internal.issue_manager_factory import REGISTRY, register
 from cleanlab.datalab.internal.task import Task
 
-from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD
-from sei.neighbors import DEFAULT_KNN_K
+from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, FEATURE_SCORES
+from sei.neighbors import DEFAULT_KNN_K, knn_indices
 
 from .filter import find_label_issues
 from .rank import get_label_quality_scores
@@ -69,9 +69,11 @@ class SEIIssueManager(IssueManager):
         labels = np.asarray(self.datalab.labels)
         _, rec = as_recorder(labels, history)  # stream a memmap once, reuse for both calls
         feats = self.features if self.features is not None else kwargs.get("features")
+        # One neighbour search for both calls below.
+        nb = knn_indices(feats, self.knn_k) if feats is not None and self.score in FEATURE_SCORES else None
         is_issue = find_label_issues(labels, rec, score=self.score, threshold=self.threshold,
-                                     threshold_samples=self.threshold_samples, features=feats, knn_k=self.knn_k)
-        quality = get_label_quality_scores(labels, rec, method=self.score, features=feats, knn_k=self.knn_k)
+                                     threshold_samples=self.threshold_samples, features=feats, neighbors=nb)
+        quality = get_label_quality_scores(labels, rec, method=self.score, features=feats, neighbors=nb)
         self.issues = pd.DataFrame({f"is_{self.issue_name}_issue": is_issue, self.issue_score_key: quality})
         self.summary = self.make_summary(score=float(np.nanmean(quality)))
         self.info = {

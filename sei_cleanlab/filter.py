@@ -29,6 +29,7 @@ def find_label_issues(
     from_logits=False,
     features=None,
     knn_k=DEFAULT_KNN_K,
+    neighbors=None,
 ):
     """Flag likely mislabeled examples from a model's training dynamics.
 
@@ -62,6 +63,9 @@ def find_label_issues(
         on), for the neighbour-label scores.
     knn_k : int
         Neighbours per example for those scores.
+    neighbors : np.ndarray, optional
+        (N, k) precomputed neighbour indices (:func:`sei.knn_indices`) in place of
+        ``features``, so several calls share one neighbour search.
 
     Returns
     -------
@@ -86,7 +90,7 @@ def find_label_issues(
         )
     labels, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
     aux = None if threshold_samples is None else check_indices(threshold_samples, rec.num_samples, "threshold_samples")
-    scorer = Scorer(rec, labels, features, knn_k)
+    scorer = Scorer(rec, labels, features, knn_k, neighbors)
     scores = scorer(score)
     cutoff = compute_threshold(scores, threshold, aux_indices=aux, score_name=score)
     mask = flag_issues(scores, cutoff)

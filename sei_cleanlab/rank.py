@@ -41,7 +41,7 @@ def _to_unit_interval(name: str, raw: np.ndarray, epochs: np.ndarray, num_classe
 
 
 def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE, from_logits=False,
-                             features=None, knn_k=DEFAULT_KNN_K):
+                             features=None, knn_k=DEFAULT_KNN_K, neighbors=None):
     """Score each example's label quality from training dynamics.
 
     Parameters
@@ -58,6 +58,8 @@ def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE
         (N, D) embeddings, for ``"knn_margin"`` and ``"aum_prob_knn"``.
     knn_k : int
         Neighbours per example for those scores.
+    neighbors : np.ndarray, optional
+        (N, k) precomputed neighbour indices in place of ``features``.
 
     Returns
     -------
@@ -73,5 +75,5 @@ def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE
     if method not in ALL_SCORES:
         raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(ALL_SCORES)}.")
     labels, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
-    raw = Scorer(rec, labels, features, knn_k)(method)
+    raw = Scorer(rec, labels, features, knn_k, neighbors)(method)
     return _to_unit_interval(method, raw, rec._total["epochs"], rec.num_classes)

@@ -121,3 +121,15 @@ def test_auto_backend_uses_hnswlib_beyond_exact_max():
 def test_label_margin_rejects_labels_outside_num_classes():
     with pytest.raises(ValueError, match="labels must lie"):
         sei.knn_label_margin(np.array([0, 3]), neighbors=np.array([[1], [0]]), num_classes=2)
+
+
+def test_precomputed_neighbors_give_the_same_scores_as_features():
+    x, _, noisy, _ = _clusters()
+    h = _history_with_fitted_noise(noisy, 3)
+    nb = sei.knn_indices(x, 10)
+    for score in ("knn_margin", "aum_prob_knn"):
+        np.testing.assert_array_equal(
+            get_label_quality_scores(noisy, h, method=score, neighbors=nb),
+            get_label_quality_scores(noisy, h, method=score, features=x, knn_k=10))
+        np.testing.assert_array_equal(find_label_issues(noisy, h, score=score, neighbors=nb),
+                                      find_label_issues(noisy, h, score=score, features=x, knn_k=10))
