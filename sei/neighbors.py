@@ -99,6 +99,14 @@ def check_features(features, n=None):
     return x
 
 
+def check_k(k, n):
+    """``k`` as an int in [1, N-1], or a ValueError naming the bounds."""
+    k = int(k)
+    if not 1 <= k < n:
+        raise ValueError(f"k must be in [1, N-1] = [1, {n - 1}], got {k}")
+    return k
+
+
 def knn_indices(features, k=DEFAULT_KNN_K, *, backend="auto", exact_max=20_000, seed=0, num_threads=2):
     """(N, k) indices of each sample's k nearest neighbours by cosine similarity, self excluded.
 
@@ -107,9 +115,7 @@ def knn_indices(features, k=DEFAULT_KNN_K, *, backend="auto", exact_max=20_000, 
     """
     x = check_features(features)
     n = x.shape[0]
-    k = int(k)
-    if not 1 <= k < n:
-        raise ValueError(f"k must be in [1, N-1] = [1, {n - 1}], got {k}")
+    k = check_k(k, n)
     x = x - x.mean(0, keepdims=True)
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     _, idx, _ = search(np.ascontiguousarray(x), k, backend=backend, exact_max=exact_max, seed=seed,

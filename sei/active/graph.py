@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..neighbors import check_features
+from ..neighbors import check_features, check_k
 from ..neighbors import search as _knn_search
 
 __all__ = ["KNNGraph", "dense_diffusion_reference"]
@@ -77,9 +77,7 @@ class KNNGraph:
                  exact_max=20_000, seed=0, num_threads=2):
         x = np.ascontiguousarray(check_features(features))
         n = x.shape[0]
-        k = int(k)
-        if not 1 <= k < n:
-            raise ValueError(f"k must be in [1, N-1] = [1, {n - 1}], got {k}")
+        k = check_k(k, n)
         self.num_samples, self.k = n, k
         dist, idx, backend = _knn_search(x, k, backend=backend, exact_max=exact_max, seed=seed,
                                          num_threads=num_threads)
