@@ -13,16 +13,78 @@ import numpy as np
 from .constants import ROW_SUM_ATOL
 
 
+def _is_tensor(x) -> bool:
+    return hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy")
+
+
+def _is_low_float(dtype) -> bool:
+    """float16, bfloat16 (``ml_dtypes``) and narrower floats: computed in float32."""
+    dtype = np.dtype(dtype)
+    return (dtype.kind == "f" and dtype.itemsize < 4) or dtype.name in ("bfloat16",) or dtype.name.startswith("float8")
+
+
+def input_eps(x) -> float:
+    """Machine epsilon of ``x``'s dtype *before* any conversion (0.0 for integers).
+
+    A torch ``bfloat16`` tensor gives 2**-7, ``float16`` 2**-10, so that checks on values
+    rounded at that precision (e.g. probability rows summing to one) can allow for it.
+    """
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        return 0.0
+    if _is_tensor(x):
+        if not getattr(dtype, "is_floating_point", False):
+            return 0.0
+        import torch  # only reached with a torch tensor in hand
+
+        return float(torch.finfo(dtype).eps)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        return 0.0
+    if dtype.name == "bfloat16":
+        return 2.0 ** -7
+    return float(np.finfo(dtype).eps) if dtype.kind == "f" else 0.0
+
+
+def row_sum_tolerance(eps: float = 0.0) -> float:
+    """Allowed deviation of a probability row's sum from 1 for inputs of precision ``eps``.
+
+    :data:`~sei.constants.ROW_SUM_ATOL` for float32 and wider; two units of the input's
+    precision for narrower floats (a bfloat16 softmax row is off by up to ~0.004, a
+    float16 one by up to ~0.001, from rounding each entry).
+    """
+    return max(ROW_SUM_ATOL, 2.0 * float(eps))
+
+
+def as_float(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in the precision computations use: float16 / bfloat16 -> float32,
+    integers and booleans -> float64, float32 and float64 as they are."""
+    if _is_low_float(arr.dtype):
+        return arr.astype(np.float32)
+    if arr.dtype.kind != "f":
+        return arr.astype(np.float64)
+    return arr
+
+
 def to_numpy(x, name: str = "array") -> np.ndarray:
-    """Return ``x`` as a numpy array; torch tensors are detached and moved to CPU
-    without importing torch."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
+    """Return ``x`` as a numpy array, the one place inputs are converted.
+
+    torch tensors (CPU or CUDA, with or without grad) are detached and moved to CPU
+    without importing torch; float16, bfloat16 and narrower floats (torch or numpy)
+    become float32, so that no computation runs in half precision (``log(p + 1e-8)``
+    rounds to ``log(0)`` in float16).
+    """
+    if _is_tensor(x):
         x = x.detach().cpu()
-        if str(getattr(x, "dtype", "")) in ("torch.bfloat16", "torch.float16"):
+        if getattr(x.dtype, "is_floating_point", False) and x.element_size() < 4:
             x = x.float()
-        x = x.numpy()
+        try:
+            x = x.numpy()
+        except TypeError as e:  # dtypes numpy has no equivalent for
+            raise TypeError(f"{name} has torch dtype {x.dtype}, which has no numpy equivalent ({e}).") from None
     if isinstance(x, np.ndarray):
-        return x
+        return as_float(x) if x.dtype.kind not in "iub" and _is_low_float(x.dtype) else x
     if isinstance(x, (str, bytes, dict, set)) or x is None:
         raise TypeError(f"{name} must be an array-like of numbers, got {type(x).__name__}.")
     try:
@@ -82,7 +144,11 @@ def check_labels(labels, num_samples: int | None = None, num_classes: int | None
 
 
 def check_pred_probs(pred_probs, name: str = "pred_probs", *, from_logits: bool = False) -> np.ndarray:
-    """Validate an (N, K) matrix of probabilities (or logits when ``from_logits``)."""
+    """Validate an (N, K) matrix of probabilities (or logits when ``from_logits``).
+
+    Returns a float array: float16 / bfloat16 inputs come back as float32.
+    """
+    eps = input_eps(pred_probs)
     pred_probs = to_numpy(pred_probs, name)
     if pred_probs.ndim != 2:
         raise ValueError(f"{name} must be 2-D of shape (N, K), got shape {pred_probs.shape}.")
@@ -92,12 +158,16 @@ def check_pred_probs(pred_probs, name: str = "pred_probs", *, from_logits: bool 
         raise TypeError(f"{name} must hold real numbers, got dtype {pred_probs.dtype}.")
     if pred_probs.shape[1] < 2:
         raise ValueError(f"{name} has {pred_probs.shape[1]} column(s); at least 2 classes are needed.")
-    check_probability_values(pred_probs, name, from_logits=from_logits)
-    return pred_probs
+    check_probability_values(pred_probs, name, from_logits=from_logits, eps=eps)
+    return as_float(pred_probs)
 
 
-def check_probability_values(arr: np.ndarray, name: str, *, from_logits: bool = False) -> None:
-    """Finite values; unless logits, in [0, 1] with rows (last axis) summing to 1."""
+def check_probability_values(arr: np.ndarray, name: str, *, from_logits: bool = False, eps: float | None = None) -> None:
+    """Finite values; unless logits, in [0, 1] with rows (last axis) summing to 1.
+
+    ``eps`` is the precision the values were produced in (:func:`input_eps` of the
+    original input; default: ``arr``'s own dtype): the row-sum tolerance grows with it.
+    """
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or inf; check the model outputs (e.g. for a diverged run).")
     if from_logits:
@@ -107,12 +177,15 @@ def check_probability_values(arr: np.ndarray, name: str, *, from_logits: bool = 
             f"{name} has values outside [0, 1]: these look like logits; "
             "apply a softmax first or pass from_logits=True."
         )
-    sums = arr.sum(axis=-1)
-    if not np.allclose(sums, 1.0, atol=ROW_SUM_ATOL):
+    if eps is None:
+        eps = input_eps(arr)
+    sums = arr.sum(axis=-1, dtype=np.float64)
+    tol = row_sum_tolerance(eps)
+    if not np.allclose(sums, 1.0, rtol=0.0, atol=tol):
         bad = float(np.abs(sums - 1).max())
         raise ValueError(
-            f"{name} rows must sum to 1 (largest deviation {bad:.3g}); pass softmax probabilities, "
-            "or logits with from_logits=True."
+            f"{name} rows must sum to 1 (largest deviation {bad:.3g}, allowed {tol:.3g} at this precision); "
+            "pass softmax probabilities, or logits with from_logits=True."
         )
 
 
@@ -133,9 +206,56 @@ def check_history_shape(history, name: str = "pred_probs_history") -> tuple[int,
     if K < 2:
         raise ValueError(f"{name} has {K} class column(s); at least 2 classes are needed.")
     dtype = getattr(history, "dtype", None)
-    if dtype is None or dtype.kind not in "fiu" or dtype.kind == "b":
-        raise TypeError(f"{name} must hold real numbers, got dtype {dtype}.")
+    try:
+        dtype = np.dtype(dtype) if dtype is not None else None
+    except TypeError:
+        dtype = None
+    if dtype is None or (not _is_low_float(dtype) and (dtype.kind not in "fiu" or dtype.kind == "b")):
+        raise TypeError(f"{name} must hold real numbers, got dtype {getattr(history, 'dtype', None)}.")
     return T, N, K
+
+
+def as_history(history, name: str = "pred_probs_history"):
+    """Validate a (T, N, K) history; return ``(history, (T, N, K), eps)``.
+
+    torch tensors and nested lists are converted with :func:`to_numpy` (float32 for
+    half-precision tensors); numpy arrays and ``np.memmap`` (and other array-likes with
+    ``shape`` and ``dtype``, e.g. h5py datasets) are returned as they are, to be read in
+    chunks. ``eps`` is the input's precision (:func:`input_eps`), for the row-sum check.
+    """
+    eps = input_eps(history)
+    if _is_tensor(history) or (getattr(history, "shape", None) is None and isinstance(history, (list, tuple))):
+        history = to_numpy(history, name)
+    return history, check_history_shape(history, name), eps
+
+
+def check_mask(mask, num_samples: int, name: str) -> np.ndarray:
+    """An (N,) boolean mask (or 0/1 integers) with one entry per sample."""
+    mask = to_numpy(mask, name)
+    if mask.ndim != 1 or mask.shape[0] != num_samples:
+        raise ValueError(
+            f"{name} must be an (N,) boolean mask with one entry per sample (N = {num_samples}), "
+            f"got shape {mask.shape}."
+        )
+    if mask.dtype.kind != "b":
+        if mask.dtype.kind not in "iu" or not np.all((mask == 0) | (mask == 1)):
+            raise TypeError(f"{name} must be a boolean mask, got dtype {mask.dtype}; pass a bool array.")
+    return mask.astype(bool, copy=False)
+
+
+def check_sample_weights(weights, num_samples: int, name: str) -> np.ndarray:
+    """(N,) finite non-negative floats, one per sample."""
+    weights = to_numpy(weights, name)
+    if weights.ndim != 1 or weights.shape[0] != num_samples:
+        raise ValueError(
+            f"{name} must have one value per sample, shape ({num_samples},), got shape {weights.shape}."
+        )
+    if weights.dtype.kind not in "fiu" or weights.dtype.kind == "b":
+        raise TypeError(f"{name} must hold real numbers, got dtype {weights.dtype}.")
+    weights = as_float(weights)
+    if not np.all(np.isfinite(weights)) or weights.min() < 0:
+        raise ValueError(f"{name} must be finite and non-negative.")
+    return weights
 
 
 def check_indices(indices, num_samples: int, name: str = "aux_indices") -> np.ndarray:
@@ -156,3 +276,22 @@ def check_indices(indices, num_samples: int, name: str = "aux_indices") -> np.nd
             "pass positions of samples in the data."
         )
     return indices.astype(np.int64, copy=False)
+
+
+def check_int_param(value, name: str, minimum: int = 1, why: str = "") -> int:
+    """An integer parameter (``epochs``, ``batch_size``, ...) of at least ``minimum``.
+
+    bools and floats (even integral ones such as ``5.0``) are refused with a TypeError,
+    values below ``minimum`` with a ValueError; both messages name the parameter.
+    """
+    return _check_int(value, name, minimum, why or f"pass a whole number >= {minimum}")
+
+
+def check_real_param(value, name: str, minimum: float = 0.0) -> float:
+    """A finite real parameter (``lr``, ``momentum``, ...) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
+    value = float(value)
+    if not np.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}.")
+    return value

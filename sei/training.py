@@ -34,6 +34,7 @@ torch and open_clip are imported here only; ``import sei`` stays light.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 import warnings
@@ -46,7 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, EPS, FEATURE_SCORES, HEADS, SCORE_NAMES
+from ._validation import check_int_param, check_labels, check_real_param, to_numpy
+from .constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, EPS, FEATURE_SCORES, HEADS, SCORE_NAMES, THRESHOLD_METHODS
 from .recorder import SEIRecorder
 from .thresholds import compute_threshold, draw_auxiliary, flag_issues
 
@@ -263,6 +265,16 @@ def _extend_transition(T, c):
     return T
 
 
+def _check_transition(T, k):
+    T = np.asarray(to_numpy(T, "transition_matrix"), dtype=np.float64)
+    if T.shape != (k, k):
+        raise ValueError(f"transition_matrix must have shape (K, K) = ({k}, {k}) for the {k} classes, got "
+                         f"{T.shape}; row i is p(given label | true class i)")
+    if not np.isfinite(T).all():
+        raise ValueError("transition_matrix contains NaN or inf")
+    _extend_transition(T, k)  # row-stochastic check
+
+
 class _Weights:
     """Adapter over sample_weights: None, an (N,) array, or an object with .weights/.update."""
 
@@ -295,10 +307,98 @@ def _prompts(class_names, template, aux_prompt, use_aux):
     return ps
 
 
+_CKPT_FORMAT = "sei-checkpoint"
+_CKPT_VERSION = 2
+_ND = "__ndarray__"
+
+
+def _pack(obj, where="state"):
+    """Checkpoint state -> tensors, numbers, strings, None and dicts/lists/tuples of them.
+
+    numpy arrays become ``{"__ndarray__": uint8 tensor of their bytes, "dtype", "shape"}``
+    (exact for every dtype), numpy scalars Python numbers. Anything else is refused, so
+    that every checkpoint loads with ``torch.load(..., weights_only=True)``.
+    """
+    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise TypeError(f"checkpoint {where} holds an object array; only numeric arrays can be saved")
+        a = np.ascontiguousarray(obj).reshape(-1)
+        raw = a.view(np.uint8) if a.size else np.zeros(0, np.uint8)
+        return {_ND: torch.from_numpy(raw.copy()), "dtype": obj.dtype.str, "shape": list(obj.shape)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _pack(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        out = [_pack(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return tuple(out) if isinstance(obj, tuple) else out
+    raise TypeError(f"checkpoint {where} holds a {type(obj).__name__}; store it as arrays, numbers or strings")
+
+
+def _unpack(obj):
+    """Inverse of :func:`_pack`."""
+    if isinstance(obj, dict):
+        if _ND in obj:
+            raw = obj[_ND].cpu().numpy()
+            return np.frombuffer(raw.tobytes(), dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
+        return {k: _unpack(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unpack(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_unpack(v) for v in obj)
+    return obj
+
+
 def _save_checkpoint(path, state):
     tmp = Path(str(path) + f".{os.getpid()}.tmp")
-    torch.save(state, tmp)
+    torch.save(_pack(dict(state, format=_CKPT_FORMAT, version=_CKPT_VERSION)), tmp)
     os.replace(tmp, path)
+
+
+_CKPT_KEYS = ("epoch", "n", "c", "labels_used", "model", "optimizer", "recorder", "metrics")
+
+
+def _load_checkpoint(path):
+    """Read a checkpoint written by :func:`_save_checkpoint` without unpickling code.
+
+    ``weights_only=True``: only tensors, numbers, strings and containers are rebuilt, so
+    a crafted file cannot run code. Anything unreadable raises a ValueError naming the file.
+    """
+    fix = f"delete {path} (or pass resume=False, or another checkpoint_dir) to train from scratch"
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError (forbidden globals), EOFError, RuntimeError (zip), ...
+        raise ValueError(f"cannot resume from {path}: it is not a readable sei checkpoint (corrupt, truncated, "
+                         f"written by an older sei, or not a checkpoint: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); {fix}") from None
+    if not isinstance(st, dict) or st.get("format") != _CKPT_FORMAT or any(k not in st for k in _CKPT_KEYS):
+        raise ValueError(f"cannot resume from {path}: it is not a sei checkpoint (format "
+                         f"{st.get('format') if isinstance(st, dict) else type(st).__name__!r}); {fix}")
+    return _unpack(st)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _clean_stale_tmp(ckpt_path):
+    """Remove ``checkpoint.pt.<pid>.tmp`` left by killed runs (their process is gone, or it is us)."""
+    for f in ckpt_path.parent.glob(ckpt_path.name + ".*.tmp"):
+        pid = f.name[len(ckpt_path.name) + 1:-len(".tmp")]
+        if not pid.isdigit() or (int(pid) != os.getpid() and _pid_alive(int(pid))):
+            continue
+        try:
+            f.unlink()
+        except OSError:
+            pass
 
 
 def _rng_seed(seed, epoch):
@@ -430,6 +530,81 @@ def _embed_dataset(bundle, inputs, size, batch_size, device, num_workers, cache_
     return feats, np.asarray(sorted(skipped), dtype=np.int64)
 
 
+# ----------------------------------------------------------------------------- inputs
+_INPUTS_HELP = ("pass (N, D) float embeddings, N image paths, (N, H, W, 3) uint8 / (N, 3, H, W) float images, "
+                "or a Dataset of images")
+
+
+def _resolve_inputs(inputs, mode, n):
+    """Check ``inputs`` against ``mode`` before anything is loaded or trained; returns (inputs, mode).
+
+    torch tensors are taken as numpy arrays (2-D float: embeddings; 3-/4-D: images), a list
+    of numbers as an array (then refused if 1-D). Embeddings without one finite row and
+    path lists where no file exists raise ValueError.
+    """
+    if mode is not None and mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if isinstance(inputs, torch.Tensor):
+        inputs = to_numpy(inputs, "inputs")
+    elif isinstance(inputs, (list, tuple)) and len(inputs) and isinstance(inputs[0], (numbers.Number, np.generic)):
+        inputs = to_numpy(inputs, "inputs")
+    if inputs is None or isinstance(inputs, (str, bytes, os.PathLike, dict, set, numbers.Number)):
+        hint = " (one path? pass a list of paths, e.g. from sei.data.scan_image_folder)" \
+            if isinstance(inputs, (str, os.PathLike)) else ""
+        raise TypeError(f"inputs must hold N samples, got {type(inputs).__name__}{hint}; {_INPUTS_HELP}")
+    if not hasattr(inputs, "__len__") or not hasattr(inputs, "__getitem__"):
+        raise TypeError(f"inputs must be an array, a list or a Dataset with __len__/__getitem__, got "
+                        f"{type(inputs).__name__}; {_INPUTS_HELP}")
+    if len(inputs) != n:
+        raise ValueError(f"inputs ({len(inputs)}) and labels ({n}) must have the same length")
+    if isinstance(inputs, np.ndarray):
+        kind, shape = inputs.dtype.kind, inputs.shape
+        if kind not in "fiu" or kind == "b":
+            raise TypeError(f"inputs must hold numbers, got dtype {inputs.dtype}; {_INPUTS_HELP}")
+        if inputs.ndim < 2 or inputs.ndim > 4:
+            raise ValueError(f"inputs has shape {shape}: {_INPUTS_HELP}"
+                             + ("; for one feature per sample use inputs.reshape(-1, 1)" if inputs.ndim == 1 else ""))
+        if inputs.ndim == 2:
+            if mode is None:
+                mode = "embeddings"
+            elif mode != "embeddings":
+                raise ValueError(f"mode={mode!r} needs images but inputs is an (N, D) array of shape {shape}: "
+                                 "use mode='embeddings' (or mode=None) for features")
+            finite = np.isfinite(inputs).all(1)
+            if not finite.any():
+                raise ValueError(f"none of the {n} rows of inputs is finite (NaN or inf in every row): "
+                                 "check the embeddings")
+        else:
+            if mode == "embeddings":
+                raise ValueError(f"mode='embeddings' needs an (N, D) array, got shape {shape}; use mode='frozen' "
+                                 "or 'finetune' for images")
+            ok = (inputs.ndim == 3 and kind == "u") or (inputs.ndim == 4 and shape[-1] == 3) or \
+                (inputs.ndim == 4 and kind == "f" and shape[1] == 3)
+            if not ok or (kind != "f" and inputs.dtype != np.uint8):
+                raise ValueError(f"image arrays must be (N, H, W, 3) or (N, H, W) uint8, or (N, 3, H, W) / "
+                                 f"(N, H, W, 3) float in [0, 1]; got shape {shape} dtype {inputs.dtype}")
+    elif isinstance(inputs, (list, tuple)) and n and isinstance(inputs[0], (str, os.PathLike)):
+        if mode == "embeddings":
+            raise ValueError("mode='embeddings' needs an (N, D) array, got image paths; use mode='frozen' or "
+                             "'finetune'")
+        if not all(isinstance(p, (str, os.PathLike)) for p in inputs):
+            raise TypeError("inputs mixes paths with other items: pass a list of image paths only")
+        if not any(os.path.exists(p) for p in inputs):
+            raise ValueError(f"none of the {n} image paths exists (e.g. {os.fspath(inputs[0])!r}, relative to "
+                             f"{os.getcwd()!r}): check the paths or the working directory")
+    elif mode == "embeddings":
+        raise ValueError(f"mode='embeddings' needs an (N, D) array, got {type(inputs).__name__}")
+    return inputs, (mode or "frozen")
+
+
+def _no_readable_input(inputs, n):
+    ex = ""
+    if isinstance(inputs, (list, tuple)) and n and isinstance(inputs[0], (str, os.PathLike)):
+        ex = f" (e.g. {os.fspath(inputs[0])!r})"
+    return ValueError(f"none of the {n} inputs could be read{ex}: nothing to train on; check the files or the "
+                      "dataset's items")
+
+
 # ----------------------------------------------------------------------------- train
 def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretrained=None, tokenizer=None,
           arch=None, mode=None, epochs=150, batch_size=128, lr=1e-3, momentum=0.9, weight_decay=1e-4,
@@ -557,24 +732,44 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
     ((300,), (300, 3))
     """
     t_start = time.time()
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise TypeError(f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}")
-    labels = labels.astype(np.int64)
+    labels = check_labels(labels)
     n = labels.shape[0]
-    if len(inputs) != n:
-        raise ValueError(f"inputs ({len(inputs)}) and labels ({n}) must have the same length")
     if class_names is None:
         k = int(labels.max()) + 1 if n else 0
         class_names = [f"class {i}" for i in range(k)]
+    elif isinstance(class_names, str) or not hasattr(class_names, "__len__"):
+        raise TypeError(f"class_names must be a list of K names, got {type(class_names).__name__}")
     class_names = [str(c) for c in class_names]
     k = len(class_names)
     if k < 2:
-        raise ValueError("need at least 2 classes")
+        raise ValueError(f"need at least 2 classes, got {k}: pass class_names with one name per class")
     if n and (labels.min() < 0 or labels.max() >= k):
-        raise ValueError(f"labels must lie in 0..{k - 1} (len(class_names) = {k})")
-    if score not in SCORE_NAMES + FEATURE_SCORES:
+        raise ValueError(f"labels must lie in 0..{k - 1} (len(class_names) = {k}), got values in "
+                         f"{labels.min()}..{labels.max()}; pass one name per class in class_names")
+    epochs = check_int_param(epochs, "epochs", 1, "train at least one epoch")
+    batch_size = check_int_param(batch_size, "batch_size", 1, "pass a batch size of one or more samples")
+    num_workers = check_int_param(num_workers, "num_workers", 0, "0 decodes images in the main process")
+    if image_size is not None:
+        image_size = check_int_param(image_size, "image_size", 1, "pass a size in pixels or None")
+    lr = check_real_param(lr, "lr")
+    momentum = check_real_param(momentum, "momentum")
+    weight_decay = check_real_param(weight_decay, "weight_decay")
+    if not isinstance(score, str) or score not in SCORE_NAMES + FEATURE_SCORES:
         raise ValueError(f"unknown score {score!r}; use one of {SCORE_NAMES + FEATURE_SCORES}")
+    if isinstance(threshold, numbers.Real) and not isinstance(threshold, bool):
+        if not np.isfinite(threshold):
+            raise ValueError(f"threshold must be finite, got {threshold}")
+    elif not isinstance(threshold, str) or threshold not in THRESHOLD_METHODS:
+        raise ValueError(f"unknown threshold {threshold!r}; use a number or one of {', '.join(THRESHOLD_METHODS)}")
+    if isinstance(threshold, str) and threshold.startswith("aux") and aux_class is False:
+        raise ValueError(f"threshold={threshold!r} is computed from the auxiliary samples: use aux_class='auto' "
+                         "(or True), or another threshold ('auto', 'zero', 'gmm' or a number)")
+    if transition_matrix is not None:
+        _check_transition(transition_matrix, k)
+    if sample_weights is not None:
+        if hasattr(sample_weights, "weights") and not callable(getattr(sample_weights, "update", None)):
+            raise TypeError("sample_weights objects need .weights and .update(losses) (see sei.RobustWeights)")
+        _Weights(sample_weights, n, torch.device("cpu"))  # shape / finiteness, before any training
     if score in FEATURE_SCORES and isinstance(threshold, str) and threshold.startswith("aux"):
         raise ValueError(f"score={score!r} mixes in the neighbours' labels, which the auxiliary samples do not "
                          "calibrate: use threshold 'auto', 'zero', 'gmm' or a number")
@@ -585,10 +780,6 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
     if not (logit_scale in ("learned", "raw") or isinstance(logit_scale, (int, float))):
         raise ValueError(f"logit_scale must be 'learned', 'raw' or a number, got {logit_scale!r}")
     _lr_factor(lr_schedule, 0, epochs)
-    if mode is None:
-        mode = "embeddings" if (isinstance(inputs, np.ndarray) and inputs.ndim == 2) else "frozen"
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if score in FEATURE_SCORES and mode == "finetune":
         raise ValueError(f"score={score!r} compares labels in a fixed feature space: use mode 'frozen' or "
                          "'embeddings'")
@@ -597,6 +788,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
                          "or head='prompt' to fine-tune the image tower")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir")
+    inputs, mode = _resolve_inputs(inputs, mode, n)
 
     rank, world = _dist_info()
     dev = _resolve_device(device)
@@ -655,6 +847,8 @@ def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, m
         features, skipped = _embed_dataset(bundle, inputs, size, 256, dev, num_workers, cdir, progress and rank == 0)
     valid = np.ones(n, dtype=bool)
     valid[skipped] = False
+    if not valid.any():
+        raise _no_readable_input(inputs, n)
     if num_threads and mode == "frozen":
         torch.set_num_threads(int(num_threads))
 
@@ -684,19 +878,31 @@ def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, m
     ckpt_path = Path(checkpoint_dir) / _CKPT_NAME if checkpoint_dir else None
     if ckpt_path is not None and rank == 0:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale_tmp(ckpt_path)
     if resume and ckpt_path is not None and ckpt_path.exists():
-        st = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        st = _load_checkpoint(ckpt_path)
         if st["n"] != n or st["c"] != c or not np.array_equal(st["labels_used"], labels_used):
             raise ValueError(f"checkpoint {ckpt_path} was written for other data (N, classes or labels differ)")
+        done = int(st["epoch"]) + 1
+        if done > epochs:
+            raise ValueError(f"checkpoint {ckpt_path} has {done} epochs trained but epochs={epochs}: pass "
+                             f"epochs>={done} to continue it, or resume=False (or another checkpoint_dir) to train "
+                             f"{epochs} epochs from scratch")
         net.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         rec.load_state_dict(st["recorder"])
-        metrics_hist = st["metrics"]
-        start_epoch = st["epoch"] + 1
+        metrics_hist = {k_: list(v_) for k_, v_ in st["metrics"].items()}
+        start_epoch = done
         if st.get("weights") is not None:
             weights.refresh(st["weights"], n)
-        if weights.obj is not None and st.get("weights_obj") is not None and hasattr(weights.obj, "load_state_dict"):
-            weights.obj.load_state_dict(st["weights_obj"])
+        if weights.obj is not None:
+            if st.get("weights_obj") is not None and hasattr(weights.obj, "load_state_dict"):
+                weights.obj.load_state_dict(st["weights_obj"])
+                weights.refresh(weights.obj.weights, n)
+            else:
+                warnings.warn(f"sample_weights ({type(weights.obj).__name__}) has no state_dict/load_state_dict: "
+                              "its state is not restored, so the resumed scores can differ from an uninterrupted "
+                              "run", RuntimeWarning, stacklevel=3)
 
     y_t = torch.from_numpy(labels_used).to(dev)
     ctx = dict(force_autograd=force_autograd, net=ddp_net, opt=opt, y=y_t, weights=weights, T=T, dev=dev, rank=rank, world=world,
@@ -729,6 +935,8 @@ def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, m
             g["lr"] = lr * _lr_factor(lr_schedule, epoch, epochs)
         torch.manual_seed(_rng_seed(seed, epoch))
         loss, acc = run_epoch(ctx, epoch)
+        if "skipped" in ctx and len(ctx["skipped"]) >= n:  # finetune: every item failed to load
+            raise _no_readable_input(inputs, n)
         rec.end_epoch()
         metrics_hist["train_loss"].append(loss)
         metrics_hist["train_accuracy"].append(acc)
@@ -739,7 +947,7 @@ def _train(*, inputs, labels, class_names, model, pretrained, tokenizer, arch, m
                 "optimizer": opt.state_dict(), "recorder": rec.state_dict(), "metrics": metrics_hist,
                 "weights": None if weights.t is None else weights.t.cpu().numpy(),
                 "weights_obj": weights.obj.state_dict() if hasattr(weights.obj, "state_dict") else None,
-                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                "torch_rng": torch.get_rng_state(), "numpy_rng": list(np.random.get_state()),
                 "skipped": sorted(ctx.get("skipped", ())),
                 "scaler": ctx["scaler"].state_dict() if ctx.get("scaler") is not None else None,
             })

@@ -84,6 +84,27 @@ class RobustWeights:
         self.alpha = new / new.sum()
         self.num_updates += 1
 
+    def state_dict(self) -> dict:
+        """State as arrays, numbers and strings (``sei.train`` checkpoints it for ``resume=True``)."""
+        return {"num_samples": self.num_samples, "step": self.step,
+                "sigma": self.sigma if isinstance(self.sigma, str) else float(self.sigma),
+                "alpha": self.alpha.copy(), "num_updates": int(self.num_updates),
+                "last_sigma": None if self.last_sigma is None else float(self.last_sigma)}
+
+    def load_state_dict(self, state: dict) -> "RobustWeights":
+        """Restore :meth:`state_dict` (same ``num_samples``; ``step`` and ``sigma`` are taken from it)."""
+        n = int(state["num_samples"])
+        alpha = np.array(state["alpha"], dtype=np.float64).ravel()
+        if n != self.num_samples or alpha.shape != (self.num_samples,):
+            raise ValueError(f"RobustWeights state is for {n} samples but this object has {self.num_samples}; "
+                             "create it with the same num_samples.")
+        self.step = float(state["step"])
+        self.sigma = state["sigma"]
+        self.alpha = alpha
+        self.num_updates = int(state["num_updates"])
+        self.last_sigma = None if state["last_sigma"] is None else float(state["last_sigma"])
+        return self
+
     def candidate_order(self) -> np.ndarray:
         """Indices by decreasing p^S = (1 - alpha) / sum(1 - alpha), i.e. increasing alpha."""
         return np.argsort(self.alpha, kind="stable")

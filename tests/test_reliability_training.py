@@ -1,0 +1,248 @@
+"""Issue 13, training engine and models: safe checkpoints, exact resume (with sample weights),
+bad inputs refused before any training, an exact embedding cache, fast offline failure."""
+
+import os
+import pickle
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import sei  # noqa: E402
+from sei.active import RobustWeights  # noqa: E402
+from sei.training import train  # noqa: E402
+
+K = 4
+NAMES = ["cat", "dog", "ship", "truck"]
+
+
+def _blobs(n=300, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, K, n)
+    x = (rng.normal(size=(K, d))[y] * 2 + rng.normal(size=(n, d))).astype(np.float32)
+    noisy, _ = sei.symmetric_noise(y, 0.2, num_classes=K, seed=seed)
+    return x, noisy
+
+
+def _fit(x, y, **kw):
+    kw.setdefault("epochs", 12)
+    kw.setdefault("lr", 0.05)
+    kw.setdefault("batch_size", 64)
+    kw.setdefault("progress", False)
+    return train(x, y, class_names=NAMES, **kw)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(n_epochs):
+    def cb(epoch, epochs, metrics):
+        if epoch + 1 == n_epochs:
+            raise _Stop
+
+    return cb
+
+
+# ----------------------------------------------------------------------------- checkpoints are data, not code
+class _Payload:
+    """Unpickling this creates ``path``: what a crafted checkpoint would do with a shell command."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_crafted_pickle_checkpoint_does_not_run_code_and_is_refused_clearly(tmp_path):
+    x, y = _blobs(n=40)
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "ckpt" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    torch.save({"epoch": 0, "n": 40, "c": K, "evil": _Payload(str(marker))}, ckpt)
+    with pytest.raises(Exception) as e:
+        _fit(x, y, epochs=2, checkpoint_dir=ckpt.parent, resume=True)
+    assert not marker.exists(), "the checkpoint's pickle payload was executed"
+    assert isinstance(e.value, ValueError)
+    msg = str(e.value)
+    assert str(ckpt) in msg and "resume=False" in msg and "delete" in msg
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", b"PK\x03\x04 truncated zip", b""])
+def test_corrupt_checkpoint_names_the_file_and_the_fix(tmp_path, content):
+    x, y = _blobs(n=40)
+    (tmp_path / "checkpoint.pt").write_bytes(content)
+    with pytest.raises(ValueError, match="checkpoint.pt.*(delete|resume=False)"):
+        _fit(x, y, epochs=2, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_a_torch_file_that_is_not_a_sei_checkpoint_is_refused(tmp_path):
+    x, y = _blobs(n=40)
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="not a sei checkpoint"):
+        _fit(x, y, epochs=2, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_checkpoint_holds_only_plain_data(tmp_path):
+    x, y = _blobs(n=60)
+    _fit(x, y, epochs=2, checkpoint_dir=tmp_path, sample_weights=RobustWeights(60))
+    st = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # would raise on any pickled object
+    assert st["format"] == "sei-checkpoint" and st["epoch"] == 1
+    assert st["weights_obj"]["num_updates"] == 2
+
+
+# ----------------------------------------------------------------------------- exact resume
+@pytest.mark.parametrize("weighted", [False, True])
+def test_resume_at_epoch_5_of_12_gives_the_uninterrupted_scores(tmp_path, weighted):
+    x, y = _blobs()
+    kw = {}
+    if weighted:
+        kw = {"sample_weights": RobustWeights(len(y), step=0.5)}
+    full = _fit(x, y, **kw)
+    if weighted:
+        kw = {"sample_weights": RobustWeights(len(y), step=0.5)}
+    with pytest.raises(_Stop):
+        _fit(x, y, checkpoint_dir=tmp_path, on_epoch_end=_stop_after(5), **kw)
+    if weighted:
+        kw = {"sample_weights": RobustWeights(len(y), step=0.5)}  # a fresh object, as after a crash
+    resumed = _fit(x, y, checkpoint_dir=tmp_path, resume=True, **kw)
+    np.testing.assert_array_equal(full.recorder.scores("sei"), resumed.recorder.scores("sei"))
+    np.testing.assert_array_equal(full.scores, resumed.scores)
+    assert full.train_loss == resumed.train_loss
+    if weighted:
+        assert kw["sample_weights"].num_updates == 12
+
+
+def test_robust_weights_state_round_trip():
+    w = RobustWeights(5, step=0.3, sigma="median_sq")
+    w.update(np.array([0.1, 0.2, 3.0, 0.1, 0.5]))
+    v = RobustWeights(5).load_state_dict(w.state_dict())
+    np.testing.assert_array_equal(v.alpha, w.alpha)
+    assert (v.num_updates, v.last_sigma, v.step, v.sigma) == (1, w.last_sigma, 0.3, "median_sq")
+    with pytest.raises(ValueError, match="num_samples"):
+        RobustWeights(6).load_state_dict(w.state_dict())
+
+
+def test_resume_with_fewer_epochs_than_the_checkpoint_is_refused(tmp_path):
+    x, y = _blobs(n=60)
+    _fit(x, y, epochs=5, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"5 epochs.*epochs=3"):
+        _fit(x, y, epochs=3, checkpoint_dir=tmp_path, resume=True)
+    res = _fit(x, y, epochs=5, checkpoint_dir=tmp_path, resume=True)  # equal: nothing left to train
+    assert len(res.train_loss) == 5
+
+
+def test_stale_checkpoint_tmp_files_of_dead_runs_are_removed(tmp_path):
+    x, y = _blobs(n=40)
+    dead = tmp_path / "checkpoint.pt.999999999.tmp"  # above any pid_max: no such process
+    live = tmp_path / f"checkpoint.pt.{os.getppid()}.tmp"  # a running process may still write it
+    other = tmp_path / "notes.tmp"
+    for f in (dead, live, other):
+        f.write_bytes(b"x")
+    _fit(x, y, epochs=1, checkpoint_dir=tmp_path)
+    assert not dead.exists() and live.exists() and other.exists()
+    dead.write_bytes(b"x")
+    _fit(x, y, epochs=2, checkpoint_dir=tmp_path, resume=True)
+    assert not dead.exists()
+
+
+# ----------------------------------------------------------------------------- bad input, before any training
+def _never_called(epoch, epochs, metrics):
+    raise AssertionError("training started")
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(batch_size=-4), ValueError, "batch_size"),
+    (dict(batch_size=2.5), TypeError, "batch_size"),
+    (dict(epochs=0), ValueError, "epochs"),
+    (dict(epochs=-1), ValueError, "epochs"),
+    (dict(epochs=5.0), TypeError, "epochs"),
+    (dict(lr=float("nan")), ValueError, "lr"),
+    (dict(threshold="bogus"), ValueError, "threshold"),
+    (dict(threshold="aux_mean", aux_class=False), ValueError, "aux"),
+    (dict(score="nope"), ValueError, "score"),
+    (dict(transition_matrix=np.eye(3)), ValueError, r"transition_matrix.*\(4, 4\)"),
+    (dict(transition_matrix=np.eye(5)), ValueError, r"transition_matrix.*\(4, 4\)"),
+    (dict(sample_weights=np.ones(7)), ValueError, "sample_weights"),
+    (dict(mode="finetune"), ValueError, "mode"),
+])
+def test_bad_arguments_raise_naming_the_parameter_before_training(bad, exc, match):
+    x, y = _blobs(n=40)
+    with pytest.raises(exc, match=match):
+        _fit(x, y, epochs=bad.pop("epochs", 2), on_epoch_end=_never_called, **bad)
+
+
+def test_one_dimensional_embeddings_are_refused_clearly():
+    x, y = _blobs(n=40)
+    with pytest.raises(ValueError, match=r"shape \(40,\).*reshape"):
+        _fit(x[:, 0], y, on_epoch_end=_never_called)
+    with pytest.raises(ValueError, match=r"shape \(40,\)"):
+        _fit(x[:, 0].tolist(), y, on_epoch_end=_never_called)  # a list of floats
+
+
+def test_all_nan_embeddings_are_refused():
+    x, y = _blobs(n=40)
+    x[:] = np.nan
+    with pytest.raises(ValueError, match="none of the 40 rows"):
+        _fit(x, y, on_epoch_end=_never_called)
+
+
+def test_paths_that_do_not_exist_are_refused_naming_how_many_and_one(tmp_path):
+    _, y = _blobs(n=6)
+    paths = [str(tmp_path / f"missing_{i}.png") for i in range(6)]
+    with pytest.raises(ValueError, match=r"none of the 6 image paths.*missing_0\.png"):
+        train(paths, y, class_names=NAMES, epochs=1, progress=False, on_epoch_end=_never_called)
+
+
+def test_a_single_path_string_is_a_type_error():
+    with pytest.raises(TypeError, match="list of paths"):
+        train("images/", np.arange(7) % 2, epochs=1, progress=False)
+
+
+def test_torch_feature_tensor_is_taken_as_embeddings():
+    x, y = _blobs(n=120)
+    a = _fit(x, y, epochs=3)
+    b = _fit(torch.from_numpy(x), torch.from_numpy(y), epochs=3)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert b.config["model"] == "embeddings"
+    c = _fit(torch.from_numpy(x).to(torch.bfloat16), y, epochs=3)
+    assert np.isfinite(c.scores).all()
+
+
+# ----------------------------------------------------------------------------- images (tiny random open_clip)
+def _tiny_clip():
+    open_clip = pytest.importorskip("open_clip")
+    torch.manual_seed(0)
+    vision = open_clip.CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=32)
+    text = open_clip.CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)
+    return open_clip.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text), open_clip.get_tokenizer("ViT-B-32")
+
+
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_only_unreadable_image_files_raise(tmp_path, mode):
+    clip, tok = _tiny_clip()
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"broken_{i}.png"
+        p.write_bytes(b"not a png")
+        paths.append(str(p))
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match=r"none of the 4 inputs.*broken_0\.png"):
+        train(paths, np.array([0, 1, 0, 1]), class_names=["a", "b"], model=clip, tokenizer=tok, mode=mode,
+              epochs=2, batch_size=2, progress=False)
+
+
+def test_torch_uint8_image_tensor_is_taken_as_images():
+    clip, tok = _tiny_clip()
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(8) % 2
+    a = train(imgs, y, class_names=["a", "b"], model=clip, tokenizer=tok, epochs=2, progress=False)
+    b = train(torch.from_numpy(imgs), y, class_names=["a", "b"], model=clip, tokenizer=tok, epochs=2, progress=False)
+    assert b.config["mode"] == "frozen"
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+    with pytest.raises(ValueError, match="image arrays"):
+        train(imgs.astype(np.int64), y, class_names=["a", "b"], model=clip, tokenizer=tok, epochs=1, progress=False)
