@@ -74,6 +74,10 @@ def _add_train_args(p):
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+class CLIError(ValueError):
+    """A usage error: printed as ``error: <message>`` with exit status 2, no traceback."""
+
+
 def _read_labels(path):
     import numpy as np
 
@@ -84,9 +88,49 @@ def _read_labels(path):
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
         if not rows or "label" not in rows[0]:
-            raise SystemExit(f"{path}: a labels CSV needs a 'label' column (and 'path' for --images)")
+            raise CLIError(f"{path}: a labels CSV needs a 'label' column (and 'path' for --images)")
         return [r["label"] for r in rows], [r.get("path") for r in rows]
-    return np.loadtxt(path, dtype=np.int64, ndmin=1), None
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()], None
+
+
+def _encode_labels(raw, names, source):
+    """Labels from a file -> (int64 labels, class names).
+
+    Integers (or integral numbers such as ``3.0``) are class indices; non-integral numbers
+    are refused (never truncated); strings that are not integers are class names, which must
+    all be in ``names`` when given.
+    """
+    import numpy as np
+
+    arr = np.asarray(raw)
+    if arr.ndim != 1:
+        raise CLIError(f"--labels {source}: expected one label per sample (1-D), got shape {arr.shape}")
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64), names
+    if arr.dtype.kind == "b":
+        raise CLIError(f"--labels {source}: labels are booleans; save integer class indices 0..K-1")
+    if arr.dtype.kind in "US":
+        vals = [str(v).strip() for v in arr.tolist()]
+        if all(v.lstrip("-").isdigit() for v in vals):
+            return np.asarray([int(v) for v in vals], dtype=np.int64), names
+        try:  # "1.0", "2.5": numbers written as floats
+            arr = np.asarray([float(v) for v in vals])
+        except ValueError:
+            names = names or sorted(set(vals))
+            idx = {c: i for i, c in enumerate(names)}
+            missing = sorted(set(vals) - set(idx))
+            if missing:
+                raise CLIError(f"--labels {source}: class(es) {missing[:5]} not in --class-names {names}; add them "
+                               "to --class-names or leave --class-names out") from None
+            return np.asarray([idx[v] for v in vals], dtype=np.int64), names
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise CLIError(f"--labels {source}: label {arr[i]!r} at row {i} is not a whole number "
+                           f"({int(bad.sum())} such); labels must be integer class indices 0..K-1 or class names")
+        return arr.astype(np.int64), names
+    raise CLIError(f"--labels {source}: unsupported label dtype {arr.dtype}; use integers or class names")
 
 
 def _class_names(arg):
@@ -108,16 +152,16 @@ def _run_train(a):
     names = _class_names(a.class_names)
     paths = None
     if a.embeddings:
-        inputs = np.load(a.embeddings)
         if a.labels is None:
-            raise SystemExit("--embeddings needs --labels")
-        labels, _ = _read_labels(a.labels)
-        labels = np.asarray(labels, dtype=np.int64)
+            raise CLIError("--embeddings needs --labels")
+        inputs = np.load(a.embeddings)
+        raw, _ = _read_labels(a.labels)
+        labels, names = _encode_labels(raw, names, a.labels)
         mode = a.mode or "embeddings"
     else:
         root = Path(a.images)
         if not root.is_dir():
-            raise SystemExit(f"--images {root} is not a folder")
+            raise CLIError(f"--images {root} is not a folder")
         if a.labels is None:
             paths, labels, folder_names = scan_image_folder(root)
             names = names or folder_names
@@ -126,16 +170,11 @@ def _run_train(a):
             if col is None or any(c is None for c in col):
                 files = sorted(str(f) for f in root.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
                 if len(files) != len(raw):
-                    raise SystemExit(f"{len(files)} images under {root} but {len(raw)} labels")
+                    raise CLIError(f"{len(files)} images under {root} but {len(raw)} labels")
                 paths = files
             else:
                 paths = [str(root / c) for c in col]
-            if all(str(v).lstrip("-").isdigit() for v in raw):
-                labels = np.asarray([int(v) for v in raw], dtype=np.int64)
-            else:
-                names = names or sorted(set(map(str, raw)))
-                idx = {c: i for i, c in enumerate(names)}
-                labels = np.asarray([idx[str(v)] for v in raw], dtype=np.int64)
+            labels, names = _encode_labels(raw, names, a.labels)
         inputs = paths
         mode = a.mode or "frozen"
     try:
@@ -147,6 +186,9 @@ def _run_train(a):
     except ValueError:
         threshold = a.threshold
     num_aux = int(a.num_aux) if a.num_aux.isdigit() else a.num_aux
+    if names is not None and len(labels) and int(labels.max()) >= len(names):
+        raise CLIError(f"label {int(labels.max())} has no name: --class-names lists {len(names)} classes "
+                       f"({names}); give one name per class 0..{int(labels.max())}")
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
     res = train(
@@ -213,13 +255,27 @@ def build_parser():
     return p
 
 
+def _is_user_error(e):
+    """Errors that mean bad input (printed without a traceback), not a bug."""
+    if isinstance(e, (ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                      PermissionError)):
+        return True
+    return type(e).__name__ == "MissingWeightsError"
+
+
 def main(argv=None):
     p = build_parser()
     a = p.parse_args(argv)
     if not getattr(a, "_run", None):
         p.print_help()
         return 2
-    return a._run(a)
+    try:
+        return a._run(a)
+    except Exception as e:
+        if not _is_user_error(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

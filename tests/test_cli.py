@@ -85,3 +85,61 @@ def test_cli_module_and_package_import_without_torch():
     code = "import sys, sei, sei.__main__ as m; m.build_parser(); assert 'torch' not in sys.modules, 'torch imported'"
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- issue 13: clear errors, exit 2
+def _emb_files(tmp_path, labels=None, x=None):
+    rng = np.random.default_rng(0)
+    y = np.arange(30) % 3 if labels is None else labels
+    x = rng.normal(size=(len(y), 4)).astype(np.float32) if x is None else x
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    return tmp_path / "x.npy", tmp_path / "y.npy"
+
+
+def _assert_clean_error(p, *needles):
+    assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
+    assert "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "error: " in p.stderr
+    for s in needles:
+        assert s in p.stderr, p.stderr[-2000:]
+
+
+def test_non_integral_float_labels_are_refused_not_truncated(tmp_path):
+    x, y = _emb_files(tmp_path, labels=np.array([0, 1, 1.5, 2] * 5))
+    p = run_cli("train", "--embeddings", x, "--labels", y, "--epochs", 1, "--output", tmp_path / "o", "--quiet")
+    _assert_clean_error(p, "1.5", "whole number")
+    (tmp_path / "y.txt").write_text("0\n1\n2.5\n" * 10)
+    p = run_cli("train", "--embeddings", _emb_files(tmp_path)[0], "--labels", tmp_path / "y.txt", "--epochs", 1,
+                "--output", tmp_path / "o", "--quiet")
+    _assert_clean_error(p, "2.5")
+
+
+def test_class_missing_from_class_names_is_a_clear_error(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    for i in range(4):
+        (tmp_path / "imgs" / f"{i}.png").write_bytes(b"x")
+    (tmp_path / "labels.csv").write_text("path,label\n0.png,cat\n1.png,dog\n2.png,cat\n3.png,bird\n")
+    p = run_cli("train", "--images", tmp_path / "imgs", "--labels", tmp_path / "labels.csv", "--class-names",
+                "cat,bird", "--epochs", 1, "--output", tmp_path / "o", "--quiet")
+    _assert_clean_error(p, "dog", "--class-names")
+
+
+@pytest.mark.parametrize("case", ["batch_size_0", "all_nan", "missing_file", "corrupt_checkpoint", "too_few_names"])
+def test_cli_errors_exit_2_with_a_message_and_no_traceback(tmp_path, case):
+    x, y = _emb_files(tmp_path, x=np.full((30, 4), np.nan, np.float32) if case == "all_nan" else None)
+    out = tmp_path / "o"
+    args = ["train", "--embeddings", x, "--labels", y, "--epochs", 1, "--output", out, "--quiet"]
+    needle = {"batch_size_0": "batch_size", "all_nan": "finite", "missing_file": "nope.npy",
+              "corrupt_checkpoint": "checkpoint.pt", "too_few_names": "class-names"}[case]
+    if case == "batch_size_0":
+        args += ["--batch-size", 0]
+    elif case == "missing_file":
+        args[2] = tmp_path / "nope.npy"
+    elif case == "corrupt_checkpoint":
+        (out / "checkpoint").mkdir(parents=True)
+        (out / "checkpoint" / "checkpoint.pt").write_bytes(b"garbage")
+        args += ["--resume"]
+    elif case == "too_few_names":
+        args += ["--class-names", "a,b"]
+    _assert_clean_error(run_cli(*args), needle)
