@@ -206,11 +206,15 @@ def check_history_shape(history, name: str = "pred_probs_history") -> tuple[int,
     if K < 2:
         raise ValueError(f"{name} has {K} class column(s); at least 2 classes are needed.")
     dtype = getattr(history, "dtype", None)
-    try:
-        dtype = np.dtype(dtype) if dtype is not None else None
-    except TypeError:
-        dtype = None
-    if dtype is None or (not _is_low_float(dtype) and (dtype.kind not in "fiu" or dtype.kind == "b")):
+    if _is_tensor(history):
+        ok = dtype.is_floating_point or not (dtype.is_complex or str(dtype) == "torch.bool")
+    else:
+        try:
+            dtype = np.dtype(dtype) if dtype is not None else None
+        except TypeError:
+            dtype = None
+        ok = dtype is not None and (_is_low_float(dtype) or (dtype.kind in "fiu" and dtype.kind != "b"))
+    if not ok:
         raise TypeError(f"{name} must hold real numbers, got dtype {getattr(history, 'dtype', None)}.")
     return T, N, K
 
@@ -224,9 +228,12 @@ def as_history(history, name: str = "pred_probs_history"):
     chunks. ``eps`` is the input's precision (:func:`input_eps`), for the row-sum check.
     """
     eps = input_eps(history)
-    if _is_tensor(history) or (getattr(history, "shape", None) is None and isinstance(history, (list, tuple))):
+    if getattr(history, "shape", None) is None and isinstance(history, (list, tuple)):
         history = to_numpy(history, name)
-    return history, check_history_shape(history, name), eps
+    shape = check_history_shape(history, name)
+    if _is_tensor(history):
+        history = to_numpy(history, name)
+    return history, shape, eps
 
 
 def check_mask(mask, num_samples: int, name: str) -> np.ndarray:

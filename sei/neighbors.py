@@ -89,7 +89,12 @@ def search(x, k, *, backend="auto", exact_max=20_000, seed=0, num_threads=2):
 
 
 def check_features(features, n=None):
-    x = np.asarray(features, dtype=np.float32)
+    from ._validation import to_numpy
+
+    x = to_numpy(features, "features")
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"features must hold real numbers, got dtype {x.dtype}")
+    x = x.astype(np.float32, copy=False)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"features must be a (N, D) array with N >= 2, got shape {x.shape}")
     if n is not None and x.shape[0] != n:
@@ -97,6 +102,26 @@ def check_features(features, n=None):
     if not np.all(np.isfinite(x)):
         raise ValueError("features contain NaN or inf; impute or drop those rows first")
     return x
+
+
+def check_neighbors(neighbors, n):
+    """(N, k) integer indices in 0..N-1 (as from :func:`knn_indices`), or a clear error.
+
+    Negative indices would silently wrap around to the last samples, so they are refused.
+    """
+    from ._validation import to_numpy
+
+    neighbors = to_numpy(neighbors, "neighbors")
+    if neighbors.ndim != 2 or neighbors.shape[0] != n or neighbors.shape[1] < 1:
+        raise ValueError(f"neighbors must be (N, k) = ({n}, k) with k >= 1, one row per sample, "
+                         f"got shape {neighbors.shape}; compute them with sei.knn_indices(features, k)")
+    if neighbors.dtype.kind not in "iu":
+        raise TypeError(f"neighbors must be integer sample indices, got dtype {neighbors.dtype}")
+    lo, hi = int(neighbors.min()), int(neighbors.max())
+    if lo < 0 or hi >= n:
+        raise ValueError(f"neighbors must be sample indices in 0..{n - 1}, got values in {lo}..{hi}; "
+                         "compute them with sei.knn_indices(features, k) on the same samples")
+    return neighbors.astype(np.int64, copy=False)
 
 
 def check_k(k, n):
@@ -147,9 +172,7 @@ def knn_label_margin(labels, features=None, *, neighbors=None, num_classes=None,
             raise ValueError("knn_label_margin needs features (N, D) or neighbors (N, k)")
         check_features(features, n)
         neighbors = knn_indices(features, k, **search_kw)
-    neighbors = np.asarray(neighbors)
-    if neighbors.ndim != 2 or neighbors.shape[0] != n:
-        raise ValueError(f"neighbors must be (N, k) = ({n}, k), got shape {neighbors.shape}")
+    neighbors = check_neighbors(neighbors, n)
     c = int(num_classes if num_classes is not None else labels.max() + 1)
     if n and (labels.min() < 0 or labels.max() >= c):
         raise ValueError(f"labels must lie in 0..{c - 1} (num_classes = {c})")

@@ -55,18 +55,30 @@ class SelectionContext:
     graph: object | None = None        # KNNGraph
     seed: int = 0
 
+    def __post_init__(self):
+        # Lengths checked here so that every selector sees one entry per sample: a
+        # shorter alpha used to empty the candidate pool and repeat picks.
+        n = len(self.labels)
+        for name in ("exclude", "alpha", "sei_scores"):
+            value = getattr(self, name)
+            if value is not None and np.shape(value) != (n,):
+                raise ValueError(f"{name} must have one entry per sample, shape ({n},), got shape {np.shape(value)}.")
+        if np.ndim(self.pred_probs) != 2 or np.shape(self.pred_probs)[0] != n:
+            raise ValueError(f"pred_probs must be (N, K) with N = len(labels) = {n}, got shape {np.shape(self.pred_probs)}.")
+
     def available(self) -> np.ndarray:
         n = len(self.labels)
         return np.ones(n, bool) if self.exclude is None else ~np.asarray(self.exclude, bool)
 
 
 def _entropy(p):
-    p = np.clip(p, _EPS, 1.0)
+    # float64: in float16 the clip floor 1e-12 rounds to 0 and log(0) gives NaN
+    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0)
     return -(p * np.log(p)).sum(1)
 
 
 def _ce(p, y):
-    return -np.log(np.clip(p[np.arange(len(y)), y], _EPS, 1.0))
+    return -np.log(np.clip(np.asarray(p[np.arange(len(y)), y], dtype=np.float64), _EPS, 1.0))
 
 
 class Selector:
