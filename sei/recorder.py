@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import os
 import sys
+import zipfile
 
 import numpy as np
 
 from ._validation import (
-    check_history_shape,
+    as_float,
+    as_history,
     check_labels,
     check_num_classes,
     check_num_samples,
     check_probability_values,
+    input_eps,
     to_numpy,
 )
 from .constants import EPS, SCORE_NAMES
@@ -40,6 +43,12 @@ from .constants import EPS, SCORE_NAMES
 _EPOCH_FIELDS = ("count", "se", "h", "aligned", "margin", "loss", "sc", "aum", "aum_count")
 # Totals over epochs (each epoch contributes the mean of its updates).
 _TOTAL_FIELDS = ("epochs", "se", "h", "aligned", "margin", "loss", "sc", "aum", "aum_epochs")
+# Scores that can be computed for labels other than those trained on: "ei" does not
+# depend on the label, "mistakenness" reads only the last epoch's probabilities.
+_RELABELABLE_SCORES = ("ei", "mistakenness")
+# Rows per step where a whole (N, K) array is processed (end_epoch, mistakenness), so
+# that no full-size temporary is ever allocated.
+_CHUNK_ROWS = 8192
 
 
 def _top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,11 +75,10 @@ def _margin(x: np.ndarray, given: np.ndarray) -> np.ndarray:
 def _batch_stats(values: np.ndarray, labels: np.ndarray, from_logits: bool) -> dict:
     """Per-update statistics for a batch of probabilities (or logits).
 
-    Works in the input's float precision (float32 stays float32); totals are float64.
+    Works in float32 or wider (float32 stays float32, float16 / bfloat16 become float32:
+    ``log(p + 1e-8)`` is ``log(0)`` in float16); totals are float64.
     """
-    values = np.asarray(values)
-    if values.dtype.kind != "f":
-        values = values.astype(np.float64)
+    values = as_float(np.asarray(values))
     rows = np.arange(values.shape[0])
     out = {}
     if from_logits:
@@ -115,7 +123,12 @@ class SEIRecorder:
         Planned number of epochs (fixes the middle epoch and sizes ``history_path``).
     history_path : str, optional
         Spill the full (max_epochs, N, K) float32 history of per-epoch mean
-        probabilities to an ``np.memmap`` at this path, for analysis.
+        probabilities to an ``.npy`` memmap at this path, for analysis. A fresh recorder
+        starts a fresh file: at the end of its first epoch a new file replaces any file
+        at that path in one step (written beside it, then renamed), so the path never
+        mixes two runs. A recorder restored with :meth:`load_state_dict` after some
+        epochs (``sei.train(resume=True)``) reopens the existing file, and raises a
+        ValueError at once when that file is missing or has another shape.
 
     Examples
     --------
@@ -138,8 +151,9 @@ class SEIRecorder:
         self.mid_epoch = None if mid_epoch is None else int(mid_epoch)
         if history_path is not None and self.max_epochs is None:
             raise ValueError("history_path needs max_epochs to size the (T, N, K) memmap; pass max_epochs=.")
-        self.history_path = None if history_path is None else os.fspath(history_path)
+        self.history_path = None if history_path is None else _check_history_path(history_path)
         self._history = None
+        self._history_resumed = False  # set by load_state_dict: reopen the file, never replace it
         self.num_epochs = 0
         n, k = self.num_samples, self.num_classes
         # One (N, fields + K) block so that a batch is scattered with a single np.add.at
@@ -153,6 +167,28 @@ class SEIRecorder:
         self._last_se = np.full(n, np.nan)
         self._mid_se = np.full(n, np.nan)
         self._se_per_epoch: list[np.ndarray] = []  # only when the middle epoch is not known up front
+
+    def _history_shape(self) -> tuple[int, int, int]:
+        return (self.max_epochs, self.num_samples, self.num_classes)
+
+    def _open_history(self):
+        """The memmap of ``history_path``: a new file for a fresh run, the checked
+        existing one for a resumed run."""
+        shape = self._history_shape()
+        if self._history_resumed:
+            _check_history_file(self.history_path, shape, self.num_epochs)
+            return np.lib.format.open_memmap(self.history_path, mode="r+")
+        # Written beside the target, then renamed over it: a reader of history_path sees
+        # the old file or the new one, never a mix; the mapping survives the rename.
+        tmp = f"{self.history_path}.{os.getpid()}.tmp"
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        try:
+            os.replace(tmp, self.history_path)
+        except BaseException:
+            del mm
+            os.unlink(tmp)
+            raise
+        return mm
 
     def _bind_views(self):
         self._epoch = {f: self._acc[:, i] for i, f in enumerate(_EPOCH_FIELDS)}
@@ -173,7 +209,10 @@ class SEIRecorder:
         from_logits : bool
             Whether ``probs_or_logits`` are logits (enables the ``"aum"`` score).
         """
+        eps = input_eps(probs_or_logits)
         values = to_numpy(probs_or_logits, "probs_or_logits")
+        if values.dtype.kind not in "fiu" or values.dtype.kind == "b":
+            raise TypeError(f"probs_or_logits must hold real numbers, got dtype {values.dtype}.")
         if values.ndim != 2 or values.shape[1] != self.num_classes:
             raise ValueError(
                 f"probs_or_logits must have shape (B, {self.num_classes}), got {values.shape}; "
@@ -181,7 +220,7 @@ class SEIRecorder:
             )
         if values.shape[0] == 0:
             return
-        check_probability_values(values, "probs_or_logits", from_logits=from_logits)
+        check_probability_values(values, "probs_or_logits", from_logits=from_logits, eps=eps)
         ids = to_numpy(sample_ids, "sample_ids")
         if ids.ndim != 1 or ids.shape[0] != values.shape[0]:
             raise ValueError(
@@ -217,6 +256,8 @@ class SEIRecorder:
         state (every rank must call ``end_epoch``).
         """
         self._all_reduce_epoch()
+        if self.history_path is not None and self.num_epochs < self.max_epochs and self._history is None:
+            self._history = self._open_history()
         e, t = self._epoch, self._total
         seen = e["count"] > 0
         cnt = np.where(seen, e["count"], 1.0)
@@ -229,21 +270,24 @@ class SEIRecorder:
         se_epoch = np.where(seen, e["se"] / cnt, np.nan)
         self._last_se = np.where(seen, se_epoch, self._last_se)
         self.last_losses = np.where(seen, e["loss"] / cnt, self.last_losses)
-        probs = self._epoch_probs / cnt[:, None]
-        self.last_probs[seen] = probs[seen]
         if self.mid_epoch is not None:
             if self.num_epochs == self.mid_epoch:
                 self._mid_se = se_epoch
         else:
             self._se_per_epoch.append(se_epoch.astype(np.float32))
-        if self.history_path is not None and self.num_epochs < self.max_epochs:
-            if self._history is None:
-                mode = "r+" if os.path.exists(self.history_path) else "w+"
-                self._history = np.lib.format.open_memmap(
-                    self.history_path, mode=mode, dtype=np.float32,
-                    shape=(self.max_epochs, self.num_samples, self.num_classes),
-                )
-            self._history[self.num_epochs] = np.where(seen[:, None], probs, np.nan)
+        # The (N, K) part works in place, in row chunks: the epoch's probability sums
+        # become means inside the accumulator (cleared below anyway), then are copied
+        # out; no full-size temporary (at N = 1e6, K = 100 each would be 800 MB).
+        row = self._history[self.num_epochs] if self._history is not None and self.num_epochs < self.max_epochs else None
+        for start in range(0, self.num_samples, _CHUNK_ROWS):
+            sl = slice(start, start + _CHUNK_ROWS)
+            probs, s = self._epoch_probs[sl], seen[sl]
+            probs /= cnt[sl, None]
+            np.copyto(self.last_probs[sl], probs, casting="same_kind", where=s[:, None])
+            if row is not None:
+                row[sl] = probs
+                row[sl][~s] = np.nan
+        if row is not None:
             self._history.flush()
         self._acc.fill(0.0)
         self.num_epochs += 1
@@ -269,13 +313,22 @@ class SEIRecorder:
         self.labels[:] = lab.cpu().numpy()
 
     # ------------------------------------------------------------------ reading
-    def scores(self, name: str = "sei") -> np.ndarray:
+    def scores(self, name: str = "sei", labels=None) -> np.ndarray:
         """One float per sample, lower = more likely mislabeled; NaN where never seen.
 
         Parameters
         ----------
         name : str
             One of :data:`sei.constants.SCORE_NAMES`.
+        labels : array-like of int, optional
+            (N,) labels to score, e.g. after some were corrected. By default, and for
+            samples whose label equals the one trained on, the recorded dynamics are
+            used. Where a label differs, only the scores that do not need the past
+            epochs' agreement with that label can be recomputed: ``"ei"`` (label-free)
+            and ``"mistakenness"`` (last epoch's probabilities). Any other score raises a
+            ValueError, since the recorder keeps running sums and not the per-epoch
+            probabilities: pass the (T, N, K) history instead (``history_path=``), or
+            retrain on the new labels.
 
         Returns
         -------
@@ -286,6 +339,22 @@ class SEIRecorder:
             raise ValueError(f"Unknown score {name!r}; choose one of {', '.join(SCORE_NAMES)}.")
         if self.num_epochs == 0:
             raise ValueError("No epoch recorded yet: call update(...) for each batch and end_epoch() after each epoch.")
+        label_of = self.labels
+        if labels is not None:
+            labels = check_labels(labels, self.num_samples, self.num_classes)
+            changed = np.flatnonzero((self.labels >= 0) & (labels != self.labels))
+            if changed.size and name not in _RELABELABLE_SCORES:
+                i = int(changed[0])
+                raise ValueError(
+                    f"labels differ from the labels this recorder was trained on at {changed.size} sample(s) "
+                    f"(e.g. sample {i}: given {int(labels[i])}, trained on {int(self.labels[i])}), and score "
+                    f"{name!r} sums each epoch's agreement with the trained label: the recorder keeps those sums, "
+                    "not the per-epoch probabilities, so it cannot be recomputed for other labels. Pass the "
+                    "(T, N, K) history instead (record it with history_path=), retrain on the corrected labels, "
+                    f"pass the trained labels (recorder.labels), or use a score that can be recomputed "
+                    f"({', '.join(_RELABELABLE_SCORES)})."
+                )
+            label_of = np.where(self.labels >= 0, labels, self.labels)
         t = self._total
         n = t["epochs"]
         seen = n > 0
@@ -319,15 +388,23 @@ class SEIRecorder:
             return -mean("loss")
         if name == "agreement":
             return mean("aligned")
+        return self._mistakenness(label_of, seen)
+
+    def _mistakenness(self, labels: np.ndarray, seen: np.ndarray) -> np.ndarray:
         # mistakenness (FiftyOne Brain): m = (s * exp(-H) + 1) / 2 with s = +1 when the
         # prediction disagrees with the label; we return 1 - m so that lower = suspicious.
-        p = self.last_probs.astype(np.float64)
-        valid = self.labels >= 0
-        lab = np.where(valid, self.labels, 0)
-        h = -(np.nan_to_num(p) * np.log(np.nan_to_num(p) + EPS)).sum(axis=1)
-        aligned = np.take_along_axis(p, lab[:, None], axis=1)[:, 0] >= np.nanmax(np.nan_to_num(p, nan=-1), axis=1)
-        s = np.where(aligned, -1.0, 1.0)
-        return np.where(valid & seen, 1.0 - (s * np.exp(-h) + 1.0) / 2.0, np.nan)
+        # Row chunks: a float64 copy of the (N, K) probabilities would double the memory.
+        out = np.full(self.num_samples, np.nan)
+        for start in range(0, self.num_samples, _CHUNK_ROWS):
+            sl = slice(start, start + _CHUNK_ROWS)
+            p = np.nan_to_num(self.last_probs[sl].astype(np.float64))
+            valid = (labels[sl] >= 0) & seen[sl]
+            lab = np.where(valid, labels[sl], 0)
+            h = -(p * np.log(p + EPS)).sum(axis=1)
+            aligned = np.take_along_axis(p, lab[:, None], axis=1)[:, 0] >= p.max(axis=1)
+            s = np.where(aligned, -1.0, 1.0)
+            out[sl] = np.where(valid, 1.0 - (s * np.exp(-h) + 1.0) / 2.0, np.nan)
+        return out
 
     def _middle_se(self) -> np.ndarray:
         if self.mid_epoch is not None:
@@ -341,12 +418,15 @@ class SEIRecorder:
 
     def predicted_labels(self) -> np.ndarray:
         """(N,) argmax of the last epoch's probabilities (-1 where never seen)."""
-        seen = ~np.isnan(self.last_probs[:, 0])
-        return np.where(seen, np.nan_to_num(self.last_probs, nan=-1).argmax(axis=1), -1)
+        seen = ~np.isnan(self.last_probs[:, 0])  # rows are written whole
+        return np.where(seen, self.last_probs.argmax(axis=1), -1)
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict:
-        """All state as numpy arrays and scalars (for checkpoints)."""
+        """All state as numpy arrays and scalars (for checkpoints); copies."""
+        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self._state().items()}
+
+    def _state(self) -> dict:
         state = {
             "num_samples": self.num_samples,
             "num_classes": self.num_classes,
@@ -363,9 +443,15 @@ class SEIRecorder:
                              else np.zeros((0, self.num_samples), np.float32)),
         }
         state.update({f"total_{f}": v for f, v in self._total.items()})
-        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+        return state
 
     def load_state_dict(self, state: dict) -> "SEIRecorder":
+        """Restore :meth:`state_dict`'s output (e.g. from a checkpoint).
+
+        With ``history_path`` set and epochs already recorded, the existing history file
+        is checked here (it must exist with shape (max_epochs, N, K), float32) and is
+        reopened, not replaced, at the next :meth:`end_epoch`.
+        """
         if int(state["num_samples"]) != self.num_samples or int(state["num_classes"]) != self.num_classes:
             raise ValueError(
                 f"State is for ({int(state['num_samples'])}, {int(state['num_classes'])}) but this recorder is "
@@ -384,22 +470,52 @@ class SEIRecorder:
         self._bind_views()
         self._se_per_epoch = [np.array(r, dtype=np.float32) for r in state["se_per_epoch"]]
         self._total = {f: np.array(state[f"total_{f}"], dtype=np.float64) for f in _TOTAL_FIELDS}
+        if self.history_path is not None:
+            if self.max_epochs is None:
+                raise ValueError("history_path needs max_epochs, but the restored state has none; "
+                                 "create the recorder without history_path.")
+            self._history = None
+            self._history_resumed = self.num_epochs > 0
+            if self._history_resumed:
+                _check_history_file(self.history_path, self._history_shape(), self.num_epochs)
         return self
 
     def save(self, path) -> None:
         """Save to an ``.npz`` file (no pickles)."""
         path = os.fspath(path)
         tmp = path + ".tmp.npz"
-        np.savez(tmp, **{k: np.asarray(v) for k, v in self.state_dict().items()})
+        np.savez(tmp, **{k: np.asarray(v) for k, v in self._state().items()})  # no copies
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path) -> "SEIRecorder":
-        """Load a recorder written by :meth:`save`."""
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            state = {k: data[k] for k in data.files}
-        rec = cls(int(state["num_samples"]), int(state["num_classes"]))
-        return rec.load_state_dict(state)
+        """Load a recorder written by :meth:`save`; a ValueError naming the file when it
+        is not one."""
+        path = os.fspath(path)
+        hint = "pass a file written by SEIRecorder.save"
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path} is not a saved SEIRecorder (an .npz file) ({e}); {hint}.") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path} holds a single array, not a saved SEIRecorder (.npz); {hint}.")
+        with data:
+            required = {"num_samples", "num_classes", "num_epochs", "labels", "epoch_acc"}
+            missing = sorted(required - set(data.files))
+            if missing:
+                raise ValueError(f"{path} is an .npz file but not a saved SEIRecorder (missing {', '.join(missing)}); "
+                                 f"{hint}.")
+            try:
+                state = {k: data[k] for k in data.files}
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+                raise ValueError(f"{path} is damaged ({e}); {hint}.") from None
+        try:
+            rec = cls(int(state["num_samples"]), int(state["num_classes"]))
+            return rec.load_state_dict(state)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path} is not a valid saved SEIRecorder ({e}); {hint}.") from None
 
     # ------------------------------------------------------------------ from a stored history
     @classmethod
@@ -407,7 +523,8 @@ class SEIRecorder:
         """Build a recorder from a (T, N, K) history, streaming along T (and N in chunks).
 
         ``pred_probs_history`` may be an ``np.memmap``: it is read one (chunk, K) slice at a
-        time and never loaded whole.
+        time and never loaded whole. torch tensors are accepted; float16 and bfloat16
+        values are computed in float32.
 
         Examples
         --------
@@ -415,15 +532,22 @@ class SEIRecorder:
         >>> SEIRecorder.from_history(H, np.array([0, 0])).scores("sei").round(2)
         array([ 1.63, -2.5 ])
         """
-        T, N, K = check_history_shape(pred_probs_history)
+        pred_probs_history, (T, N, K), eps = as_history(pred_probs_history)
         labels = check_labels(labels, N, K)
+        return cls._from_checked_history(pred_probs_history, eps, labels, from_logits, chunk_size)
+
+    @classmethod
+    def _from_checked_history(cls, pred_probs_history, eps, labels, from_logits=False, chunk_size=65536):
+        """:meth:`from_history` on the output of :func:`sei._validation.as_history` (for
+        callers that validated already; ``eps`` is the input's precision)."""
+        T, N, K = (int(d) for d in pred_probs_history.shape)
         rec = cls(N, K, max_epochs=T)
         rec.labels[:] = labels
         for t in range(T):
             for start in range(0, N, chunk_size):
                 stop = min(start + chunk_size, N)
-                chunk = np.asarray(pred_probs_history[t, start:stop])
-                check_probability_values(chunk, "pred_probs_history", from_logits=from_logits)
+                chunk = as_float(np.asarray(pred_probs_history[t, start:stop]))  # float16 -> float32
+                check_probability_values(chunk, "pred_probs_history", from_logits=from_logits, eps=eps)
                 rec._fold_full_epoch_chunk(slice(start, stop), chunk, labels[start:stop], from_logits)
             rec.num_epochs += 1
         return rec
@@ -448,3 +572,41 @@ class SEIRecorder:
 
     def __repr__(self):
         return f"SEIRecorder(num_samples={self.num_samples}, num_classes={self.num_classes}, epochs={self.num_epochs})"
+
+
+def _check_history_path(path) -> str:
+    """``history_path`` must name a file in an existing, writable folder (checked before
+    any training, not when the first epoch is written)."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"history_path must be a path, got {type(path).__name__}.") from None
+    if os.path.isdir(path):
+        raise ValueError(f"history_path {path!r} is a folder; pass a file path such as "
+                         f"{os.path.join(path, 'history.npy')!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"history_path {path!r}: folder {folder!r} does not exist; create it first.")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"history_path {path!r}: folder {folder!r} is not writable.")
+    return path
+
+
+def _check_history_file(path: str, shape: tuple, num_epochs: int) -> None:
+    """A resumed run's history file must exist with this run's shape and dtype."""
+    fix = ("resume with the history file of the same run, pass history_path=None, or start a fresh run "
+           "(a fresh recorder replaces the file)")
+    if not os.path.exists(path):
+        raise ValueError(f"history_path {path!r} does not exist, but the restored recorder has already written "
+                         f"{num_epochs} epoch(s) to it; {fix}.")
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            file_shape, fortran, dtype = read_header(f)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"history_path {path!r} is not a .npy history file ({e}); {fix}.") from None
+    if tuple(file_shape) != tuple(shape) or dtype != np.float32 or fortran:
+        raise ValueError(f"history_path {path!r} holds a {tuple(file_shape)} {dtype} array, but this run records "
+                         f"{tuple(shape)} float32 (max_epochs, N, K): it belongs to another run; {fix}.")
