@@ -25,8 +25,11 @@ def select_for_relabeling(labels, pred_probs_history, features=None, *, budget, 
     ----------
     labels : (N,) int
         Given (possibly noisy) labels, K classes.
-    pred_probs_history : (T, N, K) array / memmap, (N, K) array (T = 1), or ``sei.SEIRecorder``
-        Out-of-sample or training-time probabilities per epoch.
+    pred_probs_history : (T, N, K) array / memmap / torch tensor, (N, K) array (T = 1), or ``sei.SEIRecorder``
+        Out-of-sample or training-time probabilities per epoch, validated as by
+        :func:`sei_cleanlab.find_label_issues` (an (N, K) matrix is one epoch). With a
+        recorder, ``labels`` may differ from the labels trained on only at excluded
+        samples for the SEI methods (see :meth:`sei.SEIRecorder.scores`).
     features : (N, D) array, optional
         Embeddings for the kNN graph (needed by propagation methods unless ``graph`` is given).
     budget : int
@@ -39,7 +42,7 @@ def select_for_relabeling(labels, pred_probs_history, features=None, *, budget, 
     score : str, default "sei"
         Recorder score for the SEI methods.
     exclude : (N,) bool, optional
-        Samples already relabelled.
+        Samples already relabelled; never picked.
     alpha : (N,) float, optional
         Robust contribution weights (``RobustWeights.alpha``) for ``method="kim"``.
     **selector_options
@@ -54,38 +57,50 @@ def select_for_relabeling(labels, pred_probs_history, features=None, *, budget, 
     >>> idx = select_for_relabeling(labels, history, features, budget=100)  # doctest: +SKIP
     """
     from sei.active import KNNGraph, SelectionContext, make_selector
+    from sei.neighbors import check_features
     from sei.recorder import SEIRecorder
+    from sei._validation import as_float, as_history, check_labels, check_mask, check_sample_weights, _check_int
 
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"labels must be a 1-D integer array, got dtype {labels.dtype} and shape {labels.shape}")
-    n = labels.shape[0]
-    if int(budget) < 0:
-        raise ValueError(f"budget must be >= 0, got {budget}")
+    # One validation step, shared with find_label_issues, before any work.
+    sel = make_selector(method, **selector_options)
+    budget = _check_int(budget, "budget", 0, "the number of samples to pick")
     if isinstance(pred_probs_history, SEIRecorder):
         rec = pred_probs_history
-        if rec.num_samples != n:
-            raise ValueError("recorder and labels disagree on the number of samples")
-        last = np.asarray(rec.last_probs, dtype=np.float64)
+        if rec.num_epochs == 0:
+            raise ValueError("The SEIRecorder has no recorded epoch: call end_epoch() after each epoch of updates.")
+        n, num_classes = rec.num_samples, rec.num_classes
+        history = None
     else:
-        h = pred_probs_history
-        if getattr(h, "ndim", None) == 2:
-            h = np.asarray(h)[None]
-        if getattr(h, "ndim", None) != 3 or h.shape[1] != n:
-            raise ValueError(f"pred_probs_history must be (T, N, K) with N = len(labels) = {n}, "
-                             f"got shape {getattr(h, 'shape', None)}")
-        rec = SEIRecorder.from_history(h, labels)
-        last = np.asarray(h[-1], dtype=np.float64)
-    sel = make_selector(method, **selector_options)
+        history = pred_probs_history
+        if isinstance(history, (list, tuple)):
+            history = np.asarray(history) if np.ndim(history) == 2 else history
+        if len(getattr(history, "shape", ())) == 2:
+            history = history[None]  # documented: an (N, K) matrix is one epoch
+        history, (_, n, num_classes), eps = as_history(history)
+    labels = check_labels(labels, n, num_classes)
+    exclude = None if exclude is None else check_mask(exclude, n, "exclude")
+    alpha = None if alpha is None else check_sample_weights(alpha, n, "alpha")
     if getattr(sel, "propagate", False) and graph is None:
         if features is None:
             raise ValueError(f"method={method!r} propagates on a kNN graph: pass features=(N, D) or graph=")
-        features = np.asarray(features)
-        if features.shape[0] != n:
-            raise ValueError(f"features has {features.shape[0]} rows, labels has {n}")
+        features = check_features(features, n)
+    if graph is not None and getattr(graph, "num_samples", None) != n:
+        raise ValueError(f"graph has {getattr(graph, 'num_samples', None)} nodes, labels has {n}; build it on "
+                         "the same samples")
+    if history is not None:
+        rec = SEIRecorder._from_checked_history(history, eps, labels)
+        last = as_float(np.asarray(history[-1])).astype(np.float64)
+    else:
+        last = np.asarray(rec.last_probs, dtype=np.float64)
+    if getattr(sel, "propagate", False) and graph is None:
         graph = KNNGraph(features, k=k, seed=seed)
-    if graph is not None and graph.num_samples != n:
-        raise ValueError(f"graph has {graph.num_samples} nodes, labels has {n}")
-    ctx = SelectionContext(labels.astype(np.int64), last, exclude=exclude, alpha=alpha,
-                           sei_scores=rec.scores(score) if sel.needs_sei else None, graph=graph, seed=seed)
-    return sel.select(ctx, int(budget))
+    # Excluded samples (already relabelled) are never picked: their recorded scores may
+    # stay those of the label trained on. Elsewhere the labels must be the trained ones
+    # for scores that cannot be recomputed (SEIRecorder.scores raises otherwise).
+    sei_scores = None
+    if sel.needs_sei:
+        scored = labels if exclude is None else np.where(exclude & (rec.labels >= 0), rec.labels, labels)
+        sei_scores = rec.scores(score, labels=scored)
+    ctx = SelectionContext(labels, last, exclude=exclude, alpha=alpha, sei_scores=sei_scores, graph=graph,
+                           seed=seed)
+    return sel.select(ctx, budget)

@@ -7,8 +7,12 @@
 >>> lab.find_issues(issue_types={"sei": {"pred_probs_history": H, "features": X,  # doctest: +SKIP
 ...                                      "score": "aum_prob_knn"}})
 
-The history's class columns must follow Datalab's class order (sorted class names,
-i.e. ``lab.class_names``).
+Class columns: with integer labels 0..K-1, column k is class k, whether or not every
+class occurs in the labels (Datalab itself renumbers the classes present to
+0..len(class_names)-1, which would shift the columns after an absent class). With other
+labels (strings, or integers outside 0..K-1) the columns must follow Datalab's class
+order (sorted class names, ``lab.class_names``), one column per class; a history with
+more columns than that cannot be matched and raises a ValueError.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from cleanlab.datalab.internal.issue_manager import IssueManager
 from cleanlab.datalab.internal.issue_manager_factory import REGISTRY, register
 from cleanlab.datalab.internal.task import Task
 
+from sei import SEIRecorder
+from sei._validation import check_history_shape
 from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, FEATURE_SCORES
 from sei.neighbors import DEFAULT_KNN_K, knn_indices
 
@@ -66,7 +72,11 @@ class SEIIssueManager(IssueManager):
                 'The "sei" issue type needs the training history: '
                 'lab.find_issues(issue_types={"sei": {"pred_probs_history": H}}).'
             )
-        labels = np.asarray(self.datalab.labels)
+        if not isinstance(history, SEIRecorder):
+            _, _, num_columns = check_history_shape(history)
+        else:
+            num_columns = history.num_classes
+        labels = _history_labels(self.datalab, num_columns)
         _, rec = as_recorder(labels, history)  # stream a memmap once, reuse for both calls
         feats = self.features if self.features is not None else kwargs.get("features")
         # One neighbour search for both calls below.
@@ -83,6 +93,33 @@ class SEIIssueManager(IssueManager):
             "num_epochs": rec.num_epochs,
             "predicted_label": rec.predicted_labels(),
         }
+
+
+def _history_labels(datalab, num_columns: int) -> np.ndarray:
+    """Datalab's labels as column indices of a history with ``num_columns`` columns.
+
+    Datalab maps the classes present in the labels, sorted, to 0..M-1
+    (``datalab._label_map`` maps them back). Integer labels that are valid column indices
+    are used as they are, so an absent class does not shift the later columns; otherwise
+    Datalab's numbering is used when it has one class per column.
+    """
+    labels = np.asarray(datalab.labels)
+    label_map = dict(getattr(datalab, "_label_map", None) or {})
+    if not label_map:
+        return labels
+    original = [label_map[i] for i in range(len(label_map))]
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and 0 <= v < num_columns
+           for v in original):
+        return np.asarray(original, dtype=np.int64)[labels]
+    if len(original) == num_columns:
+        return labels
+    shown = ", ".join(str(v) for v in original[:5]) + (", ..." if len(original) > 5 else "")
+    raise ValueError(
+        f'The "sei" issue type: pred_probs_history has {num_columns} class columns but the labels hold '
+        f"{len(original)} classes ({shown}), so the columns cannot be matched to classes. Use integer labels "
+        f"0..{num_columns - 1} (column k = class k), or a history with one column per class of lab.class_names, "
+        "in that order."
+    )
 
 
 if "sei" not in REGISTRY[Task.CLASSIFICATION]:

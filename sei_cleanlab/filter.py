@@ -37,10 +37,20 @@ def find_label_issues(
     ----------
     labels : np.ndarray
         (N,) given labels, integers in 0..K-1.
-    pred_probs_history : np.ndarray, np.memmap or sei.SEIRecorder
+    pred_probs_history : np.ndarray, np.memmap, torch.Tensor or sei.SEIRecorder
         (T, N, K) predicted probabilities of every example at each of T epochs (K columns,
         K + 1 when an auxiliary pseudo-class was trained), or a recorder filled during training.
-        A memmap is processed in chunks along T, never loaded whole.
+        A memmap is processed in chunks along T, never loaded whole; float16 / bfloat16
+        values are computed in float32.
+
+        With a recorder, ``labels`` are the labels scored: where they equal the labels
+        trained on (``recorder.labels``) the recorded dynamics are used as they are. Where
+        they differ (e.g. corrected labels), the scores that depend on every epoch's
+        agreement with the label (all but ``"ei"``, ``"mistakenness"`` and
+        ``"knn_margin"``) cannot be recomputed from the recorder's running sums and a
+        ValueError says so: pass the (T, N, K) history instead (``history_path=`` records
+        it) or retrain. Samples in ``threshold_samples`` keep the label trained on (the
+        auxiliary pseudo-class), so passing the original labels there is fine.
     score : str
         Which score ranks examples: ``"sei"`` (the paper), ``"sei_mean"``, ``"ei"``,
         ``"se_last"``, ``"se_mid"``, ``"aum"``, ``"aum_prob"``, ``"signed_confidence"``,
@@ -90,7 +100,7 @@ def find_label_issues(
         )
     labels, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
     aux = None if threshold_samples is None else check_indices(threshold_samples, rec.num_samples, "threshold_samples")
-    scorer = Scorer(rec, labels, features, knn_k, neighbors)
+    scorer = Scorer(rec, labels, features, knn_k, neighbors, trained_at=aux)
     scores = scorer(score)
     cutoff = compute_threshold(scores, threshold, aux_indices=aux, score_name=score)
     mask = flag_issues(scores, cutoff)

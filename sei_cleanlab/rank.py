@@ -48,8 +48,10 @@ def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE
     ----------
     labels : np.ndarray
         (N,) given labels, integers in 0..K-1.
-    pred_probs_history : np.ndarray, np.memmap or sei.SEIRecorder
-        (T, N, K) per-epoch predicted probabilities, or a filled recorder.
+    pred_probs_history : np.ndarray, np.memmap, torch.Tensor or sei.SEIRecorder
+        (T, N, K) per-epoch predicted probabilities, or a filled recorder. With a
+        recorder, labels other than those trained on raise a ValueError for scores that
+        cannot be recomputed for them (see :func:`sei_cleanlab.find_label_issues`).
     method : str
         A score name (see :func:`sei_cleanlab.find_label_issues`).
     from_logits : bool
@@ -70,7 +72,7 @@ def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE
     --------
     >>> H = np.tile(np.array([[[.9, .1], [.2, .8]]]), (3, 1, 1))
     >>> get_label_quality_scores(np.array([0, 0]), H).round(3)
-    array([0.734, 0.139])
+    array([0.9, 0.2])
     """
     if method not in ALL_SCORES:
         raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(ALL_SCORES)}.")
