@@ -95,6 +95,24 @@ def test_torch_tensor_with_grad_and_labels_as_tensor():
     assert np.array_equal(find_label_issues(torch.tensor(labels), t), noisy)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_cuda_tensors_are_accepted(dtype):
+    hist, labels, noisy, _ = planted_history()
+    t = torch.tensor(hist, device="cuda").to(getattr(torch, dtype))
+    assert np.array_equal(find_label_issues(torch.tensor(labels, device="cuda"), t), noisy)
+    rec = SEIRecorder(hist.shape[1], hist.shape[2])
+    rec.update(torch.arange(hist.shape[1], device="cuda"), t[0], torch.tensor(labels, device="cuda"))
+    rec.end_epoch()
+    assert np.all(np.isfinite(rec.scores("sei")))
+
+
+def test_float16_logits_give_finite_aum():
+    logits = np.log(np.clip(H_BAD, 1e-30, 1)).astype(np.float16)  # -69 for the zeros: finite in float16
+    rec = SEIRecorder.from_history(logits, Y_BAD, from_logits=True)
+    assert np.all(np.isfinite(rec.scores("aum"))) and np.all(np.isfinite(rec.scores("sei")))
+
+
 def test_to_numpy_turns_half_precision_into_float32():
     for x in (torch.ones(2, dtype=torch.bfloat16), torch.ones(2, dtype=torch.float16), np.ones(2, np.float16)):
         assert to_numpy(x).dtype == np.float32
