@@ -239,7 +239,7 @@ def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = N
         pretrained, model = model, arch
     if model not in open_clip.list_models() and not model.startswith("hf-hub:"):
         raise MissingWeightsError(f"unknown model {model!r} (not an open_clip architecture). " + MODEL_OPTIONS_HELP)
-    if pretrained is None and not allow_random:
+    if pretrained is None and not allow_random and not model.startswith("hf-hub:"):
         raise MissingWeightsError(
             f"model={model!r} needs weights: pass pretrained=<tag or checkpoint path> "
             f"(tags: {open_clip.list_pretrained_tags_by_model(model)[:6]}). " + MODEL_OPTIONS_HELP)
@@ -247,8 +247,12 @@ def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = N
         if pretrained not in open_clip.list_pretrained_tags_by_model(model):
             raise MissingWeightsError(f"pretrained={pretrained!r} is neither a file nor a known tag of {model!r}. "
                                       + MODEL_OPTIONS_HELP)
+    local = True
+    if (pretrained is not None and not os.path.isfile(pretrained)) or model.startswith("hf-hub:"):
+        local = _check_weights_reachable(open_clip, model, pretrained)
     try:
-        clip, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained)
+        with _hf_offline(local):
+            clip, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained)
     except Exception as e:  # download failure, offline without cache, corrupt file
         raise MissingWeightsError(f"could not load weights for model={model!r} pretrained={pretrained!r}: "
                                   f"{type(e).__name__}: {e}. " + MODEL_OPTIONS_HELP) from e
@@ -257,6 +261,144 @@ def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = N
     if image_size:
         b.image_size = int(image_size)
     return b
+
+
+#: Seconds to wait for a TCP connection to the weights' host before declaring it unreachable.
+OFFLINE_PROBE_TIMEOUT_S = 1.5
+_HF_WEIGHTS = "open_clip_pytorch_model.bin"
+_HF_SAFE_WEIGHTS = "open_clip_model.safetensors"
+
+
+def _hf_cached(repo_id: str, filename: str) -> Optional[str]:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - open_clip then downloads by URL
+        return None
+    f = try_to_load_from_cache(repo_id, filename)
+    return f if isinstance(f, str) and os.path.isfile(f) else None
+
+
+def _weight_candidates(filename: str) -> list:
+    """open_clip tries a .safetensors twin first (open_clip.pretrained._get_safe_alternatives)."""
+    alts = []
+    if filename == _HF_WEIGHTS:
+        alts.append(_HF_SAFE_WEIGHTS)
+    elif filename.endswith((".bin", ".pth")):
+        alts.append(filename[:-4] + ".safetensors")
+    return alts + [filename]
+
+
+def _weights_location(open_clip, model: str, pretrained: Optional[str]):
+    """Where open_clip would read ``model`` / ``pretrained`` from: (cached locally, host URL, looked-at names)."""
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants as hf_constants
+
+        hf_endpoint = hf_constants.ENDPOINT
+    except ImportError:  # pragma: no cover
+        hf_endpoint = None
+    if model.startswith("hf-hub:"):
+        repo = model[len("hf-hub:"):]
+        have_cfg = _hf_cached(repo, "open_clip_config.json")
+        have_w = any(_hf_cached(repo, f) for f in _weight_candidates(_HF_WEIGHTS))
+        return bool(have_cfg and have_w), hf_endpoint, f"{repo} (Hugging Face cache)"
+    cfg = open_clip.get_pretrained_cfg(model, pretrained) or {}
+    if cfg.get("file"):
+        return True, None, cfg["file"]
+    hub, url = cfg.get("hf_hub", ""), cfg.get("url", "")
+    if hub and hf_endpoint is not None:
+        repo, filename = os.path.split(hub)
+        names = _weight_candidates(filename or _HF_WEIGHTS)
+        return any(_hf_cached(repo, f) for f in names), hf_endpoint, f"{repo}/{names[-1]} (Hugging Face cache)"
+    if url:
+        target = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        return os.path.isfile(target), f"{urlparse(url).scheme}://{urlparse(url).netloc}", target
+    return False, hf_endpoint, "(no download location known)"
+
+
+def _reachable(url: Optional[str], timeout: float = OFFLINE_PROBE_TIMEOUT_S):
+    """None when a TCP connection to ``url``'s host (or the configured HTTPS proxy) opens within
+    ``timeout`` seconds, else the reason. Runs in a daemon thread: name resolution has no timeout."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    if not url:
+        return "no host to download from"
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+                  if os.environ.get(k)), None)
+    u = urlparse(proxy if proxy else url)
+    if not u.hostname:
+        u = urlparse("//" + (proxy or url))
+    host, port = u.hostname, u.port or (443 if (u.scheme or "https") == "https" else 80)
+    out = {}
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            out["ok"] = True
+        except OSError as e:
+            out["err"] = f"{type(e).__name__}: {e}"
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.25)
+    if out.get("ok"):
+        return None
+    return f"{host}:{port} unreachable ({out.get('err', f'no answer in {timeout:g} s')})"
+
+
+def _check_weights_reachable(open_clip, model: str, pretrained: Optional[str]) -> bool:
+    """True when the weights are in the local cache; raise MissingWeightsError at once when they are
+    not and cannot be downloaded (offline mode or the host does not answer in ~1.5 s); False otherwise
+    (online: open_clip downloads as usual)."""
+    local, host, where = _weights_location(open_clip, model, pretrained)
+    if local:
+        return True
+    try:
+        from huggingface_hub import constants as hf_constants
+
+        offline = bool(hf_constants.HF_HUB_OFFLINE)
+    except ImportError:  # pragma: no cover
+        offline = False
+    why = "HF_HUB_OFFLINE is set" if offline else _reachable(host)
+    if why is not None:
+        raise MissingWeightsError(
+            f"weights for model={model!r} pretrained={pretrained!r} are not in the local cache (looked for "
+            f"{where}) and cannot be downloaded: {why}. Connect to the network once to cache them, or copy the "
+            "checkpoint file here and pass pretrained=<path>. " + MODEL_OPTIONS_HELP)
+    return False
+
+
+class _hf_offline:
+    """Hugging Face Hub offline mode while open_clip reads weights that are already cached, so that it
+    does not ask the network for a newer revision (and retry for tens of seconds when there is none)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        if not self.enabled:
+            return self
+        try:
+            from huggingface_hub import constants as hf_constants
+        except ImportError:  # pragma: no cover
+            self.enabled = False
+            return self
+        self._c, self._old, self._env = hf_constants, hf_constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE")
+        hf_constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._c.HF_HUB_OFFLINE = self._old
+            if self._env is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = self._env
+        return False
 
 
 def _module_fingerprint(m: nn.Module) -> str:
@@ -333,24 +475,40 @@ def preprocess_batch(images, *, size: int, mean, std, device="cpu", channels_las
     return x
 
 
+def _hasher():
+    try:  # ~10x faster than hashlib on large arrays, when installed
+        import xxhash
+
+        return xxhash.xxh3_128()
+    except ImportError:
+        return hashlib.blake2b(digest_size=16)
+
+
 def _data_fingerprint(images) -> str:
-    h = hashlib.sha1()
+    """Cache key of the data: every byte of an array; path, size, mtime_ns, inode and ctime_ns of files.
+
+    Arrays are hashed in full (in 64 MiB slices, no copy when contiguous), so changing any pixel
+    changes the key. A file rewritten in place changes its mtime_ns or at least its ctime_ns
+    (which cannot be set back), a file replaced by another its inode.
+    """
+    h = _hasher()
     if isinstance(images, np.ndarray):
         h.update(str((images.shape, images.dtype.str)).encode())
-        flat = images.reshape(len(images), -1)
-        step = max(1, len(images) // 256)
-        h.update(np.ascontiguousarray(flat[::step]).tobytes())
-        h.update(np.ascontiguousarray(flat[-1]).tobytes() if len(images) else b"")
+        flat = images.reshape(len(images), -1) if images.ndim else images.reshape(1, -1)
+        row = max(1, flat.shape[1] * flat.dtype.itemsize)
+        step = max(1, (64 << 20) // row)
+        for s in range(0, len(flat), step):
+            h.update(np.ascontiguousarray(flat[s:s + step]).data)
     else:
         for p in images:
             p = str(p)
-            h.update(p.encode())
+            h.update(p.encode() + b"\0")
             try:
                 st = os.stat(p)
-                h.update(f"{st.st_size}:{int(st.st_mtime)}".encode())
+                h.update(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns};".encode())
             except OSError:
-                h.update(b"missing")
-    return h.hexdigest()[:16]
+                h.update(b"missing;")
+    return h.hexdigest()[:32]
 
 
 def embed_images(model, images, *, image_size: Optional[int] = None, batch_size: int = 256, device="cpu",

@@ -246,3 +246,137 @@ def test_torch_uint8_image_tensor_is_taken_as_images():
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
     with pytest.raises(ValueError, match="image arrays"):
         train(imgs.astype(np.int64), y, class_names=["a", "b"], model=clip, tokenizer=tok, epochs=1, progress=False)
+
+
+# ----------------------------------------------------------------------------- embedding cache keys
+def test_changing_one_pixel_off_the_old_sampling_stride_gives_new_features(tmp_path):
+    from sei.models import embed_images, load_model
+
+    clip, tok = _tiny_clip()
+    b = load_model(clip, tokenizer=tok)
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (1000, 32, 32, 3), dtype=np.uint8)  # old key: every 3rd image + the last
+    f0 = embed_images(b, imgs, cache_dir=tmp_path)
+    imgs[1, 5, 5] = 255 - imgs[1, 5, 5]
+    f1 = embed_images(b, imgs, cache_dir=tmp_path)
+    assert not np.array_equal(f0[1], f1[1]), "the cache returned the old features of a changed image"
+    np.testing.assert_allclose(f1, embed_images(b, imgs), rtol=1e-5, atol=1e-6)
+    assert len(list(tmp_path.glob("emb_*.npz"))) == 2
+
+
+def test_a_file_rewritten_within_the_same_second_gives_new_features(tmp_path):
+    from PIL import Image
+
+    from sei.models import embed_images, load_model
+
+    clip, tok = _tiny_clip()
+    b = load_model(clip, tokenizer=tok)
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    p = tmp_path / "a.bmp"  # uncompressed: same size after the edit
+    Image.fromarray(a).save(p)
+    st = os.stat(p)
+    f0 = embed_images(b, [str(p)], cache_dir=tmp_path / "cache")
+    a[0, 0] = 255 - a[0, 0]
+    Image.fromarray(a).save(p)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - st.st_mtime_ns % 10**9 + 1))  # same whole second
+    assert os.stat(p).st_size == st.st_size and int(os.stat(p).st_mtime) == int(st.st_mtime)
+    f1 = embed_images(b, [str(p)], cache_dir=tmp_path / "cache")
+    assert not np.array_equal(f0, f1)
+
+
+def test_array_fingerprint_is_fast():
+    from sei.models import _data_fingerprint
+
+    x = np.zeros((20000, 32, 32, 3), np.uint8)  # 61 MB
+    t = time.perf_counter()
+    _data_fingerprint(x)
+    _data_fingerprint(np.asfortranarray(x[:5000]))  # non-contiguous: hashed in slices
+    assert time.perf_counter() - t < 5
+
+
+# ----------------------------------------------------------------------------- offline weight look-ups
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No name resolution, an empty Hugging Face cache and an empty ~/.cache/clip."""
+    import socket
+
+    hf_constants = pytest.importorskip("huggingface_hub.constants")
+
+    def no_dns(*a, **k):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("model, tag", [("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-B-32", "openai"),
+                                        ("hf-hub:timm/ViT-B-16-SigLIP", None)])
+def test_open_clip_tag_offline_fails_in_under_two_seconds(offline, model, tag):
+    pytest.importorskip("open_clip")
+    from sei.models import MissingWeightsError, load_model
+
+    t = time.perf_counter()
+    with pytest.raises(MissingWeightsError, match="not in the local cache.*pretrained=<path>"):
+        load_model(model, pretrained=tag)
+    elapsed = time.perf_counter() - t
+    print(f"offline look-up {model} {tag}: {elapsed:.3f} s")
+    assert elapsed < 5  # issue 13: under 2 s (measured ~0.01 s); was 50 s of retries
+
+
+def test_a_host_that_never_answers_is_given_up_after_the_probe_timeout(offline, monkeypatch):
+    import socket
+    import threading
+
+    pytest.importorskip("open_clip")
+    from sei import models
+
+    gate = threading.Event()
+
+    def hang(*a, **k):  # e.g. DNS or SYN packets silently dropped
+        gate.wait(30)
+        raise OSError("released")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    t = time.perf_counter()
+    try:
+        with pytest.raises(models.MissingWeightsError, match="no answer"):
+            models.load_model("ViT-B-32", pretrained="laion2b_s34b_b79k")
+    finally:
+        gate.set()
+    assert time.perf_counter() - t < models.OFFLINE_PROBE_TIMEOUT_S + 1.5
+
+
+def test_cached_tag_loads_offline_without_network_retries(offline, monkeypatch):
+    """A tag whose weights are in the Hugging Face cache loads with the network down, at once."""
+    open_clip = pytest.importorskip("open_clip")
+    from open_clip import factory, pretrained as oc_pretrained
+
+    from sei.models import load_model
+
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                                           "patch_size": 8},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "sei-tiny", cfg)
+    monkeypatch.setitem(oc_pretrained._PRETRAINED, "sei-tiny", {"cached": {"hf_hub": "sei-test/tiny/"}})
+    torch.manual_seed(1)
+    ref = open_clip.create_model("sei-tiny")
+    snap = offline / "hf" / "models--sei-test--tiny"
+    (snap / "refs").mkdir(parents=True)
+    rev = "0" * 40
+    (snap / "refs" / "main").write_text(rev)
+    (snap / "snapshots" / rev).mkdir(parents=True)
+    torch.save(ref.state_dict(), snap / "snapshots" / rev / "open_clip_pytorch_model.bin")
+    t = time.perf_counter()
+    b = load_model("sei-tiny", pretrained="cached")
+    assert time.perf_counter() - t < 5
+    torch.testing.assert_close(b.clip.state_dict(), ref.state_dict())
+    import huggingface_hub.constants as hf_constants
+
+    assert hf_constants.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ  # restored
