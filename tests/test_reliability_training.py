@@ -380,3 +380,40 @@ def test_cached_tag_loads_offline_without_network_retries(offline, monkeypatch):
     import huggingface_hub.constants as hf_constants
 
     assert hf_constants.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ  # restored
+
+
+# ----------------------------------------------------------------------------- fuzz: train's arguments
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_odd = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True, allow_infinity=True),
+                 st.text(max_size=3), st.just([1, 2]))
+_inputs = st.sampled_from(["ok", "torch", "torch_bf16", "1d", "3d_float", "nan_rows", "all_nan", "list_floats",
+                           "short", "int_features", "str", "none"])
+
+
+def _make_inputs(kind, x):
+    return {"ok": x, "torch": torch.from_numpy(x), "torch_bf16": torch.from_numpy(x).to(torch.bfloat16),
+            "1d": x[:, 0], "3d_float": x[:, :, None], "nan_rows": np.where(np.arange(len(x))[:, None] % 2, x, np.nan),
+            "all_nan": np.full_like(x, np.nan), "list_floats": x[:, 0].tolist(), "short": x[:-1],
+            "int_features": (x * 10).astype(np.int64), "str": "x.npy", "none": None}[kind]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(kind=_inputs, epochs=st.one_of(st.integers(-1, 2), _odd), batch_size=st.one_of(st.integers(-1, 40), _odd),
+       threshold=st.one_of(st.sampled_from(["auto", "zero", "gmm", "aux_mean", "nope"]), _odd),
+       lr=st.one_of(st.floats(0, 1), _odd))
+def test_train_fuzz_only_value_or_type_errors_before_training(kind, epochs, batch_size, threshold, lr):
+    """Any mix of good and bad arguments either trains or raises ValueError/TypeError before epoch 0."""
+    x, y = _blobs(n=24, d=3)
+    trained = []
+    try:
+        res = train(_make_inputs(kind, x), y, class_names=NAMES, epochs=epochs, batch_size=batch_size,
+                    threshold=threshold, lr=lr, progress=False, on_epoch_end=lambda e, t, m: trained.append(e))
+    except (ValueError, TypeError) as e:
+        assert not trained, f"raised after training started: {e!r}"
+        assert str(e)
+        return
+    assert len(res.scores) == 24 and trained == list(range(epochs))
+    assert kind in ("ok", "torch", "torch_bf16", "nan_rows", "int_features")
