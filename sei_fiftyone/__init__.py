@@ -22,8 +22,10 @@ _EXPORTS = {
     "compute_sei": "sei_fiftyone.core",
     "field_names": "sei_fiftyone.core",
     "list_sei_runs": "sei_fiftyone.core",
+    "recover_interrupted_writes": "sei_fiftyone.core",
     "saved_view_name": "sei_fiftyone.core",
     "sorted_view": "sei_fiftyone.core",
+    "validate_brain_key": "sei_fiftyone.core",
     "apply_suggestions": "sei_fiftyone.relabel",
     "suggest_relabels": "sei_fiftyone.relabel",
     "install_plugin": "sei_fiftyone.plugin",
@@ -51,9 +53,11 @@ __all__ = [
     "install_plugin",
     "list_sei_runs",
     "plugin_dir",
+    "recover_interrupted_writes",
     "saved_view_name",
     "sorted_view",
     "suggest_relabels",
+    "validate_brain_key",
 ]
 
 

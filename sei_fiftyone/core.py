@@ -18,6 +18,8 @@ Writes three fields, in bulk, only after training succeeded:
     <brain_key>_suggestion    Classification, the model's label and its probability
 
 and a saved view ``<brain_key>_most_likely_mislabeled`` (flagged samples, lowest first).
+The new values are staged beside the previous run and then switched in, so a failure or a
+kill leaves the previous run (see "Write-back" below and :func:`write_values`).
 The Config class lives here, in an importable module, so that ``get_brain_info`` and
 ``load_brain_results`` work in any process, the App's included.
 """
@@ -71,6 +73,45 @@ def embeddings_fields(samples):
     return sorted(out)
 
 
+def validate_brain_key(samples, brain_key):
+    """Refuse a ``brain_key`` whose run would overwrite something that is not its own.
+
+    The run writes ``field_names(brain_key)`` and the saved view
+    ``saved_view_name(brain_key)``. Rerunning an existing SEI run of that key reuses
+    them; otherwise none of them may exist (``ground_truth``, ``filepath``, ``tags``,
+    ``id``, the fields of another run, ...). A key held by a run of another method is
+    refused too. Used by :func:`compute_sei` and by the App's form and operator.
+
+    Args:
+        samples: a :class:`fiftyone.core.collections.SampleCollection`
+        brain_key: the proposed run key
+
+    Raises:
+        ValueError: naming the key, what it collides with and what to do instead
+    """
+    if not isinstance(brain_key, str) or not brain_key.isidentifier():
+        raise ValueError(f"brain_key must be a valid identifier (letters, digits, _), got {brain_key!r}")
+    dataset = samples._root_dataset
+    if brain_key in dataset.list_brain_runs():
+        config = dataset.get_brain_info(brain_key).config
+        if isinstance(config, SEIConfig):
+            return
+        raise ValueError(f"brain_key '{brain_key}' is a {type(config).__name__} run of this dataset; choose "
+                         f"another brain_key, or delete that run first (dataset.delete_brain_run('{brain_key}'))")
+    schema = dataset.get_field_schema(include_private=True)
+    taken = [f for f in field_names(brain_key) if f in schema]
+    if taken:
+        raise ValueError(
+            f"brain_key '{brain_key}' would overwrite the existing field(s) {', '.join(repr(f) for f in taken)}, "
+            f"which are not the fields of an SEI run '{brain_key}' (an SEI run writes {list(field_names(brain_key))}); "
+            "choose another brain_key (e.g. 'sei' or 'sei_2'), or rename or delete those fields first"
+        )
+    view = saved_view_name(brain_key)
+    if dataset.has_saved_view(view):
+        raise ValueError(f"brain_key '{brain_key}' would overwrite the saved view '{view}'; choose another "
+                         "brain_key, or rename or delete that saved view first")
+
+
 def compute_sei(
     samples,
     label_field,
@@ -97,8 +138,14 @@ def compute_sei(
     every sample, and writes ``<brain_key>`` (float, lower = more likely mislabeled),
     ``<brain_key>_mislabeled`` (bool) and ``<brain_key>_suggestion``
     (:class:`fiftyone.core.labels.Classification`: the model's label and confidence).
-    The fields are written in bulk after training, so a failed run leaves the dataset as
-    it was; rerunning with the same ``brain_key`` overwrites the previous run. The run is
+    The fields are written in bulk after training, beside the previous run and then
+    switched in, so a failed run leaves the dataset as it was; rerunning with the same
+    ``brain_key`` overwrites the previous run. A ``brain_key`` whose fields or saved
+    view already exist without being an SEI run of that key is refused
+    (:func:`validate_brain_key`), as is a run in which no sample could be used. A write
+    interrupted by a kill is repaired when compute_sei next runs on the dataset: a
+    partial write is dropped and the previous run restored, or a run whose values were
+    all written is completed (:func:`recover_interrupted_writes`). The run is
     registered as a brain run (``list_brain_runs``, ``load_brain_results``,
     ``delete_brain_run`` all work) and the flagged samples, most likely mislabeled
     first, are saved as the view ``<brain_key>_most_likely_mislabeled``.
@@ -106,7 +153,8 @@ def compute_sei(
     Args:
         samples: a :class:`fiftyone.core.collections.SampleCollection` (dataset or view)
         label_field: the ``Classification`` field holding the labels to check
-        brain_key ("sei"): the run key, also the name of the score field
+        brain_key ("sei"): the run key, also the name of the score field; must not name
+            an existing field that is not this run's (see :func:`validate_brain_key`)
         model ("efficientnet-lite0"): the image model (``"efficientnet-lite0"`` ships
             its weights with pip, so it works offline; any model name accepted by
             ``sei.train``), or ``"embeddings"`` together with ``embeddings_field``
@@ -144,6 +192,10 @@ def compute_sei(
     Returns:
         a :class:`SEIResults`
 
+    Raises:
+        ValueError: a bad argument or ``brain_key``, or no usable sample (every image
+            unreadable); nothing is written then
+
     Example::
 
         import fiftyone.zoo as foz
@@ -154,6 +206,8 @@ def compute_sei(
     """
     from . import _engine
 
+    recover_interrupted_writes(samples)
+    validate_brain_key(samples, brain_key)
     # FiftyOne Brain's convention: an embeddings field that does not exist yet is computed
     # with `model` and stored (at the end, with the other fields); an existing one is used.
     store_embeddings = (embeddings_field is not None
@@ -166,6 +220,9 @@ def compute_sei(
             raise ValueError("mode='finetune' changes the encoder while training, so its embeddings cannot be "
                              "stored; use mode='frozen' with embeddings_field, or no embeddings_field")
         mode = "frozen"
+        if embeddings_field in field_names(brain_key):
+            raise ValueError(f"embeddings_field '{embeddings_field}' is one of the fields the run "
+                             f"'{brain_key}' writes {field_names(brain_key)}; choose another name for it")
     elif embeddings_field is not None:
         model = _engine.EMBEDDINGS_MODEL
     if model == _engine.EMBEDDINGS_MODEL:
@@ -251,6 +308,12 @@ def compute_sei(
             ", ".join(samples.select(ids[skipped_pos[:5]].tolist()).values("filepath")),
         )
 
+    if not np.isfinite(scores).any():
+        what = (f"all {skipped_pos.size} image(s) could not be read (e.g. "
+                f"{', '.join(samples.select(ids[skipped_pos[:3]].tolist()).values('filepath'))})"
+                if skipped_pos.size == train_pos.size else "no sample received a finite score")
+        raise ValueError(f"SEI found no usable sample: {what}; nothing was written. Fix the file paths "
+                         "(or the embeddings), or restrict the view to usable samples")
     score_values = [None if not np.isfinite(s) else float(s) for s in scores]
     flag_values = [bool(f) for f in flags]
     suggestion_values = [None] * n
@@ -281,64 +344,294 @@ def compute_sei(
     )
 
     # Everything below writes; nothing above did.
-    brain_method.register_run(samples, brain_key, overwrite=True, cleanup=True)
-    write_values(samples, brain_key, ids.tolist(), score_values, flag_values, suggestion_values)
+    embeddings = None
     if store_embeddings:
         feats = np.asarray(result.features, dtype=np.float32)
         unread = set(np.asarray(getattr(result, "skipped", []), dtype=np.int64).tolist())
         keep = [j for j in range(len(train_pos)) if j not in unread and np.isfinite(feats[j]).all()]
-        samples._root_dataset.select(ids[train_pos[keep]].tolist(), ordered=True).set_values(
-            embeddings_field, [feats[j] for j in keep])
-    _save_sorted_view(samples, brain_key)
-    brain_method.save_run_results(samples, brain_key, results)
+        embeddings = (embeddings_field, ids[train_pos[keep]].tolist(), [feats[j] for j in keep])
+    write_values(samples, brain_key, ids.tolist(), score_values, flag_values, suggestion_values,
+                 embeddings=embeddings, run=(brain_method, results))
     return results
 
 
-def write_values(samples, brain_key, ids, scores, flags, suggestions):
-    """Write the three per-sample fields of a run in one bulk server-side merge.
+# Write-back -------------------------------------------------------------------------------
+#
+# A run is written beside the previous one and then switched in, so that a failure or a
+# kill leaves either the previous run or the new one, never a mix (MongoDB's standalone
+# server has no multi-document transactions). The write goes through one temporary
+# collection ``tmp.sei_<token>``, which is also the journal of the write (its "meta"
+# document records the dataset, the fields, the phase, the owner process and, from the
+# commit on, the new run's config and results):
+#
+# 1. stage: the new values (one document per sample, ``n``) and a copy of the previous
+#    run's values (``o``, for every sample that has one of the run's fields) go into the
+#    temporary collection. Nothing on the dataset changes; a failure drops the collection.
+# 2. switch (commit: phase "switch"): the fields are declared, then one server-side
+#    ``$merge`` sets every sample's fields from ``n`` (removing them where ``n`` lacks
+#    them: samples outside the new run). Each sample is updated atomically. A failure
+#    rolls back with the same ``$merge`` from ``o``.
+# 3. run (phase "run"): the run is registered, its results saved and its saved view
+#    written (single-document writes), then the collection is dropped.
+#
+# A process killed during the write leaves the collection behind. The next compute_sei
+# (or write_values) on that dataset finds it, and once its owner is gone (same host: the
+# pid no longer runs; another host: no progress for STALE_AFTER_S seconds) drops a staged
+# write, rolls an interrupted switch back to the previous run, or completes a run whose
+# values were all switched in; collections of datasets that no longer exist are dropped.
+
+TMP_PREFIX = "tmp.sei_"
+STALE_AFTER_S = 600
+_KINDS = {"float": (fof.FloatField, {}), "bool": (fof.BooleanField, {}),
+          "classification": (fof.EmbeddedDocumentField, {"embedded_doc_type": fol.Classification}),
+          "vector": (fof.VectorField, {})}
+_ACTIVE = set()  # names of this process's write collections in use
+
+
+def _phase(name):
+    """Called at each step of the write (``"staged"``, ``"switched"``, ``"registered"``).
+
+    A no-op; the tests replace it to inject failures and kills inside the write phase.
+    """
+
+
+def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddings=None, run=None):
+    """Write the fields of a run (and register the run) as one switch from the previous run.
 
     ``ids``, ``scores`` (float or None), ``flags`` (bool) and ``suggestions``
-    (``(label, confidence)`` or None) are aligned lists. The values go to a temporary
-    collection with one ``insert_many`` and are merged into the samples by ``_id`` with a
-    single ``$merge`` aggregation: about 10x faster than ``set_values``' per-sample updates
-    (see benchmarks/results/fiftyone_speed.md). The fields are declared in the schema first.
+    (``(label, confidence)`` or None) are aligned lists; samples of the dataset that are
+    not in ``ids`` lose the run's fields (as when a run is overwritten).
+
+    The values are staged in a temporary collection with one ``insert_many`` and merged
+    into the samples by ``_id`` with one server-side ``$merge``: about 3x faster than
+    ``set_values``' per-sample updates at 100,000 samples (see
+    benchmarks/results/fiftyone_speed.md). A failure or a kill before the switch leaves
+    the dataset as it was, a failure during it is rolled back, and a kill is repaired by
+    the next call on the dataset (see the comment above this function).
+
+    Args:
+        samples: the dataset or view of the run
+        brain_key: the run key (``field_names(brain_key)`` are written)
+        ids, scores, flags, suggestions: aligned per-sample lists
+        embeddings (None): ``(field, ids, vectors)`` to store a new vector field too
+        run (None): ``(brain_method, results)`` to register the run, save its results and
+            its saved view in the same switch
     """
-    import datetime
+    import json
+    import os
+    import socket
+    import time
     import uuid
 
-    from bson import ObjectId
-
-    import fiftyone.core.odm as foo
+    from bson import ObjectId, json_util
 
     dataset = samples._root_dataset
+    recover_interrupted_writes(dataset)
     score_field, flag_field, sugg_field = field_names(brain_key)
-    schema = dataset.get_field_schema()
-    if score_field not in schema:
-        dataset.add_sample_field(score_field, fof.FloatField)
-    if flag_field not in schema:
-        dataset.add_sample_field(flag_field, fof.BooleanField)
-    if sugg_field not in schema:
-        dataset.add_sample_field(sugg_field, fof.EmbeddedDocumentField, embedded_doc_type=fol.Classification)
-
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-    docs = []
+    kinds = {score_field: "float", flag_field: "bool", sugg_field: "classification"}
+    if embeddings is not None:
+        kinds[embeddings[0]] = "vector"
+    docs = {}
     for _id, score, flag, sugg in zip(ids, scores, flags, suggestions):
         if sugg is not None:
             sugg = {"_id": ObjectId(), "_cls": "Classification", "tags": [],
                     "label": sugg[0], "confidence": sugg[1]}
-        docs.append({"_id": ObjectId(_id), score_field: score, flag_field: bool(flag),
-                     sugg_field: sugg, "last_modified_at": now})
-    if not docs:
-        return
-    db = foo.get_db_conn()
-    tmp = db[f"tmp.sei_{uuid.uuid4().hex}"]
+        docs[_id] = {"_id": ObjectId(_id), "n": {score_field: score, flag_field: bool(flag), sugg_field: sugg}}
+    if embeddings is not None:
+        encode = fof.VectorField().to_mongo
+        for _id, vec in zip(embeddings[1], embeddings[2]):
+            docs[_id]["n"][embeddings[0]] = encode(np.asarray(vec))
+
+    meta = {"_id": "meta", "dataset": dataset._sample_collection_name, "brain_key": brain_key,
+            "kinds": kinds, "phase": "stage", "host": socket.gethostname(), "pid": os.getpid(),
+            "updated": time.time()}
+    db = _db()
+    name = f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    tmp = db[name]
+    _ACTIVE.add(name)
     try:
-        tmp.insert_many(docs, ordered=False)
-        tmp.aggregate([{"$merge": {"into": dataset._sample_collection_name, "on": "_id",
-                                   "whenMatched": "merge", "whenNotMatched": "discard"}}])
-    finally:
+        tmp.insert_one(meta)  # creates the collection: never one without its journal
+        try:
+            _insert_docs(tmp, list(docs.values()))
+            _backup_previous(dataset, tmp, list(kinds))
+            _phase("staged")
+        except BaseException:
+            tmp.drop()
+            raise
+        schema = dataset.get_field_schema()
+        commit = {"phase": "switch", "updated": time.time(), "declared": [f for f in kinds if f not in schema]}
+        if run is not None:
+            backend, results = run
+            commit["run"] = {
+                "config": json.dumps(backend.config.serialize()),
+                "results": json_util.dumps(results.serialize()),
+                "view_stages": _view_stages(samples),
+            }
+        tmp.update_one({"_id": "meta"}, {"$set": commit})
+        try:
+            _declare(dataset, kinds)
+            _merge(tmp, dataset, "n")
+        except BaseException:
+            try:
+                _rollback(dataset, tmp, {**meta, **commit})
+            except Exception:  # the journal stays: the next run on this dataset rolls back
+                logger.exception("Rolling back SEI run '%s' failed; the next compute_sei on this "
+                                 "dataset restores the previous run", brain_key)
+            raise
+        tmp.update_one({"_id": "meta"}, {"$set": {"phase": "run", "updated": time.time()}})
+        _phase("switched")
+        if run is not None:
+            backend, results = run
+            backend.register_run(samples, brain_key, overwrite=True, cleanup=False)
+            backend.save_run_results(samples, brain_key, results)
+            _phase("registered")
+            _save_sorted_view(samples, brain_key)
         tmp.drop()
+    finally:
+        _ACTIVE.discard(name)
+        dataset._reload_docs()
+
+
+def recover_interrupted_writes(samples):
+    """Repair what a killed write of an SEI run left on this dataset; returns the keys repaired.
+
+    Called by :func:`compute_sei` before it does anything else. A write collection
+    ``tmp.sei_*`` whose owner is gone is dropped, after rolling an interrupted switch back
+    to the previous run (phase ``"switch"``) or completing a run whose values were all
+    written (phase ``"run"``). Collections of other live datasets are left to them;
+    those of deleted datasets, and any without a journal, are dropped.
+    """
+    dataset = samples._root_dataset
+    db = _db()
+    repaired = []
+    for name in db.list_collection_names(filter={"name": {"$regex": "^" + TMP_PREFIX.replace(".", r"\.")}}):
+        tmp = db[name]
+        meta = tmp.find_one({"_id": "meta"})
+        if meta is not None and not _stale(name, meta):
+            continue
+        if meta is not None and meta.get("dataset") != dataset._sample_collection_name:
+            if db.datasets.find_one({"sample_collection_name": meta.get("dataset")}, {"_id": 1}) is not None:
+                continue  # another dataset's: repaired by its own next run
+        elif meta is not None:
+            dataset.reload()
+            if meta.get("phase") == "switch":
+                logger.warning("Rolling back the interrupted write of SEI run '%s' (previous run restored)",
+                               meta["brain_key"])
+                _rollback(dataset, tmp, meta)
+            elif meta.get("phase") == "run":
+                logger.warning("Completing the interrupted write of SEI run '%s'", meta["brain_key"])
+                _roll_forward(dataset, tmp, meta)
+            repaired.append(meta["brain_key"])
+        tmp.drop()
+    return repaired
+
+
+def _db():
+    import fiftyone.core.odm as foo
+
+    return foo.get_db_conn()
+
+
+def _stale(name, meta):
+    import os
+    import socket
+    import time
+
+
+    if meta.get("host") != socket.gethostname():
+        return time.time() - float(meta.get("updated", 0)) > STALE_AFTER_S
+    pid = int(meta.get("pid", -1))
+    if pid == os.getpid():
+        return name not in _ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False
+    return False
+
+
+def _insert_docs(tmp, docs):
+    """Stage the new values: one ``insert_many`` into the write collection."""
+    if docs:
+        tmp.insert_many(docs, ordered=False)
+
+
+def _backup_previous(dataset, tmp, fields):
+    """Copy the values the previous run left on any sample into ``o`` of the write collection."""
+    dataset._sample_collection.aggregate([
+        {"$match": {"$or": [{f: {"$exists": True}} for f in fields]}},
+        {"$project": {"_id": 1, "o": {f: f"${f}" for f in fields}}},
+        {"$merge": {"into": tmp.name, "on": "_id", "whenMatched": "merge", "whenNotMatched": "insert"}},
+    ])
+
+
+def _merge(tmp, dataset, which, match=None):
+    """Set the run's fields of every staged sample from ``which`` (``"n"`` new, ``"o"`` old).
+
+    One ``$merge`` into the sample collection; a field missing from ``which`` is removed.
+    Each sample is updated atomically, and repeating the merge gives the same result.
+    """
+    meta = tmp.find_one({"_id": "meta"})
+    pipeline = [{"$match": {"_id": {"$type": "objectId"}, **(match or {})}}]
+    sets = {f: f"$$new.{which}.{f}" for f in meta["kinds"]}
+    sets["last_modified_at"] = "$$NOW"
+    pipeline.append({"$merge": {"into": dataset._sample_collection_name, "on": "_id",
+                                "whenMatched": [{"$set": sets}], "whenNotMatched": "discard"}})
+    tmp.aggregate(pipeline)
+
+
+def _declare(dataset, kinds):
+    schema = dataset.get_field_schema()
+    for field, kind in kinds.items():
+        if field not in schema:
+            ftype, kw = _KINDS[kind]
+            dataset.add_sample_field(field, ftype, **kw)
+
+
+def _rollback(dataset, tmp, meta):
+    """Put back the previous run's values and drop the fields this write declared."""
+    _merge(tmp, dataset, "o")
+    declared = [f for f in meta.get("declared", []) if f in dataset.get_field_schema()]
+    if declared:
+        dataset.delete_sample_fields(declared)
+    tmp.drop()
     dataset._reload_docs()
+
+
+def _roll_forward(dataset, tmp, meta):
+    """Finish a write whose values were all switched in: fields, run, results, saved view."""
+    import json
+
+    from bson import json_util
+
+    import fiftyone.core.view as fov
+
+    _declare(dataset, meta["kinds"])
+    _merge(tmp, dataset, "n")  # idempotent: repeats the completed switch
+    run = meta.get("run")
+    if run is not None:
+        key = meta["brain_key"]
+        config = fob.BrainMethodConfig.from_dict(json.loads(run["config"]))
+        samples = dataset
+        if run.get("view_stages"):
+            samples = fov.DatasetView._build(dataset, [json_util.loads(st) for st in run["view_stages"]])
+        backend = config.build()
+        results = fob.BrainResults.from_dict(json_util.loads(run["results"]), samples, config, key)
+        backend.register_run(samples, key, overwrite=True, cleanup=False)
+        backend.save_run_results(samples, key, results)
+        _save_sorted_view(samples, key)
+    dataset._reload_docs()
+
+
+def _view_stages(samples):
+    import fiftyone.core.view as fov
+    from bson import json_util
+
+    if not isinstance(samples, fov.DatasetView):
+        return None
+    return [json_util.dumps(st) for st in samples._serialize(include_uuids=False)]
 
 
 def _save_sorted_view(samples, brain_key):

@@ -134,6 +134,12 @@ class ComputeSEI(foo.Operator):
         elif brain_key and not str(brain_key).isidentifier():
             prop.invalid = True
             prop.error_message = "A brain key must be a valid identifier (letters, digits, _)"
+        elif brain_key and ctx.dataset is not None:
+            try:  # one rule for the form, execute() and compute_sei
+                core.validate_brain_key(ctx.dataset, brain_key)
+            except ValueError as e:
+                prop.invalid = True
+                prop.error_message = str(e)
         inputs.bool("overwrite", default=False, label="Overwrite an existing run with this key")
         inputs.bool("delegate", default=False, label="Delegate execution",
                     description="Queue the run for a delegated-operations worker")
@@ -151,6 +157,7 @@ class ComputeSEI(foo.Operator):
             score=ctx.params.get("score") or DEFAULT_SCORE,
         )
         target = ctx.target_view()
+        core.validate_brain_key(target, kwargs["brain_key"])  # refused before any training
         if ctx.delegated:
             results = core.compute_sei(
                 target, progress=lambda f, label: ctx.set_progress(progress=f, label=label), **kwargs
