@@ -417,3 +417,36 @@ def test_train_fuzz_only_value_or_type_errors_before_training(kind, epochs, batc
         return
     assert len(res.scores) == 24 and trained == list(range(epochs))
     assert kind in ("ok", "torch", "torch_bf16", "nan_rows", "int_features")
+
+
+# ----------------------------------------------------------------------------- kill -9, then resume
+_KILL_SCRIPT = r"""
+import os, signal, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_reliability_training import _blobs, _fit
+from sei.active import RobustWeights
+x, y = _blobs()
+def die(epoch, epochs, m):
+    if epoch + 1 == 5:
+        open(os.path.join({ckpt!r}, "checkpoint.pt.{{}}.tmp".format(os.getpid())), "wb").write(b"half")
+        os.kill(os.getpid(), signal.SIGKILL)
+_fit(x, y, checkpoint_dir={ckpt!r}, sample_weights=RobustWeights(len(y), step=0.5), on_epoch_end=die)
+"""
+
+
+def test_kill_9_at_epoch_5_then_resume_with_sample_weights_matches_the_uninterrupted_run(tmp_path):
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = _KILL_SCRIPT.format(tests=tests, ckpt=str(tmp_path))
+    p = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(tests), capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert list(tmp_path.glob("checkpoint.pt.*.tmp"))  # what a kill mid-save leaves
+    x, y = _blobs()
+    full = _fit(x, y, sample_weights=RobustWeights(len(y), step=0.5))
+    resumed = _fit(x, y, checkpoint_dir=tmp_path, resume=True, sample_weights=RobustWeights(len(y), step=0.5))
+    np.testing.assert_array_equal(full.scores, resumed.scores)
+    assert not list(tmp_path.glob("checkpoint.pt.*.tmp"))
