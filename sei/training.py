@@ -326,7 +326,8 @@ def _pack(obj, where="state"):
             raise TypeError(f"checkpoint {where} holds an object array; only numeric arrays can be saved")
         a = np.ascontiguousarray(obj).reshape(-1)
         raw = a.view(np.uint8) if a.size else np.zeros(0, np.uint8)
-        return {_ND: torch.from_numpy(raw.copy()), "dtype": obj.dtype.str, "shape": list(obj.shape)}
+        raw = raw if raw.flags.writeable else raw.copy()  # shared, not copied: saved at once
+        return {_ND: torch.from_numpy(raw), "dtype": obj.dtype.str, "shape": list(obj.shape)}
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, dict):
