@@ -50,36 +50,51 @@ def bench_writeback(n):
     import fiftyone as fo
     import fiftyone.core.labels as fol
 
-    from sei_fiftyone.core import write_values
+    from sei_fiftyone.core import SEIConfig, SEIResults, write_values
 
     ds = fo.Dataset(f"sei-bench-writeback-{n}", overwrite=True)
     t = time.perf_counter()
     ds.add_samples([fo.Sample(filepath=f"/nonexistent/{i:06d}.jpg") for i in range(n)], progress=False)
     add_s = time.perf_counter() - t
     rng = np.random.default_rng(0)
-    scores = rng.normal(size=n)
     classes = [f"class_{k}" for k in range(10)]
-    labels = rng.integers(0, 10, n)
-    conf = rng.random(n)
-    t = time.perf_counter()
-    score_values = [float(s) for s in scores]
-    flag_values = [bool(s < 0) for s in scores]
-    sugg = [(classes[k], float(c)) for k, c in zip(labels, conf)]
-    ids = ds.values("id")
-    build_s = time.perf_counter() - t
-    t = time.perf_counter()
-    write_values(ds, "sei", ids, score_values, flag_values, sugg)
-    write_s = time.perf_counter() - t
+
+    def run(seed):
+        """compute_sei's write phase: stage, switch, register the run, save its results and view."""
+        rng = np.random.default_rng(seed)
+        scores, labels, conf = rng.normal(size=n), rng.integers(0, 10, n), rng.random(n)
+        t = time.perf_counter()
+        score_values = [float(s) for s in scores]
+        flag_values = [bool(s < 0) for s in scores]
+        sugg = [(classes[k], float(c)) for k, c in zip(labels, conf)]
+        ids = ds.values("id")
+        build_s = time.perf_counter() - t
+        config = SEIConfig(label_field="ground_truth", model="embeddings", embeddings_field="embedding",
+                           mode="embeddings", epochs=10)
+        backend = config.build()
+        results = SEIResults(ds, config, "sei", threshold=0.0, score_name="aum_prob", classes=classes,
+                             num_samples=n, num_flagged=int(sum(flag_values)), scores_summary={}, aux_ids=[],
+                             skipped_ids=[], train_accuracy=[], train_loss=[], backend=backend)
+        t = time.perf_counter()
+        write_values(ds, "sei", ids, score_values, flag_values, sugg, run=(backend, results))
+        return build_s, time.perf_counter() - t, labels, conf
+
+    build_s, write_s, labels, conf = run(0)
     assert isinstance(ds.last()["sei_suggestion"], fol.Classification)
+    build2_s, write2_s, _, _ = run(1)  # overwrites the run: the previous values are kept until the switch
+    assert len(ds.exists("sei_suggestion")) == n and ds.list_brain_runs() == ["sei"]
     t = time.perf_counter()
     ds.set_values("sei_setvalues", [fol.Classification(label=classes[k], confidence=float(c))
                                     for k, c in zip(labels, conf)])
     ref_s = time.perf_counter() - t
-    assert len(ds.exists("sei_suggestion")) == n
-    _record("write-back", n, "scores + flags + suggestions (write_values)", write_s + build_s,
-            f"one $merge {write_s:.2f} s + building values {build_s:.2f} s; the suggestions alone "
-            f"through FiftyOne's set_values take {ref_s:.2f} s; "
-            f"goal < 5 s; (adding the samples took {add_s:.1f} s)")
+    note = ("staged in a tmp collection, switched in with one $merge, run registered + saved view; "
+            f"the suggestions alone through FiftyOne's set_values take {ref_s:.2f} s; goal < 5 s; "
+            f"(adding the samples took {add_s:.1f} s)")
+    _record("write-back", n, "scores + flags + suggestions + run (write_values), new run", write_s + build_s,
+            f"write {write_s:.2f} s + building values {build_s:.2f} s; " + note)
+    _record("write-back", n, "scores + flags + suggestions + run (write_values), overwriting a run",
+            write2_s + build2_s, f"write {write2_s:.2f} s + building values {build2_s:.2f} s; the previous "
+            "values are copied aside first (rollback on failure); " + note)
     ds.delete()
 
 

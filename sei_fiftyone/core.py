@@ -359,28 +359,32 @@ def compute_sei(
 #
 # A run is written beside the previous one and then switched in, so that a failure or a
 # kill leaves either the previous run or the new one, never a mix (MongoDB's standalone
-# server has no multi-document transactions). The write goes through one temporary
+# server has no multi-document transactions). The write goes through a temporary
 # collection ``tmp.sei_<token>``, which is also the journal of the write (its "meta"
 # document records the dataset, the fields, the phase, the owner process and, from the
-# commit on, the new run's config and results):
+# commit on, the new run's config and results), and ``tmp.sei_<token>_old``:
 #
-# 1. stage: the new values (one document per sample, ``n``) and a copy of the previous
-#    run's values (``o``, for every sample that has one of the run's fields) go into the
-#    temporary collection. Nothing on the dataset changes; a failure drops the collection.
-# 2. switch (commit: phase "switch"): the fields are declared, then one server-side
-#    ``$merge`` sets every sample's fields from ``n`` (removing them where ``n`` lacks
-#    them: samples outside the new run). Each sample is updated atomically. A failure
-#    rolls back with the same ``$merge`` from ``o``.
+# 1. stage: the new values (one document per sample; samples left out of a run on a view
+#    that hold the run's fields get a ``_remove`` mark) go into ``tmp.sei_<token>`` with
+#    one ``insert_many``, and the previous values into ``..._old`` with one server-side
+#    aggregation. Nothing on the dataset changes; a failure drops both collections.
+# 2. switch (commit: phase "switch"): the fields are declared, then one ``$merge`` sets
+#    the new values on the samples by ``_id`` (each sample is updated atomically) and a
+#    second removes the fields from the marked samples. A failure rolls back: the fields
+#    are removed from the staged samples and the previous values merged back from ``_old``.
 # 3. run (phase "run"): the run is registered, its results saved and its saved view
-#    written (single-document writes), then the collection is dropped.
+#    written (single-document writes), then the collections are dropped.
 #
-# A process killed during the write leaves the collection behind. The next compute_sei
-# (or write_values) on that dataset finds it, and once its owner is gone (same host: the
-# pid no longer runs; another host: no progress for STALE_AFTER_S seconds) drops a staged
-# write, rolls an interrupted switch back to the previous run, or completes a run whose
-# values were all switched in; collections of datasets that no longer exist are dropped.
+# A process killed during the write leaves the collections behind. The next compute_sei
+# (or write_values) on that dataset finds them, and once their owner is gone (same host:
+# the pid no longer runs; another host: no progress for STALE_AFTER_S seconds) drops a
+# staged write, rolls an interrupted switch back to the previous run, or completes a run
+# whose values were all switched in; collections of datasets that no longer exist are
+# dropped. Every step of a rollback or a completion can be repeated, so a kill during the
+# repair is repaired the same way.
 
 TMP_PREFIX = "tmp.sei_"
+_OLD = "_old"  # suffix of the collection holding the previous run's values
 STALE_AFTER_S = 600
 _KINDS = {"float": (fof.FloatField, {}), "bool": (fof.BooleanField, {}),
           "classification": (fof.EmbeddedDocumentField, {"embedded_doc_type": fol.Classification}),
@@ -403,9 +407,9 @@ def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddi
     not in ``ids`` lose the run's fields (as when a run is overwritten).
 
     The values are staged in a temporary collection with one ``insert_many`` and merged
-    into the samples by ``_id`` with one server-side ``$merge``: about 3x faster than
-    ``set_values``' per-sample updates at 100,000 samples (see
-    benchmarks/results/fiftyone_speed.md). A failure or a kill before the switch leaves
+    into the samples by ``_id`` with one server-side ``$merge`` (pymongo on FiftyOne's
+    connection: FiftyOne's public ``set_values`` takes about 3x as long at 100,000 samples
+    for the suggestions alone, see benchmarks/results/fiftyone_speed.md). A failure or a kill before the switch leaves
     the dataset as it was, a failure during it is rolled back, and a kill is repaired by
     the next call on the dataset (see the comment above this function).
 
@@ -417,6 +421,7 @@ def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddi
         run (None): ``(brain_method, results)`` to register the run, save its results and
             its saved view in the same switch
     """
+    import datetime
     import json
     import os
     import socket
@@ -431,16 +436,18 @@ def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddi
     kinds = {score_field: "float", flag_field: "bool", sugg_field: "classification"}
     if embeddings is not None:
         kinds[embeddings[0]] = "vector"
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     docs = {}
     for _id, score, flag, sugg in zip(ids, scores, flags, suggestions):
         if sugg is not None:
             sugg = {"_id": ObjectId(), "_cls": "Classification", "tags": [],
                     "label": sugg[0], "confidence": sugg[1]}
-        docs[_id] = {"_id": ObjectId(_id), "n": {score_field: score, flag_field: bool(flag), sugg_field: sugg}}
+        docs[_id] = {"_id": ObjectId(_id), score_field: score, flag_field: bool(flag), sugg_field: sugg,
+                     "last_modified_at": now}
     if embeddings is not None:
         encode = fof.VectorField().to_mongo
         for _id, vec in zip(embeddings[1], embeddings[2]):
-            docs[_id]["n"][embeddings[0]] = encode(np.asarray(vec))
+            docs[_id][embeddings[0]] = encode(np.asarray(vec))
 
     meta = {"_id": "meta", "dataset": dataset._sample_collection_name, "brain_key": brain_key,
             "kinds": kinds, "phase": "stage", "host": socket.gethostname(), "pid": os.getpid(),
@@ -453,10 +460,10 @@ def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddi
         tmp.insert_one(meta)  # creates the collection: never one without its journal
         try:
             _insert_docs(tmp, list(docs.values()))
-            _backup_previous(dataset, tmp, list(kinds))
+            _backup_previous(dataset, tmp, list(kinds), len(docs) < len(dataset))
             _phase("staged")
         except BaseException:
-            tmp.drop()
+            _drop(tmp)
             raise
         schema = dataset.get_field_schema()
         commit = {"phase": "switch", "updated": time.time(), "declared": [f for f in kinds if f not in schema]}
@@ -470,7 +477,7 @@ def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddi
         tmp.update_one({"_id": "meta"}, {"$set": commit})
         try:
             _declare(dataset, kinds)
-            _merge(tmp, dataset, "n")
+            _switch(tmp, dataset)
         except BaseException:
             try:
                 _rollback(dataset, tmp, {**meta, **commit})
@@ -486,7 +493,7 @@ def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddi
             backend.save_run_results(samples, brain_key, results)
             _phase("registered")
             _save_sorted_view(samples, brain_key)
-        tmp.drop()
+        _drop(tmp)
     finally:
         _ACTIVE.discard(name)
         dataset._reload_docs()
@@ -504,7 +511,12 @@ def recover_interrupted_writes(samples):
     dataset = samples._root_dataset
     db = _db()
     repaired = []
-    for name in db.list_collection_names(filter={"name": {"$regex": "^" + TMP_PREFIX.replace(".", r"\.")}}):
+    names = db.list_collection_names(filter={"name": {"$regex": "^" + TMP_PREFIX.replace(".", r"\.")}})
+    for name in names:
+        if name.endswith(_OLD):
+            if name[: -len(_OLD)] not in names:  # its write collection was dropped first
+                db.drop_collection(name)
+            continue
         tmp = db[name]
         meta = tmp.find_one({"_id": "meta"})
         if meta is not None and not _stale(name, meta):
@@ -522,7 +534,7 @@ def recover_interrupted_writes(samples):
                 logger.warning("Completing the interrupted write of SEI run '%s'", meta["brain_key"])
                 _roll_forward(dataset, tmp, meta)
             repaired.append(meta["brain_key"])
-        tmp.drop()
+        _drop(tmp)
     return repaired
 
 
@@ -558,28 +570,50 @@ def _insert_docs(tmp, docs):
         tmp.insert_many(docs, ordered=False)
 
 
-def _backup_previous(dataset, tmp, fields):
-    """Copy the values the previous run left on any sample into ``o`` of the write collection."""
+def _backup_previous(dataset, tmp, fields, partial):
+    """Copy the previous run's values into ``<tmp>_old``; with ``partial`` (a run on some of
+    the samples), also stage the removal of the run's fields from the samples left out."""
+    match = {"$or": [{f: {"$exists": True}} for f in fields]}
     dataset._sample_collection.aggregate([
-        {"$match": {"$or": [{f: {"$exists": True}} for f in fields]}},
-        {"$project": {"_id": 1, "o": {f: f"${f}" for f in fields}}},
-        {"$merge": {"into": tmp.name, "on": "_id", "whenMatched": "merge", "whenNotMatched": "insert"}},
+        {"$match": match},
+        {"$project": {"_id": 1, **{f: 1 for f in fields}}},
+        {"$merge": {"into": tmp.name + _OLD, "on": "_id", "whenMatched": "replace", "whenNotMatched": "insert"}},
+    ])
+    if partial:
+        tmp.database[tmp.name + _OLD].aggregate([
+            {"$lookup": {"from": tmp.name, "localField": "_id", "foreignField": "_id", "as": "new"}},
+            {"$match": {"new": {"$size": 0}}},
+            {"$project": {"_id": 1, "_remove": {"$literal": True}}},
+            {"$merge": {"into": tmp.name, "on": "_id", "whenMatched": "keepExisting", "whenNotMatched": "insert"}},
+        ])
+
+
+def _merge(source, dataset, when_matched, match=None):
+    """One server-side ``$merge`` of ``source``'s sample documents into the samples by ``_id``."""
+    source.aggregate([
+        {"$match": {"_id": {"$type": "objectId"}, **(match or {})}},
+        {"$merge": {"into": dataset._sample_collection_name, "on": "_id",
+                    "whenMatched": when_matched, "whenNotMatched": "discard"}},
     ])
 
 
-def _merge(tmp, dataset, which, match=None):
-    """Set the run's fields of every staged sample from ``which`` (``"n"`` new, ``"o"`` old).
+def _unset(fields):
+    return [{"$unset": list(fields)}, {"$set": {"last_modified_at": "$$NOW"}}]
 
-    One ``$merge`` into the sample collection; a field missing from ``which`` is removed.
-    Each sample is updated atomically, and repeating the merge gives the same result.
+
+def _switch(tmp, dataset):
+    """Set the new values on the run's samples and remove the fields from samples left out.
+
+    Each sample is updated atomically, and repeating the switch gives the same result.
     """
-    meta = tmp.find_one({"_id": "meta"})
-    pipeline = [{"$match": {"_id": {"$type": "objectId"}, **(match or {})}}]
-    sets = {f: f"$$new.{which}.{f}" for f in meta["kinds"]}
-    sets["last_modified_at"] = "$$NOW"
-    pipeline.append({"$merge": {"into": dataset._sample_collection_name, "on": "_id",
-                                "whenMatched": [{"$set": sets}], "whenNotMatched": "discard"}})
-    tmp.aggregate(pipeline)
+    fields = list(tmp.find_one({"_id": "meta"})["kinds"])
+    _merge(tmp, dataset, "merge", {"_remove": {"$exists": False}})
+    _merge(tmp, dataset, _unset(fields), {"_remove": True})
+
+
+def _drop(tmp):
+    tmp.drop()  # the journal first: a stray "_old" copy is dropped by the next recovery
+    tmp.database.drop_collection(tmp.name + _OLD)
 
 
 def _declare(dataset, kinds):
@@ -592,11 +626,13 @@ def _declare(dataset, kinds):
 
 def _rollback(dataset, tmp, meta):
     """Put back the previous run's values and drop the fields this write declared."""
-    _merge(tmp, dataset, "o")
+    _merge(tmp, dataset, _unset(meta["kinds"]))  # repeatable: the old values come back next
+    _merge(tmp.database[tmp.name + _OLD], dataset, [{"$replaceWith": {"$mergeObjects": ["$$ROOT", "$$new"]}},
+                                                   {"$set": {"last_modified_at": "$$NOW"}}])
     declared = [f for f in meta.get("declared", []) if f in dataset.get_field_schema()]
     if declared:
         dataset.delete_sample_fields(declared)
-    tmp.drop()
+    _drop(tmp)
     dataset._reload_docs()
 
 
@@ -609,7 +645,7 @@ def _roll_forward(dataset, tmp, meta):
     import fiftyone.core.view as fov
 
     _declare(dataset, meta["kinds"])
-    _merge(tmp, dataset, "n")  # idempotent: repeats the completed switch
+    _switch(tmp, dataset)  # repeats the completed switch, to the same result
     run = meta.get("run")
     if run is not None:
         key = meta["brain_key"]
