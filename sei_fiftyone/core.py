@@ -409,9 +409,10 @@ def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddi
     The values are staged in a temporary collection with one ``insert_many`` and merged
     into the samples by ``_id`` with one server-side ``$merge`` (pymongo on FiftyOne's
     connection: FiftyOne's public ``set_values`` takes about 3x as long at 100,000 samples
-    for the suggestions alone, see benchmarks/results/fiftyone_speed.md). A failure or a kill before the switch leaves
-    the dataset as it was, a failure during it is rolled back, and a kill is repaired by
-    the next call on the dataset (see the comment above this function).
+    for the suggestions alone, see benchmarks/results/fiftyone_speed.md). A failure or a
+    kill before the switch leaves the dataset as it was, a failure during it is rolled
+    back, and a kill is repaired by the next call on the dataset (see the comment above
+    this function).
 
     Args:
         samples: the dataset or view of the run
@@ -489,10 +490,15 @@ def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddi
         _phase("switched")
         if run is not None:
             backend, results = run
-            backend.register_run(samples, brain_key, overwrite=True, cleanup=False)
-            backend.save_run_results(samples, brain_key, results)
-            _phase("registered")
-            _save_sorted_view(samples, brain_key)
+            try:
+                backend.register_run(samples, brain_key, overwrite=True, cleanup=False)
+                backend.save_run_results(samples, brain_key, results)
+                _phase("registered")
+                _save_sorted_view(samples, brain_key)
+            except Exception:  # the values are in: the journal lets the next run finish it
+                logger.exception("Registering SEI run '%s' failed after its values were written; the "
+                                 "next compute_sei on this dataset completes it", brain_key)
+                raise
         _drop(tmp)
     finally:
         _ACTIVE.discard(name)
