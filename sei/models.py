@@ -434,7 +434,7 @@ def encode_text(bundle: EncoderBundle, prompts: Sequence[str], *, device="cpu") 
 
 
 def preprocess_batch(images, *, size: int, mean, std, device="cpu", channels_last=True) -> torch.Tensor:
-    """Resize and normalise a batch of images for an encoder.
+    """Resize and normalise a batch of images for an encoder (the transforms of :mod:`sei.engine.images`).
 
     Parameters
     ----------
@@ -455,24 +455,19 @@ def preprocess_batch(images, *, size: int, mean, std, device="cpu", channels_las
     >>> tuple(x.shape), float(x[0, 0, 0, 0])
     ((2, 3, 64, 64), -1.0)
     """
+    from .engine.images import normalize, resize
+
     x = torch.as_tensor(images)
     if x.dtype == torch.uint8:
         if x.ndim == 3:  # grayscale (B, H, W)
             x = x.unsqueeze(-1).expand(*x.shape, 3)
-        x = x.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        x = x.to(device).permute(0, 3, 1, 2).float()
     else:
         x = x.to(device).float()
         if x.ndim == 4 and x.shape[1] != 3 and x.shape[-1] == 3:
             x = x.permute(0, 3, 1, 2)
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                            antialias=x.shape[-1] > size)
-    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
-    x = (x - m) / s
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+        x = x * 255.0
+    return normalize(resize(x, size), mean, std, channels_last=channels_last)
 
 
 def _hasher():
@@ -513,22 +508,28 @@ def _data_fingerprint(images) -> str:
 
 def embed_images(model, images, *, image_size: Optional[int] = None, batch_size: int = 256, device="cpu",
                  cache_dir=None, progress: bool = False, num_threads: Optional[int] = None,
-                 return_skipped: bool = False):
-    """Frozen features of images, computed batch-wise and optionally cached on disk.
+                 return_skipped: bool = False, num_workers: int = 0, chunk_size: int = 16384):
+    """Frozen features of images, computed batch-wise on the device and optionally cached on disk.
+
+    The images go through :class:`sei.engine.images.ImageStore` (files decoded by a thread
+    pool, arrays sliced; uint8 to the device) in chunks of ``chunk_size``, the next chunk
+    decoding while the current one is embedded; resize and normalisation run on whole
+    batches on the device, under bf16 autocast on a GPU.
 
     Parameters
     ----------
     model : EncoderBundle or anything :func:`load_model` accepts
-    images : np.ndarray or sequence of str
-        ``(N, H, W, 3)`` uint8 images, ``(N, 3, H, W)`` floats in [0, 1], or N image file paths
-        (unreadable files are skipped: their rows are NaN).
+    images : np.ndarray, torch.Tensor, sequence of str, or torch.utils.data.Dataset
+        ``(N, H, W, 3)`` uint8 images, ``(N, 3, H, W)`` floats in [0, 1] (quantised to uint8),
+        N image file paths (unreadable files are skipped: their rows are NaN), or a Dataset
+        of images / ``(image, label)`` pairs (not cached).
     image_size : int, optional
         Resize to this square size (default: the model's). 96 is a good CPU trade-off for
         32x32 CIFAR images with EfficientNet-Lite0.
     batch_size : int, default 256
     device : str, default "cpu"
     cache_dir : path, optional
-        When given, features are stored as ``<cache_dir>/emb_<model>_<size>_<datahash>.npy``
+        When given, features are stored as ``<cache_dir>/emb_<model>_<size>_<datahash>.npz``
         and reused on the next call with the same model, data and preprocessing.
     progress : bool, default False
         Show a tqdm bar.
@@ -536,6 +537,10 @@ def embed_images(model, images, *, image_size: Optional[int] = None, batch_size:
         torch intra-op threads on CPU (default: keep torch's setting).
     return_skipped : bool, default False
         Also return the indices of unreadable image files.
+    num_workers : int, default 0
+        Decoding threads for files (0: one per core), DataLoader workers for a Dataset.
+    chunk_size : int, default 16384
+        Images decoded and held at once.
 
     Returns
     -------
@@ -551,51 +556,60 @@ def embed_images(model, images, *, image_size: Optional[int] = None, batch_size:
     >>> embed_images(enc, x, image_size=96).shape
     (4, 1280)
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .engine.images import ImageStore, is_path_list, normalize, resize
+
     bundle = load_model(model) if not isinstance(model, EncoderBundle) else model
     size = int(image_size or bundle.image_size)
-    is_paths = not isinstance(images, (np.ndarray, torch.Tensor))
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
     cache_path = None
-    if cache_dir is not None:
+    if cache_dir is not None and (isinstance(images, np.ndarray) or is_path_list(images)):
         safe = bundle.name.replace("/", "_").replace(":", "_")
-        key = _data_fingerprint(images if not isinstance(images, torch.Tensor) else images.numpy())
-        cache_path = Path(cache_dir) / f"emb_{safe}_{size}_{key}.npz"
+        cache_path = Path(cache_dir) / f"emb_{safe}_{size}_{_data_fingerprint(images)}.npz"
         if cache_path.exists():
             z = np.load(cache_path)
             return (z["features"], z["skipped"]) if return_skipped else z["features"]
     if num_threads:
         torch.set_num_threads(int(num_threads))
     dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    visual = bundle.visual.to(dev).eval()
-    if dev.type == "cpu":
-        visual = visual.to(memory_format=torch.channels_last)
+    visual = bundle.visual.to(dev).eval().to(memory_format=torch.channels_last)
+    amp = torch.bfloat16 if (dev.type == "cuda" and torch.cuda.is_bf16_supported()) else torch.float16
     n = len(images)
     out = np.full((n, bundle.embed_dim), np.nan, dtype=np.float32)
-    skipped: list[int] = []
-    it = range(0, n, batch_size)
+    ok_all = np.zeros(n, dtype=bool)
+    sliceable = isinstance(images, np.ndarray) or is_path_list(images)
+    step = max(1, int(chunk_size)) if sliceable else max(n, 1)
+
+    def load(s):
+        part = images[s:s + step] if sliceable else images
+        return ImageStore(part, size, dev, num_workers=num_workers)
+
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, desc=f"embed {bundle.name}@{size}px", unit="batch")
-    use_amp = dev.type == "cuda"
-    with torch.inference_mode():
-        for s in it:
-            idx = np.arange(s, min(n, s + batch_size))
-            if is_paths:
-                from .data import load_image_batch
-
-                batch, ok = load_image_batch([images[i] for i in idx], size=size)
-                bad = idx[~ok]
-                skipped.extend(int(i) for i in bad)
-                if not ok.any():
-                    continue
-                idx = idx[ok]
-                x = preprocess_batch(batch[ok], size=size, mean=bundle.mean, std=bundle.std, device=dev)
-            else:
-                x = preprocess_batch(images[s:s + len(idx)], size=size, mean=bundle.mean, std=bundle.std, device=dev)
-            with torch.autocast("cuda", enabled=use_amp):
-                f = visual(x)
-            out[idx] = f.float().cpu().numpy()
-    skipped_arr = np.asarray(skipped, dtype=np.int64)
+        bar = tqdm(total=n, desc=f"embed {bundle.name}@{size}px", unit="img")
+    with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
+        nxt = pool.submit(load, 0) if n else None
+        for s in range(0, n, step):
+            store = nxt.result()
+            nxt = pool.submit(load, s + step) if s + step < n else None
+            ok = np.flatnonzero(store.ok)
+            feats = torch.empty(len(ok), bundle.embed_dim, device=dev)
+            order = torch.from_numpy(ok)
+            for sl, xb in store.batches(order, batch_size):
+                x = normalize(resize(xb.float(), size), bundle.mean, bundle.std)
+                with torch.autocast("cuda", dtype=amp, enabled=dev.type == "cuda"):
+                    feats[sl] = visual(x).float()
+            out[s + ok] = feats.cpu().numpy()
+            ok_all[s:s + len(store)] = store.ok
+            if bar is not None:
+                bar.update(len(store))
+    if bar is not None:
+        bar.close()
+    skipped_arr = np.flatnonzero(~ok_all).astype(np.int64)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(f".{os.getpid()}.tmp.npz")

@@ -1,0 +1,19 @@
+"""The training engine behind :func:`sei.train`.
+
+- :mod:`~sei.engine.config`: :class:`TrainConfig`, every option declared and validated once;
+- :mod:`~sei.engine.inputs`: labels, class names and inputs checked against the mode;
+- :mod:`~sei.engine.images`: the device-native image pipeline (uint8 to the device, batched
+  resize / random resized crop / flip / normalisation there);
+- :mod:`~sei.engine.heads`: the heads, the fine-tuning network and the one training loss;
+- :mod:`~sei.engine.loop`: the run's typed state and the epoch runners;
+- :mod:`~sei.engine.checkpoint`: checkpoints that load with ``weights_only=True``;
+- :mod:`~sei.engine.fit`: one run from a config; :mod:`~sei.engine.result`: what it returns.
+
+The engine knows no adapter: ``sei_cleanlab`` and ``sei_fiftyone`` call :func:`sei.train`.
+"""
+
+from .config import TrainConfig
+from .fit import fit
+from .result import TrainResult
+
+__all__ = ["TrainConfig", "TrainResult", "fit"]

@@ -1,0 +1,114 @@
+"""Checkpoints that load without unpickling code.
+
+A checkpoint is a dict of tensors, numbers, strings, None and containers of them; numpy
+arrays travel as their raw bytes with dtype and shape. It loads with
+``torch.load(..., weights_only=True)``, so a crafted ``checkpoint.pt`` cannot run code,
+and anything else (corrupt, truncated, foreign) raises a ValueError naming the file and
+the fix. Writes go to ``checkpoint.pt.<pid>.tmp`` and are renamed into place; stale tmp
+files of dead runs are removed when a run starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["CKPT_NAME", "save_checkpoint", "load_checkpoint", "clean_stale_tmp"]
+
+CKPT_NAME = "checkpoint.pt"
+_CKPT_FORMAT = "sei-checkpoint"
+_CKPT_VERSION = 2
+_ND = "__ndarray__"
+
+
+def _pack(obj, where="state"):
+    """Checkpoint state -> tensors, numbers, strings, None and dicts/lists/tuples of them.
+
+    numpy arrays become ``{"__ndarray__": uint8 tensor of their bytes, "dtype", "shape"}``
+    (exact for every dtype), numpy scalars Python numbers. Anything else is refused, so
+    that every checkpoint loads with ``torch.load(..., weights_only=True)``.
+    """
+    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise TypeError(f"checkpoint {where} holds an object array; only numeric arrays can be saved")
+        a = np.ascontiguousarray(obj).reshape(-1)
+        raw = a.view(np.uint8) if a.size else np.zeros(0, np.uint8)
+        raw = raw if raw.flags.writeable else raw.copy()  # shared, not copied: saved at once
+        return {_ND: torch.from_numpy(raw), "dtype": obj.dtype.str, "shape": list(obj.shape)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _pack(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        out = [_pack(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return tuple(out) if isinstance(obj, tuple) else out
+    raise TypeError(f"checkpoint {where} holds a {type(obj).__name__}; store it as arrays, numbers or strings")
+
+
+def _unpack(obj):
+    """Inverse of :func:`_pack`."""
+    if isinstance(obj, dict):
+        if _ND in obj:
+            raw = obj[_ND].cpu().numpy()
+            return np.frombuffer(raw.tobytes(), dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
+        return {k: _unpack(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unpack(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_unpack(v) for v in obj)
+    return obj
+
+
+def save_checkpoint(path, state):
+    tmp = Path(str(path) + f".{os.getpid()}.tmp")
+    torch.save(_pack(dict(state, format=_CKPT_FORMAT, version=_CKPT_VERSION)), tmp)
+    os.replace(tmp, path)
+
+
+_CKPT_KEYS = ("epoch", "n", "c", "labels_used", "model", "optimizer", "recorder", "metrics")
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by :func:`save_checkpoint` without unpickling code.
+
+    ``weights_only=True``: only tensors, numbers, strings and containers are rebuilt, so
+    a crafted file cannot run code. Anything unreadable raises a ValueError naming the file.
+    """
+    fix = f"delete {path} (or pass resume=False, or another checkpoint_dir) to train from scratch"
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError (forbidden globals), EOFError, RuntimeError (zip), ...
+        raise ValueError(f"cannot resume from {path}: it is not a readable sei checkpoint (corrupt, truncated, "
+                         f"written by an older sei, or not a checkpoint: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); {fix}") from None
+    if not isinstance(st, dict) or st.get("format") != _CKPT_FORMAT or any(k not in st for k in _CKPT_KEYS):
+        raise ValueError(f"cannot resume from {path}: it is not a sei checkpoint (format "
+                         f"{st.get('format') if isinstance(st, dict) else type(st).__name__!r}); {fix}")
+    return _unpack(st)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_tmp(ckpt_path):
+    """Remove ``checkpoint.pt.<pid>.tmp`` left by killed runs (their process is gone, or it is us)."""
+    for f in ckpt_path.parent.glob(ckpt_path.name + ".*.tmp"):
+        pid = f.name[len(ckpt_path.name) + 1:-len(".tmp")]
+        if not pid.isdigit() or (int(pid) != os.getpid() and _pid_alive(int(pid))):
+            continue
+        try:
+            f.unlink()
+        except OSError:
+            pass

@@ -1,0 +1,223 @@
+"""Every option of :func:`sei.train`, declared and validated once.
+
+:class:`TrainConfig` is the single home of the training options: their defaults, their
+types and their rules. :func:`sei.train`, the command line and the FiftyOne adapter build
+one; the checkpoint stores its plain form (``to_dict``) and the result carries it, so a
+run can be reproduced from what it wrote. Validation runs in ``__post_init__``, before any
+data is read or any model is built, and raises ValueError / TypeError naming the option
+and the fix (scikit-learn's ``_parameter_constraints`` idea, as a dataclass).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+from .._validation import check_int_param, check_real_param
+from ..constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, FEATURE_SCORES, HEADS, SCORE_NAMES, THRESHOLD_METHODS
+
+__all__ = ["TrainConfig", "MODES", "LR_SCHEDULES", "DEFAULT_PROMPT_TEMPLATE", "DEFAULT_AUX_PROMPT",
+           "PLACEMENTS"]
+
+DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
+DEFAULT_AUX_PROMPT = "a photo of something else."
+MODES = ("embeddings", "frozen", "finetune")
+LR_SCHEDULES = ("none", "step", "cosine")
+RECORDS = ("train", "eval")
+PLACEMENTS = ("auto", "device", "host")
+
+
+def _choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}.")
+    return value
+
+
+@dataclass
+class TrainConfig:
+    """The options of one :func:`sei.train` run (see its docstring for what each does).
+
+    Examples
+    --------
+    >>> TrainConfig(epochs=10, batch_size=512).lr_for_batch()
+    0.004
+    >>> TrainConfig(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size must be at least 1, got 0.
+    """
+
+    class_names: Optional[list] = None
+    model: Any = "efficientnet-lite0"
+    pretrained: Optional[str] = None
+    tokenizer: Any = None
+    arch: Optional[str] = None
+    mode: Optional[str] = None
+    epochs: int = 150
+    batch_size: int = 128
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_schedule: str = "none"
+    logit_scale: Union[str, float] = "learned"
+    record: str = "train"
+    aux_class: Union[str, bool] = "auto"
+    num_aux: Union[str, int, float] = "paper"
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    aux_prompt: str = DEFAULT_AUX_PROMPT
+    proj_dim: Optional[int] = None
+    center_features: Union[str, bool] = "auto"
+    learn_class_emb: bool = True
+    head: str = "prompt"
+    score: str = DEFAULT_SCORE
+    threshold: Union[str, float] = DEFAULT_THRESHOLD
+    sample_weights: Any = None
+    transition_matrix: Any = None
+    checkpoint_dir: Any = None
+    resume: bool = False
+    device: Any = "auto"
+    image_size: Optional[int] = None
+    num_workers: int = 0
+    cache_dir: Any = None
+    seed: int = 0
+    on_epoch_end: Optional[Callable] = None
+    on_record: Optional[Callable] = None
+    history_path: Any = None
+    progress: bool = True
+    amp: bool = True
+    num_threads: Union[str, int, None] = "auto"
+    force_autograd: bool = False
+    placement: str = "auto"
+    #: options that are objects, not settings: kept out of ``to_dict``
+    _OBJECTS = ("tokenizer", "sample_weights", "transition_matrix", "on_epoch_end", "on_record")
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ rules
+    def validate(self) -> "TrainConfig":
+        """Check every option; raise ValueError / TypeError naming the option and the fix."""
+        self.epochs = check_int_param(self.epochs, "epochs", 1, "train at least one epoch")
+        self.batch_size = check_int_param(self.batch_size, "batch_size", 1, "pass a batch size of one or more samples")
+        self.seed = check_int_param(self.seed, "seed", 0)
+        self.num_workers = check_int_param(self.num_workers, "num_workers", 0, "0 picks one decoding thread per core")
+        self.lr = check_real_param(self.lr, "lr")
+        self.momentum = check_real_param(self.momentum, "momentum")
+        self.weight_decay = check_real_param(self.weight_decay, "weight_decay")
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("record", self.record, RECORDS)
+        _choice("head", self.head, HEADS)
+        _choice("placement", self.placement, PLACEMENTS)
+        if self.mode is not None:
+            _choice("mode", self.mode, MODES)
+        if self.image_size is not None:
+            self.image_size = check_int_param(self.image_size, "image_size", 1, "pass a size in pixels or None")
+        if self.proj_dim is not None:
+            self.proj_dim = check_int_param(self.proj_dim, "proj_dim", 1)
+        if not (self.logit_scale in ("learned", "raw") or
+                (isinstance(self.logit_scale, numbers.Real) and not isinstance(self.logit_scale, bool))):
+            raise ValueError(f"logit_scale must be 'learned', 'raw' or a number, got {self.logit_scale!r}.")
+        if isinstance(self.logit_scale, numbers.Real):
+            check_real_param(self.logit_scale, "logit_scale")
+        if not (self.aux_class == "auto" or isinstance(self.aux_class, bool)):
+            raise ValueError(f"aux_class must be 'auto', True or False, got {self.aux_class!r}.")
+        if not (self.num_aux in ("paper", "code") or (isinstance(self.num_aux, numbers.Real)
+                                                      and not isinstance(self.num_aux, bool) and self.num_aux > 0)):
+            raise ValueError(f"num_aux must be 'paper', 'code', a positive int or a fraction in (0, 1), "
+                             f"got {self.num_aux!r}.")
+        if not (self.center_features == "auto" or isinstance(self.center_features, bool)):
+            raise ValueError(f"center_features must be 'auto', True or False, got {self.center_features!r}.")
+        if not (self.num_threads in ("auto", None) or (isinstance(self.num_threads, numbers.Integral)
+                                                       and not isinstance(self.num_threads, bool)
+                                                       and self.num_threads >= 1)):
+            raise ValueError(f"num_threads must be 'auto', None or a positive int, got {self.num_threads!r}.")
+        if not isinstance(self.prompt_template, str) or "{}" not in self.prompt_template:
+            raise ValueError(f"prompt_template must be a str with a '{{}}' for the class name, "
+                             f"got {self.prompt_template!r}.")
+        for name in ("on_epoch_end", "on_record"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise TypeError(f"{name} must be callable, got {type(getattr(self, name)).__name__}.")
+        if self.score not in SCORE_NAMES + FEATURE_SCORES:
+            raise ValueError(f"unknown score {self.score!r}; use one of {SCORE_NAMES + FEATURE_SCORES}.")
+        self._check_threshold()
+        if isinstance(self.threshold, str) and self.threshold.startswith("aux") and self.aux_class is False:
+            raise ValueError(f"threshold={self.threshold!r} is computed from the auxiliary samples: use "
+                             "aux_class='auto' (or True), or another threshold ('auto', 'zero', 'gmm' or a number).")
+        if self.score in FEATURE_SCORES and isinstance(self.threshold, str) and self.threshold.startswith("aux"):
+            raise ValueError(f"score={self.score!r} mixes in the neighbours' labels, which the auxiliary samples do "
+                             "not calibrate: use threshold 'auto', 'zero', 'gmm' or a number.")
+        if self.mode == "finetune" and self.score in FEATURE_SCORES:
+            raise ValueError(f"score={self.score!r} compares labels in a fixed feature space: use mode 'frozen' or "
+                             "'embeddings'.")
+        if self.mode == "finetune" and self.head == "linear":
+            raise ValueError("head='linear' trains on fixed features: use mode='frozen' or 'embeddings', "
+                             "or head='prompt' to fine-tune the image tower.")
+        if self.resume and self.checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir (the folder holding checkpoint.pt).")
+        sw = self.sample_weights
+        if sw is not None and hasattr(sw, "weights") and not callable(getattr(sw, "update", None)):
+            raise TypeError("sample_weights objects need .weights and .update(losses) (see sei.active.RobustWeights).")
+        if self.class_names is not None:
+            if isinstance(self.class_names, str) or not hasattr(self.class_names, "__len__"):
+                raise TypeError("class_names must be a list of K names, got "
+                                f"{type(self.class_names).__name__}.")
+            self.class_names = [str(c) for c in self.class_names]
+            if len(self.class_names) < 2:
+                raise ValueError("class_names must name at least 2 classes.")
+            if len(set(self.class_names)) != len(self.class_names):
+                raise ValueError("class_names must be unique.")
+        return self
+
+    def _check_threshold(self):
+        t = self.threshold
+        if isinstance(t, numbers.Real) and not isinstance(t, bool):
+            if t != t or t in (float("inf"), float("-inf")):
+                raise ValueError(f"threshold must be finite, got {t}.")
+        elif not (isinstance(t, str) and t in THRESHOLD_METHODS):
+            raise ValueError(f"threshold must be a number or one of {', '.join(THRESHOLD_METHODS)}, got {t!r}.")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def uses_aux(self) -> bool:
+        """Whether the auxiliary pseudo-class is trained ("auto": only for an ``aux_*`` threshold)."""
+        if self.aux_class == "auto":
+            return isinstance(self.threshold, str) and self.threshold.startswith("aux")
+        return bool(self.aux_class)
+
+    def lr_for_batch(self, batch_size: Optional[int] = None) -> float:
+        """The linear scaling rule: ``lr * batch_size / 128`` (Goyal et al., 2017).
+
+        ``sei.train`` uses ``lr`` as given; call this to keep the per-sample step when
+        raising ``batch_size`` above the paper's 128 (e.g. 4e-3 at 512).
+        """
+        return self.lr * (batch_size or self.batch_size) / 128
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some options changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain settings (str, numbers, bools, lists): what a checkpoint and a result store.
+
+        Objects (tokenizer, sample weights, transition matrix, callbacks) are recorded by
+        type name only; a model object by its class name.
+        """
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name in self._OBJECTS:
+                v = None if v is None else type(v).__name__
+            elif f.name == "model" and not isinstance(v, str):
+                v = type(v).__name__
+            elif f.name in ("checkpoint_dir", "cache_dir", "history_path", "device") and v is not None:
+                v = str(v)
+            out[f.name] = v
+        return out
+
+
+def config_fields() -> tuple:
+    """Names of every option, in :func:`sei.train`'s order."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig))
+

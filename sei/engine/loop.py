@@ -1,0 +1,263 @@
+"""The training loop: a typed run state, one epoch runner per kind of input, one record per epoch.
+
+Both runners keep everything on the device during an epoch (features or uint8 images,
+labels, weights, the epoch's logits, loss and accuracy sums) and hand the recorder one
+``(N, C)`` block when the epoch ends: one host sync per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..recorder import SEIRecorder
+from .heads import loss_terms
+from .images import normalize, random_resized_crop_flip, resize
+
+__all__ = ["Run", "TrainState", "run_epoch", "resolve_device", "dist_info", "lr_factor", "rng_seed",
+           "autocast_dtype", "SampleWeights"]
+
+
+# ----------------------------------------------------------------------------- small helpers
+def resolve_device(device) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def dist_info():
+    """``(rank, world_size)``; joins the process group torchrun describes in the environment."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def lr_factor(schedule, epoch, epochs) -> float:
+    if schedule in (None, "none"):
+        return 1.0
+    if schedule == "step":
+        m1, m2 = int(round(0.5 * epochs)), int(round(epochs * 115 / 150))
+        return 0.1 ** ((epoch >= m1) + (epoch >= m2))
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
+    raise ValueError(f"lr_schedule must be 'step', 'none' or 'cosine', got {schedule!r}")
+
+
+def rng_seed(seed, epoch) -> int:
+    return int(seed) * 100003 + int(epoch) * 7919 + 17
+
+
+def autocast_dtype(dev: torch.device, amp: bool) -> Optional[torch.dtype]:
+    """bf16 on a GPU that has it, fp16 (with a gradient scaler) on one that does not, None (fp32) on CPU."""
+    if not amp or dev.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class SampleWeights:
+    """``sample_weights`` as the loop sees it: None, a fixed (N,) array, or an object with
+    ``.weights`` and ``.update(losses)`` (e.g. :class:`sei.active.RobustWeights`) updated after
+    every epoch."""
+
+    def __init__(self, sw, n, device):
+        self.obj = sw if (sw is not None and hasattr(sw, "weights")) else None
+        self.device, self.n = device, n
+        self.t = None
+        if sw is not None:
+            self.refresh(sw if self.obj is None else self.obj.weights)
+
+    def refresh(self, w):
+        w = np.asarray(w, dtype=np.float32)
+        if w.shape != (self.n,):
+            raise ValueError(f"sample_weights must have shape ({self.n},), one weight per sample, got {w.shape}.")
+        if not np.all(np.isfinite(w)) or (w < 0).any():
+            raise ValueError("sample_weights must be finite and non-negative.")
+        self.t = torch.from_numpy(w).to(self.device)
+
+    def after_epoch(self, losses):
+        if self.obj is not None:
+            self.obj.update(losses)
+            self.refresh(self.obj.weights)
+
+    def of(self, idx):
+        return None if self.t is None else self.t[idx]
+
+
+# ----------------------------------------------------------------------------- state
+@dataclass
+class Run:
+    """What is fixed for a run: config, sizes, device, data on the device."""
+
+    cfg: object
+    n: int
+    c: int
+    dev: torch.device
+    y: torch.Tensor  # (N,) labels trained on, on the device
+    rank: int = 0
+    world: int = 1
+    T: Optional[torch.Tensor] = None
+    X: Optional[torch.Tensor] = None  # features (frozen / embeddings)
+    store: object = None  # ImageStore (finetune)
+    size: int = 0
+    mean: tuple = (0.0, 0.0, 0.0)
+    std: tuple = (1.0, 1.0, 1.0)
+    valid: Optional[torch.Tensor] = None  # indices of the trainable samples
+    amp_dtype: Optional[torch.dtype] = None
+
+
+@dataclass
+class TrainState:
+    """What changes while training, and what a checkpoint saves."""
+
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    rec: SEIRecorder
+    weights: SampleWeights
+    ddp_net: Optional[torch.nn.Module] = None
+    scaler: Optional[object] = None
+    epoch: int = 0  # the next epoch to train
+    metrics: dict = field(default_factory=lambda: {"train_accuracy": [], "train_loss": []})
+
+    @property
+    def model(self):
+        return self.ddp_net if self.ddp_net is not None else self.net
+
+
+def shard(perm, rank, world):
+    """DistributedSampler semantics: pad to a multiple of world by wrapping, take rank::world.
+
+    Returns the shard and a mask of the padded (repeated) entries, which are trained on
+    but not recorded, so that every sample is recorded exactly once per epoch.
+    """
+    n = perm.numel()
+    total = int(math.ceil(n / world)) * world
+    pad = total - n
+    full = torch.cat([perm, perm[:pad]]) if pad else perm
+    is_pad = torch.zeros(total, dtype=torch.bool, device=perm.device)
+    if pad:
+        is_pad[n:] = True
+    return full[rank::world], is_pad[rank::world]
+
+
+def _record(run: Run, st: TrainState, epoch, ids, logits):
+    """Hand the recorder one epoch's logits (the only host sync of an epoch)."""
+    ids_np = ids.cpu().numpy()
+    lg = logits.detach().float().cpu().numpy()
+    lab = run.y[ids].cpu().numpy()
+    st.rec.update(ids_np, lg, lab, from_logits=True)
+    if run.cfg.on_record is not None:
+        run.cfg.on_record(epoch, ids_np, lg, lab)
+
+
+def _reduce_metrics(run: Run, loss_sum, correct, count):
+    t = torch.stack([loss_sum.double().cpu(), correct.double().cpu(), torch.tensor(float(count), dtype=torch.float64)])
+    if run.world > 1:
+        import torch.distributed as dist
+
+        if run.dev.type == "cuda":
+            t = t.to(run.dev)
+        dist.all_reduce(t)
+        t = t.cpu()
+    cnt = max(float(t[2]), 1.0)
+    return float(t[0]) / cnt, float(t[1]) / cnt
+
+
+def _step(run: Run, st: TrainState, logits, idx):
+    """Loss, backward and optimizer step (with the fp16 gradient scaler when there is one)."""
+    loss, per = loss_terms(logits, run.y[idx], weights=st.weights.of(idx), T=run.T)
+    st.opt.zero_grad(set_to_none=True)
+    if st.scaler is not None:
+        st.scaler.scale(loss).backward()
+        st.scaler.step(st.opt)
+        st.scaler.update()
+    else:
+        loss.backward()
+        st.opt.step()
+    return per.detach()
+
+
+# ----------------------------------------------------------------------------- epochs
+def run_epoch(run: Run, st: TrainState, epoch: int):
+    """Train one epoch and record it; returns ``(mean loss, accuracy)`` over the trained samples."""
+    g = torch.Generator().manual_seed(rng_seed(run.cfg.seed, epoch))
+    perm = run.valid[torch.randperm(run.valid.numel(), generator=g).to(run.valid.device)]
+    mine, is_pad = shard(perm, run.rank, run.world)
+    if run.X is not None:
+        out = _features_epoch(run, st, mine, g)
+    else:
+        out = _images_epoch(run, st, mine, g)
+    logits, loss_sum, correct = out
+    keep = ~is_pad
+    if run.cfg.record == "train":
+        _record(run, st, epoch, mine[keep], logits[keep])
+    else:
+        _record(run, st, epoch, mine[keep], _eval_logits(run, st, mine[keep]))
+    return _reduce_metrics(run, loss_sum, correct, mine.numel())
+
+
+def _features_epoch(run: Run, st: TrainState, order, g):
+    net = st.model
+    head = st.net
+    bs = run.cfg.batch_size
+    logits_all = torch.empty(order.numel(), run.c, device=run.dev)
+    loss_sum = torch.zeros((), device=run.dev)
+    correct = torch.zeros((), device=run.dev)
+    net.train()
+    for s in range(0, order.numel(), bs):
+        idx = order[s:s + bs]
+        logits = net(run.X[idx], normalized_input=head.pre_normalized)
+        per = _step(run, st, logits, idx)
+        with torch.no_grad():
+            logits_all[s:s + bs] = logits.detach()
+            loss_sum += per.sum()
+            correct += (logits.detach().argmax(1) == run.y[idx]).sum()
+    return logits_all, loss_sum, correct
+
+
+def _images_epoch(run: Run, st: TrainState, order, g):
+    net = st.model
+    bs = run.cfg.batch_size
+    logits_all = torch.empty(order.numel(), run.c, device=run.dev)
+    loss_sum = torch.zeros((), device=run.dev)
+    correct = torch.zeros((), device=run.dev)
+    net.train()
+    for sl, xb in run.store.batches(order, bs):
+        idx = order[sl].to(run.dev)
+        x = normalize(random_resized_crop_flip(xb, run.size, g), run.mean, run.std)
+        with torch.autocast(run.dev.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
+            logits = net(x)
+        per = _step(run, st, logits, idx)
+        with torch.no_grad():
+            logits_all[sl] = logits.detach().float()
+            loss_sum += per.sum()
+            correct += (logits.detach().argmax(1) == run.y[idx]).sum()
+    return logits_all, loss_sum, correct
+
+
+def _eval_logits(run: Run, st: TrainState, order):
+    """A separate pass in eval mode (``record="eval"``): no augmentation."""
+    base = st.net
+    base.eval()
+    out = torch.empty(order.numel(), run.c, device=run.dev)
+    with torch.no_grad():
+        if run.X is not None:
+            for s in range(0, order.numel(), 8192):
+                out[s:s + 8192] = base(run.X[order[s:s + 8192]], normalized_input=base.pre_normalized)
+        else:
+            for sl, xb in run.store.batches(order, 2 * run.cfg.batch_size):
+                x = normalize(resize(xb.float(), run.size), run.mean, run.std)
+                with torch.autocast(run.dev.type, dtype=run.amp_dtype or torch.bfloat16,
+                                    enabled=run.amp_dtype is not None):
+                    out[sl] = base(x).float()
+    base.train()
+    return out

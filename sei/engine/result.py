@@ -1,0 +1,101 @@
+"""What a training run returns: :class:`TrainResult`, assembled from the recorder by ``finish``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..constants import EPS, FEATURE_SCORES
+from ..recorder import SEIRecorder
+from ..thresholds import compute_threshold, flag_issues
+
+__all__ = ["TrainResult", "finish"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`sei.train` returns.
+
+    Attributes
+    ----------
+    scores : np.ndarray, shape (N,)
+        The chosen score (``score_name``), lower = more likely mislabeled. NaN for samples
+        never seen (unreadable images) and for auxiliary samples (their real label was not
+        trained; score them with a second run, see :func:`sei.two_run_auxiliary`).
+    mislabeled : np.ndarray of bool, shape (N,)
+        ``scores < threshold``; False where the score is NaN.
+    threshold : float
+    score_name : str
+    recorder : SEIRecorder
+        Over K + 1 columns when the auxiliary class is used; feeds
+        ``sei_cleanlab.find_label_issues`` directly.
+    aux_indices : np.ndarray of int
+        Samples relabelled to the pseudo-class (empty without it).
+    pred_probs : np.ndarray, shape (N, K)
+        Last epoch's probabilities over the K real classes (aux column dropped, renormalised).
+    predicted_labels : np.ndarray, shape (N,)
+    train_accuracy, train_loss : list of float
+        Per epoch, over the trained (possibly relabelled) labels.
+    features : np.ndarray, shape (N, D), or None
+        The embeddings used (frozen / embeddings modes).
+    skipped : np.ndarray of int
+        Unreadable images (scored NaN, never flagged).
+    labels_used : np.ndarray, shape (N,)
+        The labels trained on (K at ``aux_indices``).
+    class_names : list of str
+    config : dict
+        The run's options (:meth:`sei.engine.TrainConfig.to_dict`) plus ``num_aux`` and the
+        model's name.
+    elapsed_s : float
+    """
+
+    scores: np.ndarray
+    mislabeled: np.ndarray
+    threshold: float
+    score_name: str
+    recorder: SEIRecorder
+    aux_indices: np.ndarray
+    pred_probs: np.ndarray
+    predicted_labels: np.ndarray
+    train_accuracy: list
+    train_loss: list
+    features: Optional[np.ndarray]
+    skipped: np.ndarray
+    labels_used: np.ndarray
+    class_names: list
+    config: dict = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def __repr__(self):
+        return (f"TrainResult(N={len(self.scores)}, score={self.score_name!r}, threshold={self.threshold:.4g}, "
+                f"flagged={int(self.mislabeled.sum())}, epochs={len(self.train_loss)}, skipped={len(self.skipped)})")
+
+
+def finish(rec, cfg, *, k, aux_indices, labels_used, metrics, features, skipped, class_names, t_start, config):
+    """Score, threshold and flag from the recorder; last-epoch suggestions over the K real classes."""
+    score = cfg.score
+    if score in FEATURE_SCORES:  # neighbour labels in the features trained on (never with aux samples)
+        from ..neighbors import feature_score
+
+        raw = np.full(rec.num_samples, np.nan)
+        ok = np.isfinite(features).all(1)
+        raw[ok] = feature_score(score, rec.scores("aum_prob")[ok], labels_used[ok], features[ok],
+                                num_classes=rec.num_classes)
+    else:
+        raw = rec.scores(score)
+    scores = raw.copy()
+    scores[aux_indices] = np.nan
+    th = compute_threshold(raw, cfg.threshold, aux_indices=aux_indices if aux_indices.size else None,
+                           score_name=score)
+    mislabeled = flag_issues(scores, th)
+    probs = rec.last_probs[:, :k].astype(np.float64)
+    probs /= np.maximum(probs.sum(1, keepdims=True), EPS)
+    pred = np.where(np.isfinite(probs).all(1), np.nan_to_num(probs).argmax(1), -1)
+    return TrainResult(scores=scores, mislabeled=mislabeled, threshold=float(th), score_name=score, recorder=rec,
+                       aux_indices=aux_indices, pred_probs=probs.astype(np.float32), predicted_labels=pred,
+                       train_accuracy=list(metrics["train_accuracy"]), train_loss=list(metrics["train_loss"]),
+                       features=features, skipped=skipped, labels_used=labels_used, class_names=class_names,
+                       config=config, elapsed_s=time.time() - t_start)
