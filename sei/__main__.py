@@ -1,8 +1,8 @@
 """Command line: ``python -m sei <command> ...``.
 
-Commands live in :data:`COMMANDS` (name -> (help, add_arguments, run)); another module can
-register one with :func:`register_command` (e.g. ``benchmark``) without touching this file's
-parser code: list that module in :data:`OPTIONAL_COMMAND_MODULES`.
+Commands live in :data:`COMMANDS` (name -> (help, add_arguments, run)), added with
+:func:`register_command`. The ``train`` command's options and defaults are those of
+:class:`sei.engine.TrainConfig`, which validates them before any data is read.
 
 ``python -m sei train --images data/train --output runs/sei`` trains the prompt classifier
 on a folder-per-class image tree (or ``--embeddings X.npy --labels y.npy``) and writes
@@ -28,6 +28,13 @@ def register_command(name, help, add_arguments, run):
 
 
 # ----------------------------------------------------------------------------- train
+def _default(name):
+    """The default of a :class:`sei.engine.TrainConfig` option: one home for every default."""
+    from .engine.config import TrainConfig
+
+    return TrainConfig.__dataclass_fields__[name].default
+
+
 def _add_train_args(p):
     src = p.add_argument_group("data")
     g = src.add_mutually_exclusive_group(required=True)
@@ -39,35 +46,39 @@ def _add_train_args(p):
     src.add_argument("--class-names", metavar="NAMES", help="comma-separated class names, or a text file with one "
                      "per line (default: folder names, or 'class 0', ...)")
     m = p.add_argument_group("model")
-    m.add_argument("--model", default="efficientnet-lite0", help="efficientnet-lite0 (offline), an open_clip name "
+    m.add_argument("--model", default=_default("model"), help="efficientnet-lite0 (offline), an open_clip name "
                    "(with --pretrained), or a checkpoint path (with --arch)")
     m.add_argument("--pretrained", help="open_clip pretrained tag or checkpoint path")
     m.add_argument("--arch", help="open_clip architecture of a checkpoint given as --model")
     m.add_argument("--mode", choices=["frozen", "finetune", "embeddings"], help="default: embeddings for "
                    "--embeddings, frozen for --images")
     m.add_argument("--image-size", type=int, help="input size in pixels (default: the model's)")
-    m.add_argument("--head", choices=["prompt", "linear"], default="prompt",
+    m.add_argument("--head", choices=["prompt", "linear"], default=_default("head"),
                    help="prompt: the paper's cosine prompt head (default); linear: softmax regression on "
                    "standardised features (frozen / embeddings modes)")
     t = p.add_argument_group("training protocol")
-    t.add_argument("--epochs", type=int, default=150)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--lr-schedule", choices=["none", "step", "cosine"], default="none",
+    t.add_argument("--epochs", type=int, default=_default("epochs"))
+    t.add_argument("--batch-size", type=int, default=_default("batch_size"),
+                   help="the paper's 128; with larger batches scale --lr by batch/128")
+    t.add_argument("--lr", type=float, default=_default("lr"))
+    t.add_argument("--lr-schedule", choices=["none", "step", "cosine"], default=_default("lr_schedule"),
                    help="none: constant lr (authors' code, the default); step: /10 at 50%% and 77%% of the "
                    "epochs (paper)")
-    t.add_argument("--logit-scale", default="learned", help="learned | raw | <float>")
-    t.add_argument("--record", choices=["train", "eval"], default="train")
+    t.add_argument("--logit-scale", default=_default("logit_scale"), help="learned | raw | <float>")
+    t.add_argument("--record", choices=["train", "eval"], default=_default("record"))
     t.add_argument("--no-aux", action="store_true", help="no auxiliary pseudo-class (default: one only when --threshold is aux_mean or aux_quantile)")
-    t.add_argument("--num-aux", default="paper", help="paper (N//(K+1)) | code (N//K) | <int>")
+    t.add_argument("--num-aux", default=_default("num_aux"), help="paper (N//(K+1)) | code (N//K) | <int>")
     t.add_argument("--prompt-template", default=None, help="default 'a photo of a {}.'")
     t.add_argument("--aux-prompt", default=None)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto")
-    t.add_argument("--num-workers", type=int, default=0)
+    t.add_argument("--seed", type=int, default=_default("seed"))
+    t.add_argument("--device", default=_default("device"))
+    t.add_argument("--placement", choices=["auto", "device", "host"], default=_default("placement"),
+                   help="fine-tuning: decoded images on the device, or in pinned host memory (default: auto)")
+    t.add_argument("--num-workers", type=int, default=_default("num_workers"),
+                   help="image decoding threads (0: one per core)")
     s = p.add_argument_group("scoring and output")
     s.add_argument("--score", default=None, help="recorder score (default: sei.DEFAULT_SCORE)")
-    s.add_argument("--threshold", default="auto", help="auto | aux_mean | aux_quantile | zero | gmm | <float>")
+    s.add_argument("--threshold", default=_default("threshold"), help="auto | aux_mean | aux_quantile | zero | gmm | <float>")
     s.add_argument("--output", "-o", required=True, metavar="DIR", help="writes scores.csv, recorder.npz, "
                    "summary.json and checkpoint/ here")
     s.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
@@ -142,13 +153,36 @@ def _class_names(arg):
     return [c.strip() for c in arg.split(",")]
 
 
+def _number_or_name(value):
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _config(a, TrainConfig, out):
+    """The :class:`sei.engine.TrainConfig` of the command line's options (validated)."""
+    kw = dict(model=a.model, pretrained=a.pretrained, arch=a.arch, epochs=a.epochs, batch_size=a.batch_size,
+              lr=a.lr, lr_schedule=a.lr_schedule, logit_scale=_number_or_name(a.logit_scale), record=a.record,
+              aux_class=False if a.no_aux else "auto",
+              num_aux=int(a.num_aux) if str(a.num_aux).isdigit() else a.num_aux, head=a.head,
+              threshold=_number_or_name(a.threshold), checkpoint_dir=out / "checkpoint", resume=a.resume,
+              device=a.device, image_size=a.image_size, num_workers=a.num_workers, seed=a.seed,
+              progress=not a.quiet, placement=a.placement)
+    for opt in ("prompt_template", "aux_prompt", "score"):
+        if getattr(a, opt) is not None:
+            kw[opt] = getattr(a, opt)
+    return TrainConfig(**kw)
+
+
 def _run_train(a):
     import numpy as np
 
-    from . import DEFAULT_SCORE
     from .data import IMAGE_EXTENSIONS, scan_image_folder
-    from .training import DEFAULT_AUX_PROMPT, DEFAULT_PROMPT_TEMPLATE, train
+    from .engine import TrainConfig, fit
 
+    out = Path(a.output)
+    cfg = _config(a, TrainConfig, out)  # every option checked before any data is read
     names = _class_names(a.class_names)
     paths = None
     if a.embeddings:
@@ -177,28 +211,11 @@ def _run_train(a):
             labels, names = _encode_labels(raw, names, a.labels)
         inputs = paths
         mode = a.mode or "frozen"
-    try:
-        logit_scale = float(a.logit_scale)
-    except ValueError:
-        logit_scale = a.logit_scale
-    try:
-        threshold = float(a.threshold)
-    except ValueError:
-        threshold = a.threshold
-    num_aux = int(a.num_aux) if a.num_aux.isdigit() else a.num_aux
     if names is not None and len(labels) and int(labels.max()) >= len(names):
         raise CLIError(f"label {int(labels.max())} has no name: --class-names lists {len(names)} classes "
                        f"({names}); give one name per class 0..{int(labels.max())}")
-    out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
-    res = train(
-        inputs, labels, class_names=names, model=a.model, pretrained=a.pretrained, arch=a.arch, mode=mode,
-        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_schedule=a.lr_schedule, logit_scale=logit_scale,
-        record=a.record, aux_class=False if a.no_aux else "auto", num_aux=num_aux, head=a.head,
-        prompt_template=a.prompt_template or DEFAULT_PROMPT_TEMPLATE, aux_prompt=a.aux_prompt or DEFAULT_AUX_PROMPT,
-        score=a.score or DEFAULT_SCORE, threshold=threshold, checkpoint_dir=out / "checkpoint", resume=a.resume,
-        device=a.device, image_size=a.image_size, num_workers=a.num_workers, seed=a.seed, progress=not a.quiet,
-    )
+    res = fit(inputs, labels, cfg.replace(class_names=names, mode=a.mode or mode))
     aux = np.zeros(len(labels), dtype=bool)
     aux[res.aux_indices] = True
     with open(out / "scores.csv", "w", newline="") as fh:
@@ -227,24 +244,7 @@ register_command("train", "train the prompt classifier and score every sample (S
 
 
 # ----------------------------------------------------------------------------- main
-#: Modules imported (when present) before the parser is built; each calls register_command.
-#: A ``benchmark`` command lands by adding e.g. ``sei/_benchmark_cli.py`` to this tuple.
-OPTIONAL_COMMAND_MODULES = ("sei._benchmark_cli",)
-
-
-def _load_optional_commands():
-    import importlib
-
-    for mod in OPTIONAL_COMMAND_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-
-
 def build_parser():
-    _load_optional_commands()
     p = argparse.ArgumentParser(prog="python -m sei", description="Find mislabeled images with the Signed Entropy "
                                 "Integral.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

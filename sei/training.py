@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from .constants import DEFAULT_SCORE, DEFAULT_THRESHOLD
 from .engine.config import DEFAULT_AUX_PROMPT, DEFAULT_PROMPT_TEMPLATE, TrainConfig
-from .engine.fit import fit
+from .engine.trainer import fit
 from .engine.heads import LinearHead, PromptHead
 from .engine.loop import lr_factor as _lr_factor  # noqa: F401  (kept for callers of the old private name)
 from .engine.result import TrainResult
