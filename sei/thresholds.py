@@ -209,3 +209,64 @@ def combine_runs(scores_per_run, aux_per_run) -> np.ndarray:
     total = np.where(use, stacked, 0.0).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+# The auxiliary class in an adapter: every sample scored -----------------------------------
+#
+# A run with the auxiliary pseudo-class leaves its auxiliary samples unscored (their own
+# label was never trained). An adapter that must score every sample (one value per sample
+# in a dataset field) trains a second run WITHOUT the pseudo-class and takes only the
+# auxiliary samples' values from it; every other sample keeps the first run's values, and
+# the cutoff stays the first run's (the one the auxiliary samples calibrated):
+#
+#     if uses_auxiliary(threshold, aux_class) and first.aux_indices.size:
+#         second = train(..., aux_class=False, threshold=first.threshold)
+#         scores = fill_auxiliary(first.scores, second.scores, first.aux_indices)
+#         mislabeled = flag_issues(scores, first.threshold)
+
+
+def uses_auxiliary(threshold, aux_class="auto") -> bool:
+    """Whether a run trains the auxiliary pseudo-class.
+
+    ``aux_class="auto"`` (``sei.train``'s default) trains it only when the threshold is
+    computed from the auxiliary samples (``"aux_mean"``, ``"aux_quantile"``).
+
+    Examples
+    --------
+    >>> uses_auxiliary("aux_mean"), uses_auxiliary("auto"), uses_auxiliary("zero", True)
+    (True, False, True)
+    """
+    if aux_class == "auto":
+        return isinstance(threshold, str) and threshold.startswith("aux")
+    return bool(aux_class)
+
+
+def fill_auxiliary(first, second, aux_indices) -> np.ndarray:
+    """Per-sample values of a run with the auxiliary class, completed by a run without it.
+
+    Parameters
+    ----------
+    first, second : array-like, shape (N, ...)
+        The same per-sample quantity (scores, pred_probs, predicted labels) from the run
+        with the auxiliary pseudo-class and from the run without it.
+    aux_indices : array-like of int
+        The first run's auxiliary samples.
+
+    Returns
+    -------
+    np.ndarray
+        A copy of ``first`` whose rows at ``aux_indices`` come from ``second``; flag with
+        ``flag_issues(filled_scores, first_threshold)`` (the cutoff stays the first run's).
+
+    Examples
+    --------
+    >>> fill_auxiliary([0.5, np.nan, -1.0], [0.4, 0.2, 0.3], [1]).tolist()
+    [0.5, 0.2, -1.0]
+    """
+    first = np.array(first, copy=True)
+    second = np.asarray(second)
+    if first.shape != second.shape:
+        raise ValueError(f"first and second must have the same shape, got {first.shape} and {second.shape}.")
+    aux = check_indices(aux_indices, first.shape[0])
+    first[aux] = second[aux]
+    return first
