@@ -4,7 +4,8 @@ The core imports numpy, scipy and scikit-learn only; training (torch, open_clip)
 loaded on first use of :func:`train`.
 """
 
-from .constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, FEATURE_SCORES, SCORE_NAMES
+from . import scores
+from .constants import DEFAULT_SCORE, DEFAULT_THRESHOLD
 from .entropy import entropy, signed_entropy, softmax
 from .noise import (
     confusion_noise,
@@ -32,6 +33,7 @@ __all__ = [
     "SCORE_NAMES",
     "SEIRecorder",
     "combine_runs",
+    "scores",
     "compute_threshold",
     "confusion_noise",
     "draw_auxiliary",
@@ -57,4 +59,8 @@ def __getattr__(name):
         from .training import train
 
         return train
+    if name in ("SCORE_NAMES", "FEATURE_SCORES"):  # read from the score registry (sei.scores)
+        from . import constants
+
+        return getattr(constants, name)
     raise AttributeError(f"module 'sei' has no attribute {name!r}")

@@ -17,30 +17,6 @@ DEFAULT_SCORE = "aum_prob"
 #: Threshold used when none is named: works without auxiliary samples.
 DEFAULT_THRESHOLD = "auto"
 
-#: Every score a :class:`sei.SEIRecorder` can produce. Lower = more likely mislabeled.
-SCORE_NAMES = (
-    "sei",
-    "sei_mean",
-    "ei",
-    "se_last",
-    "se_mid",
-    "aum",
-    "aum_prob",
-    "signed_confidence",
-    "loss",
-    "agreement",
-    "mistakenness",
-)
-
-#: Scores whose sign carries meaning (negative = the model disagrees with the label),
-#: so that ``threshold="zero"`` is a principled cutoff for them.
-SIGNED_SCORES = frozenset(
-    {"sei", "sei_mean", "se_last", "se_mid", "aum", "aum_prob", "signed_confidence", "aum_prob_knn", "knn_margin"}
-)
-
-#: Scores that also need the samples' features (see :mod:`sei.neighbors`).
-FEATURE_SCORES = ("aum_prob_knn", "knn_margin")
-
 THRESHOLD_METHODS = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
 
 #: Classifier heads of :func:`sei.train` on fixed features: the paper's cosine prompt
@@ -49,3 +25,22 @@ HEADS = ("prompt", "linear")
 
 #: AUM's percentile of auxiliary (known-bad) samples used as the cutoff.
 AUX_QUANTILE = 0.99
+
+
+# Derived from the score registry (sei/scores.py), read when first asked for so that the
+# registry stays the one place a score is defined:
+#: SCORE_NAMES: every score a :class:`sei.SEIRecorder` can produce (lower = more likely mislabeled);
+#: FEATURE_SCORES: scores that also need the samples' features (see :mod:`sei.neighbors`);
+#: SIGNED_SCORES: scores whose sign carries meaning (negative = the model disagrees with the
+#: label), so that ``threshold="zero"`` is a principled cutoff for them.
+_FROM_REGISTRY = ("SCORE_NAMES", "FEATURE_SCORES", "SIGNED_SCORES")
+
+
+def __getattr__(name):
+    if name in _FROM_REGISTRY:
+        from . import scores
+
+        if name == "SIGNED_SCORES":
+            return scores.signed_names()
+        return scores.names(needs_features=name == "FEATURE_SCORES")
+    raise AttributeError(f"module 'sei.constants' has no attribute {name!r}")

@@ -1,0 +1,334 @@
+"""Every score, defined once: the table that the recorder, the cleanlab functions, Datalab,
+the training result and the FiftyOne App read (cleanlab's ``rank.scoring_funcs`` is the model).
+
+A score is one float per sample, lower = more likely mislabeled. Each entry of
+:data:`SCORES` says what :class:`sei.SEIRecorder` accumulates per update (a per-sample
+:class:`Statistic` of one batch of probabilities, or logits), how that reduces over
+epochs, whether the score's sign carries meaning (so ``threshold="zero"`` is a cutoff),
+how it maps onto [0, 1] for :func:`sei_cleanlab.get_label_quality_scores`, and whether it
+needs logits or features. Per sample i and epoch t (an epoch's value is the mean over that
+sample's updates in it; ``sign_t = +1`` if ``p_t[y] >= max_k p_t[k]`` else -1)::
+
+    SE_t   = sign_t * H(p_t)
+    SEI    = sum_t SE_t                      "sei"        (the paper)
+    mean_t SE_t                              "sei_mean"   (the authors' code stores this)
+    -sum_t H(p_t)                            "ei"         (unsigned entropy integral, negated)
+    SE_T, SE_{T/2}                           "se_last", "se_mid"  (single-epoch slices)
+    mean_t (z_y - max_{k!=y} z_k)            "aum"        (AUM, logits needed)
+    mean_t (p_y - max_{k!=y} p_k)            "aum_prob"   (AUM on probabilities)
+    mean_t sign_t * (1 - H(p_t) / log K)     "signed_confidence"
+    -mean_t CE(p_t, y)                       "loss"       (small-loss criterion)
+    mean_t 1[sign_t > 0]                     "agreement"
+    1 - mistakenness(p_T, y)                 "mistakenness" (FiftyOne Brain's formula, last epoch)
+    q(y) - max_{c!=y} q(c)                   "knn_margin" (neighbours' labels, see sei.neighbors)
+    (aum_prob + knn_margin) / 2              "aum_prob_knn"
+
+Adding a score is one :class:`Score` entry here (plus its tests); see :func:`register_score`.
+
+Examples
+--------
+>>> from sei.scores import SCORES, names
+>>> SCORES["sei"].signed, SCORES["aum"].needs_logits, names(needs_features=True)
+(True, True, ('aum_prob_knn', 'knn_margin'))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable, Optional
+
+import numpy as np
+
+from .constants import EPS
+
+__all__ = ["Batch", "REDUCTIONS", "SCORES", "Score", "Statistic", "get", "names", "register_score"]
+
+#: How a score turns its per-update statistic into one value per sample. The per-epoch value
+#: is the mean of the sample's updates in that epoch. "sum" / "mean": over the epochs that
+#: saw the sample; "last": the last such epoch; "middle": epoch ``mid_epoch`` (default
+#: ``T // 2 - 1``); "last_probs": the statistic of the last epoch's mean probabilities, read
+#: at scoring time (so it can be computed for other labels); "neighbors": from the labels
+#: of each sample's nearest neighbours in feature space (no statistic is recorded).
+REDUCTIONS = ("sum", "mean", "last", "middle", "last_probs", "neighbors")
+
+
+def _top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Largest and second-largest entry of each row of an (B, K) array.
+
+    Loops over the K columns, vectorised over rows: numpy's ``max(axis=1)`` is several
+    times slower for the small K of classification.
+    """
+    cols = np.ascontiguousarray(x.T)
+    first = cols[0].copy()
+    second = np.full_like(first, -np.inf)
+    for c in cols[1:]:
+        np.maximum(second, np.minimum(first, c), out=second)
+        np.maximum(first, c, out=first)
+    return first, second
+
+
+def _margin(x: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """x_y - max_{k != y} x_k per row, from the given entries ``given`` = x[rows, y]."""
+    first, second = _top2(x)
+    return given - np.where(given >= first, second, first)
+
+
+class Batch:
+    """One update: (B, K) probabilities (softmax of the logits when ``from_logits``) and
+    (B,) labels, with the quantities several statistics share computed once, on first use.
+
+    Values are computed in float32 or wider (``log(p + 1e-8)`` is ``log(0)`` in float16):
+    the caller passes float32 / float64 arrays.
+    """
+
+    def __init__(self, values: np.ndarray, labels: np.ndarray, from_logits: bool = False):
+        self.labels = labels
+        self.rows = np.arange(values.shape[0])
+        self.logits = values if from_logits else None
+        if from_logits:
+            p = values - values.max(axis=1, keepdims=True)
+            np.exp(p, out=p)
+            p /= p.sum(axis=1, keepdims=True)
+        else:
+            p = values
+        self.probs = p
+
+    @cached_property
+    def log_probs(self) -> np.ndarray:
+        return np.log(self.probs + EPS)
+
+    @cached_property
+    def margin(self) -> np.ndarray:
+        """p_y - max_{k!=y} p_k."""
+        return _margin(self.probs, self.probs[self.rows, self.labels])
+
+    @cached_property
+    def aligned(self) -> np.ndarray:
+        """Whether the label is (one of) the most probable classes."""
+        return self.margin >= 0
+
+    @cached_property
+    def sign(self) -> np.ndarray:
+        return np.where(self.aligned, 1.0, -1.0)
+
+    @cached_property
+    def entropy(self) -> np.ndarray:
+        return -np.einsum("ij,ij->i", self.probs, self.log_probs)
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A per-sample value of one update, accumulated by the recorder.
+
+    ``name`` names its accumulator column and its entries in a saved recorder; scores that
+    reduce the same statistic differently share one :class:`Statistic` object.
+    ``uses_label=False`` marks a statistic that does not depend on the label, so its
+    scores can be computed for labels other than those trained on.
+    """
+
+    name: str
+    compute: Callable[[Batch], np.ndarray]
+    uses_label: bool = True
+
+
+def _mistakenness(b: Batch) -> np.ndarray:
+    # FiftyOne Brain: m = (s * exp(-H) + 1) / 2 with s = +1 when the prediction disagrees
+    # with the label; 1 - m so that lower = suspicious.
+    p = b.probs
+    h = -(p * np.log(p + EPS)).sum(axis=1)
+    aligned = np.take_along_axis(p, b.labels[:, None], axis=1)[:, 0] >= p.max(axis=1)
+    s = np.where(aligned, -1.0, 1.0)
+    return 1.0 - (s * np.exp(-h) + 1.0) / 2.0
+
+
+SIGNED_ENTROPY = Statistic("se", lambda b: b.sign * b.entropy)
+ENTROPY = Statistic("h", lambda b: b.entropy, uses_label=False)
+AGREEMENT = Statistic("aligned", lambda b: b.aligned.astype(np.float64))
+PROB_MARGIN = Statistic("margin", lambda b: b.margin)
+CROSS_ENTROPY = Statistic("loss", lambda b: -b.log_probs[b.rows, b.labels])
+SIGNED_CONFIDENCE = Statistic("sc", lambda b: b.sign * (1.0 - b.entropy / np.log(b.probs.shape[1])))
+LOGIT_MARGIN = Statistic("aum", lambda b: _margin(b.logits, b.logits[b.rows, b.labels]))
+MISTAKENNESS = Statistic("mistakenness", _mistakenness)
+
+
+# [0, 1] maps: (raw, epochs seen per sample, log K) -> monotone in raw, clipped afterwards.
+def _signed_entropy_sum_unit(raw, epochs, log_k):
+    return (raw / (np.maximum(epochs, 1) * log_k) + 1) / 2
+
+
+def _signed_entropy_unit(raw, epochs, log_k):
+    return (raw / log_k + 1) / 2
+
+
+def _entropy_sum_unit(raw, epochs, log_k):
+    return raw / (np.maximum(epochs, 1) * log_k) + 1
+
+
+def _margin_unit(raw, epochs, log_k):
+    return (raw + 1) / 2
+
+
+def _exp_unit(raw, epochs, log_k):
+    return np.exp(raw)
+
+
+def _sigmoid_unit(raw, epochs, log_k):
+    return 1 / (1 + np.exp(-raw))
+
+
+def _identity_unit(raw, epochs, log_k):
+    return raw
+
+
+@dataclass(frozen=True)
+class Score:
+    """One score: how it is recorded, reduced, thresholded and mapped onto [0, 1].
+
+    Attributes
+    ----------
+    name, description : str
+        The name users pass (``score=``, ``method=``) and a one-line description.
+    statistic : Statistic or None
+        What the recorder accumulates per update (None for neighbour scores).
+    reduce : str
+        One of :data:`REDUCTIONS`.
+    signed : bool
+        Negative = the model disagrees with the label, so ``threshold="zero"`` (and
+        ``"auto"``) cuts at 0; otherwise ``"auto"`` fits a two-component mixture.
+    unit_map : callable
+        ``(raw, epochs, log K) -> array``, monotone in ``raw``; :meth:`quality` clips it to [0, 1].
+    negate : bool
+        The reduced statistic is negated (so that lower = more likely mislabeled).
+    needs_logits, needs_features : bool
+        Recorded only from logits (``from_logits=True``); computed from neighbours in
+        feature space (``features=`` or ``neighbors=``).
+    combine : callable, optional
+        Neighbour scores: ``(dynamics score, neighbour label margin) -> raw``; None = the margin.
+    fuses_with : str, optional
+        Neighbour scores: the recorder score passed to ``combine``.
+    """
+
+    name: str
+    description: str
+    statistic: Optional[Statistic]
+    reduce: str
+    signed: bool
+    unit_map: Callable[[np.ndarray, np.ndarray, float], np.ndarray]
+    negate: bool = False
+    needs_logits: bool = False
+    needs_features: bool = False
+    combine: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None
+    fuses_with: Optional[str] = None
+
+    def __post_init__(self):
+        if self.reduce not in REDUCTIONS:
+            raise ValueError(f"score {self.name!r}: reduce must be one of {REDUCTIONS}, got {self.reduce!r}")
+        if (self.reduce == "neighbors") != self.needs_features or (self.statistic is None) != self.needs_features:
+            raise ValueError(f"score {self.name!r}: a neighbour score (needs_features=True, reduce='neighbors') "
+                             "has no statistic; every other score has one")
+
+    @property
+    def relabelable(self) -> bool:
+        """Whether a recorder can compute it for labels other than those trained on."""
+        return self.reduce == "last_probs" or (self.statistic is not None and not self.statistic.uses_label)
+
+    def quality(self, raw, epochs, num_classes: int) -> np.ndarray:
+        """Raw scores mapped monotonically onto [0, 1] (higher = cleaner); NaN stays NaN.
+
+        ``epochs`` is the (N,) number of epochs each sample was seen
+        (:attr:`sei.SEIRecorder.epochs_seen`), used by the "sum" scores' bound.
+        """
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            out = self.unit_map(np.asarray(raw), np.asarray(epochs), np.log(num_classes))
+        return np.clip(out, 0.0, 1.0)
+
+    def fuse(self, dynamics_scores, margin: np.ndarray) -> np.ndarray:
+        """A neighbour score from the neighbour label margin (and ``fuses_with``'s scores)."""
+        if self.combine is None:
+            return margin
+        return self.combine(dynamics_scores, margin)
+
+
+def _fuse_mean(dynamics_scores, margin):
+    return 0.5 * (np.asarray(dynamics_scores, dtype=np.float64) + margin)
+
+
+#: name -> :class:`Score`, in the order users see them (the recorder's scores first).
+SCORES: dict[str, Score] = {}
+
+
+def register_score(score: Score) -> Score:
+    """Add ``score`` to :data:`SCORES` (for extensions and tests); returns it.
+
+    A recorder created afterwards records its statistic; scores that share a statistic
+    name must share the :class:`Statistic` itself.
+    """
+    if score.name in SCORES:
+        raise ValueError(f"score {score.name!r} is already registered")
+    for other in SCORES.values():
+        s, o = score.statistic, other.statistic
+        if s is not None and o is not None and s.name == o.name and (s is not o or score.needs_logits
+                                                                       != other.needs_logits):
+            raise ValueError(f"score {score.name!r}: statistic {s.name!r} is already defined by score "
+                             f"{other.name!r}; reuse that Statistic object or choose another name")
+    SCORES[score.name] = score
+    return score
+
+
+for _score in (
+    Score("sei", "Signed Entropy Integral: signed entropy summed over epochs (the paper)",
+          SIGNED_ENTROPY, "sum", True, _signed_entropy_sum_unit),
+    Score("sei_mean", "signed entropy averaged over epochs (the authors' code)",
+          SIGNED_ENTROPY, "mean", True, _signed_entropy_unit),
+    Score("ei", "entropy integral, negated: unsigned, label-free",
+          ENTROPY, "sum", False, _entropy_sum_unit, negate=True),
+    Score("se_last", "signed entropy of the last epoch", SIGNED_ENTROPY, "last", True, _signed_entropy_unit),
+    Score("se_mid", "signed entropy of the middle epoch", SIGNED_ENTROPY, "middle", True, _signed_entropy_unit),
+    Score("aum", "Area Under the Margin: mean logit margin z_y - max_{k!=y} z_k (logits needed)",
+          LOGIT_MARGIN, "mean", True, _sigmoid_unit, needs_logits=True),
+    Score("aum_prob", "mean probability margin p_y - max_{k!=y} p_k (AUM on probabilities)",
+          PROB_MARGIN, "mean", True, _margin_unit),
+    Score("signed_confidence", "mean signed confidence sign * (1 - H / log K)",
+          SIGNED_CONFIDENCE, "mean", True, _margin_unit),
+    Score("loss", "mean cross-entropy, negated (small-loss criterion)",
+          CROSS_ENTROPY, "mean", False, _exp_unit, negate=True),
+    Score("agreement", "share of epochs whose prediction agrees with the label",
+          AGREEMENT, "mean", False, _identity_unit),
+    Score("mistakenness", "1 - FiftyOne Brain's mistakenness of the last epoch's probabilities",
+          MISTAKENNESS, "last_probs", False, _identity_unit),
+    Score("aum_prob_knn", "aum_prob averaged with the neighbours' label margin (features needed)",
+          None, "neighbors", True, _margin_unit, needs_features=True, combine=_fuse_mean, fuses_with="aum_prob"),
+    Score("knn_margin", "the neighbours' label margin q(y) - max_{c!=y} q(c) alone (features needed)",
+          None, "neighbors", True, _margin_unit, needs_features=True),
+):
+    register_score(_score)
+del _score
+
+
+def names(needs_features: Optional[bool] = None) -> tuple[str, ...]:
+    """Registered score names, in order; only those that need (True) or do not need
+    (False) features when ``needs_features`` is given.
+
+    >>> names(needs_features=False)[:3]
+    ('sei', 'sei_mean', 'ei')
+    """
+    return tuple(n for n, s in SCORES.items() if needs_features is None or s.needs_features == needs_features)
+
+
+def get(name, *, needs_features: Optional[bool] = None, what: str = "score") -> Score:
+    """The :class:`Score` called ``name``, or a ValueError listing the valid names.
+
+    ``needs_features`` restricts the choice as in :func:`names`; ``what`` names the
+    parameter in the message (e.g. ``"method"``).
+    """
+    valid = names(needs_features)
+    if not isinstance(name, str) or name not in valid:
+        kind = {True: "feature ", False: "", None: ""}[needs_features]
+        raise ValueError(f"Unknown {kind}{what} {name!r}; choose one of {', '.join(valid)}.")
+    return SCORES[name]
+
+
+def signed_names() -> frozenset:
+    """Names of the scores whose sign carries meaning (``threshold="zero"``)."""
+    return frozenset(n for n, s in SCORES.items() if s.signed)
