@@ -205,43 +205,45 @@ def run_epoch(run: Run, st: TrainState, epoch: int):
     return _reduce_metrics(run, loss_sum, correct, mine.numel())
 
 
-def _features_epoch(run: Run, st: TrainState, order, g):
-    net = st.model
-    head = st.net
-    bs = run.cfg.batch_size
+def _train_batches(run: Run, st: TrainState, order, batches):
+    """Train on ``batches`` (pairs of a slice of ``order`` and a function giving its logits);
+    the epoch's logits, loss sum and correct count stay on the device."""
     logits_all = torch.empty(order.numel(), run.c, device=run.dev)
     loss_sum = torch.zeros((), device=run.dev)
     correct = torch.zeros((), device=run.dev)
-    net.train()
-    for s in range(0, order.numel(), bs):
-        idx = order[s:s + bs]
-        logits = net(run.X[idx], normalized_input=head.pre_normalized)
-        per = _step(run, st, logits, idx)
-        with torch.no_grad():
-            logits_all[s:s + bs] = logits.detach()
-            loss_sum += per.sum()
-            correct += (logits.detach().argmax(1) == run.y[idx]).sum()
-    return logits_all, loss_sum, correct
-
-
-def _images_epoch(run: Run, st: TrainState, order, g):
-    net = st.model
-    bs = run.cfg.batch_size
-    logits_all = torch.empty(order.numel(), run.c, device=run.dev)
-    loss_sum = torch.zeros((), device=run.dev)
-    correct = torch.zeros((), device=run.dev)
-    net.train()
-    for sl, xb in run.store.batches(order, bs):
+    st.model.train()
+    for sl, forward in batches:
         idx = order[sl].to(run.dev)
-        x = normalize(random_resized_crop_flip(xb, run.size, g), run.mean, run.std)
-        with torch.autocast(run.dev.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
-            logits = net(x)
+        logits = forward()
         per = _step(run, st, logits, idx)
         with torch.no_grad():
             logits_all[sl] = logits.detach().float()
             loss_sum += per.sum()
             correct += (logits.detach().argmax(1) == run.y[idx]).sum()
     return logits_all, loss_sum, correct
+
+
+def _features_epoch(run: Run, st: TrainState, order, g):
+    net, pre, bs = st.model, st.net.pre_normalized, run.cfg.batch_size
+
+    def batches():
+        for s in range(0, order.numel(), bs):
+            sl = slice(s, s + bs)
+            yield sl, (lambda sl=sl: net(run.X[order[sl]], normalized_input=pre))
+
+    return _train_batches(run, st, order, batches())
+
+
+def _images_epoch(run: Run, st: TrainState, order, g):
+    net = st.model
+
+    def forward(xb):
+        x = normalize(random_resized_crop_flip(xb, run.size, g), run.mean, run.std)
+        with torch.autocast(run.dev.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
+            return net(x)
+
+    batches = ((sl, (lambda xb=xb: forward(xb))) for sl, xb in run.store.batches(order, run.cfg.batch_size))
+    return _train_batches(run, st, order, batches)
 
 
 def _eval_logits(run: Run, st: TrainState, order):
