@@ -16,16 +16,16 @@ import importlib
 # Lazy, so that `sei_fiftyone.db` can start a database before fiftyone is imported
 # (FiftyOne reads FIFTYONE_DATABASE_URI once, on import).
 _EXPORTS = {
-    "SEI": "sei_fiftyone.core",
-    "SEIConfig": "sei_fiftyone.core",
-    "SEIResults": "sei_fiftyone.core",
+    "SEI": "sei_fiftyone.runs",
+    "SEIConfig": "sei_fiftyone.runs",
+    "SEIResults": "sei_fiftyone.runs",
     "compute_sei": "sei_fiftyone.core",
-    "field_names": "sei_fiftyone.core",
+    "field_names": "sei_fiftyone.runs",
     "list_sei_runs": "sei_fiftyone.core",
-    "recover_interrupted_writes": "sei_fiftyone.core",
-    "saved_view_name": "sei_fiftyone.core",
+    "recover_interrupted_writes": "sei_fiftyone.writeback",
+    "saved_view_name": "sei_fiftyone.runs",
     "sorted_view": "sei_fiftyone.core",
-    "validate_brain_key": "sei_fiftyone.core",
+    "validate_brain_key": "sei_fiftyone.runs",
     "apply_suggestions": "sei_fiftyone.relabel",
     "suggest_relabels": "sei_fiftyone.relabel",
     "install_plugin": "sei_fiftyone.plugin",

@@ -12,10 +12,12 @@ import threading
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from sei.constants import DEFAULT_SCORE
+from sei import DEFAULT_SCORE
 
 from . import core
+from .inputs import classification_fields, embeddings_fields
 from .relabel import DEFAULT_TAG, apply_suggestions, suggest_relabels
+from .runs import DEFAULT_HEAD, DEFAULT_MODEL, field_names, validate_brain_key
 
 THRESHOLD_CHOICES = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
 SCORE_CHOICES = (
@@ -70,8 +72,8 @@ class ComputeSEI(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         target = ctx.target_view()
-        label_fields = core.classification_fields(target) if ctx.dataset is not None else []
-        outputs = {core.field_names(k)[2] for k in _sei_runs(ctx)}
+        label_fields = classification_fields(target) if ctx.dataset is not None else []
+        outputs = {field_names(k)[2] for k in _sei_runs(ctx)}
         label_fields = [f for f in label_fields if f not in outputs]
         if not label_fields:
             inputs.view(
@@ -91,7 +93,7 @@ class ComputeSEI(foo.Operator):
         inputs.enum("label_field", choices.values(), default=default_field, required=True,
                     label="Label field", description="The Classification labels to check", view=choices)
 
-        emb_fields = core.embeddings_fields(target)
+        emb_fields = embeddings_fields(target)
         models = types.DropdownView()
         models.add_choice("efficientnet-lite0", label="EfficientNet-Lite0 (frozen, offline)")
         if emb_fields:
@@ -108,7 +110,7 @@ class ComputeSEI(foo.Operator):
         heads = types.DropdownView()
         heads.add_choice("linear", label="Linear (softmax regression; fast, default)")
         heads.add_choice("prompt", label="Prompt (the paper's cosine prompt head)")
-        inputs.enum("head", heads.values(), default=core.DEFAULT_HEAD, label="Classifier head",
+        inputs.enum("head", heads.values(), default=DEFAULT_HEAD, label="Classifier head",
                     description="What sei.train fits on the frozen features", view=heads)
         scores = types.DropdownView()
         for name, label in SCORE_CHOICES:
@@ -136,7 +138,7 @@ class ComputeSEI(foo.Operator):
             prop.error_message = "A brain key must be a valid identifier (letters, digits, _)"
         elif brain_key and ctx.dataset is not None:
             try:  # one rule for the form, execute() and compute_sei
-                core.validate_brain_key(ctx.dataset, brain_key)
+                validate_brain_key(ctx.dataset, brain_key)
             except ValueError as e:
                 prop.invalid = True
                 prop.error_message = str(e)
@@ -149,15 +151,15 @@ class ComputeSEI(foo.Operator):
         kwargs = dict(
             label_field=ctx.params["label_field"],
             brain_key=ctx.params.get("brain_key", "sei"),
-            model=ctx.params.get("model", "efficientnet-lite0"),
+            model=ctx.params.get("model", DEFAULT_MODEL),
             embeddings_field=ctx.params.get("embeddings_field") if ctx.params.get("model") == "embeddings" else None,
             epochs=int(ctx.params["epochs"]) if ctx.params.get("epochs") else None,
             threshold=ctx.params.get("threshold", "auto"),
-            head=ctx.params.get("head") or core.DEFAULT_HEAD,
+            head=ctx.params.get("head") or DEFAULT_HEAD,
             score=ctx.params.get("score") or DEFAULT_SCORE,
         )
         target = ctx.target_view()
-        core.validate_brain_key(target, kwargs["brain_key"])  # refused before any training
+        validate_brain_key(target, kwargs["brain_key"])  # refused before any training
         if ctx.delegated:
             results = core.compute_sei(
                 target, progress=lambda f, label: ctx.set_progress(progress=f, label=label), **kwargs

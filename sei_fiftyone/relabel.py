@@ -1,8 +1,10 @@
 """Closing the loop after an SEI run: pick samples to relabel, accept the model's suggestions.
 
-``suggest_relabels`` tags a budgeted batch for human review. It uses the active label
-correction selection (``sei_cleanlab.select_for_relabeling``) when the installed version
-provides it, and the lowest SEI scores first otherwise.
+``suggest_relabels`` tags a budgeted batch for human review with the core's active label
+correction (:mod:`sei.active`), fed with what the run stored: its scores (lower = more
+suspicious) and, when the run trained on an embeddings field, the vectors of that field
+for the kNN graph along which each pick lowers the suspicion of its neighbours
+(``"sei_propagation"``). A run on images has no stored vectors: the lowest scores first.
 
 ``apply_suggestions`` writes ``<brain_key>_suggestion`` into the label field and keeps the
 label it replaces in ``<label_field>_original``, so nothing is lost.
@@ -10,22 +12,17 @@ label it replaces in ``<label_field>_original``, so nothing is lost.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 import fiftyone.core.labels as fol
+from sei.active import KNNGraph, SelectionContext, make_selector
 
-from .core import field_names
-
-logger = logging.getLogger(__name__)
+from .inputs import read_vectors
+from .runs import dataset_of, field_names
 
 DEFAULT_TAG = "sei_relabel"
-
-
-def _run_label_field(samples, brain_key):
-    info = samples._root_dataset.get_brain_info(brain_key)
-    return info.config.label_field
+METHODS = ("auto", "sei_propagation", "lowest_score")
+NEIGHBORS = 10  # of each sample in the kNN graph, as sei_cleanlab.select_for_relabeling
 
 
 def suggest_relabels(samples, brain_key="sei", *, budget=100, tag=DEFAULT_TAG, flagged_only=False,
@@ -38,82 +35,75 @@ def suggest_relabels(samples, brain_key="sei", *, budget=100, tag=DEFAULT_TAG, f
         budget (100): how many samples to tag
         tag ("sei_relabel"): the sample tag to add
         flagged_only (False): choose only among samples flagged as mislabeled
-        method ("auto"): ``"auto"`` (active label correction when available, else
-            ``"lowest_score"``) or ``"lowest_score"``
+        method ("auto"): ``"sei_propagation"`` (the run's scores propagated on the kNN
+            graph of its embeddings field, :func:`sei.active.SEISelector`),
+            ``"lowest_score"`` (the run's scores, lowest first), or ``"auto"``: the first
+            when every chosen-from sample has a vector in the run's embeddings field
 
     Returns:
         the list of tagged sample ids, in selection order
+
+    Raises:
+        ValueError: an unknown ``method``, no SEI run ``brain_key``, or
+            ``"sei_propagation"`` for a run without stored vectors
     """
-    score_field, flag_field, sugg_field = field_names(brain_key)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    score_field, flag_field, _ = field_names(brain_key)
     view = samples.exists(score_field)
     if flagged_only:
         view = view.match({flag_field: True})
     ids, scores = view.values(["id", score_field])
-    ids = np.asarray(ids)
-    scores = np.asarray(scores, dtype=np.float64)
-    budget = int(min(max(budget, 0), ids.size))
+    budget = int(min(max(budget, 0), len(ids)))
     if budget == 0:
         return []
-    order = None
-    if method == "auto":
-        order = _active_selection(view, brain_key, scores, budget)
-    if order is None:
-        order = np.argsort(scores, kind="stable")[:budget]
-    chosen = ids[np.asarray(order)[:budget]].tolist()
-    samples._root_dataset.select(chosen).tag_samples(tag)
+    order = select(view, brain_key, budget, method=method)
+    chosen = np.asarray(ids)[order].tolist()
+    dataset_of(samples).select(chosen).tag_samples(tag)
     return chosen
 
 
-def _active_selection(view, brain_key, scores, budget):
-    """Indices chosen by ``sei_cleanlab.select_for_relabeling``, or None if unavailable.
+def select(samples, brain_key, budget, *, method="auto"):
+    """Positions in ``samples`` (every one scored by the run) of ``budget`` picks, in pick order.
 
-    The run keeps per-sample scores and the model's top label and confidence, not the
-    probability history, so the selector gets an (N, K) last-epoch estimate (the
-    confidence on the suggested class, the rest spread evenly) and the run's embeddings
-    field for its kNN graph (SEI propagation). Runs on images have no stored vectors:
-    None, so the caller ranks by the run's scores.
+    :class:`sei.active.SelectionContext` from the run's stored values: its scores as
+    ``sei_scores``, the labels of its label field and, as ``pred_probs``, its suggestion's
+    confidence on the suggested class with the rest spread evenly (validated, not ranked
+    by: SEI selectors rank by the scores).
     """
-    try:
-        from sei_cleanlab import select_for_relabeling
-    except ImportError:
-        try:
-            from sei_cleanlab.active import select_for_relabeling
-        except ImportError:
-            return None
-    dataset = view._root_dataset
-    info = dataset.get_brain_info(brain_key)
-    results = dataset.load_brain_results(brain_key)
-    classes = list(results.classes)
+    dataset = dataset_of(samples)
+    config = dataset.get_brain_info(brain_key).config
+    classes = list(dataset.load_brain_results(brain_key).classes)
+    score_field, _, sugg_field = field_names(brain_key)
+    scores, given, sugg_labels, sugg_conf = samples.values(
+        [score_field, f"{config.label_field}.label", f"{sugg_field}.label", f"{sugg_field}.confidence"])
     index = {c: k for k, c in enumerate(classes)}
-    k = len(classes)
-    _, _, sugg_field = field_names(brain_key)
-    given, sugg_labels, sugg_conf = view.values(
-        [f"{info.config.label_field}.label", f"{sugg_field}.label", f"{sugg_field}.confidence"]
-    )
-    labels = np.array([index.get(x, 0) for x in given], dtype=np.int64)
-    probs = np.full((labels.size, k), 0.0)
-    for i, (lab, conf) in enumerate(zip(sugg_labels, sugg_conf)):
-        if lab is None or conf is None:
-            probs[i] = 1.0 / k
-            continue
-        probs[i] = (1.0 - conf) / max(k - 1, 1)
-        probs[i, index[lab]] = conf
-    features = None
-    field = info.config.embeddings_field
-    if field and field in dataset.get_field_schema():
-        vecs = view.values(field)
-        if all(v is not None for v in vecs):
-            features = np.stack([np.asarray(v, dtype=np.float32).ravel() for v in vecs])
-    if features is None:
-        # Without vectors for the kNN graph the selector would rank by a one-epoch
-        # estimate; the run's own SEI (lowest first) is the better order.
-        return None
-    try:
-        out = select_for_relabeling(labels, probs, features, budget=budget)
-    except Exception as e:  # a failing selector must not block relabelling
-        logger.warning("select_for_relabeling failed (%s); using lowest scores first", e)
-        return None
-    return np.asarray(out, dtype=np.int64)[:budget]
+    labels = np.array([index.get(lab, -1) for lab in given], dtype=np.int64)
+    pred_probs = _suggestion_probs(sugg_labels, sugg_conf, index)
+    graph = None
+    if method != "lowest_score":
+        field = config.embeddings_field
+        features = read_vectors(samples, field) if field in dataset.get_field_schema() else None
+        if features is None and method == "sei_propagation":
+            raise ValueError(f"method='sei_propagation' needs the vectors of the run's embeddings field "
+                             f"for every sample; run '{brain_key}' has {field!r}")
+        if features is not None and len(features) > 1:
+            graph = KNNGraph(features, k=min(NEIGHBORS, len(features) - 1), seed=config.seed)
+    selector = make_selector("sei_propagation" if graph is not None else "sei")
+    ctx = SelectionContext(labels, pred_probs, sei_scores=np.asarray(scores, dtype=np.float64), graph=graph,
+                           seed=config.seed)
+    return selector.select(ctx, budget)
+
+
+def _suggestion_probs(labels, confidences, index):
+    """(N, K): the suggestion's confidence on its class, the rest spread evenly."""
+    k = len(index)
+    probs = np.full((len(labels), k), 1.0 / k)
+    for i, (lab, conf) in enumerate(zip(labels, confidences)):
+        if lab is not None and conf is not None and lab in index:
+            probs[i] = (1.0 - conf) / max(k - 1, 1)
+            probs[i, index[lab]] = conf
+    return probs
 
 
 def apply_suggestions(samples, brain_key="sei", *, label_field=None):
@@ -132,12 +122,12 @@ def apply_suggestions(samples, brain_key="sei", *, label_field=None):
         the number of samples whose label changed
     """
     if label_field is None:
-        label_field = _run_label_field(samples, brain_key)
+        label_field = dataset_of(samples).get_brain_info(brain_key).config.label_field
     _, _, sugg_field = field_names(brain_key)
     original_field = f"{label_field}_original"
     view = samples.exists(sugg_field)
     ids, current, suggestions = view.values(["id", label_field, sugg_field])
-    if original_field in samples._root_dataset.get_field_schema():
+    if original_field in dataset_of(samples).get_field_schema():
         originals = view.values(original_field)
     else:
         originals = [None] * len(ids)

@@ -193,7 +193,7 @@ _KILLED_RUN = textwrap.dedent("""
     import pymongo.collection
     import fiftyone as fo
     import sei_fiftyone as sfo
-    import sei_fiftyone.core as core
+    import sei_fiftyone.writeback as writeback
 
     name, where, flag = sys.argv[1:4]
     ds = fo.load_dataset(name)
@@ -221,7 +221,7 @@ _KILLED_RUN = textwrap.dedent("""
     pymongo.collection.Collection.insert_many = insert_many
     pymongo.collection.Collection.aggregate = aggregate
     if where in ("switched", "registered"):
-        core._phase = lambda p: pause() if p == where else None
+        writeback._phase = lambda p: pause() if p == where else None
     sfo.compute_sei(ds, "ground_truth", embeddings_field="embedding", epochs=6)
     print("finished without a kill", flush=True)
 """)

@@ -1,0 +1,127 @@
+"""Reading what an SEI run trains on from a collection: the label field mapped to class
+indices, and the images or the vectors of an embeddings field.
+
+Samples without a label are not trained on (and get no score); their positions are
+kept so that the run's values line up with ``samples.values("id")``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import fiftyone.core.fields as fof
+import fiftyone.core.labels as fol
+
+from .runs import EMBEDDINGS_MODEL, dataset_of, field_names
+
+
+def classification_fields(samples):
+    """Names of the top-level ``Classification`` fields of a collection."""
+    return sorted(samples.get_field_schema(embedded_doc_type=fol.Classification))
+
+
+def embeddings_fields(samples):
+    """Names of top-level vector/array fields that can serve as embeddings."""
+    out = []
+    for name, field in samples.get_field_schema().items():
+        if isinstance(field, (fof.VectorField, fof.ArrayField)):
+            out.append(name)
+        elif isinstance(field, fof.ListField) and isinstance(field.field, (fof.FloatField, fof.IntField)):
+            out.append(name)
+    return sorted(out)
+
+
+def check_label_field(samples, label_field):
+    """Refuse a ``label_field`` that is not a ``Classification`` field of the collection."""
+    fields = classification_fields(samples)
+    if label_field not in fields:
+        raise ValueError(
+            f"label_field must be a Classification field of the collection; got '{label_field}', "
+            f"available: {fields or 'none'}"
+        )
+
+
+def resolve_source(samples, brain_key, *, model, embeddings_field, mode):
+    """What the run trains on: returns ``(model, mode)``.
+
+    FiftyOne Brain's convention: an ``embeddings_field`` that does not exist yet is computed
+    with ``model`` (frozen) and stored with the run; an existing one is trained on
+    (``model="embeddings"``, ``mode="embeddings"``).
+    """
+    if embeddings_field is not None and embeddings_field not in dataset_of(samples).get_field_schema():
+        if model == EMBEDDINGS_MODEL:
+            raise ValueError(f"embeddings field '{embeddings_field}' does not exist; pass model=<an image model> "
+                             "to compute and store it, or the name of an existing vector field")
+        if mode == "finetune":
+            raise ValueError("mode='finetune' changes the encoder while training, so its embeddings cannot be "
+                             "stored; use mode='frozen' with embeddings_field, or no embeddings_field")
+        if embeddings_field in field_names(brain_key):
+            raise ValueError(f"embeddings_field '{embeddings_field}' is one of the fields the run "
+                             f"'{brain_key}' writes {field_names(brain_key)}; choose another name for it")
+        return model, "frozen"
+    if embeddings_field is not None:
+        model = EMBEDDINGS_MODEL
+    if model == EMBEDDINGS_MODEL:
+        if embeddings_field is None:
+            raise ValueError("model='embeddings' needs embeddings_field=<a vector field>")
+        return model, "embeddings"
+    return model, mode or "frozen"
+
+
+def stores_embeddings(config):
+    """Whether the run computes its ``embeddings_field`` from the images and stores it."""
+    return config.embeddings_field is not None and config.model != EMBEDDINGS_MODEL
+
+
+@dataclass
+class Labels:
+    """The label field of a collection as class indices.
+
+    ``ids`` are every sample's id (N), ``positions`` the M samples that have a label,
+    ``labels`` their (M,) class indices into ``classes``.
+    """
+
+    ids: np.ndarray
+    positions: np.ndarray
+    labels: np.ndarray
+    classes: list
+
+
+def read_labels(samples, label_field, classes=None):
+    """The labels of ``label_field``; ``classes`` default to the distinct labels, sorted."""
+    ids, names = samples.values(["id", f"{label_field}.label"])
+    positions = np.flatnonzero([lab is not None for lab in names])
+    present = {names[i] for i in positions}
+    classes = sorted(present) if classes is None else list(classes)
+    if len(classes) < 2:
+        raise ValueError(f"Field '{label_field}' has {len(classes)} class(es) on these samples; SEI needs at least 2")
+    index = {c: k for k, c in enumerate(classes)}
+    unknown = sorted(present - set(index))
+    if unknown:
+        raise ValueError(f"Labels {unknown[:5]} of '{label_field}' are not in classes={classes}")
+    labels = np.array([index[names[i]] for i in positions], dtype=np.int64)
+    return Labels(np.asarray(ids), positions, labels, classes)
+
+
+def read_training_inputs(samples, config, positions):
+    """The (M, D) float32 vectors of ``config.embeddings_field`` (mode ``"embeddings"``),
+    else the M image paths, of the samples at ``positions``."""
+    if config.mode != "embeddings":
+        paths = samples.values("filepath")
+        return [paths[i] for i in positions]
+    vecs = samples.values(config.embeddings_field)
+    missing = sum(1 for i in positions if vecs[i] is None)
+    if missing:
+        raise ValueError(f"{missing} sample(s) have no '{config.embeddings_field}' embedding; "
+                         "compute it for every sample or restrict the view")
+    return np.stack([np.asarray(vecs[i], dtype=np.float32).ravel() for i in positions])
+
+
+def read_vectors(samples, field):
+    """The (N, D) float32 vectors of ``field``, or None when a sample has none."""
+    vecs = samples.values(field)
+    if not vecs or any(v is None for v in vecs):
+        return None
+    return np.stack([np.asarray(v, dtype=np.float32).ravel() for v in vecs])

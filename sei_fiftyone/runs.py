@@ -1,0 +1,280 @@
+"""The SEI brain run: ``SEIConfig`` / ``SEI`` / ``SEIResults``, the fields and saved view a
+run owns, and the rule that keeps a ``brain_key`` from overwriting what is not its own.
+
+The Config records every option of :func:`sei_fiftyone.compute_sei`, resolved defaults
+included (``epochs``, ``lr``, ``classes``) and the extra ``sei.train`` options, so a run can
+be repeated from ``dataset.get_brain_info(key).config`` (:meth:`SEIConfig.compute_kwargs`).
+These classes live in an importable module so that ``get_brain_info`` and
+``load_brain_results`` work in any process, the App's included.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+
+import numpy as np
+
+import fiftyone as fo
+import fiftyone.core.brain as fob
+from fiftyone import ViewField as F
+from sei import DEFAULT_SCORE
+
+DEFAULT_MODEL = "efficientnet-lite0"
+DEFAULT_HEAD = "linear"
+EMBEDDINGS_MODEL = "embeddings"
+SAVED_VIEW_SUFFIX = "_most_likely_mislabeled"
+
+
+def field_names(brain_key):
+    """The fields a run with this key writes: (score, flag, suggestion)."""
+    return brain_key, f"{brain_key}_mislabeled", f"{brain_key}_suggestion"
+
+
+def saved_view_name(brain_key):
+    """Name of the saved view of a run: ``<brain_key>_most_likely_mislabeled``."""
+    return f"{brain_key}{SAVED_VIEW_SUFFIX}"
+
+
+def dataset_of(samples):
+    """The dataset behind a collection (datasets are singletons by name in FiftyOne)."""
+    if isinstance(samples, fo.Dataset):
+        return samples
+    return fo.load_dataset(samples.dataset_name)
+
+
+def sorted_samples(samples, brain_key, flagged_only=True):
+    """The scored samples of a run, lowest score (most likely mislabeled) first."""
+    score_field, flag_field, _ = field_names(brain_key)
+    view = samples.exists(score_field)
+    if flagged_only:
+        view = view.match(F(flag_field) == True)  # noqa: E712 (a MongoDB expression)
+    return view.sort_by(score_field)
+
+
+def save_sorted_view(samples, brain_key):
+    """Save the flagged samples of a run, lowest score first, as ``saved_view_name(brain_key)``."""
+    view = sorted_samples(samples, brain_key, flagged_only=True)
+    dataset_of(samples).save_view(saved_view_name(brain_key), view, overwrite=True,
+                                  description=f"SEI run '{brain_key}': flagged samples, most likely mislabeled first")
+
+
+def validate_brain_key(samples, brain_key):
+    """Refuse a ``brain_key`` whose run would overwrite something that is not its own.
+
+    The run writes ``field_names(brain_key)`` and the saved view
+    ``saved_view_name(brain_key)``. Rerunning an existing SEI run of that key reuses
+    them; otherwise none of them may exist (``ground_truth``, ``filepath``, ``tags``,
+    ``id``, the fields of another run, ...). A key held by a run of another method is
+    refused too. Used by :func:`sei_fiftyone.compute_sei` and by the App's form and operator.
+
+    Args:
+        samples: a :class:`fiftyone.core.collections.SampleCollection`
+        brain_key: the proposed run key
+
+    Raises:
+        ValueError: naming the key, what it collides with and what to do instead
+    """
+    if not isinstance(brain_key, str) or not brain_key.isidentifier():
+        raise ValueError(f"brain_key must be a valid identifier (letters, digits, _), got {brain_key!r}")
+    dataset = dataset_of(samples)
+    if brain_key in dataset.list_brain_runs():
+        config = dataset.get_brain_info(brain_key).config
+        if isinstance(config, SEIConfig):
+            return
+        raise ValueError(f"brain_key '{brain_key}' is a {type(config).__name__} run of this dataset; choose "
+                         f"another brain_key, or delete that run first (dataset.delete_brain_run('{brain_key}'))")
+    schema = dataset.get_field_schema(include_private=True)
+    taken = [f for f in field_names(brain_key) if f in schema]
+    if taken:
+        raise ValueError(
+            f"brain_key '{brain_key}' would overwrite the existing field(s) {', '.join(repr(f) for f in taken)}, "
+            f"which are not the fields of an SEI run '{brain_key}' (an SEI run writes {list(field_names(brain_key))}); "
+            "choose another brain_key (e.g. 'sei' or 'sei_2'), or rename or delete those fields first"
+        )
+    view = saved_view_name(brain_key)
+    if dataset.has_saved_view(view):
+        raise ValueError(f"brain_key '{brain_key}' would overwrite the saved view '{view}'; choose another "
+                         "brain_key, or rename or delete that saved view first")
+
+
+def _recordable(value):
+    """An option as a JSON value (arrays as lists, paths as strings); what has no JSON form
+    (a callback, a weights object) is kept as ``{"unrecorded": repr}``."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        items = [_recordable(v) for v in value]
+        if not any(isinstance(v, dict) and "unrecorded" in v for v in items):
+            return items
+    elif isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        items = {k: _recordable(v) for k, v in value.items()}
+        if not any(isinstance(v, dict) and "unrecorded" in v for v in items.values()):
+            return items
+    return {"unrecorded": repr(value)[:200]}
+
+
+class SEIConfig(fob.BrainMethodConfig):
+    """Configuration of an SEI run: every option of :func:`sei_fiftyone.compute_sei`.
+
+    Args:
+        label_field: the ``Classification`` field that was checked
+        model: the model name (or ``"embeddings"``)
+        embeddings_field: the vector field trained on (or computed and stored), if any
+        mode: ``"frozen"``, ``"finetune"`` or ``"embeddings"``
+        epochs: training epochs
+        threshold: the threshold method or value
+        score: the score name
+        batch_size: mini-batch size
+        lr: learning rate (the head's default resolved)
+        seed: the random seed
+        classes: the class list, in the model's output order
+        head: the classifier head, ``"linear"`` or ``"prompt"``
+        train_kwargs: the other options passed to ``sei.train``, as JSON values (one without
+            a JSON form, such as a callback, as ``{"unrecorded": repr}``)
+    """
+
+    def __init__(self, label_field=None, model=DEFAULT_MODEL, embeddings_field=None, mode="frozen",
+                 epochs=10, threshold="auto", score=DEFAULT_SCORE, batch_size=128, lr=None, seed=0,
+                 classes=None, head=DEFAULT_HEAD, train_kwargs=None, **kwargs):
+        super().__init__(**kwargs)
+        self.label_field = label_field
+        self.model = model
+        self.embeddings_field = embeddings_field
+        self.mode = mode
+        self.epochs = epochs
+        self.threshold = _recordable(threshold)
+        self.score = score
+        self.batch_size = batch_size
+        self.lr = lr
+        self.seed = seed
+        self.classes = None if classes is None else list(classes)
+        self.head = head
+        self.train_kwargs = {k: _recordable(v) for k, v in (train_kwargs or {}).items()}
+
+    @property
+    def type(self):
+        return "sei"
+
+    @property
+    def method(self):
+        return "sei"
+
+    def compute_kwargs(self):
+        """The arguments of :func:`sei_fiftyone.compute_sei` (after the collection) that repeat
+        this run: ``compute_sei(samples, **config.compute_kwargs())``.
+
+        Raises:
+            ValueError: the run was given an option that could not be recorded (a callback,
+                a weights object); pass it again yourself
+        """
+        unrecorded = {k: v["unrecorded"] for k, v in self.train_kwargs.items()
+                      if isinstance(v, dict) and "unrecorded" in v}
+        if unrecorded:
+            raise ValueError(f"This run was given options that could not be recorded: {unrecorded}; "
+                             "call compute_sei with them yourself")
+        return dict(label_field=self.label_field, model=self.model, embeddings_field=self.embeddings_field,
+                    mode=self.mode, epochs=self.epochs, threshold=self.threshold, score=self.score,
+                    batch_size=self.batch_size, lr=self.lr, seed=self.seed, classes=self.classes,
+                    head=self.head, **self.train_kwargs)
+
+
+class SEI(fob.BrainMethod):
+    """The SEI brain method: owns the three output fields and the saved view."""
+
+    def ensure_requirements(self):
+        pass
+
+    def get_fields(self, samples, key):
+        return list(field_names(key))
+
+    def cleanup(self, samples, key):
+        dataset = dataset_of(samples)
+        schema = dataset.get_field_schema()
+        existing = [f for f in field_names(key) if f in schema]
+        if existing:
+            dataset.delete_sample_fields(existing)
+        name = saved_view_name(key)
+        if dataset.has_saved_view(name):
+            dataset.delete_saved_view(name)
+
+    def rename(self, samples, key, new_key):
+        dataset = dataset_of(samples)
+        schema = dataset.get_field_schema()
+        mapping = {o: n for o, n in zip(field_names(key), field_names(new_key)) if o in schema}
+        if mapping:
+            dataset.rename_sample_fields(mapping)
+        old = saved_view_name(key)
+        if dataset.has_saved_view(old):
+            dataset.delete_saved_view(old)
+            save_sorted_view(dataset, new_key)
+
+
+class SEIResults(fob.BrainResults):
+    """Results of an SEI run.
+
+    Attributes:
+        threshold: the cutoff; samples scoring below it are flagged
+        score_name: the score written (lower = more likely mislabeled)
+        classes: the class list, in the model's output order
+        num_samples, num_flagged: counts
+        scores_summary: count, mean, std, min, quantiles and max of the scores
+        aux_ids: ids of the samples used as auxiliary (pseudo-class) samples
+        skipped_ids: ids of samples whose images could not be read
+        train_accuracy, train_loss: per-epoch training curves
+    """
+
+    _ATTRIBUTES = ("threshold", "score_name", "classes", "num_samples", "num_flagged", "scores_summary",
+                   "aux_ids", "skipped_ids", "train_accuracy", "train_loss")
+
+    def __init__(self, samples, config, brain_key, *, threshold, score_name, classes,
+                 num_samples, num_flagged, scores_summary, aux_ids, skipped_ids,
+                 train_accuracy, train_loss, backend=None):
+        super().__init__(samples, config, brain_key, backend=backend)
+        self.threshold = threshold
+        self.score_name = score_name
+        self.classes = classes
+        self.num_samples = num_samples
+        self.num_flagged = num_flagged
+        self.scores_summary = scores_summary
+        self.aux_ids = aux_ids
+        self.skipped_ids = skipped_ids
+        self.train_accuracy = train_accuracy
+        self.train_loss = train_loss
+
+    @property
+    def method(self):
+        return self.config.method
+
+    def attributes(self):
+        return super().attributes() + list(self._ATTRIBUTES)
+
+    def sorted_view(self, flagged_only=True):
+        """The run's samples, most likely mislabeled first."""
+        return sorted_samples(self.samples, self.key, flagged_only=flagged_only)
+
+    @classmethod
+    def _from_dict(cls, d, samples, config, brain_key):
+        defaults = {"scores_summary": {}, "aux_ids": [], "skipped_ids": [], "train_accuracy": [],
+                    "train_loss": []}
+        return cls(samples, config, brain_key, **{a: d.get(a, defaults.get(a)) for a in cls._ATTRIBUTES})
+
+
+def summarize_scores(scores):
+    """Count, mean, std, min, max and quantiles of the finite scores ({} when there is none)."""
+    finite = np.asarray(scores, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return {}
+    q = np.quantile(finite, [0.01, 0.25, 0.5, 0.75, 0.99])
+    return {"count": int(finite.size), "mean": float(finite.mean()), "std": float(finite.std()),
+            "min": float(finite.min()), "max": float(finite.max()), "q01": float(q[0]), "q25": float(q[1]),
+            "median": float(q[2]), "q75": float(q[3]), "q99": float(q[4])}

@@ -1,0 +1,342 @@
+"""Writing a run's fields: the one place that uses FiftyOne's private storage.
+
+FiftyOne's public ``set_values`` takes 10.1 s to write the suggestions alone for 100,000
+samples; this route stages the values in a temporary collection with one ``insert_many``
+and switches them in with a server-side ``$merge`` (3.75 s for scores, flags, suggestions
+and the run's registration; ``benchmarks/fiftyone_speed.py writeback``). It relies on
+FiftyOne's storage layout: the database connection (``fiftyone.core.odm.get_db_conn``),
+the dataset's sample collection (``_sample_collection_name``, ``_sample_collection``),
+the layout of a sample document (``_id``, ``last_modified_at``, an embedded
+``Classification`` as ``{_id, _cls, tags, label, confidence}``), the ``datasets``
+collection's ``sample_collection_name``, ``_reload_docs`` to refresh samples in memory,
+and a view's stages (``_serialize``, ``DatasetView._build``). No other module of
+``sei_fiftyone`` touches any of these; ``tests/fiftyone/test_storage_layout.py`` fails
+when FiftyOne changes one of them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+
+import numpy as np
+from bson import ObjectId, json_util
+
+import fiftyone.core.brain as fob
+import fiftyone.core.fields as fof
+import fiftyone.core.labels as fol
+import fiftyone.core.odm as foo
+import fiftyone.core.view as fov
+
+from .runs import dataset_of, field_names, save_sorted_view
+
+logger = logging.getLogger(__name__)
+
+# The protocol -------------------------------------------------------------------------------
+#
+# A run is written beside the previous one and then switched in, so that a failure or a
+# kill leaves either the previous run or the new one, never a mix (MongoDB's standalone
+# server has no multi-document transactions). The write goes through a temporary
+# collection ``tmp.sei_<token>``, which is also the journal of the write (its "meta"
+# document records the dataset, the fields, the phase, the owner process and, from the
+# commit on, the new run's config and results), and ``tmp.sei_<token>_old``:
+#
+# 1. stage: the new values (one document per sample; samples left out of a run on a view
+#    that hold the run's fields get a ``_remove`` mark) go into ``tmp.sei_<token>`` with
+#    one ``insert_many``, and the previous values into ``..._old`` with one server-side
+#    aggregation. Nothing on the dataset changes; a failure drops both collections.
+# 2. switch (commit: phase "switch"): the fields are declared, then one ``$merge`` sets
+#    the new values on the samples by ``_id`` (each sample is updated atomically) and a
+#    second removes the fields from the marked samples. A failure rolls back: the fields
+#    are removed from the staged samples and the previous values merged back from ``_old``.
+# 3. run (phase "run"): the run is registered, its results saved and its saved view
+#    written (single-document writes), then the collections are dropped.
+#
+# A process killed during the write leaves the collections behind. The next compute_sei
+# (or write_values) on that dataset finds them, and once their owner is gone (same host:
+# the pid no longer runs; another host: no progress for STALE_AFTER_S seconds) drops a
+# staged write, rolls an interrupted switch back to the previous run, or completes a run
+# whose values were all switched in; collections of datasets that no longer exist are
+# dropped. Every step of a rollback or a completion can be repeated, so a kill during the
+# repair is repaired the same way.
+
+TMP_PREFIX = "tmp.sei_"
+_OLD = "_old"  # suffix of the collection holding the previous run's values
+STALE_AFTER_S = 600
+_KINDS = {"float": (fof.FloatField, {}), "bool": (fof.BooleanField, {}),
+          "classification": (fof.EmbeddedDocumentField, {"embedded_doc_type": fol.Classification}),
+          "vector": (fof.VectorField, {})}
+_ACTIVE = set()  # names of this process's write collections in use
+
+
+def _phase(name):
+    """Called at each step of the write (``"staged"``, ``"switched"``, ``"registered"``).
+
+    A no-op; the tests replace it to inject failures and kills inside the write phase.
+    """
+
+
+def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddings=None, run=None):
+    """Write the fields of a run (and register the run) as one switch from the previous run.
+
+    ``ids``, ``scores`` (float or None), ``flags`` (bool) and ``suggestions``
+    (``(label, confidence)`` or None) are aligned lists; samples of the dataset that are
+    not in ``ids`` lose the run's fields (as when a run is overwritten). A failure or a
+    kill before the switch leaves the dataset as it was, a failure during it is rolled
+    back, and a kill is repaired by the next call on the dataset (see "The protocol").
+
+    Args:
+        samples: the dataset or view of the run
+        brain_key: the run key (``field_names(brain_key)`` are written)
+        ids, scores, flags, suggestions: aligned per-sample lists
+        embeddings (None): ``(field, ids, vectors)`` to store a new vector field too
+        run (None): ``(brain_method, results)`` to register the run, save its results and
+            its saved view in the same switch
+    """
+    dataset = dataset_of(samples)
+    recover_interrupted_writes(dataset)
+    score_field, flag_field, sugg_field = field_names(brain_key)
+    kinds = {score_field: "float", flag_field: "bool", sugg_field: "classification"}
+    if embeddings is not None:
+        kinds[embeddings[0]] = "vector"
+    docs = _sample_docs(field_names(brain_key), ids, scores, flags, suggestions, embeddings)
+    meta = {"_id": "meta", "dataset": dataset._sample_collection_name, "brain_key": brain_key,
+            "kinds": kinds, "phase": "stage", "host": socket.gethostname(), "pid": os.getpid(),
+            "updated": time.time()}
+    name = f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    tmp = _db()[name]
+    _ACTIVE.add(name)
+    try:
+        tmp.insert_one(meta)  # creates the collection: never one without its journal
+        try:
+            if docs:
+                tmp.insert_many(docs, ordered=False)
+            _backup_previous(dataset, tmp, list(kinds), len(docs) < len(dataset))
+            _phase("staged")
+        except BaseException:
+            _drop(tmp)
+            raise
+        commit = _commit(samples, dataset, tmp, kinds, run)
+        try:
+            _declare(dataset, kinds)
+            _switch(tmp, dataset)
+        except BaseException:
+            try:
+                _rollback(dataset, tmp, {**meta, **commit})
+            except Exception:  # the journal stays: the next run on this dataset rolls back
+                logger.exception("Rolling back SEI run '%s' failed; the next compute_sei on this "
+                                 "dataset restores the previous run", brain_key)
+            raise
+        tmp.update_one({"_id": "meta"}, {"$set": {"phase": "run", "updated": time.time()}})
+        _phase("switched")
+        if run is not None:
+            _register(samples, brain_key, *run)
+        _drop(tmp)
+    finally:
+        _ACTIVE.discard(name)
+        dataset._reload_docs()
+
+
+def _sample_docs(fields, ids, scores, flags, suggestions, embeddings):
+    """One sample document per id, in FiftyOne's layout, holding the run's fields."""
+    score_field, flag_field, sugg_field = fields
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    docs = {}
+    for _id, score, flag, sugg in zip(ids, scores, flags, suggestions):
+        if sugg is not None:
+            sugg = classification_doc(*sugg)
+        docs[_id] = {"_id": ObjectId(_id), score_field: score, flag_field: bool(flag), sugg_field: sugg,
+                     "last_modified_at": now}
+    if embeddings is not None:
+        encode = fof.VectorField().to_mongo
+        for _id, vec in zip(embeddings[1], embeddings[2]):
+            docs[_id][embeddings[0]] = encode(np.asarray(vec))
+    return list(docs.values())
+
+
+def classification_doc(label, confidence):
+    """A ``Classification`` as FiftyOne stores it inside a sample document."""
+    return {"_id": ObjectId(), "_cls": "Classification", "tags": [], "label": label, "confidence": confidence}
+
+
+def _commit(samples, dataset, tmp, kinds, run):
+    """Journal the switch (phase "switch"), with what a completion needs to register the run."""
+    schema = dataset.get_field_schema()
+    commit = {"phase": "switch", "updated": time.time(), "declared": [f for f in kinds if f not in schema]}
+    if run is not None:
+        backend, results = run
+        commit["run"] = {
+            "config": json.dumps(backend.config.serialize()),
+            "results": json_util.dumps(results.serialize()),
+            "view_stages": _view_stages(samples),
+        }
+    tmp.update_one({"_id": "meta"}, {"$set": commit})
+    return commit
+
+
+def _register(samples, brain_key, backend, results):
+    """Register the run, save its results and its saved view (the values are already in)."""
+    try:
+        backend.register_run(samples, brain_key, overwrite=True, cleanup=False)
+        backend.save_run_results(samples, brain_key, results)
+        _phase("registered")
+        save_sorted_view(samples, brain_key)
+    except Exception:  # the values are in: the journal lets the next run finish it
+        logger.exception("Registering SEI run '%s' failed after its values were written; the "
+                         "next compute_sei on this dataset completes it", brain_key)
+        raise
+
+
+def recover_interrupted_writes(samples):
+    """Repair what a killed write of an SEI run left on this dataset; returns the keys repaired.
+
+    Called by :func:`compute_sei` before it does anything else. A write collection
+    ``tmp.sei_*`` whose owner is gone is dropped, after rolling an interrupted switch back
+    to the previous run (phase ``"switch"``) or completing a run whose values were all
+    written (phase ``"run"``). Collections of other live datasets are left to them;
+    those of deleted datasets, and any without a journal, are dropped.
+    """
+    dataset = dataset_of(samples)
+    db = _db()
+    repaired = []
+    names = db.list_collection_names(filter={"name": {"$regex": "^" + TMP_PREFIX.replace(".", r"\.")}})
+    for name in names:
+        if name.endswith(_OLD):
+            if name[: -len(_OLD)] not in names:  # its write collection was dropped first
+                db.drop_collection(name)
+            continue
+        tmp = db[name]
+        meta = tmp.find_one({"_id": "meta"})
+        if meta is not None and not _stale(name, meta):
+            continue
+        if meta is not None and meta.get("dataset") != dataset._sample_collection_name:
+            if db.datasets.find_one({"sample_collection_name": meta.get("dataset")}, {"_id": 1}) is not None:
+                continue  # another dataset's: repaired by its own next run
+        elif meta is not None:
+            dataset.reload()
+            if meta.get("phase") == "switch":
+                logger.warning("Rolling back the interrupted write of SEI run '%s' (previous run restored)",
+                               meta["brain_key"])
+                _rollback(dataset, tmp, meta)
+            elif meta.get("phase") == "run":
+                logger.warning("Completing the interrupted write of SEI run '%s'", meta["brain_key"])
+                _roll_forward(dataset, tmp, meta)
+            repaired.append(meta["brain_key"])
+        _drop(tmp)
+    return repaired
+
+
+def _db():
+    """FiftyOne's database (a pymongo ``Database``)."""
+    return foo.get_db_conn()
+
+
+def _stale(name, meta):
+    if meta.get("host") != socket.gethostname():
+        return time.time() - float(meta.get("updated", 0)) > STALE_AFTER_S
+    pid = int(meta.get("pid", -1))
+    if pid == os.getpid():
+        return name not in _ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False
+    return False
+
+
+def _backup_previous(dataset, tmp, fields, partial):
+    """Copy the previous run's values into ``<tmp>_old``; with ``partial`` (a run on some of
+    the samples), also stage the removal of the run's fields from the samples left out."""
+    match = {"$or": [{f: {"$exists": True}} for f in fields]}
+    dataset._sample_collection.aggregate([
+        {"$match": match},
+        {"$project": {"_id": 1, **{f: 1 for f in fields}}},
+        {"$merge": {"into": tmp.name + _OLD, "on": "_id", "whenMatched": "replace", "whenNotMatched": "insert"}},
+    ])
+    if partial:
+        tmp.database[tmp.name + _OLD].aggregate([
+            {"$lookup": {"from": tmp.name, "localField": "_id", "foreignField": "_id", "as": "new"}},
+            {"$match": {"new": {"$size": 0}}},
+            {"$project": {"_id": 1, "_remove": {"$literal": True}}},
+            {"$merge": {"into": tmp.name, "on": "_id", "whenMatched": "keepExisting", "whenNotMatched": "insert"}},
+        ])
+
+
+def _merge(source, dataset, when_matched, match=None):
+    """One server-side ``$merge`` of ``source``'s sample documents into the samples by ``_id``."""
+    source.aggregate([
+        {"$match": {"_id": {"$type": "objectId"}, **(match or {})}},
+        {"$merge": {"into": dataset._sample_collection_name, "on": "_id",
+                    "whenMatched": when_matched, "whenNotMatched": "discard"}},
+    ])
+
+
+def _unset(fields):
+    return [{"$unset": list(fields)}, {"$set": {"last_modified_at": "$$NOW"}}]
+
+
+def _switch(tmp, dataset):
+    """Set the new values on the run's samples and remove the fields from samples left out.
+
+    Each sample is updated atomically, and repeating the switch gives the same result.
+    """
+    fields = list(tmp.find_one({"_id": "meta"})["kinds"])
+    _merge(tmp, dataset, "merge", {"_remove": {"$exists": False}})
+    _merge(tmp, dataset, _unset(fields), {"_remove": True})
+
+
+def _drop(tmp):
+    tmp.drop()  # the journal first: a stray "_old" copy is dropped by the next recovery
+    tmp.database.drop_collection(tmp.name + _OLD)
+
+
+def _declare(dataset, kinds):
+    schema = dataset.get_field_schema()
+    for field, kind in kinds.items():
+        if field not in schema:
+            ftype, kw = _KINDS[kind]
+            dataset.add_sample_field(field, ftype, **kw)
+
+
+def _rollback(dataset, tmp, meta):
+    """Put back the previous run's values and drop the fields this write declared."""
+    _merge(tmp, dataset, _unset(meta["kinds"]))  # repeatable: the old values come back next
+    _merge(tmp.database[tmp.name + _OLD], dataset, [{"$replaceWith": {"$mergeObjects": ["$$ROOT", "$$new"]}},
+                                                   {"$set": {"last_modified_at": "$$NOW"}}])
+    declared = [f for f in meta.get("declared", []) if f in dataset.get_field_schema()]
+    if declared:
+        dataset.delete_sample_fields(declared)
+    _drop(tmp)
+    dataset._reload_docs()
+
+
+def _roll_forward(dataset, tmp, meta):
+    """Finish a write whose values were all switched in: fields, run, results, saved view."""
+    _declare(dataset, meta["kinds"])
+    _switch(tmp, dataset)  # repeats the completed switch, to the same result
+    run = meta.get("run")
+    if run is not None:
+        key = meta["brain_key"]
+        config = fob.BrainMethodConfig.from_dict(json.loads(run["config"]))
+        samples = dataset
+        if run.get("view_stages"):
+            samples = fov.DatasetView._build(dataset, [json_util.loads(st) for st in run["view_stages"]])
+        backend = config.build()
+        results = fob.BrainResults.from_dict(json_util.loads(run["results"]), samples, config, key)
+        backend.register_run(samples, key, overwrite=True, cleanup=False)
+        backend.save_run_results(samples, key, results)
+        save_sorted_view(samples, key)
+    dataset._reload_docs()
+
+
+def _view_stages(samples):
+    if not isinstance(samples, fov.DatasetView):
+        return None
+    return [json_util.dumps(st) for st in samples._serialize(include_uuids=False)]
