@@ -161,21 +161,33 @@ class PropagationSelector(Selector):
         "alpha": pool ranked by p^S ∝ 1 - alpha (needs ``ctx.alpha``; falls back to "all").
     pool : float or int, default 0.25
         Candidate pool size (fraction of not-yet-queried samples if float).
-    steps, step_size, tol, mode : passed to :meth:`KNNGraph.propagate_pick`.
+    steps, step_size, mode : passed to :meth:`KNNGraph.propagate_pick`.
+    bound : float or "auto", default "auto"
+        Max-norm error of each pick's propagation, relative to the picked value (the
+        bounded hop push, see :mod:`sei.active.graph`). ``"auto"``: chosen from the graph
+        by :meth:`KNNGraph.auto_bound` (exact on small graphs, 1e-5 to 1e-4 on 50,000-node
+        kNN graphs; about 0.5 ms per pick), or the precomputed columns if the graph has them.
+        The bound used is kept in ``last_bound``.
+    tol : float, optional
+        Instead of ``bound``: the pruned Euler push (error <= ``steps * tol``; ``tol=0``
+        exact) or the matching precomputed columns.
     propagate : bool, default True
     """
 
     uses_graph = True
 
     def __init__(self, priority="entropy", *, candidates="alpha", pool=0.25, steps=10, step_size=0.1,
-                 tol=1e-6, mode="change", propagate=True, transform="minmax", robust_training=True,
-                 name=None):
+                 bound="auto", tol=None, mode="change", propagate=True, transform="minmax",
+                 robust_training=True, name=None):
         if priority not in ("entropy", "sei"):
             raise ValueError(f"priority must be 'entropy' or 'sei', got {priority!r}")
         if candidates not in ("alpha", "all"):
             raise ValueError(f"candidates must be 'alpha' or 'all', got {candidates!r}")
         self.priority_name, self.candidates, self.pool = priority, candidates, pool
+        if not (bound == "auto" or (isinstance(bound, (int, float)) and 0 <= bound < 1)):
+            raise ValueError(f"bound must be 'auto' or a float in [0, 1), got {bound!r}")
         self.steps, self.step_size, self.tol, self.mode = steps, step_size, tol, mode
+        self.bound, self.last_bound = bound, None
         self.propagate, self.transform = propagate, transform
         self.robust_training = robust_training
         self.needs_sei = priority == "sei"
@@ -221,13 +233,13 @@ class PropagationSelector(Selector):
         nxt = size
         score = np.where(in_pool, e, -np.inf)
         picks = np.empty(q, dtype=np.int64)
+        push = self._push_options(ctx.graph) if self.propagate else None
         for t in range(q):
             j = int(np.argmax(score))
             picks[t] = j
             in_pool[j] = False
             if self.propagate:
-                touched = ctx.graph.propagate_pick(e, j, steps=self.steps, step_size=self.step_size,
-                                                   mode=self.mode, tol=self.tol)
+                touched = ctx.graph.propagate_pick(e, j, **push)
                 score[touched] = np.where(in_pool[touched], e[touched], -np.inf)
             score[j] = -np.inf
             if nxt < len(order):  # refill the pool in p^S rank order
@@ -236,6 +248,23 @@ class PropagationSelector(Selector):
                 in_pool[m] = True
                 score[m] = e[m]
         return picks
+
+
+    def _push_options(self, graph):
+        """Options for ``graph.propagate_pick``: ``tol`` if given, else the (resolved) bound."""
+        opts = dict(steps=self.steps, step_size=self.step_size, mode=self.mode)
+        if self.tol is not None:
+            self.last_bound = self.steps * self.tol
+            return dict(opts, tol=self.tol)
+        cache = getattr(graph, "_responses", None)
+        if self.bound == "auto" and cache is not None and cache[3:5] == (self.steps, self.step_size):
+            self.last_bound = self.steps * cache[5]
+            return dict(opts, tol=cache[5])
+        bound = self.bound
+        if bound == "auto" and self.mode == "change":
+            bound = graph.auto_bound(steps=self.steps, step_size=self.step_size)
+        self.last_bound = 0.0 if self.mode == "full" else bound
+        return dict(opts, bound=bound)
 
 
 def KimSelector(**kw) -> PropagationSelector:
