@@ -31,7 +31,6 @@ from sei import DEFAULT_SCORE
 from sei.constants import HEADS
 
 from . import _engine, inputs
-from .inputs import classification_fields, embeddings_fields  # noqa: F401  (the App's form)
 from .runs import (  # noqa: F401  (SEI, SEIConfig, SEIResults: the classes of runs stored by earlier versions)
     DEFAULT_HEAD,
     DEFAULT_MODEL,

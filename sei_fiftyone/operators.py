@@ -13,6 +13,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from sei import DEFAULT_SCORE
+from sei.scores import SCORES
 
 from . import core
 from .inputs import classification_fields, embeddings_fields
@@ -20,10 +21,12 @@ from .relabel import DEFAULT_TAG, apply_suggestions, suggest_relabels
 from .runs import DEFAULT_HEAD, DEFAULT_MODEL, field_names, validate_brain_key
 
 THRESHOLD_CHOICES = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
-SCORE_CHOICES = (
-    ("aum_prob", "aum_prob: mean probability margin (default, best measured from dynamics alone)"),
-    ("aum_prob_knn", "aum_prob_knn: aum_prob averaged with the neighbours' label agreement"),
-    ("sei", "sei: the paper's Signed Entropy Integral"),
+#: The App's short list of scores (the best measured from dynamics alone, its neighbour-label
+#: variant, the paper's); names and descriptions come from the core's registry.
+CURATED_SCORES = ("aum_prob", "aum_prob_knn", "sei")
+SCORE_CHOICES = tuple(
+    (name, f"{name}: {SCORES[name].description}" + (" (default)" if name == DEFAULT_SCORE else ""))
+    for name in CURATED_SCORES
 )
 
 

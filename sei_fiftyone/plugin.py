@@ -6,7 +6,6 @@ import os
 import shutil
 from pathlib import Path
 
-PLUGIN_NAME = "@sei/fiftyone"
 PLUGIN_DIRNAME = "sei-fiftyone"
 
 

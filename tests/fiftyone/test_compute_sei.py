@@ -209,3 +209,28 @@ def test_a_missing_embeddings_field_without_a_model_is_refused(dataset):
     with pytest.raises(ValueError, match="does not exist"):
         sfo.compute_sei(dataset, "ground_truth", model="embeddings", embeddings_field="nope", epochs=1)
     assert "nope" not in dataset.get_field_schema() and dataset.list_brain_runs() == []
+
+
+def test_brain_info_config_records_every_option_and_repeats_the_run(dataset):
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=6, lr=0.01, batch_size=32,
+                    seed=3, weight_decay=1e-3, lr_schedule="step", threshold="gmm")
+    config = dataset.get_brain_info("sei").config
+    assert (config.lr, config.batch_size, config.seed, config.epochs) == (0.01, 32, 3, 6)
+    assert config.train_kwargs == {"weight_decay": 1e-3, "lr_schedule": "step"}
+    assert config.classes == ["blue", "green", "red"] and config.head == "linear"
+    assert (config.model, config.mode, config.embeddings_field) == ("embeddings", "embeddings", "embedding")
+    assert config.threshold == "gmm" and config.score == sfo.SEIConfig().score
+    again = sfo.compute_sei(dataset, brain_key="again", **config.compute_kwargs())
+    assert dataset.values("again") == dataset.values("sei")
+    assert dataset.values("again_mislabeled") == dataset.values("sei_mislabeled")
+    assert again.threshold == dataset.load_brain_results("sei").threshold
+    assert dataset.get_brain_info("again").config.serialize() == config.serialize()
+
+
+def test_resolved_defaults_are_recorded_and_an_unrecordable_option_is_named(dataset):
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", on_record=lambda *a, **k: None)
+    config = dataset.get_brain_info("sei").config
+    assert (config.epochs, config.lr, config.batch_size) == (10, 0.002, 128)
+    assert "unrecorded" in config.train_kwargs["on_record"]
+    with pytest.raises(ValueError, match="on_record"):
+        config.compute_kwargs()
