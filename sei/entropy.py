@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_labels, check_pred_probs, to_numpy
+from .validation import check_labels, check_pred_probs, to_numpy
 from .constants import EPS
 
 

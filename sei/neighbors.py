@@ -21,9 +21,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import FEATURE_SCORES
+from . import scores as _scores
+from .validation import check_features, check_k, check_labels, check_neighbors
 
-__all__ = ["FEATURE_SCORES", "knn_indices", "knn_label_margin", "feature_score"]
+__all__ = ["FEATURE_SCORES", "check_features", "check_k", "check_neighbors", "feature_score", "knn_indices",
+           "knn_label_margin"]
+
+
+
+def __getattr__(name):
+    if name == "FEATURE_SCORES":  # the registry's neighbour scores
+        return _scores.names(needs_features=True)
+    raise AttributeError(f"module 'sei.neighbors' has no attribute {name!r}")
+
 
 #: Neighbours used by the neighbour-label scores (the benchmark's value).
 DEFAULT_KNN_K = 20
@@ -88,50 +98,6 @@ def search(x, k, *, backend="auto", exact_max=20_000, seed=0, num_threads=2):
     return dist, idx, backend
 
 
-def check_features(features, n=None):
-    from ._validation import to_numpy
-
-    x = to_numpy(features, "features")
-    if x.dtype.kind not in "fiub":
-        raise TypeError(f"features must hold real numbers, got dtype {x.dtype}")
-    x = x.astype(np.float32, copy=False)
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"features must be a (N, D) array with N >= 2, got shape {x.shape}")
-    if n is not None and x.shape[0] != n:
-        raise ValueError(f"features has {x.shape[0]} rows but there are {n} labels; pass one row per sample")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("features contain NaN or inf; impute or drop those rows first")
-    return x
-
-
-def check_neighbors(neighbors, n):
-    """(N, k) integer indices in 0..N-1 (as from :func:`knn_indices`), or a clear error.
-
-    Negative indices would silently wrap around to the last samples, so they are refused.
-    """
-    from ._validation import to_numpy
-
-    neighbors = to_numpy(neighbors, "neighbors")
-    if neighbors.ndim != 2 or neighbors.shape[0] != n or neighbors.shape[1] < 1:
-        raise ValueError(f"neighbors must be (N, k) = ({n}, k) with k >= 1, one row per sample, "
-                         f"got shape {neighbors.shape}; compute them with sei.knn_indices(features, k)")
-    if neighbors.dtype.kind not in "iu":
-        raise TypeError(f"neighbors must be integer sample indices, got dtype {neighbors.dtype}")
-    lo, hi = int(neighbors.min()), int(neighbors.max())
-    if lo < 0 or hi >= n:
-        raise ValueError(f"neighbors must be sample indices in 0..{n - 1}, got values in {lo}..{hi}; "
-                         "compute them with sei.knn_indices(features, k) on the same samples")
-    return neighbors.astype(np.int64, copy=False)
-
-
-def check_k(k, n):
-    """``k`` as an int in [1, N-1], or a ValueError naming the bounds."""
-    k = int(k)
-    if not 1 <= k < n:
-        raise ValueError(f"k must be in [1, N-1] = [1, {n - 1}], got {k}")
-    return k
-
-
 def knn_indices(features, k=DEFAULT_KNN_K, *, backend="auto", exact_max=20_000, seed=0, num_threads=2):
     """(N, k) indices of each sample's k nearest neighbours by cosine similarity, self excluded.
 
@@ -163,9 +129,7 @@ def knn_label_margin(labels, features=None, *, neighbors=None, num_classes=None,
 
     Pass ``features`` (N, D) or precomputed ``neighbors`` (N, k) indices.
     """
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise TypeError(f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}")
+    labels = check_labels(labels)
     n = labels.shape[0]
     if neighbors is None:
         if features is None:
@@ -174,8 +138,7 @@ def knn_label_margin(labels, features=None, *, neighbors=None, num_classes=None,
         neighbors = knn_indices(features, k, **search_kw)
     neighbors = check_neighbors(neighbors, n)
     c = int(num_classes if num_classes is not None else labels.max() + 1)
-    if n and (labels.min() < 0 or labels.max() >= c):
-        raise ValueError(f"labels must lie in 0..{c - 1} (num_classes = {c})")
+    check_labels(labels, num_classes=c)
     nl = labels[neighbors]
     counts = np.zeros((n, c))
     for j in range(nl.shape[1]):
@@ -189,14 +152,13 @@ def knn_label_margin(labels, features=None, *, neighbors=None, num_classes=None,
 
 def feature_score(name, dynamics_scores, labels, features=None, *, neighbors=None, num_classes=None,
                   k=DEFAULT_KNN_K, **search_kw):
-    """A score of :data:`FEATURE_SCORES`: ``"knn_margin"`` or ``"aum_prob_knn"``.
+    """A neighbour score of the registry (:func:`sei.scores.names` with ``needs_features=True``:
+    ``"knn_margin"``, ``"aum_prob_knn"``).
 
-    ``dynamics_scores`` is the (N,) ``aum_prob`` score of the same samples (ignored for
+    ``dynamics_scores`` is the (N,) recorder score the neighbour score fuses with
+    (``SCORES[name].fuses_with``: ``aum_prob`` for ``"aum_prob_knn"``; ignored for
     ``"knn_margin"``). NaN there stays NaN.
     """
-    if name not in FEATURE_SCORES:
-        raise ValueError(f"unknown feature score {name!r}; use one of {FEATURE_SCORES}")
+    score = _scores.get(name, needs_features=True)
     margin = knn_label_margin(labels, features, neighbors=neighbors, num_classes=num_classes, k=k, **search_kw)
-    if name == "knn_margin":
-        return margin
-    return 0.5 * (np.asarray(dynamics_scores, dtype=np.float64) + margin)
+    return score.fuse(dynamics_scores, margin)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_labels, check_num_classes, to_numpy
+from .validation import check_labels, check_num_classes, to_numpy
 
 
 def _prepare(labels, num_classes, noise_rate):

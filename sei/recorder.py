@@ -4,19 +4,9 @@ Feed it every mini-batch's predictions while a model trains; it keeps O(N) runni
 per sample (plus the last epoch's (N, K) probabilities) and turns them into one score per
 sample, lower = more likely mislabeled.
 
-Per sample i and epoch t (an epoch's value is the mean over that sample's updates in it):
-
-    SE_t   = sign_t * H(p_t)                 sign_t = +1 if p_t[y] >= max_k p_t[k] else -1
-    SEI    = sum_t SE_t                      "sei"        (the paper)
-    mean_t SE_t                              "sei_mean"   (the authors' code stores this)
-    -sum_t H(p_t)                            "ei"         (unsigned entropy integral, negated)
-    SE_T, SE_{T/2}                           "se_last", "se_mid"  (single-epoch slices)
-    mean_t (z_y - max_{k!=y} z_k)            "aum"        (AUM, logits needed)
-    mean_t (p_y - max_{k!=y} p_k)            "aum_prob"   (AUM on probabilities)
-    mean_t sign_t * (1 - H(p_t) / log K)     "signed_confidence"
-    -mean_t CE(p_t, y)                       "loss"       (small-loss criterion)
-    mean_t 1[sign_t > 0]                     "agreement"
-    1 - mistakenness(p_T, y)                 "mistakenness" (FiftyOne Brain's formula, last epoch)
+What is recorded, and how each score reduces it, is read from the score registry
+(:data:`sei.scores.SCORES`, where the formulas are): a score added there is recorded by
+every recorder created afterwards.
 """
 
 from __future__ import annotations
@@ -24,12 +14,16 @@ from __future__ import annotations
 import os
 import sys
 import zipfile
+from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import (
+from . import scores as _scores
+from .validation import (
     as_float,
     as_history,
+    check_history_file,
+    check_history_path,
     check_labels,
     check_num_classes,
     check_num_samples,
@@ -37,73 +31,47 @@ from ._validation import (
     input_eps,
     to_numpy,
 )
-from .constants import EPS, SCORE_NAMES
 
-# Per-epoch accumulators, summed over a sample's updates within the epoch.
-_EPOCH_FIELDS = ("count", "se", "h", "aligned", "margin", "loss", "sc", "aum", "aum_count")
-# Totals over epochs (each epoch contributes the mean of its updates).
-_TOTAL_FIELDS = ("epochs", "se", "h", "aligned", "margin", "loss", "sc", "aum", "aum_epochs")
-# Scores that can be computed for labels other than those trained on: "ei" does not
-# depend on the label, "mistakenness" reads only the last epoch's probabilities.
-_RELABELABLE_SCORES = ("ei", "mistakenness")
-# Rows per step where a whole (N, K) array is processed (end_epoch, mistakenness), so
-# that no full-size temporary is ever allocated.
+# Accumulator columns besides the statistics: updates per epoch, and updates that came
+# with logits (the names of a saved recorder's entries, kept from the first layout).
+_COUNT, _LOGIT_COUNT = "count", "aum_count"
+# Their totals over epochs: epochs that saw the sample, epochs that saw its logits.
+_EPOCHS, _LOGIT_EPOCHS = "epochs", "aum_epochs"
+# The accumulator columns of recorders saved before the layout was stored with them.
+_LEGACY_EPOCH_FIELDS = ("count", "se", "h", "aligned", "margin", "loss", "sc", "aum", "aum_count")
+# Rows per step where a whole (N, K) array is processed (end_epoch, the last-probability
+# scores), so that no full-size temporary is ever allocated.
 _CHUNK_ROWS = 8192
 
 
-def _top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Largest and second-largest entry of each row of an (B, K) array.
+class _Layout(NamedTuple):
+    """What a recorder accumulates, read from the registry when it is created."""
 
-    Loops over the K columns, vectorised over rows: numpy's ``max(axis=1)`` is several
-    times slower for the small K of classification.
-    """
-    cols = np.ascontiguousarray(x.T)
-    first = cols[0].copy()
-    second = np.full_like(first, -np.inf)
-    for c in cols[1:]:
-        np.maximum(second, np.minimum(first, c), out=second)
-        np.maximum(first, c, out=first)
-    return first, second
+    probs: tuple  # Statistics of every update
+    logits: tuple  # Statistics of updates with logits
+    last: tuple  # statistic names kept for the last epoch that saw the sample
+    middle: tuple  # ... and for the middle epoch
 
+    @property
+    def fields(self) -> tuple:
+        return (_COUNT, *(s.name for s in self.probs + self.logits), _LOGIT_COUNT)
 
-def _margin(x: np.ndarray, given: np.ndarray) -> np.ndarray:
-    """x_y - max_{k != y} x_k per row, from the given entries ``given`` = x[rows, y]."""
-    first, second = _top2(x)
-    return given - np.where(given >= first, second, first)
+    def is_logit(self, name: str) -> bool:
+        return any(s.name == name for s in self.logits)
 
 
-def _batch_stats(values: np.ndarray, labels: np.ndarray, from_logits: bool) -> dict:
-    """Per-update statistics for a batch of probabilities (or logits).
-
-    Works in float32 or wider (float32 stays float32, float16 / bfloat16 become float32:
-    ``log(p + 1e-8)`` is ``log(0)`` in float16); totals are float64.
-    """
-    values = as_float(np.asarray(values))
-    rows = np.arange(values.shape[0])
-    out = {}
-    if from_logits:
-        z = values
-        out["aum"] = _margin(z, z[rows, labels])
-        p = z - z.max(axis=1, keepdims=True)
-        np.exp(p, out=p)
-        p /= p.sum(axis=1, keepdims=True)
-    else:
-        p = values
-    log_p = np.log(p + EPS)
-    margin = _margin(p, p[rows, labels])
-    aligned = margin >= 0
-    h = -np.einsum("ij,ij->i", p, log_p)
-    sign = np.where(aligned, 1.0, -1.0)
-    out.update(
-        probs=p,
-        se=sign * h,
-        h=h,
-        aligned=aligned.astype(np.float64),
-        margin=margin,
-        loss=-log_p[rows, labels],
-        sc=sign * (1.0 - h / np.log(p.shape[1])),
-    )
-    return out
+def _layout() -> _Layout:
+    probs, logits, last, middle = {}, {}, [], []
+    for score in _scores.SCORES.values():
+        if score.reduce not in ("sum", "mean", "last", "middle"):
+            continue
+        stat = score.statistic
+        (logits if score.needs_logits else probs).setdefault(stat.name, stat)
+        for kept, reduce in ((last, "last"), (middle, "middle")):
+            if score.reduce == reduce and stat.name not in kept:
+                kept.append(stat.name)
+    probs.setdefault("loss", _scores.CROSS_ENTROPY)  # last_losses (robust weights) read it
+    return _Layout(tuple(probs.values()), tuple(logits.values()), tuple(last), tuple(middle))
 
 
 class SEIRecorder:
@@ -151,22 +119,33 @@ class SEIRecorder:
         self.mid_epoch = None if mid_epoch is None else int(mid_epoch)
         if history_path is not None and self.max_epochs is None:
             raise ValueError("history_path needs max_epochs to size the (T, N, K) memmap; pass max_epochs=.")
-        self.history_path = None if history_path is None else _check_history_path(history_path)
+        self.history_path = None if history_path is None else check_history_path(history_path)
         self._history = None
         self._history_resumed = False  # set by load_state_dict: reopen the file, never replace it
         self.num_epochs = 0
         n, k = self.num_samples, self.num_classes
+        self._layout = _layout()
         # One (N, fields + K) block so that a batch is scattered with a single np.add.at
         # and ranks are merged with a single all_reduce; the dict and probs are views.
-        self._acc = np.zeros((n, len(_EPOCH_FIELDS) + k))
+        self._acc = np.zeros((n, len(self._layout.fields) + k))
         self._bind_views()
-        self._total = {f: np.zeros(n) for f in _TOTAL_FIELDS}
+        self._total = {f: np.zeros(n) for f in self._total_fields()}
         self.labels = np.full(n, -1, dtype=np.int64)
         self.last_probs = np.full((n, k), np.nan, dtype=np.float32)
         self.last_losses = np.full(n, np.nan)
-        self._last_se = np.full(n, np.nan)
-        self._mid_se = np.full(n, np.nan)
-        self._se_per_epoch: list[np.ndarray] = []  # only when the middle epoch is not known up front
+        # Per statistic: its value at the last epoch that saw the sample, at the middle
+        # epoch, and every epoch's (float32, only when the middle epoch is not known up front).
+        self._last = {s: np.full(n, np.nan) for s in self._layout.last}
+        self._mid = {s: np.full(n, np.nan) for s in self._layout.middle}
+        self._per_epoch: dict[str, list] = {s: [] for s in self._layout.middle}
+
+    def _total_fields(self) -> tuple:
+        return (_EPOCHS, *(s.name for s in self._layout.probs + self._layout.logits), _LOGIT_EPOCHS)
+
+    @property
+    def epochs_seen(self) -> np.ndarray:
+        """(N,) float64 number of recorded epochs in which each sample was seen (a copy)."""
+        return self._total[_EPOCHS].copy()
 
     def _history_shape(self) -> tuple[int, int, int]:
         return (self.max_epochs, self.num_samples, self.num_classes)
@@ -176,7 +155,7 @@ class SEIRecorder:
         existing one for a resumed run."""
         shape = self._history_shape()
         if self._history_resumed:
-            _check_history_file(self.history_path, shape, self.num_epochs)
+            check_history_file(self.history_path, shape, self.num_epochs)
             return np.lib.format.open_memmap(self.history_path, mode="r+")
         # Written beside the target, then renamed over it: a reader of history_path sees
         # the old file or the new one, never a mix; the mapping survives the rename.
@@ -191,8 +170,9 @@ class SEIRecorder:
         return mm
 
     def _bind_views(self):
-        self._epoch = {f: self._acc[:, i] for i, f in enumerate(_EPOCH_FIELDS)}
-        self._epoch_probs = self._acc[:, len(_EPOCH_FIELDS):]
+        fields = self._layout.fields
+        self._epoch = {f: self._acc[:, i] for i, f in enumerate(fields)}
+        self._epoch_probs = self._acc[:, len(fields):]
 
     # ------------------------------------------------------------------ recording
     def update(self, sample_ids, probs_or_logits, labels, *, from_logits=False):
@@ -237,14 +217,15 @@ class SEIRecorder:
         self._accumulate(ids.astype(np.int64, copy=False), values, labels, from_logits)
 
     def _accumulate(self, ids, values, labels, from_logits):
-        stats = _batch_stats(values, labels, from_logits)
-        block = np.empty((ids.shape[0], self._acc.shape[1]))
+        batch = _scores.Batch(as_float(np.asarray(values)), labels, from_logits)
+        lay = self._layout
+        block = np.zeros((ids.shape[0], self._acc.shape[1]))
         block[:, 0] = 1.0
-        for i, f in enumerate(_EPOCH_FIELDS[1:7], start=1):  # se, h, aligned, margin, loss, sc
-            block[:, i] = stats[f]
-        block[:, 7] = stats["aum"] if from_logits else 0.0
-        block[:, 8] = 1.0 if from_logits else 0.0
-        block[:, len(_EPOCH_FIELDS):] = stats["probs"]
+        stats = lay.probs + lay.logits if from_logits else lay.probs
+        for i, stat in enumerate(stats, start=1):
+            block[:, i] = stat.compute(batch)
+        block[:, len(lay.fields) - 1] = 1.0 if from_logits else 0.0
+        block[:, len(lay.fields):] = batch.probs
         np.add.at(self._acc, ids, block)
         self.labels[ids] = labels
 
@@ -259,22 +240,18 @@ class SEIRecorder:
         if self.history_path is not None and self.num_epochs < self.max_epochs and self._history is None:
             self._history = self._open_history()
         e, t = self._epoch, self._total
-        seen = e["count"] > 0
-        cnt = np.where(seen, e["count"], 1.0)
-        t["epochs"] += seen
-        for f in ("se", "h", "aligned", "margin", "loss", "sc"):
-            t[f] += np.where(seen, e[f] / cnt, 0.0)
-        has_aum = e["aum_count"] > 0
-        t["aum"] += np.where(has_aum, e["aum"] / np.where(has_aum, e["aum_count"], 1.0), 0.0)
-        t["aum_epochs"] += has_aum
-        se_epoch = np.where(seen, e["se"] / cnt, np.nan)
-        self._last_se = np.where(seen, se_epoch, self._last_se)
+        seen = e[_COUNT] > 0
+        cnt = np.where(seen, e[_COUNT], 1.0)
+        has_logits = e[_LOGIT_COUNT] > 0
+        logit_cnt = np.where(has_logits, e[_LOGIT_COUNT], 1.0)
+        t[_EPOCHS] += seen
+        t[_LOGIT_EPOCHS] += has_logits
+        for stat in self._layout.probs:
+            t[stat.name] += np.where(seen, e[stat.name] / cnt, 0.0)
+        for stat in self._layout.logits:
+            t[stat.name] += np.where(has_logits, e[stat.name] / logit_cnt, 0.0)
+        self._keep_epoch_slices(seen, cnt, has_logits, logit_cnt)
         self.last_losses = np.where(seen, e["loss"] / cnt, self.last_losses)
-        if self.mid_epoch is not None:
-            if self.num_epochs == self.mid_epoch:
-                self._mid_se = se_epoch
-        else:
-            self._se_per_epoch.append(se_epoch.astype(np.float32))
         # The (N, K) part works in place, in row chunks: the epoch's probability sums
         # become means inside the accumulator (cleared below anyway), then are copied
         # out; no full-size temporary (at N = 1e6, K = 100 each would be 800 MB).
@@ -291,6 +268,21 @@ class SEIRecorder:
             self._history.flush()
         self._acc.fill(0.0)
         self.num_epochs += 1
+
+    def _keep_epoch_slices(self, seen, cnt, has_logits, logit_cnt):
+        """This epoch's mean statistic, for the scores that read one epoch (last, middle)."""
+        lay = self._layout
+        for name in dict.fromkeys(lay.last + lay.middle):
+            ok, n = (has_logits, logit_cnt) if lay.is_logit(name) else (seen, cnt)
+            value = np.where(ok, self._epoch[name] / n, np.nan)
+            if name in self._last:
+                self._last[name] = np.where(ok, value, self._last[name])
+            if name not in self._mid:
+                continue
+            if self.mid_epoch is None:
+                self._per_epoch[name].append(value.astype(np.float32))
+            elif self.num_epochs == self.mid_epoch:
+                self._mid[name] = value
 
     def _all_reduce_epoch(self):
         dist_mod = sys.modules.get("torch.distributed")  # never import torch ourselves
@@ -319,13 +311,14 @@ class SEIRecorder:
         Parameters
         ----------
         name : str
-            One of :data:`sei.constants.SCORE_NAMES`.
+            A recorder score of :data:`sei.scores.SCORES` (``sei.SCORE_NAMES``).
         labels : array-like of int, optional
             (N,) labels to score, e.g. after some were corrected. By default, and for
             samples whose label equals the one trained on, the recorded dynamics are
             used. Where a label differs, only the scores that do not need the past
-            epochs' agreement with that label can be recomputed: ``"ei"`` (label-free)
-            and ``"mistakenness"`` (last epoch's probabilities). Any other score raises a
+            epochs' agreement with that label can be recomputed (``Score.relabelable``:
+            ``"ei"``, label-free, and ``"mistakenness"``, from the last epoch's
+            probabilities). Any other score raises a
             ValueError, since the recorder keeps running sums and not the per-epoch
             probabilities: pass the (T, N, K) history instead (``history_path=``), or
             retrain on the new labels.
@@ -335,86 +328,68 @@ class SEIRecorder:
         np.ndarray
             (N,) float64 scores.
         """
-        if name not in SCORE_NAMES:
-            raise ValueError(f"Unknown score {name!r}; choose one of {', '.join(SCORE_NAMES)}.")
+        score = _scores.get(name, needs_features=False)
         if self.num_epochs == 0:
             raise ValueError("No epoch recorded yet: call update(...) for each batch and end_epoch() after each epoch.")
         label_of = self.labels
         if labels is not None:
             labels = check_labels(labels, self.num_samples, self.num_classes)
             changed = np.flatnonzero((self.labels >= 0) & (labels != self.labels))
-            if changed.size and name not in _RELABELABLE_SCORES:
+            if changed.size and not score.relabelable:
                 i = int(changed[0])
+                can = ", ".join(n for n, s in _scores.SCORES.items() if s.relabelable and not s.needs_features)
                 raise ValueError(
                     f"labels differ from the labels this recorder was trained on at {changed.size} sample(s) "
                     f"(e.g. sample {i}: given {int(labels[i])}, trained on {int(self.labels[i])}), and score "
                     f"{name!r} sums each epoch's agreement with the trained label: the recorder keeps those sums, "
                     "not the per-epoch probabilities, so it cannot be recomputed for other labels. Pass the "
                     "(T, N, K) history instead (record it with history_path=), retrain on the corrected labels, "
-                    f"pass the trained labels (recorder.labels), or use a score that can be recomputed "
-                    f"({', '.join(_RELABELABLE_SCORES)})."
+                    f"pass the trained labels (recorder.labels), or use a score that can be recomputed ({can})."
                 )
             label_of = np.where(self.labels >= 0, labels, self.labels)
-        t = self._total
-        n = t["epochs"]
+        raw = self._reduce(score, label_of)
+        return -raw if score.negate else raw
+
+    def _reduce(self, score, labels: np.ndarray) -> np.ndarray:
+        """``score``'s statistic reduced over the recorded epochs, before ``negate``."""
+        stat, t = score.statistic.name, self._total
+        if score.reduce == "last_probs":
+            return self._from_last_probs(score, labels)
+        if score.reduce == "last":
+            return self._last[stat].copy()
+        if score.reduce == "middle":
+            return self._middle(score)
+        n = t[_LOGIT_EPOCHS] if score.needs_logits else t[_EPOCHS]
         seen = n > 0
-        safe_n = np.where(seen, n, 1.0)
+        if score.needs_logits and not seen.any():
+            others = ", ".join(s for s, sc in _scores.SCORES.items() if not (sc.needs_logits or sc.needs_features))
+            raise ValueError(f"The {score.name!r} score needs logits: call update(..., from_logits=True), "
+                             f"or use a score computed from probabilities ({others}).")
+        if score.reduce == "sum":
+            return np.where(seen, t[stat], np.nan)
+        return np.where(seen, t[stat] / np.where(seen, n, 1.0), np.nan)
 
-        def mean(field):
-            return np.where(seen, t[field] / safe_n, np.nan)
-
-        if name == "sei":
-            return np.where(seen, t["se"], np.nan)
-        if name == "sei_mean":
-            return mean("se")
-        if name == "ei":
-            return np.where(seen, -t["h"], np.nan)
-        if name == "se_last":
-            return self._last_se.copy()
-        if name == "se_mid":
-            return self._middle_se()
-        if name == "aum":
-            if not np.any(t["aum_epochs"] > 0):
-                raise ValueError(
-                    "The 'aum' score needs logits: call update(..., from_logits=True), or use 'aum_prob'."
-                )
-            has = t["aum_epochs"] > 0
-            return np.where(has, t["aum"] / np.where(has, t["aum_epochs"], 1.0), np.nan)
-        if name == "aum_prob":
-            return mean("margin")
-        if name == "signed_confidence":
-            return mean("sc")
-        if name == "loss":
-            return -mean("loss")
-        if name == "agreement":
-            return mean("aligned")
-        return self._mistakenness(label_of, seen)
-
-    def _mistakenness(self, labels: np.ndarray, seen: np.ndarray) -> np.ndarray:
-        # mistakenness (FiftyOne Brain): m = (s * exp(-H) + 1) / 2 with s = +1 when the
-        # prediction disagrees with the label; we return 1 - m so that lower = suspicious.
+    def _from_last_probs(self, score, labels: np.ndarray) -> np.ndarray:
         # Row chunks: a float64 copy of the (N, K) probabilities would double the memory.
+        seen = self._total[_EPOCHS] > 0
         out = np.full(self.num_samples, np.nan)
         for start in range(0, self.num_samples, _CHUNK_ROWS):
             sl = slice(start, start + _CHUNK_ROWS)
             p = np.nan_to_num(self.last_probs[sl].astype(np.float64))
             valid = (labels[sl] >= 0) & seen[sl]
-            lab = np.where(valid, labels[sl], 0)
-            h = -(p * np.log(p + EPS)).sum(axis=1)
-            aligned = np.take_along_axis(p, lab[:, None], axis=1)[:, 0] >= p.max(axis=1)
-            s = np.where(aligned, -1.0, 1.0)
-            out[sl] = np.where(valid, 1.0 - (s * np.exp(-h) + 1.0) / 2.0, np.nan)
+            batch = _scores.Batch(p, np.where(valid, labels[sl], 0))
+            out[sl] = np.where(valid, score.statistic.compute(batch), np.nan)
         return out
 
-    def _middle_se(self) -> np.ndarray:
+    def _middle(self, score) -> np.ndarray:
+        stat = score.statistic.name
         if self.mid_epoch is not None:
             if self.num_epochs <= self.mid_epoch:
-                raise ValueError(
-                    f"se_mid is kept at epoch {self.mid_epoch} but only {self.num_epochs} epoch(s) were recorded."
-                )
-            return self._mid_se.copy()
+                raise ValueError(f"{score.name} is kept at epoch {self.mid_epoch} but only {self.num_epochs} "
+                                 "epoch(s) were recorded.")
+            return self._mid[stat].copy()
         mid = max(self.num_epochs // 2 - 1, 0)
-        return self._se_per_epoch[mid].astype(np.float64)
+        return self._per_epoch[stat][mid].astype(np.float64)
 
     def predicted_labels(self) -> np.ndarray:
         """(N,) argmax of the last epoch's probabilities (-1 where never seen)."""
@@ -436,12 +411,13 @@ class SEIRecorder:
             "labels": self.labels,
             "last_probs": self.last_probs,
             "last_losses": self.last_losses,
-            "last_se": self._last_se,
-            "mid_se": self._mid_se,
             "epoch_acc": self._acc,
-            "se_per_epoch": (np.stack(self._se_per_epoch) if self._se_per_epoch
-                             else np.zeros((0, self.num_samples), np.float32)),
+            "epoch_fields": ",".join(self._layout.fields),  # the accumulator's columns, by name
         }
+        empty = np.zeros((0, self.num_samples), np.float32)
+        state.update({f"last_{s}": v for s, v in self._last.items()})
+        state.update({f"mid_{s}": v for s, v in self._mid.items()})
+        state.update({f"{s}_per_epoch": np.stack(v) if v else empty for s, v in self._per_epoch.items()})
         state.update({f"total_{f}": v for f, v in self._total.items()})
         return state
 
@@ -464,12 +440,17 @@ class SEIRecorder:
         self.labels = np.array(state["labels"], dtype=np.int64)
         self.last_probs = np.array(state["last_probs"], dtype=np.float32)
         self.last_losses = np.array(state["last_losses"], dtype=np.float64)
-        self._last_se = np.array(state["last_se"], dtype=np.float64)
-        self._mid_se = np.array(state["mid_se"], dtype=np.float64)
-        self._acc = np.array(state["epoch_acc"], dtype=np.float64)
+        self._acc = self._restored_accumulator(state)
         self._bind_views()
-        self._se_per_epoch = [np.array(r, dtype=np.float32) for r in state["se_per_epoch"]]
-        self._total = {f: np.array(state[f"total_{f}"], dtype=np.float64) for f in _TOTAL_FIELDS}
+        # A statistic missing from the state (saved before its score was added) reads NaN.
+        n, nan = self.num_samples, np.full(self.num_samples, np.nan)
+        self._last = {s: np.array(state.get(f"last_{s}", nan), dtype=np.float64) for s in self._last}
+        self._mid = {s: np.array(state.get(f"mid_{s}", nan), dtype=np.float64) for s in self._mid}
+        unknown = np.full((self.num_epochs if self.mid_epoch is None else 0, n), np.nan, np.float32)
+        self._per_epoch = {s: [np.array(r, dtype=np.float32) for r in state.get(f"{s}_per_epoch", unknown)]
+                           for s in self._per_epoch}
+        self._total = {f: np.array(state[f"total_{f}"] if f"total_{f}" in state or f in (_EPOCHS, _LOGIT_EPOCHS)
+                                   else nan, dtype=np.float64) for f in self._total_fields()}
         if self.history_path is not None:
             if self.max_epochs is None:
                 raise ValueError("history_path needs max_epochs, but the restored state has none; "
@@ -477,8 +458,25 @@ class SEIRecorder:
             self._history = None
             self._history_resumed = self.num_epochs > 0
             if self._history_resumed:
-                _check_history_file(self.history_path, self._history_shape(), self.num_epochs)
+                check_history_file(self.history_path, self._history_shape(), self.num_epochs)
         return self
+
+    def _restored_accumulator(self, state) -> np.ndarray:
+        """The saved (N, fields + K) accumulator, its columns matched to this layout by name."""
+        acc = np.array(state["epoch_acc"], dtype=np.float64)
+        saved = str(state["epoch_fields"]).split(",") if "epoch_fields" in state else list(_LEGACY_EPOCH_FIELDS)
+        fields, n, k = self._layout.fields, self.num_samples, self.num_classes
+        if acc.shape != (n, len(saved) + k):
+            raise ValueError(f"epoch_acc has shape {acc.shape}, expected ({n}, {len(saved) + k}) for fields "
+                             f"{', '.join(saved)} and {k} classes; the state is damaged.")
+        if list(fields) == saved:
+            return acc
+        out = np.zeros((n, len(fields) + k))
+        for i, f in enumerate(fields):
+            if f in saved:
+                out[:, i] = acc[:, saved.index(f)]
+        out[:, len(fields):] = acc[:, len(saved):]
+        return out
 
     def save(self, path) -> None:
         """Save to an ``.npz`` file (no pickles)."""
@@ -538,7 +536,7 @@ class SEIRecorder:
 
     @classmethod
     def _from_checked_history(cls, pred_probs_history, eps, labels, from_logits=False, chunk_size=65536):
-        """:meth:`from_history` on the output of :func:`sei._validation.as_history` (for
+        """:meth:`from_history` on the output of :func:`sei.validation.as_history` (for
         callers that validated already; ``eps`` is the input's precision)."""
         T, N, K = (int(d) for d in pred_probs_history.shape)
         rec = cls(N, K, max_epochs=T)
@@ -555,58 +553,22 @@ class SEIRecorder:
     def _fold_full_epoch_chunk(self, sl, values, labels, from_logits):
         # Every sample is seen exactly once per epoch: add straight into the totals,
         # skipping the per-epoch accumulators.
-        stats = _batch_stats(values, labels, from_logits)
-        t = self._total
-        t["epochs"][sl] += 1
-        for f in ("se", "h", "aligned", "margin", "loss", "sc"):
-            t[f][sl] += stats[f]
+        batch = _scores.Batch(values, labels, from_logits)
+        lay, t = self._layout, self._total
+        value = {s.name: s.compute(batch) for s in (lay.probs + lay.logits if from_logits else lay.probs)}
+        t[_EPOCHS][sl] += 1
         if from_logits:
-            t["aum"][sl] += stats["aum"]
-            t["aum_epochs"][sl] += 1
+            t[_LOGIT_EPOCHS][sl] += 1
+        for name, v in value.items():
+            t[name][sl] += v
         if self.num_epochs == self.max_epochs - 1:
-            self._last_se[sl] = stats["se"]
-            self.last_losses[sl] = stats["loss"]
-            self.last_probs[sl] = stats["probs"]
+            for name in set(lay.last) & set(value):
+                self._last[name][sl] = value[name]
+            self.last_losses[sl] = value["loss"]
+            self.last_probs[sl] = batch.probs
         if self.num_epochs == self.mid_epoch:
-            self._mid_se[sl] = stats["se"]
+            for name in set(lay.middle) & set(value):
+                self._mid[name][sl] = value[name]
 
     def __repr__(self):
         return f"SEIRecorder(num_samples={self.num_samples}, num_classes={self.num_classes}, epochs={self.num_epochs})"
-
-
-def _check_history_path(path) -> str:
-    """``history_path`` must name a file in an existing, writable folder (checked before
-    any training, not when the first epoch is written)."""
-    try:
-        path = os.fspath(path)
-    except TypeError:
-        raise TypeError(f"history_path must be a path, got {type(path).__name__}.") from None
-    if os.path.isdir(path):
-        raise ValueError(f"history_path {path!r} is a folder; pass a file path such as "
-                         f"{os.path.join(path, 'history.npy')!r}.")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ValueError(f"history_path {path!r}: folder {folder!r} does not exist; create it first.")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"history_path {path!r}: folder {folder!r} is not writable.")
-    return path
-
-
-def _check_history_file(path: str, shape: tuple, num_epochs: int) -> None:
-    """A resumed run's history file must exist with this run's shape and dtype."""
-    fix = ("resume with the history file of the same run, pass history_path=None, or start a fresh run "
-           "(a fresh recorder replaces the file)")
-    if not os.path.exists(path):
-        raise ValueError(f"history_path {path!r} does not exist, but the restored recorder has already written "
-                         f"{num_epochs} epoch(s) to it; {fix}.")
-    try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            file_shape, fortran, dtype = read_header(f)
-    except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"history_path {path!r} is not a .npy history file ({e}); {fix}.") from None
-    if tuple(file_shape) != tuple(shape) or dtype != np.float32 or fortran:
-        raise ValueError(f"history_path {path!r} holds a {tuple(file_shape)} {dtype} array, but this run records "
-                         f"{tuple(shape)} float32 (max_epochs, N, K): it belongs to another run; {fix}.")

@@ -22,19 +22,9 @@ import numbers
 
 import numpy as np
 
-from ._validation import check_indices, check_labels, check_num_classes, to_numpy
-from .constants import AUX_QUANTILE, SIGNED_SCORES, THRESHOLD_METHODS
-
-
-def _check_scores(scores) -> np.ndarray:
-    scores = to_numpy(scores, "scores")
-    if scores.ndim != 1:
-        raise ValueError(f"scores must be 1-D of shape (N,), got shape {scores.shape}.")
-    if scores.size == 0:
-        raise ValueError("scores is empty: pass at least one sample.")
-    if scores.dtype.kind not in "fiu" or scores.dtype.kind == "b":
-        raise TypeError(f"scores must be real numbers, got dtype {scores.dtype}.")
-    return scores.astype(np.float64, copy=False)
+from . import scores as _scores
+from .constants import AUX_QUANTILE, THRESHOLD_METHODS
+from .validation import check_indices, check_labels, check_num_classes, check_scores
 
 
 def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_QUANTILE, score_name=None, seed=0) -> float:
@@ -64,7 +54,7 @@ def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_Q
     >>> compute_threshold(np.array([-3.0, -1.0, 2.0, 4.0]), "aux_mean", aux_indices=[0, 1])
     -2.0
     """
-    scores = _check_scores(scores)
+    scores = check_scores(scores)
     if isinstance(method, numbers.Real) and not isinstance(method, bool):
         if not np.isfinite(method):
             raise ValueError(f"A numeric threshold must be finite, got {method}.")
@@ -72,7 +62,7 @@ def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_Q
     if not isinstance(method, str) or method not in THRESHOLD_METHODS:
         raise ValueError(f"Unknown threshold {method!r}; use a number or one of {', '.join(THRESHOLD_METHODS)}.")
     if method == "auto":
-        method = "zero" if (score_name is None or score_name in SIGNED_SCORES) else "gmm"
+        method = "zero" if (score_name is None or score_name in _scores.signed_names()) else "gmm"
     if method == "zero":
         return 0.0
     if method == "gmm":
@@ -119,7 +109,7 @@ def flag_issues(scores, threshold) -> np.ndarray:
     >>> flag_issues(np.array([-1.0, 0.5, np.nan]), 0.0)
     array([ True, False, False])
     """
-    scores = _check_scores(scores)
+    scores = check_scores(scores)
     with np.errstate(invalid="ignore"):
         return np.asarray(scores < float(threshold)) & np.isfinite(scores)
 
@@ -199,7 +189,7 @@ def combine_runs(scores_per_run, aux_per_run) -> np.ndarray:
     """
     if len(scores_per_run) != len(aux_per_run) or len(scores_per_run) == 0:
         raise ValueError("Pass one auxiliary index array per run, and at least one run.")
-    stacked = np.stack([_check_scores(s) for s in scores_per_run])
+    stacked = np.stack([check_scores(s) for s in scores_per_run])
     n = stacked.shape[1]
     use = np.ones_like(stacked, dtype=bool)
     for r, aux in enumerate(aux_per_run):

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from sei import SEIRecorder
-from sei._validation import as_history, check_labels
-from sei.constants import FEATURE_SCORES, SCORE_NAMES
+from sei import SEIRecorder, scores
 from sei.neighbors import DEFAULT_KNN_K, feature_score, knn_indices
-
-ALL_SCORES = SCORE_NAMES + FEATURE_SCORES
+from sei.validation import check_features, check_labels
 
 
 class Scorer:
-    """Scores of one recorder by name, recorder scores and feature scores alike.
+    """Scores of one recorder by name (any score of :data:`sei.scores.SCORES`), recorder
+    scores and neighbour scores alike.
 
     The neighbour search behind the feature scores runs once, on first use, unless
     ``neighbors`` ((N, k) indices, e.g. from :func:`sei.knn_indices`) are given.
+    ``features`` are validated when a neighbour score first needs them.
 
     The recorder's scores are computed for ``labels`` (see :meth:`sei.SEIRecorder.scores`:
     a label other than the one trained on raises for scores that cannot be recomputed),
@@ -32,25 +31,20 @@ class Scorer:
             self._dyn_labels[trained_at] = np.where(rec.labels[trained_at] >= 0, rec.labels[trained_at],
                                                     labels[trained_at])
         self._neighbors = neighbors
-        if features is not None:
-            f = np.asarray(features)
-            if f.ndim != 2 or f.shape[0] != rec.num_samples:
-                raise ValueError(f"features must be ({rec.num_samples}, D), one row per sample; got shape {f.shape}")
 
     def __call__(self, name):
-        if name not in ALL_SCORES:
-            raise ValueError(f"Unknown score {name!r}; choose one of {', '.join(ALL_SCORES)}.")
-        if name not in FEATURE_SCORES:
+        score = scores.get(name)
+        if not score.needs_features:
             return self.rec.scores(name, labels=self._dyn_labels)
         if self.features is None and self._neighbors is None:
             raise ValueError(f"score {name!r} compares each label with its neighbours' labels: pass "
                              "features=(N, D) embeddings of the samples, or use a score of the dynamics alone "
-                             f"({', '.join(SCORE_NAMES)})")
+                             f"({', '.join(scores.names(needs_features=False))})")
         if self._neighbors is None:
+            self.features = check_features(self.features, self.rec.num_samples)
             self._neighbors = knn_indices(self.features, self.knn_k)
-        aum_prob = self.rec.scores("aum_prob", labels=self._dyn_labels) if name == "aum_prob_knn" else None
-        return feature_score(name, aum_prob, self.labels, neighbors=self._neighbors,
-                             num_classes=self.rec.num_classes)
+        fused = self.rec.scores(score.fuses_with, labels=self._dyn_labels) if score.fuses_with else None
+        return feature_score(name, fused, self.labels, neighbors=self._neighbors, num_classes=self.rec.num_classes)
 
 
 def as_recorder(labels, pred_probs_history, *, from_logits=False):
@@ -66,9 +60,8 @@ def as_recorder(labels, pred_probs_history, *, from_logits=False):
             raise ValueError("The SEIRecorder has no recorded epoch: call end_epoch() after each epoch of updates.")
         labels = check_labels(labels, rec.num_samples, rec.num_classes)
         return labels, rec
-    pred_probs_history, (_, n, k), eps = as_history(pred_probs_history)
-    labels = check_labels(labels, n, k)
-    return labels, SEIRecorder._from_checked_history(pred_probs_history, eps, labels, from_logits=from_logits)
+    rec = SEIRecorder.from_history(pred_probs_history, labels, from_logits=from_logits)  # validates both
+    return rec.labels.copy(), rec
 
 
 def ranked(indices: np.ndarray, rank_scores: np.ndarray) -> np.ndarray:

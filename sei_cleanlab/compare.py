@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from sei._validation import check_labels, check_pred_probs
+from sei.validation import check_labels, check_pred_probs
 from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD
 
 from ._common import as_recorder

@@ -25,10 +25,10 @@ from cleanlab.datalab.internal.issue_manager import IssueManager
 from cleanlab.datalab.internal.issue_manager_factory import REGISTRY, register
 from cleanlab.datalab.internal.task import Task
 
-from sei import SEIRecorder
-from sei._validation import check_history_shape
-from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, FEATURE_SCORES
+from sei import SEIRecorder, scores
+from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD
 from sei.neighbors import DEFAULT_KNN_K, knn_indices
+from sei.validation import check_history_shape
 
 from .filter import find_label_issues
 from .rank import get_label_quality_scores
@@ -80,7 +80,8 @@ class SEIIssueManager(IssueManager):
         _, rec = as_recorder(labels, history)  # stream a memmap once, reuse for both calls
         feats = self.features if self.features is not None else kwargs.get("features")
         # One neighbour search for both calls below.
-        nb = knn_indices(feats, self.knn_k) if feats is not None and self.score in FEATURE_SCORES else None
+        needs_features = scores.get(self.score).needs_features
+        nb = knn_indices(feats, self.knn_k) if feats is not None and needs_features else None
         is_issue = find_label_issues(labels, rec, score=self.score, threshold=self.threshold,
                                      threshold_samples=self.threshold_samples, features=feats, neighbors=nb)
         quality = get_label_quality_scores(labels, rec, method=self.score, features=feats, neighbors=nb)

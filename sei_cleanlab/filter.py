@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from sei import compute_threshold, flag_issues
-from sei._validation import check_indices
+from sei import compute_threshold, flag_issues, scores
 from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD
 from sei.neighbors import DEFAULT_KNN_K
+from sei.validation import check_indices
 
-from ._common import ALL_SCORES, Scorer, as_recorder, ranked
+from ._common import Scorer, as_recorder, ranked
 
 
 def find_label_issues(
@@ -52,7 +52,7 @@ def find_label_issues(
         it) or retrain. Samples in ``threshold_samples`` keep the label trained on (the
         auxiliary pseudo-class), so passing the original labels there is fine.
     score : str
-        Which score ranks examples: ``"sei"`` (the paper), ``"sei_mean"``, ``"ei"``,
+        Which score of :data:`sei.scores.SCORES` ranks examples: ``"sei"`` (the paper), ``"sei_mean"``, ``"ei"``,
         ``"se_last"``, ``"se_mid"``, ``"aum"``, ``"aum_prob"``, ``"signed_confidence"``,
         ``"loss"``, ``"agreement"``, ``"mistakenness"``; with ``features``, also
         ``"knn_margin"`` (neighbour label agreement alone) and ``"aum_prob_knn"``
@@ -91,22 +91,21 @@ def find_label_issues(
     >>> find_label_issues(np.array([0, 0, 0]), H, return_indices_ranked_by="sei")
     array([1])
     """
-    if score not in ALL_SCORES:
-        raise ValueError(f"Unknown score {score!r}; choose one of {', '.join(ALL_SCORES)}.")
-    if return_indices_ranked_by is not None and return_indices_ranked_by not in ALL_SCORES:
+    scores.get(score)
+    if return_indices_ranked_by is not None and return_indices_ranked_by not in scores.SCORES:
         raise ValueError(
-            f"return_indices_ranked_by must be None or a score name ({', '.join(ALL_SCORES)}), "
+            f"return_indices_ranked_by must be None or a score name ({', '.join(scores.names())}), "
             f"got {return_indices_ranked_by!r}."
         )
     labels, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
     aux = None if threshold_samples is None else check_indices(threshold_samples, rec.num_samples, "threshold_samples")
     scorer = Scorer(rec, labels, features, knn_k, neighbors, trained_at=aux)
-    scores = scorer(score)
-    cutoff = compute_threshold(scores, threshold, aux_indices=aux, score_name=score)
-    mask = flag_issues(scores, cutoff)
+    raw = scorer(score)
+    cutoff = compute_threshold(raw, threshold, aux_indices=aux, score_name=score)
+    mask = flag_issues(raw, cutoff)
     if aux is not None:
         mask[aux] = False
     if return_indices_ranked_by is None:
         return mask
-    rank_scores = scores if return_indices_ranked_by == score else scorer(return_indices_ranked_by)
+    rank_scores = raw if return_indices_ranked_by == score else scorer(return_indices_ranked_by)
     return ranked(np.flatnonzero(mask), rank_scores)

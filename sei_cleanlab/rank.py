@@ -2,7 +2,8 @@
 :func:`cleanlab.rank.get_label_quality_scores`.
 
 Each raw score (lower = more likely mislabeled) is mapped monotonically onto [0, 1]
-by its natural bound, so the ranking is exactly the raw score's:
+by its natural bound (``sei.scores.SCORES[name].quality``), so the ranking is exactly the
+raw score's:
 
 - signed entropy scores: divided by (epochs x) log K, then (x + 1) / 2;
 - ``"ei"``: divided by epochs x log K, then x + 1;
@@ -12,32 +13,11 @@ by its natural bound, so the ranking is exactly the raw score's:
 
 from __future__ import annotations
 
-import numpy as np
-
+from sei import scores
 from sei.constants import DEFAULT_SCORE
 from sei.neighbors import DEFAULT_KNN_K
 
-from ._common import ALL_SCORES, Scorer, as_recorder
-
-
-def _to_unit_interval(name: str, raw: np.ndarray, epochs: np.ndarray, num_classes: int) -> np.ndarray:
-    log_k = np.log(num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if name == "sei":
-            out = (raw / (np.maximum(epochs, 1) * log_k) + 1) / 2
-        elif name in ("sei_mean", "se_last", "se_mid"):
-            out = (raw / log_k + 1) / 2
-        elif name == "ei":
-            out = raw / (np.maximum(epochs, 1) * log_k) + 1
-        elif name in ("aum_prob", "signed_confidence", "aum_prob_knn", "knn_margin"):
-            out = (raw + 1) / 2
-        elif name == "loss":
-            out = np.exp(raw)
-        elif name == "aum":
-            out = 1 / (1 + np.exp(-raw))
-        else:  # agreement, mistakenness
-            out = raw
-    return np.clip(out, 0.0, 1.0)
+from ._common import Scorer, as_recorder
 
 
 def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE, from_logits=False,
@@ -53,7 +33,7 @@ def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE
         recorder, labels other than those trained on raise a ValueError for scores that
         cannot be recomputed for them (see :func:`sei_cleanlab.find_label_issues`).
     method : str
-        A score name (see :func:`sei_cleanlab.find_label_issues`).
+        A score name of :data:`sei.scores.SCORES` (see :func:`sei_cleanlab.find_label_issues`).
     from_logits : bool
         Whether a (T, N, K) history holds logits.
     features : np.ndarray, optional
@@ -74,8 +54,7 @@ def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE
     >>> get_label_quality_scores(np.array([0, 0]), H).round(3)
     array([0.9, 0.2])
     """
-    if method not in ALL_SCORES:
-        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(ALL_SCORES)}.")
+    score = scores.get(method, what="method")
     labels, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
     raw = Scorer(rec, labels, features, knn_k, neighbors)(method)
-    return _to_unit_interval(method, raw, rec._total["epochs"], rec.num_classes)
+    return score.quality(raw, rec.epochs_seen, rec.num_classes)

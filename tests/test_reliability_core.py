@@ -9,7 +9,7 @@ import pytest
 
 import sei
 from sei import SEIRecorder
-from sei._validation import to_numpy
+from sei.validation import to_numpy
 from sei.entropy import entropy, signed_entropy
 from sei_cleanlab import find_label_issues, get_label_quality_scores, select_for_relabeling
 

@@ -55,3 +55,95 @@ def test_a_neighbour_score_without_statistic_is_the_only_kind_allowed_none():
         Score("bad", "no statistic", None, "mean", False, lambda r, e, k: r)
     with pytest.raises(ValueError, match="reduce"):
         Score("bad", "unknown reduction", Statistic("x", lambda b: b.margin), "median", False, lambda r, e, k: r)
+
+
+# --------------------------------------------------------------------------- a toy score
+def _mean_given_probability():
+    return Score("toy_given_prob", "mean probability of the given label (test only)",
+                 Statistic("given_prob", lambda b: b.probs[b.rows, b.labels]), "mean", False,
+                 lambda raw, epochs, log_k: raw)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """A score registered in one place, on a copy of the registry that the test restores."""
+    monkeypatch.setattr(sei.scores, "SCORES", dict(sei.scores.SCORES))
+    return sei.scores.register_score(_mean_given_probability())
+
+
+def _toy_history():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 30)
+    z = rng.normal(size=(4, 30, 3)) + 2.0 * np.eye(3)[labels]
+    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    return p, labels
+
+
+def test_a_registered_score_is_recorded_and_read_by_the_recorder(toy):
+    hist, labels = _toy_history()
+    rec = SEIRecorder(30, 3)
+    for epoch in hist:
+        for batch in np.array_split(np.arange(30), 3):
+            rec.update(batch, epoch[batch], labels[batch])
+        rec.end_epoch()
+    expected = hist[:, np.arange(30), labels].mean(0)
+    np.testing.assert_allclose(rec.scores("toy_given_prob"), expected)
+    np.testing.assert_allclose(SEIRecorder.from_history(hist, labels).scores("toy_given_prob"), expected)
+    assert "toy_given_prob" in sei.SCORE_NAMES and "toy_given_prob" not in sei.FEATURE_SCORES
+
+
+def test_a_registered_score_goes_through_find_label_issues_and_quality_scores(toy):
+    from sei_cleanlab import find_label_issues, get_label_quality_scores
+
+    hist, labels = _toy_history()
+    labels[:4] = (labels[:4] + 1) % 3  # four planted errors
+    expected = hist[:, np.arange(30), labels].mean(0)
+    np.testing.assert_allclose(get_label_quality_scores(labels, hist, method="toy_given_prob"), expected)
+    mask = find_label_issues(labels, hist, score="toy_given_prob", threshold=0.3)
+    np.testing.assert_array_equal(mask, expected < 0.3)
+    ranked = find_label_issues(labels, hist, score="sei", return_indices_ranked_by="toy_given_prob")
+    assert list(ranked) == sorted(ranked, key=lambda i: expected[i])
+    # unsigned: "auto" fits a mixture instead of cutting at zero
+    assert find_label_issues(labels, hist, score="toy_given_prob").sum() > 0
+
+
+def test_a_recorder_saved_before_a_score_was_added_reads_nan_for_it(tmp_path, monkeypatch):
+    hist, labels = _toy_history()
+    before = SEIRecorder.from_history(hist, labels)
+    before.save(tmp_path / "rec.npz")
+    monkeypatch.setattr(sei.scores, "SCORES", dict(sei.scores.SCORES))
+    sei.scores.register_score(_mean_given_probability())
+    after = SEIRecorder.load(tmp_path / "rec.npz")
+    assert np.isnan(after.scores("toy_given_prob")).all()
+    for name in SCORE_NAMES:
+        if name != "aum":  # recorded from probabilities: no logits
+            np.testing.assert_array_equal(after.scores(name), before.scores(name))
+
+
+def test_a_state_saved_with_the_first_column_layout_loads_by_name():
+    # Recorders saved before the layout was stored with them (epoch_fields) used this order.
+    hist, labels = _toy_history()
+    legacy = ("count", "se", "h", "aligned", "margin", "loss", "sc", "aum", "aum_count")
+    rec = SEIRecorder(30, 3)
+    rec.update(np.arange(30), hist[0], labels)
+    rec.end_epoch()
+    rec.update(np.arange(15), hist[1, :15], labels[:15])  # mid-epoch: the accumulator holds data
+    state = rec.state_dict()
+    fields = state.pop("epoch_fields").split(",")
+    acc = state["epoch_acc"]
+    state["epoch_acc"] = np.concatenate([acc[:, [fields.index(f) for f in legacy]], acc[:, len(fields):]], 1)
+    restored = SEIRecorder(30, 3).load_state_dict(state)
+    rec.end_epoch()
+    restored.end_epoch()
+    for name in SCORE_NAMES:
+        if name != "aum":
+            np.testing.assert_array_equal(restored.scores(name), rec.scores(name))
+
+
+def test_recorder_exposes_the_epochs_each_sample_was_seen():
+    hist, labels = _toy_history()
+    rec = SEIRecorder(30, 3)
+    for epoch in hist:
+        rec.update(np.arange(10), epoch[:10], labels[:10])
+        rec.end_epoch()
+    np.testing.assert_array_equal(rec.epochs_seen, np.r_[np.full(10, 4.0), np.zeros(20)])

@@ -178,3 +178,40 @@ def test_select_for_relabeling_with_valid_history_and_bad_options(data, exclude,
     except (ValueError, TypeError):
         return
     assert len(set(picks.tolist())) == len(picks)
+
+
+# --------------------------------------------------------------------------- one public module
+_ADAPTERS = ("sei_cleanlab", "sei_fiftyone")
+# Switching to sei.validation in its owner's change; remove it from here then.
+_PENDING = {"sei_cleanlab/active.py"}
+_PRIVATE_USE = r"(from|import)\s+sei(\.\w+)*\._\w+|\bsei\._\w+|\.(_total|_from_checked_history|_acc|_layout)\b"
+
+
+def test_adapters_use_only_the_public_core():
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    offenders = []
+    for package in _ADAPTERS:
+        for path in sorted((root / package).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if rel in _PENDING:
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if re.search(_PRIVATE_USE, line):
+                    offenders.append(f"{rel}:{number}: {line.strip()}")
+    assert not offenders, "adapters reach into private core code:\n" + "\n".join(offenders)
+
+
+def test_neighbour_and_threshold_inputs_are_checked_by_the_validation_module():
+    from sei import validation
+
+    with pytest.raises(ValueError, match="one row per sample"):
+        validation.check_features(np.zeros((3, 2)), 4)
+    with pytest.raises(ValueError, match="0..2"):
+        validation.check_neighbors(np.array([[1], [2], [3]]), 3)
+    with pytest.raises(ValueError, match="1-D"):
+        sei.compute_threshold(np.zeros((2, 2)), "zero")
+    with pytest.raises(ValueError, match="labels must lie"):
+        sei.knn_label_margin(np.array([0, 5]), neighbors=np.array([[1], [0]]), num_classes=2)

@@ -15,7 +15,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from .._validation import check_int_param, check_real_param
+from ..validation import check_int_param, check_real_param
 from ..constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, FEATURE_SCORES, HEADS, SCORE_NAMES, THRESHOLD_METHODS
 
 __all__ = ["TrainConfig", "MODES", "LR_SCHEDULES", "DEFAULT_PROMPT_TEMPLATE", "DEFAULT_AUX_PROMPT",

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import torch
 
-from .._validation import check_labels, to_numpy
+from ..validation import check_labels, to_numpy
 from .config import MODES
 
 __all__ = ["check_data", "resolve_inputs", "no_readable_input"]
