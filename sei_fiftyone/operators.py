@@ -55,6 +55,65 @@ def _brain_key_dropdown(ctx, inputs):
     return ctx.params.get("brain_key", keys[0])
 
 
+def _model_inputs(ctx, inputs, target):
+    """What the run trains on: the bundled image model, or a stored embeddings field."""
+    emb_fields = embeddings_fields(target)
+    models = types.DropdownView()
+    models.add_choice(DEFAULT_MODEL, label="EfficientNet-Lite0 (frozen, offline)")
+    if emb_fields:
+        models.add_choice("embeddings", label="A stored embeddings field")
+    inputs.enum("model", models.values(), default=DEFAULT_MODEL,
+                label="Model", view=models)
+    if ctx.params.get("model") == "embeddings" and emb_fields:
+        emb = types.DropdownView()
+        for name in emb_fields:
+            emb.add_choice(name, label=name)
+        inputs.enum("embeddings_field", emb.values(), default=emb_fields[0],
+                    label="Embeddings field", view=emb)
+
+
+def _training_inputs(inputs):
+    """Head, score, epochs and threshold."""
+    heads = types.DropdownView()
+    heads.add_choice("linear", label="Linear (softmax regression; fast, default)")
+    heads.add_choice("prompt", label="Prompt (the paper's cosine prompt head)")
+    inputs.enum("head", heads.values(), default=DEFAULT_HEAD, label="Classifier head",
+                description="What sei.train fits on the frozen features", view=heads)
+    scores = types.DropdownView()
+    for name, label in SCORE_CHOICES:
+        scores.add_choice(name, label=label)
+    inputs.enum("score", scores.values(), default=DEFAULT_SCORE, label="Score",
+                description="Lower = more likely mislabeled", view=scores)
+    inputs.int("epochs", min=1, label="Epochs",
+               description="Default: 10 (linear head) or 150 (prompt head, the paper's)")
+    thr = types.DropdownView()
+    for name in THRESHOLD_CHOICES:
+        thr.add_choice(name, label=name)
+    inputs.enum("threshold", thr.values(), default="auto", label="Threshold",
+                description="'auto': zero for SEI; 'aux_mean': the paper's auxiliary-class mean",
+                view=thr)
+
+
+def _brain_key_input(ctx, inputs):
+    """The run key, checked with the rule compute_sei applies (validate_brain_key)."""
+    brain_key = ctx.params.get("brain_key", "sei")
+    overwrite = bool(ctx.params.get("overwrite", False))
+    prop = inputs.str("brain_key", default="sei", label="Brain key",
+                      description="Name of the run and of its score field")
+    if brain_key in (ctx.dataset.list_brain_runs() if ctx.dataset is not None else []) and not overwrite:
+        prop.invalid = True
+        prop.error_message = f"Brain key '{brain_key}' already exists; choose another or tick 'overwrite'"
+    elif brain_key and not str(brain_key).isidentifier():
+        prop.invalid = True
+        prop.error_message = "A brain key must be a valid identifier (letters, digits, _)"
+    elif brain_key and ctx.dataset is not None:
+        try:  # one rule for the form, execute() and compute_sei
+            validate_brain_key(ctx.dataset, brain_key)
+        except ValueError as e:
+            prop.invalid = True
+            prop.error_message = str(e)
+
+
 class ComputeSEI(foo.Operator):
     @property
     def config(self):
@@ -96,55 +155,9 @@ class ComputeSEI(foo.Operator):
         inputs.enum("label_field", choices.values(), default=default_field, required=True,
                     label="Label field", description="The Classification labels to check", view=choices)
 
-        emb_fields = embeddings_fields(target)
-        models = types.DropdownView()
-        models.add_choice("efficientnet-lite0", label="EfficientNet-Lite0 (frozen, offline)")
-        if emb_fields:
-            models.add_choice("embeddings", label="A stored embeddings field")
-        inputs.enum("model", models.values(), default="efficientnet-lite0",
-                    label="Model", view=models)
-        if ctx.params.get("model") == "embeddings" and emb_fields:
-            emb = types.DropdownView()
-            for name in emb_fields:
-                emb.add_choice(name, label=name)
-            inputs.enum("embeddings_field", emb.values(), default=emb_fields[0],
-                        label="Embeddings field", view=emb)
-
-        heads = types.DropdownView()
-        heads.add_choice("linear", label="Linear (softmax regression; fast, default)")
-        heads.add_choice("prompt", label="Prompt (the paper's cosine prompt head)")
-        inputs.enum("head", heads.values(), default=DEFAULT_HEAD, label="Classifier head",
-                    description="What sei.train fits on the frozen features", view=heads)
-        scores = types.DropdownView()
-        for name, label in SCORE_CHOICES:
-            scores.add_choice(name, label=label)
-        inputs.enum("score", scores.values(), default=DEFAULT_SCORE, label="Score",
-                    description="Lower = more likely mislabeled", view=scores)
-        inputs.int("epochs", min=1, label="Epochs",
-                   description="Default: 10 (linear head) or 150 (prompt head, the paper's)")
-        thr = types.DropdownView()
-        for name in THRESHOLD_CHOICES:
-            thr.add_choice(name, label=name)
-        inputs.enum("threshold", thr.values(), default="auto", label="Threshold",
-                    description="'auto': zero for SEI; 'aux_mean': the paper's auxiliary-class mean",
-                    view=thr)
-
-        brain_key = ctx.params.get("brain_key", "sei")
-        overwrite = bool(ctx.params.get("overwrite", False))
-        prop = inputs.str("brain_key", default="sei", label="Brain key",
-                          description="Name of the run and of its score field")
-        if brain_key in (ctx.dataset.list_brain_runs() if ctx.dataset is not None else []) and not overwrite:
-            prop.invalid = True
-            prop.error_message = f"Brain key '{brain_key}' already exists; choose another or tick 'overwrite'"
-        elif brain_key and not str(brain_key).isidentifier():
-            prop.invalid = True
-            prop.error_message = "A brain key must be a valid identifier (letters, digits, _)"
-        elif brain_key and ctx.dataset is not None:
-            try:  # one rule for the form, execute() and compute_sei
-                validate_brain_key(ctx.dataset, brain_key)
-            except ValueError as e:
-                prop.invalid = True
-                prop.error_message = str(e)
+        _model_inputs(ctx, inputs, target)
+        _training_inputs(inputs)
+        _brain_key_input(ctx, inputs)
         inputs.bool("overwrite", default=False, label="Overwrite an existing run with this key")
         inputs.bool("delegate", default=False, label="Delegate execution",
                     description="Queue the run for a delegated-operations worker")
