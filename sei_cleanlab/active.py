@@ -3,8 +3,11 @@
 ``select_for_relabeling(labels, pred_probs_history, features, *, budget, method=...)``
 returns indices in pick order. Default ``method="sei_propagation"``: SEI scores from the
 history (lower = more likely mislabeled) turned into suspicion in [0, 1], greedy picks
-with exact local propagation on a kNN graph of ``features`` so that one batch does not
-spend the budget on a cluster of near-duplicates. Other methods: see
+with local propagation on a kNN graph of ``features`` so that one batch does not
+spend the budget on a cluster of near-duplicates. The propagation is the bounded hop push
+of :mod:`sei.active.graph` with the bound chosen from the graph (``bound="auto"``: each
+pick's propagated change within ``bound * e(x*)`` of exact diffusion in max-norm; exact on
+small graphs, 1e-4 to 1e-5 on 50,000 samples, about 1-2 ms per pick there). Other methods: see
 :data:`sei.active.SELECTORS` (``"sei"`` = SEI ranking without propagation, ``"kim"``,
 ``"entropy"``, ``"corractive"``, ``"lossent"``, ``"lossent_sum"``, ``"random"``).
 numpy in, numpy out; no torch import.
@@ -46,7 +49,8 @@ def select_for_relabeling(labels, pred_probs_history, features=None, *, budget, 
     alpha : (N,) float, optional
         Robust contribution weights (``RobustWeights.alpha``) for ``method="kim"``.
     **selector_options
-        Passed to the selector (e.g. ``pool``, ``tol``, ``candidates``).
+        Passed to the selector (e.g. ``pool``, ``candidates``, ``bound``: a float for a fixed
+        max-norm error bound, 0 for exact propagation; ``tol``: the older pruned Euler push).
 
     Returns
     -------
@@ -57,13 +61,14 @@ def select_for_relabeling(labels, pred_probs_history, features=None, *, budget, 
     >>> idx = select_for_relabeling(labels, history, features, budget=100)  # doctest: +SKIP
     """
     from sei.active import KNNGraph, SelectionContext, make_selector
-    from sei.neighbors import check_features
     from sei.recorder import SEIRecorder
-    from sei._validation import as_float, as_history, check_labels, check_mask, check_sample_weights, _check_int
+    from sei.validation import (
+        as_float, as_history, check_features, check_int_param, check_labels, check_mask, check_sample_weights,
+    )
 
     # One validation step, shared with find_label_issues, before any work.
     sel = make_selector(method, **selector_options)
-    budget = _check_int(budget, "budget", 0, "the number of samples to pick")
+    budget = check_int_param(budget, "budget", 0, "the number of samples to pick")
     if isinstance(pred_probs_history, SEIRecorder):
         rec = pred_probs_history
         if rec.num_epochs == 0:
