@@ -196,8 +196,16 @@ def heads_table(seeds=(0, 1, 2)):
 
 
 # ----------------------------------------------------------------------------- fine-tune vs reference
-def _images_for_speed(n, seed=0):
-    """CIFAR-10N training images (uint8, 32 px) and worse labels when the data is there, else random ones."""
+def _images_for_speed(n, seed=0, pack=None):
+    """CIFAR-10N training images (uint8, 32 px) and worse labels when the data is there (or from a
+    ``benchmarks/device_pack.py`` pack), else random ones."""
+    if pack is not None:
+        from benchmarks.device_pack import load_pack
+
+        x, lab, _ = load_pack(pack)
+        if len(x) < n:
+            raise SystemExit(f"the pack {pack} holds {len(x)} images, fewer than --n {n}")
+        return np.ascontiguousarray(x[:n]), lab["worse"][:n], f"CIFAR-10N train from the pack {Path(pack).name}"
     try:
         from benchmarks.cifar10n import load_images, load_labels
 
@@ -267,7 +275,7 @@ def reference_embed(visual, x_dev, *, size, batch_size, mean, std, amp_dtype):
     return f
 
 
-def finetune_table(device, n, size, batch_sizes=(128, 512), epochs=3, deadline=None):
+def finetune_table(device, n, size, batch_sizes=(128, 512), epochs=3, deadline=None, pack=None):
     """Seconds per epoch of ``sei.train`` finetune and frozen-embedding images/s against the reference
     loops above, same model (EfficientNet-Lite0), image size, batch size and device, in one process.
     The first epoch of each run is a warm-up and not counted (median of the others)."""
@@ -278,7 +286,7 @@ def finetune_table(device, n, size, batch_sizes=(128, 512), epochs=3, deadline=N
     from sei.models import embed_images, load_model
 
     dev = torch.device(device)
-    x, y, src = _images_for_speed(n)
+    x, y, src = _images_for_speed(n, pack=pack)
     amp_dtype = autocast_dtype(dev, True)
     lines = [f"Fine-tuning speed on {device} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.machine()}, "
              f"{os.cpu_count()} CPU cores, torch {torch.__version__}); {n:,} images ({src}) at {size} px, "
@@ -357,12 +365,15 @@ def main(argv=None):
                     "--write puts it in benchmarks/results/train_speed_<device>.md")
     ap.add_argument("--size", type=int, help="image size for --device (default 96 on cuda, 64 on cpu)")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds; later rows are skipped past it")
+    ap.add_argument("--pack", type=Path, default=None,
+                    help="with --device: images and labels from a benchmarks/device_pack.py pack (the GPU machine)")
     a = ap.parse_args(argv)
     if a.device:
         n = a.n if a.n != 50_000 or a.device == "cuda" else 512
         size = a.size or (96 if a.device == "cuda" else 64)
         deadline = time.time() + a.time_limit if a.time_limit else None
-        lines = finetune_table(a.device, n, size, epochs=max(2, min(a.probe_epochs, 5)), deadline=deadline)
+        lines = finetune_table(a.device, n, size, epochs=max(2, min(a.probe_epochs, 5)), deadline=deadline,
+                               pack=a.pack)
         if a.write:
             out = ROOT / "benchmarks" / "results" / f"train_speed_{a.device}.md"
             out.write_text(f"# Fine-tuning speed ({a.device})\n\n" + "\n".join(lines) + "\n\nReproduce: "
