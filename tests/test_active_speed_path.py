@@ -145,3 +145,34 @@ def test_auto_uses_precomputed_columns_when_present():
     sel = make_selector("kim", candidates="all")
     sel.select(_context(g), 10)
     assert sel.last_bound == pytest.approx(1e-6)
+
+
+def test_flush_makes_the_field_the_exact_diffusion_of_the_changes(graph):
+    from sei.active.propagation import BoundedPropagation
+
+    e = np.random.default_rng(5).random(graph.num_samples)
+    got = e.copy()
+    prop = BoundedPropagation(graph, 1e-2, flush_every=3)
+    for node in (3, 69, 4):
+        prop.pick(got, node)
+    assert prop.flushes == 1
+    ref = e.copy()
+    deltas = []
+    chk = e.copy()
+    prop2 = BoundedPropagation(graph, 1e-2, flush_every=3)
+    for node in (3, 69, 4):
+        deltas.append(-chk[node])
+        prop2.pick(chk, node)
+    for node, delta in zip((3, 69, 4), deltas):
+        unit = np.eye(graph.num_samples)[node]
+        ref += (unit - dense_diffusion_reference(graph.adjacency, unit, node)) * delta
+    assert np.abs(chk - ref).max() < 1e-12
+    assert np.abs(chk - got).max() == 0.0
+
+
+def test_batch_errors_do_not_pile_up_with_flushes(graph):
+    ctx = _context(graph, seed=6)
+    sel = make_selector("kim", candidates="all", bound=1e-2, flush_every=5)
+    sel.select(ctx, 30)
+    assert sel.last_propagation.flushes == 6
+    assert make_selector("kim", candidates="all", bound=1e-2, flush_every=0).select(ctx, 30) is not None

@@ -232,11 +232,13 @@ class KNNGraph:
         return sup, vals
 
     def bounded_response(self, node: int, value: float = 1.0, *, bound: float, steps: int = 10,
-                         step_size: float = 0.1, max_work=None):
+                         step_size: float = 0.1, max_work=None, residual=None):
         """``M^steps (value * 1_node)`` within ``bound * |value|`` in max-norm, by the hop push.
 
         Returns ``(indices, values)`` (indices distinct), or ``None`` when the push would visit
-        more than ``max_work`` edges (used to probe the cost of a bound).
+        more than ``max_work`` edges (used to probe the cost of a bound). ``residual``, an
+        array of shape (H + 1, N) or more rows, receives ``value * u_r`` where it was left out
+        at hop r (row r), for :class:`sei.active.propagation.BoundedPropagation` to diffuse later.
         """
         b, theta = diffusion_plan(bound, steps, step_size)
         ip, ind, pt, lens = self._indptr, self._indices, self._ptdata, self._lens
@@ -260,6 +262,9 @@ class KNNGraph:
                 acc[tgt] += b[s] * u
                 parts.append(tgt)
                 keep = u >= theta[s]  # u >= 0: entries below theta_s are counted, not pushed on
+                if residual is not None:
+                    drop = ~keep if s < len(b) - 1 else slice(None)  # hop H is never pushed on
+                    residual[s, tgt[drop]] += value * u[drop]
                 idx, val = tgt[keep], u[keep]
             touched = np.concatenate(parts)
             pos = np.arange(len(touched))

@@ -31,8 +31,11 @@ rank in [0, 1] (``"rank"``), so that a picked, now-known label propagates "0 = r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
+
+from .propagation import BoundedPropagation
 
 __all__ = [
     "SelectionContext", "Selector", "RandomSelector", "EntropySelector", "CorrActiveSelector",
@@ -167,7 +170,9 @@ class PropagationSelector(Selector):
         bounded hop push, see :mod:`sei.active.graph`). ``"auto"``: chosen from the graph
         by :meth:`KNNGraph.auto_bound` (exact on small graphs, 1e-5 to 1e-4 on 50,000-node
         kNN graphs; about 0.5 ms per pick), or the precomputed columns if the graph has them.
-        The bound used is kept in ``last_bound``.
+        The bound used is kept in ``last_bound``. What each push leaves out is diffused
+        exactly every ``flush_every`` picks (:mod:`sei.active.propagation`; default from the
+        graph's size, ``0``: never), so that errors do not pile up over a batch.
     tol : float, optional
         Instead of ``bound``: the pruned Euler push (error <= ``steps * tol``; ``tol=0``
         exact) or the matching precomputed columns.
@@ -177,7 +182,7 @@ class PropagationSelector(Selector):
     uses_graph = True
 
     def __init__(self, priority="entropy", *, candidates="alpha", pool=0.25, steps=10, step_size=0.1,
-                 bound="auto", tol=None, mode="change", propagate=True, transform="minmax",
+                 bound="auto", tol=None, flush_every=None, mode="change", propagate=True, transform="minmax",
                  robust_training=True, name=None):
         if priority not in ("entropy", "sei"):
             raise ValueError(f"priority must be 'entropy' or 'sei', got {priority!r}")
@@ -187,7 +192,7 @@ class PropagationSelector(Selector):
         if not (bound == "auto" or (isinstance(bound, (int, float)) and 0 <= bound < 1)):
             raise ValueError(f"bound must be 'auto' or a float in [0, 1), got {bound!r}")
         self.steps, self.step_size, self.tol, self.mode = steps, step_size, tol, mode
-        self.bound, self.last_bound = bound, None
+        self.bound, self.flush_every, self.last_bound, self.last_propagation = bound, flush_every, None, None
         self.propagate, self.transform = propagate, transform
         self.robust_training = robust_training
         self.needs_sei = priority == "sei"
@@ -233,13 +238,13 @@ class PropagationSelector(Selector):
         nxt = size
         score = np.where(in_pool, e, -np.inf)
         picks = np.empty(q, dtype=np.int64)
-        push = self._push_options(ctx.graph) if self.propagate else None
+        propagate = self._propagator(ctx.graph, q) if self.propagate else None
         for t in range(q):
             j = int(np.argmax(score))
             picks[t] = j
             in_pool[j] = False
-            if self.propagate:
-                touched = ctx.graph.propagate_pick(e, j, **push)
+            if propagate is not None:
+                touched = propagate(e, j)
                 score[touched] = np.where(in_pool[touched], e[touched], -np.inf)
             score[j] = -np.inf
             if nxt < len(order):  # refill the pool in p^S rank order
@@ -250,21 +255,31 @@ class PropagationSelector(Selector):
         return picks
 
 
-    def _push_options(self, graph):
-        """Options for ``graph.propagate_pick``: ``tol`` if given, else the (resolved) bound."""
+    def _propagator(self, graph, picks):
+        """``f(values, node) -> touched``: the bounded propagation with its residual flushes
+        (:class:`~sei.active.propagation.BoundedPropagation`), or ``graph.propagate_pick``
+        with ``tol`` (given, or that of precomputed columns) or ``mode="full"``."""
         opts = dict(steps=self.steps, step_size=self.step_size, mode=self.mode)
-        if self.tol is not None:
-            self.last_bound = self.steps * self.tol
-            return dict(opts, tol=self.tol)
+        self.last_propagation = None
+        if self.mode == "full":
+            self.last_bound = 0.0
+            return partial(graph.propagate_pick, **opts)
+        tol = self.tol
         cache = getattr(graph, "_responses", None)
-        if self.bound == "auto" and cache is not None and cache[3:5] == (self.steps, self.step_size):
-            self.last_bound = self.steps * cache[5]
-            return dict(opts, tol=cache[5])
+        if tol is None and self.bound == "auto" and cache is not None and cache[3:5] == (self.steps, self.step_size):
+            tol = cache[5]
+        if tol is not None:
+            self.last_bound = self.steps * tol
+            return partial(graph.propagate_pick, tol=tol, **opts)
         bound = self.bound
-        if bound == "auto" and self.mode == "change":
+        if bound == "auto":
             bound = graph.auto_bound(steps=self.steps, step_size=self.step_size)
-        self.last_bound = 0.0 if self.mode == "full" else bound
-        return dict(opts, bound=bound)
+        self.last_bound = bound
+        if not hasattr(graph, "bounded_response"):  # a stand-in graph (e.g. a reference implementation)
+            return partial(graph.propagate_pick, bound=bound, **opts)
+        self.last_propagation = BoundedPropagation(graph, bound, steps=self.steps, step_size=self.step_size,
+                                                   flush_every=self.flush_every, picks=picks)
+        return self.last_propagation.pick
 
 
 def KimSelector(**kw) -> PropagationSelector:
