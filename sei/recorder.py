@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import sys
-import zipfile
 from typing import NamedTuple
 
 import numpy as np
 
 from . import scores as _scores
+from ._recorder_state import _EPOCHS, _LOGIT_EPOCHS, RecorderState
 from .validation import (
     as_float,
     as_history,
@@ -35,10 +35,6 @@ from .validation import (
 # Accumulator columns besides the statistics: updates per epoch, and updates that came
 # with logits (the names of a saved recorder's entries, kept from the first layout).
 _COUNT, _LOGIT_COUNT = "count", "aum_count"
-# Their totals over epochs: epochs that saw the sample, epochs that saw its logits.
-_EPOCHS, _LOGIT_EPOCHS = "epochs", "aum_epochs"
-# The accumulator columns of recorders saved before the layout was stored with them.
-_LEGACY_EPOCH_FIELDS = ("count", "se", "h", "aligned", "margin", "loss", "sc", "aum", "aum_count")
 # Rows per step where a whole (N, K) array is processed (end_epoch, the last-probability
 # scores), so that no full-size temporary is ever allocated.
 _CHUNK_ROWS = 8192
@@ -74,7 +70,7 @@ def _layout() -> _Layout:
     return _Layout(tuple(probs.values()), tuple(logits.values()), tuple(last), tuple(middle))
 
 
-class SEIRecorder:
+class SEIRecorder(RecorderState):
     """Accumulates per-sample training dynamics and scores them.
 
     Parameters
@@ -395,125 +391,6 @@ class SEIRecorder:
         """(N,) argmax of the last epoch's probabilities (-1 where never seen)."""
         seen = ~np.isnan(self.last_probs[:, 0])  # rows are written whole
         return np.where(seen, self.last_probs.argmax(axis=1), -1)
-
-    # ------------------------------------------------------------------ persistence
-    def state_dict(self) -> dict:
-        """All state as numpy arrays and scalars (for checkpoints); copies."""
-        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self._state().items()}
-
-    def _state(self) -> dict:
-        state = {
-            "num_samples": self.num_samples,
-            "num_classes": self.num_classes,
-            "num_epochs": self.num_epochs,
-            "mid_epoch": -1 if self.mid_epoch is None else self.mid_epoch,
-            "max_epochs": -1 if self.max_epochs is None else self.max_epochs,
-            "labels": self.labels,
-            "last_probs": self.last_probs,
-            "last_losses": self.last_losses,
-            "epoch_acc": self._acc,
-            "epoch_fields": ",".join(self._layout.fields),  # the accumulator's columns, by name
-        }
-        empty = np.zeros((0, self.num_samples), np.float32)
-        state.update({f"last_{s}": v for s, v in self._last.items()})
-        state.update({f"mid_{s}": v for s, v in self._mid.items()})
-        state.update({f"{s}_per_epoch": np.stack(v) if v else empty for s, v in self._per_epoch.items()})
-        state.update({f"total_{f}": v for f, v in self._total.items()})
-        return state
-
-    def load_state_dict(self, state: dict) -> "SEIRecorder":
-        """Restore :meth:`state_dict`'s output (e.g. from a checkpoint).
-
-        With ``history_path`` set and epochs already recorded, the existing history file
-        is checked here (it must exist with shape (max_epochs, N, K), float32) and is
-        reopened, not replaced, at the next :meth:`end_epoch`.
-        """
-        if int(state["num_samples"]) != self.num_samples or int(state["num_classes"]) != self.num_classes:
-            raise ValueError(
-                f"State is for ({int(state['num_samples'])}, {int(state['num_classes'])}) but this recorder is "
-                f"({self.num_samples}, {self.num_classes}); create the recorder with the same sizes."
-            )
-        self.num_epochs = int(state["num_epochs"])
-        mid, mx = int(state["mid_epoch"]), int(state["max_epochs"])
-        self.mid_epoch = None if mid < 0 else mid
-        self.max_epochs = None if mx < 0 else mx
-        self.labels = np.array(state["labels"], dtype=np.int64)
-        self.last_probs = np.array(state["last_probs"], dtype=np.float32)
-        self.last_losses = np.array(state["last_losses"], dtype=np.float64)
-        self._acc = self._restored_accumulator(state)
-        self._bind_views()
-        # A statistic missing from the state (saved before its score was added) reads NaN.
-        n, nan = self.num_samples, np.full(self.num_samples, np.nan)
-        self._last = {s: np.array(state.get(f"last_{s}", nan), dtype=np.float64) for s in self._last}
-        self._mid = {s: np.array(state.get(f"mid_{s}", nan), dtype=np.float64) for s in self._mid}
-        unknown = np.full((self.num_epochs if self.mid_epoch is None else 0, n), np.nan, np.float32)
-        self._per_epoch = {s: [np.array(r, dtype=np.float32) for r in state.get(f"{s}_per_epoch", unknown)]
-                           for s in self._per_epoch}
-        self._total = {f: np.array(state[f"total_{f}"] if f"total_{f}" in state or f in (_EPOCHS, _LOGIT_EPOCHS)
-                                   else nan, dtype=np.float64) for f in self._total_fields()}
-        if self.history_path is not None:
-            if self.max_epochs is None:
-                raise ValueError("history_path needs max_epochs, but the restored state has none; "
-                                 "create the recorder without history_path.")
-            self._history = None
-            self._history_resumed = self.num_epochs > 0
-            if self._history_resumed:
-                check_history_file(self.history_path, self._history_shape(), self.num_epochs)
-        return self
-
-    def _restored_accumulator(self, state) -> np.ndarray:
-        """The saved (N, fields + K) accumulator, its columns matched to this layout by name."""
-        acc = np.array(state["epoch_acc"], dtype=np.float64)
-        saved = str(state["epoch_fields"]).split(",") if "epoch_fields" in state else list(_LEGACY_EPOCH_FIELDS)
-        fields, n, k = self._layout.fields, self.num_samples, self.num_classes
-        if acc.shape != (n, len(saved) + k):
-            raise ValueError(f"epoch_acc has shape {acc.shape}, expected ({n}, {len(saved) + k}) for fields "
-                             f"{', '.join(saved)} and {k} classes; the state is damaged.")
-        if list(fields) == saved:
-            return acc
-        out = np.zeros((n, len(fields) + k))
-        for i, f in enumerate(fields):
-            if f in saved:
-                out[:, i] = acc[:, saved.index(f)]
-        out[:, len(fields):] = acc[:, len(saved):]
-        return out
-
-    def save(self, path) -> None:
-        """Save to an ``.npz`` file (no pickles)."""
-        path = os.fspath(path)
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, **{k: np.asarray(v) for k, v in self._state().items()})  # no copies
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path) -> "SEIRecorder":
-        """Load a recorder written by :meth:`save`; a ValueError naming the file when it
-        is not one."""
-        path = os.fspath(path)
-        hint = "pass a file written by SEIRecorder.save"
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{path} is not a saved SEIRecorder (an .npz file) ({e}); {hint}.") from None
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError(f"{path} holds a single array, not a saved SEIRecorder (.npz); {hint}.")
-        with data:
-            required = {"num_samples", "num_classes", "num_epochs", "labels", "epoch_acc"}
-            missing = sorted(required - set(data.files))
-            if missing:
-                raise ValueError(f"{path} is an .npz file but not a saved SEIRecorder (missing {', '.join(missing)}); "
-                                 f"{hint}.")
-            try:
-                state = {k: data[k] for k in data.files}
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-                raise ValueError(f"{path} is damaged ({e}); {hint}.") from None
-        try:
-            rec = cls(int(state["num_samples"]), int(state["num_classes"]))
-            return rec.load_state_dict(state)
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path} is not a valid saved SEIRecorder ({e}); {hint}.") from None
 
     # ------------------------------------------------------------------ from a stored history
     @classmethod
