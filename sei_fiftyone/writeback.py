@@ -33,6 +33,8 @@ import fiftyone.core.labels as fol
 import fiftyone.core.odm as foo
 import fiftyone.core.view as fov
 
+from sei.process import pid_alive
+
 from .runs import dataset_of, field_names, save_sorted_view
 
 logger = logging.getLogger(__name__)
@@ -242,13 +244,7 @@ def _stale(name, meta):
     pid = int(meta.get("pid", -1))
     if pid == os.getpid():
         return name not in _ACTIVE
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OSError):
-        return False
-    return False
+    return not pid_alive(pid)
 
 
 def _backup_previous(dataset, tmp, fields, partial):

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..process import pid_alive
+
 __all__ = ["CKPT_NAME", "save_checkpoint", "load_checkpoint", "clean_stale_tmp"]
 
 CKPT_NAME = "checkpoint.pt"
@@ -92,21 +94,11 @@ def load_checkpoint(path):
     return _unpack(st)
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 def clean_stale_tmp(ckpt_path):
     """Remove ``checkpoint.pt.<pid>.tmp`` left by killed runs (their process is gone, or it is us)."""
     for f in ckpt_path.parent.glob(ckpt_path.name + ".*.tmp"):
         pid = f.name[len(ckpt_path.name) + 1:-len(".tmp")]
-        if not pid.isdigit() or (int(pid) != os.getpid() and _pid_alive(int(pid))):
+        if not pid.isdigit() or (int(pid) != os.getpid() and pid_alive(int(pid))):
             continue
         try:
             f.unlink()
