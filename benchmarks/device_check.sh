@@ -27,7 +27,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 TINY=0
 [[ "${1:-}" == "--tiny" ]] && TINY=1
-PACK="$(cd "${SEI_DEVICE_PACK:-benchmarks/.device}" && pwd)"
+PACK="$(cd "${SEI_DEVICE_PACK:-benchmarks/.device}" 2>/dev/null && pwd)"
+if [[ ! -f "$PACK/labels.npz" ]]; then
+  echo "no pack at ${SEI_DEVICE_PACK:-benchmarks/.device}: run python benchmarks/device_pack.py here and carry it" >&2
+  exit 2
+fi
+PY="${PYTHON:-python3}"              # the GPU machine's python3 (3.12) holds torch
+export PYTHONUNBUFFERED=1
 BUDGET="${SEI_DEVICE_BUDGET_S:-510}"
 START=$(date +%s)
 left() { local s=$(( BUDGET - ($(date +%s) - START) )); echo $(( s > 1 ? s : 1 )); }
@@ -37,14 +43,14 @@ exec > >(tee -a "$DEST/device_check.log") 2>&1
 
 # the pure-Python packages of the pack (wheels, if any, are installed next to them)
 if compgen -G "$PACK/wheels/*.whl" > /dev/null; then
-  python -m pip install --no-index --no-deps --quiet --target "$PACK/site" "$PACK"/wheels/*.whl
+  "$PY" -m pip install --no-index --no-deps --quiet --target "$PACK/site" "$PACK"/wheels/*.whl
 fi
 export PYTHONPATH="$PACK/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export SEI_LITE0_WEIGHTS="$PACK/lite0_fp16.pt"   # sei.models reads Lite0 from here (no weights package)
 
 echo "== device check $(date -u +%FT%TZ), budget ${BUDGET} s, tiny=${TINY}"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python - "$PACK" <<'EOF' || exit 1
+"$PY" - "$PACK" <<'EOF' || exit 1
 import sys, time
 import torch, torchvision
 t = time.time()
@@ -58,17 +64,17 @@ EOF
 
 if [[ $TINY == 1 ]]; then
   RES="$PACK/results"
-  timeout "$(left)" python benchmarks/train_speed.py --device cpu --n 128 --size 32 --probe-epochs 2 \
+  timeout "$(left)" "$PY" benchmarks/train_speed.py --device cpu --n 128 --size 32 --probe-epochs 2 \
     --pack "$PACK" --time-limit 60
   echo "== train_speed done at $(( $(date +%s) - START )) s"
-  timeout "$(left)" python benchmarks/finetune_detection.py --tiny --n 128 --labels worse --pack "$PACK" \
+  timeout "$(left)" "$PY" benchmarks/finetune_detection.py --tiny --n 128 --labels worse --pack "$PACK" \
     --out "$RES" --mirror "$DEST" --time-limit "$(( $(left) - 5 ))"
 else
-  timeout "$(( $(left) < 200 ? $(left) : 200 ))" python benchmarks/train_speed.py --device cuda --write \
+  timeout "$(( $(left) < 200 ? $(left) : 200 ))" "$PY" benchmarks/train_speed.py --device cuda --write \
     --pack "$PACK" --time-limit 150
   cp benchmarks/results/train_speed_cuda.md "$DEST"/ 2>/dev/null
   echo "== train_speed done at $(( $(date +%s) - START )) s"
-  timeout "$(left)" python benchmarks/finetune_detection.py --pack "$PACK" --device cuda \
+  timeout "$(left)" "$PY" benchmarks/finetune_detection.py --pack "$PACK" --device cuda \
     --out benchmarks/results --mirror "$DEST" --time-limit "$(( $(left) - 10 ))"
 fi
 echo "== device check done in $(( $(date +%s) - START )) s; results in $DEST"

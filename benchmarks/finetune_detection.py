@@ -191,7 +191,7 @@ def estimate(kind, rates, a, n):
     """Seconds a cell should take from the image-epochs per second of the cells already run."""
     work = n * a.epochs * (1.0 if kind == "sei" else (a.folds - 1))
     rate = rates.get(kind) or next(iter(rates.values()), None)
-    return None if rate is None else work / rate + 10.0
+    return None if rate is None else work / rate + 10.0 + (5.0 * a.folds if kind == "cl" else 0.0)
 
 
 def table(results, a, meta):
