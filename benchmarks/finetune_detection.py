@@ -119,7 +119,7 @@ def sei_cell(x, y, bad, names, a):
     t = time.time()
     res = sei.train(x, y, class_names=names, mode="finetune", model="efficientnet-lite0", image_size=a.size,
                     epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, device=a.device, seed=a.seed,
-                    progress=False, on_epoch_end=tick)
+                    progress=False, on_epoch_end=tick, return_features=True)
     _sync(a.device)
     secs = time.time() - t
     scores = {}
@@ -128,8 +128,25 @@ def sei_cell(x, y, bad, names, a):
             scores[name] = metrics(bad, res.recorder.scores(name), name in signed)
         except Exception as e:  # a score that needs what this run does not record
             scores[name] = {"error": f"{type(e).__name__}: {e}"}
+    nbrs = knn_on_device(res.features, 20, a.device)  # neighbour scores on the fine-tuned features
+    for name in sei.FEATURE_SCORES:
+        sc = sei.feature_score(name, res.recorder.scores("aum_prob"), y, neighbors=nbrs, num_classes=K)
+        scores[f"{name} (fine-tuned features)"] = metrics(bad, sc, True)
     return {"seconds": secs, "scores": scores, "train_accuracy": float(res.train_accuracy[-1]),
             "default_score": res.score_name}
+
+
+def knn_on_device(features, k, device, chunk=4096):
+    """(N, k) cosine nearest neighbours (self excluded) by chunked matrix products on the device."""
+    import torch
+
+    f = torch.nn.functional.normalize(torch.from_numpy(np.nan_to_num(features)).to(device), dim=1)
+    out = []
+    for s in range(0, f.shape[0], chunk):
+        sim = f[s:s + chunk] @ f.T
+        sim[torch.arange(sim.shape[0]), torch.arange(s, s + sim.shape[0])] = -2.0
+        out.append(sim.topk(k, dim=1).indices.cpu())
+    return torch.cat(out).numpy()
 
 
 def _fold_probs(x_dev, y_dev, tr, te, a, seed):
@@ -199,7 +216,9 @@ def table(results, a, meta):
              f"{meta['n']:,} CIFAR-10N training images, EfficientNet-Lite0 at {a.size} px, {a.epochs} epochs, "
              f"batch {a.batch_size}, lr {a.lr:g}, seed {a.seed}; {meta['device']}, torch {meta['torch']}. "
              f"`sei`: one `sei.train(mode='finetune')` run, every recorder score (AUROC of the ranking "
-             f"against the clean labels, F1 of the zero cutoff for signed scores). `confident learning`: "
+             f"against the clean labels, F1 of the zero cutoff for signed scores; the `(fine-tuned features)` rows: "
+             f"the neighbour-label scores on the trained tower's features, 20 cosine neighbours). "
+             f"`confident learning`: "
              f"{a.folds}-fold cross-validated probabilities ({a.folds} fine-tuned models, {a.epochs} epochs each on "
              f"{a.folds - 1}/{a.folds} of the data, linear head), `find_label_issues` (prune_by_noise_rate) for "
              "F1, self-confidence for AUROC. Seconds: wall-clock GPU seconds of the whole cell.", "",

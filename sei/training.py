@@ -52,7 +52,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
           sample_weights=None, transition_matrix=None, checkpoint_dir=None, resume=False, device="auto",
           image_size=None, num_workers=0, cache_dir=None, seed=0, on_epoch_end=None, on_record=None,
           history_path=None, progress=True, amp=True, num_threads="auto", force_autograd=False,
-          placement="auto"):
+          placement="auto", return_features=False):
     """Train a prompt classifier and score every sample with its training dynamics.
 
     Parameters
@@ -162,6 +162,10 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         Where fine-tuning keeps its decoded uint8 images: "device" (on the GPU, no copies),
         "host" (pinned memory, each batch copied while the previous one computes), "auto":
         on the device when they take at most a quarter of its free memory.
+    return_features : bool, default False
+        Finetune mode: also return the trained image tower's features of every image
+        (one extra pass after the last epoch) in ``result.features``, e.g. for
+        :func:`sei.feature_score` on the fine-tuned features.
 
     Returns
     -------
@@ -188,5 +192,5 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         transition_matrix=transition_matrix, checkpoint_dir=checkpoint_dir, resume=resume, device=device,
         image_size=image_size, num_workers=num_workers, cache_dir=cache_dir, seed=seed, on_epoch_end=on_epoch_end,
         on_record=on_record, history_path=history_path, progress=progress, amp=amp, num_threads=num_threads,
-        force_autograd=force_autograd, placement=placement)
+        force_autograd=force_autograd, placement=placement, return_features=return_features)
     return fit(inputs, labels, cfg)

@@ -118,7 +118,8 @@ def test_tiny_flow_runs_without_the_packages_missing_on_the_gpu_machine(tiny_pac
     assert methods == ["sei", "confident learning"], log
     import sei
 
-    assert set(res["cells"][0]["scores"]) == set(sei.SCORE_NAMES)
+    assert set(res["cells"][0]["scores"]) == set(sei.SCORE_NAMES) | {f"{n} (fine-tuned features)"
+                                                                      for n in sei.FEATURE_SCORES}
     assert all(0 <= m["auroc"] <= 1 for c in res["cells"] for m in c["scores"].values())
     assert res["cells"][1]["folds"] == 2 and (tmp_path / "mirror" / "finetune_detection.md").exists()
     log = _run_without_absent_packages(

@@ -133,3 +133,16 @@ def test_normalize_matches_the_textbook_formula():
     out = normalize(x, mean, std)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_finetune_returns_the_trained_towers_features():
+    import sei
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
+    y = np.arange(24) % 2
+    res = sei.train(imgs, y, mode="finetune", epochs=1, batch_size=8, image_size=32, progress=False,
+                    num_threads=1, return_features=True)
+    assert res.features.shape == (24, 1280) and np.isfinite(res.features).all()
+    knn = sei.feature_score("knn_margin", None, y, res.features, num_classes=2)
+    assert knn.shape == (24,)

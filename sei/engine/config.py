@@ -90,6 +90,7 @@ class TrainConfig:
     num_threads: Union[str, int, None] = "auto"
     force_autograd: bool = False
     placement: str = "auto"
+    return_features: bool = False
     #: options that are objects, not settings: kept out of ``to_dict``
     _OBJECTS = ("tokenizer", "sample_weights", "transition_matrix", "on_epoch_end", "on_record")
 
@@ -148,12 +149,8 @@ class TrainConfig:
         if self.score in FEATURE_SCORES and isinstance(self.threshold, str) and self.threshold.startswith("aux"):
             raise ValueError(f"score={self.score!r} mixes in the neighbours' labels, which the auxiliary samples do "
                              "not calibrate: use threshold 'auto', 'zero', 'gmm' or a number.")
-        if self.mode == "finetune" and self.score in FEATURE_SCORES:
-            raise ValueError(f"score={self.score!r} compares labels in a fixed feature space: use mode 'frozen' or "
-                             "'embeddings'.")
-        if self.mode == "finetune" and self.head == "linear":
-            raise ValueError("head='linear' trains on fixed features: use mode='frozen' or 'embeddings', "
-                             "or head='prompt' to fine-tune the image tower.")
+        if self.mode is not None:
+            self.check_mode(self.mode)
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir (the folder holding checkpoint.pt).")
         sw = self.sample_weights
@@ -169,6 +166,17 @@ class TrainConfig:
             if len(set(self.class_names)) != len(self.class_names):
                 raise ValueError("class_names must be unique.")
         return self
+
+    def check_mode(self, mode: str) -> str:
+        """The rules that tie options to the mode (also for a mode inferred from the data)."""
+        if mode == "finetune" and self.score in FEATURE_SCORES:
+            raise ValueError(f"score={self.score!r} compares labels in a fixed feature space: use mode 'frozen' or "
+                             "'embeddings' (with return_features=True a finetune run returns its tower's "
+                             "features in result.features, for sei.feature_score).")
+        if mode == "finetune" and self.head == "linear":
+            raise ValueError("head='linear' trains on fixed features: use mode='frozen' or 'embeddings', "
+                             "or head='prompt' to fine-tune the image tower.")
+        return mode
 
     def _check_threshold(self):
         t = self.threshold

@@ -39,12 +39,7 @@ def check_data(inputs, labels, cfg):
             raise ValueError(f"transition_matrix must have shape (K, K) = ({k}, {k}) for the {k} classes, got "
                              f"{t.shape}; row i is p(given label | true class i)")
     inputs, mode = resolve_inputs(inputs, cfg.mode, n)
-    if mode == "finetune" and cfg.head == "linear":
-        raise ValueError("head='linear' trains on fixed features: use mode='frozen' or 'embeddings', "
-                         "or head='prompt' to fine-tune the image tower")
-    if mode == "finetune" and cfg.score in ("aum_prob_knn", "knn_margin"):
-        raise ValueError(f"score={cfg.score!r} compares labels in a fixed feature space: use mode 'frozen' or "
-                         "'embeddings'")
+    cfg.check_mode(mode)
     return inputs, labels, list(class_names), k, mode
 
 

@@ -19,7 +19,7 @@ from ..recorder import SEIRecorder
 from .heads import loss_terms
 from .images import normalize, random_resized_crop_flip, resize
 
-__all__ = ["Run", "TrainState", "run_epoch", "resolve_device", "dist_info", "lr_factor", "rng_seed",
+__all__ = ["Run", "TrainState", "run_epoch", "finetuned_features", "resolve_device", "dist_info", "lr_factor", "rng_seed",
            "autocast_dtype", "SampleWeights"]
 
 
@@ -244,6 +244,26 @@ def _images_epoch(run: Run, st: TrainState, order, g):
 
     batches = ((sl, (lambda xb=xb: forward(xb))) for sl, xb in run.store.batches(order, run.cfg.batch_size))
     return _train_batches(run, st, order, batches)
+
+
+def finetuned_features(run: Run, st: TrainState) -> np.ndarray:
+    """The trained image tower's features of every readable image (eval mode, no augmentation);
+    rows of unreadable images are NaN."""
+    visual = st.net.visual
+    was = visual.training
+    visual.eval()
+    order = run.valid
+    parts = []
+    with torch.no_grad():
+        for _, xb in run.store.batches(order, 2 * run.cfg.batch_size):
+            x = normalize(resize(xb.float(), run.size), run.mean, run.std)
+            with torch.autocast(run.dev.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
+                parts.append(visual(x).float())
+    visual.train(was)
+    out = torch.cat(parts)
+    feats = np.full((run.n, out.shape[1]), np.nan, dtype=np.float32)
+    feats[order.cpu().numpy()] = out.cpu().numpy()
+    return feats
 
 
 def _eval_logits(run: Run, st: TrainState, order):

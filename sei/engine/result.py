@@ -40,7 +40,9 @@ class TrainResult:
     train_accuracy, train_loss : list of float
         Per epoch, over the trained (possibly relabelled) labels.
     features : np.ndarray, shape (N, D), or None
-        The embeddings used (frozen / embeddings modes).
+        The embeddings trained on (frozen / embeddings modes); in finetune mode None, or
+        with ``return_features=True`` the fine-tuned image tower's features after the last
+        epoch (one extra pass, no augmentation). NaN rows for unreadable inputs.
     skipped : np.ndarray of int
         Unreadable images (scored NaN, never flagged).
     labels_used : np.ndarray, shape (N,)

@@ -23,8 +23,8 @@ from .config import TrainConfig
 from .heads import build_finetune, build_head, extend_transition, prepare_features
 from .images import ImageStore
 from .inputs import check_data, no_readable_input
-from .loop import Run, SampleWeights, TrainState, autocast_dtype, dist_info, lr_factor, resolve_device, rng_seed, \
-    run_epoch
+from .loop import Run, SampleWeights, TrainState, autocast_dtype, dist_info, finetuned_features, lr_factor, \
+    resolve_device, rng_seed, run_epoch
 from .result import finish
 
 __all__ = ["fit"]
@@ -168,6 +168,8 @@ def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_thread
             cfg.on_epoch_end(epoch, cfg.epochs, m)
     if bar is not None:
         bar.close()
+    if mode == "finetune" and cfg.return_features:  # the fine-tuned tower's features
+        features = finetuned_features(run, st)
     skipped = np.flatnonzero(~valid)
     if skipped.size and rank == 0:
         warnings.warn(f"{skipped.size} unreadable input(s) skipped (scored NaN): indices {skipped[:10].tolist()}"
