@@ -7,7 +7,8 @@ with local propagation on a kNN graph of ``features`` so that one batch does not
 spend the budget on a cluster of near-duplicates. The propagation is the bounded hop push
 of :mod:`sei.active.graph` with the bound chosen from the graph (``bound="auto"``: each
 pick's propagated change within ``bound * e(x*)`` of exact diffusion in max-norm; exact on
-small graphs, 1e-4 to 1e-5 on 50,000 samples, about 1-2 ms per pick there). Other methods: see
+tiny graphs, 1e-4 on 50,000 samples, about 2 ms per pick there; what the pushes leave out is
+diffused exactly every few dozen picks). Other methods: see
 :data:`sei.active.SELECTORS` (``"sei"`` = SEI ranking without propagation, ``"kim"``,
 ``"entropy"``, ``"corractive"``, ``"lossent"``, ``"lossent_sum"``, ``"random"``).
 numpy in, numpy out; no torch import.

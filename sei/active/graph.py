@@ -39,11 +39,13 @@ result by at most ``theta_r (T_{r+1} - T_{H+1})`` in max-norm, and the dropped h
 ``T_{H+1}``: ``||response - M^steps c||_inf <= bound * |e(x*)|`` (c = -e(x*) 1_{x*}); over a
 sequence of picks the errors add. The work of a pick is at most
 ``sum_r deg_max * (d(x*) / d_min) / theta_r`` edge visits whatever N is (``||u_r||_1 <= d(x*)/d_min``
-for this reversible walk), and in practice far less (``bound=1e-4``: ~4,000 edge visits,
-0.3-0.6 ms per pick on 50,000 nodes). ``bound="auto"`` (:meth:`KNNGraph.auto_bound`) takes the
+for this reversible walk), and in practice far less (``bound=1e-4``: 4,000-13,000 edge visits,
+about 1 ms per pick on 50,000 nodes). ``bound="auto"`` (:meth:`KNNGraph.auto_bound`) takes the
 smallest bound of ``0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2`` whose mean work over 16 probe nodes
-of this graph is at most ``work_budget`` edge visits (default 15,000): exact on small graphs,
-``1e-5`` or ``1e-4`` on 50,000-node kNN graphs. Deterministic (probe nodes from ``seed``).
+of this graph is at most ``work_budget`` edge visits (default 15,000): exact on tiny graphs,
+``1e-4`` on the 50,000-node kNN graphs of ``benchmarks/active_speed.py``. Deterministic for a
+given graph (probe nodes from ``seed``). :mod:`sei.active.propagation` adds the left-out mass
+back exactly every few dozen picks, so that errors do not pile up over a batch.
 - Backends: scikit-learn exact neighbours up to ``exact_max`` samples, then hnswlib (or faiss)
   approximate neighbours, imported lazily. Nothing is O(N^2).
 """

@@ -168,8 +168,8 @@ class PropagationSelector(Selector):
     bound : float or "auto", default "auto"
         Max-norm error of each pick's propagation, relative to the picked value (the
         bounded hop push, see :mod:`sei.active.graph`). ``"auto"``: chosen from the graph
-        by :meth:`KNNGraph.auto_bound` (exact on small graphs, 1e-5 to 1e-4 on 50,000-node
-        kNN graphs; about 0.5 ms per pick), or the precomputed columns if the graph has them.
+        by :meth:`KNNGraph.auto_bound` (exact on tiny graphs, 1e-4 on 50,000-node kNN graphs;
+        1-2 ms per pick there), or the precomputed columns if the graph has them.
         The bound used is kept in ``last_bound``. What each push leaves out is diffused
         exactly every ``flush_every`` picks (:mod:`sei.active.propagation`; default from the
         graph's size, ``0``: never), so that errors do not pile up over a batch.
