@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 from ..validation import check_int_param, check_real_param
-from ..constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, FEATURE_SCORES, HEADS, SCORE_NAMES, THRESHOLD_METHODS
+from .. import scores as _scores
+from ..constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, HEADS, THRESHOLD_METHODS
 
 __all__ = ["TrainConfig", "MODES", "LR_SCHEDULES", "DEFAULT_PROMPT_TEMPLATE", "DEFAULT_AUX_PROMPT",
            "PLACEMENTS"]
@@ -140,13 +141,12 @@ class TrainConfig:
         for name in ("on_epoch_end", "on_record"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise TypeError(f"{name} must be callable, got {type(getattr(self, name)).__name__}.")
-        if self.score not in SCORE_NAMES + FEATURE_SCORES:
-            raise ValueError(f"unknown score {self.score!r}; use one of {SCORE_NAMES + FEATURE_SCORES}.")
+        spec = _scores.get(self.score)
         self._check_threshold()
         if isinstance(self.threshold, str) and self.threshold.startswith("aux") and self.aux_class is False:
             raise ValueError(f"threshold={self.threshold!r} is computed from the auxiliary samples: use "
                              "aux_class='auto' (or True), or another threshold ('auto', 'zero', 'gmm' or a number).")
-        if self.score in FEATURE_SCORES and isinstance(self.threshold, str) and self.threshold.startswith("aux"):
+        if spec.needs_features and isinstance(self.threshold, str) and self.threshold.startswith("aux"):
             raise ValueError(f"score={self.score!r} mixes in the neighbours' labels, which the auxiliary samples do "
                              "not calibrate: use threshold 'auto', 'zero', 'gmm' or a number.")
         if self.mode is not None:
@@ -169,7 +169,7 @@ class TrainConfig:
 
     def check_mode(self, mode: str) -> str:
         """The rules that tie options to the mode (also for a mode inferred from the data)."""
-        if mode == "finetune" and self.score in FEATURE_SCORES:
+        if mode == "finetune" and _scores.SCORES[self.score].needs_features:
             raise ValueError(f"score={self.score!r} compares labels in a fixed feature space: use mode 'frozen' or "
                              "'embeddings' (with return_features=True a finetune run returns its tower's "
                              "features in result.features, for sei.feature_score).")

@@ -8,7 +8,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..constants import EPS, FEATURE_SCORES
+from ..constants import EPS
+from ..scores import SCORES
 from ..recorder import SEIRecorder
 from ..thresholds import compute_threshold, flag_issues
 
@@ -79,13 +80,14 @@ class TrainResult:
 def finish(rec, cfg, *, k, aux_indices, labels_used, metrics, features, skipped, class_names, t_start, config):
     """Score, threshold and flag from the recorder; last-epoch suggestions over the K real classes."""
     score = cfg.score
-    if score in FEATURE_SCORES:  # neighbour labels in the features trained on (never with aux samples)
+    spec = SCORES[score]
+    if spec.needs_features:  # neighbour labels in the features trained on (never with aux samples)
         from ..neighbors import feature_score
 
         raw = np.full(rec.num_samples, np.nan)
         ok = np.isfinite(features).all(1)
-        raw[ok] = feature_score(score, rec.scores("aum_prob")[ok], labels_used[ok], features[ok],
-                                num_classes=rec.num_classes)
+        dyn = rec.scores(spec.fuses_with)[ok] if spec.fuses_with else None
+        raw[ok] = feature_score(score, dyn, labels_used[ok], features[ok], num_classes=rec.num_classes)
     else:
         raw = rec.scores(score)
     scores = raw.copy()
