@@ -67,55 +67,47 @@ def fit(inputs, labels, cfg: TrainConfig):
         torch.set_num_threads(old_threads)
 
 
-def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_threads, t_start):
-    n = labels.shape[0]
-    torch.manual_seed(cfg.seed)
-    use_aux = cfg.uses_aux
-    aux_indices = np.zeros(0, dtype=np.int64)
-    labels_used = labels.copy()
-    if use_aux:
-        # A seed derived from ``seed``: with the raw seed, draw_auxiliary would pick exactly the
-        # positions that sei.symmetric_noise(..., seed=seed) flips (same generator, same draw).
-        aux_seed = int(np.random.SeedSequence([int(cfg.seed), 0xA5C1]).generate_state(1)[0])
-        labels_used, aux_indices = draw_auxiliary(labels, k, num_aux=_num_aux(cfg.num_aux, n, k), seed=aux_seed)
-    c = k + 1 if use_aux else k
-    weights = SampleWeights(cfg.sample_weights, n, dev)  # shape checked before any model work
-    T = extend_transition(cfg.transition_matrix, c, k).to(dev) if cfg.transition_matrix is not None else None
+def _aux_labels(cfg, labels, k):
+    """``(labels trained on, auxiliary indices)``: the pseudo-class draw when the config uses it."""
+    if not cfg.uses_aux:
+        return labels.copy(), np.zeros(0, dtype=np.int64)
+    # A seed derived from ``seed``: with the raw seed, draw_auxiliary would pick exactly the
+    # positions that sei.symmetric_noise(..., seed=seed) flips (same generator, same draw).
+    aux_seed = int(np.random.SeedSequence([int(cfg.seed), 0xA5C1]).generate_state(1)[0])
+    return draw_auxiliary(labels, k, num_aux=_num_aux(cfg.num_aux, len(labels), k), seed=aux_seed)
 
-    # ---- model, images, features
+
+def _load_data(inputs, cfg, mode, class_names, dev, rank):
+    """``(bundle, size, class_init, features, store, valid)``: the model, then features (embeddings /
+    frozen) or decoded images (finetune); ``valid`` marks the readable inputs."""
     bundle, features, store, class_init, size = None, None, None, None, 0
-    if mode != "embeddings":
-        from ..models import encode_text, load_model
-
-        bundle = load_model(cfg.model, pretrained=cfg.pretrained, tokenizer=cfg.tokenizer, arch=cfg.arch,
-                            image_size=cfg.image_size)
-        size = int(cfg.image_size or bundle.image_size)
-        class_init = encode_text(bundle, _prompts(cfg, class_names, use_aux), device="cpu")
     if mode == "embeddings":
         features = np.asarray(inputs, dtype=np.float32)
-        valid = np.isfinite(features).all(1)
-    elif mode == "frozen":
-        from ..models import embed_images
+        return bundle, size, class_init, features, store, np.isfinite(features).all(1)
+    from ..models import embed_images, encode_text, load_model
 
+    bundle = load_model(cfg.model, pretrained=cfg.pretrained, tokenizer=cfg.tokenizer, arch=cfg.arch,
+                        image_size=cfg.image_size)
+    size = int(cfg.image_size or bundle.image_size)
+    class_init = encode_text(bundle, _prompts(cfg, class_names, cfg.uses_aux), device="cpu")
+    if mode == "frozen":
         cdir = cfg.cache_dir if cfg.cache_dir is not None else (
             Path(cfg.checkpoint_dir) / "embeddings" if cfg.checkpoint_dir else None)
         features, skipped = embed_images(bundle, inputs, image_size=size, batch_size=256, device=dev,
                                          cache_dir=cdir, num_workers=cfg.num_workers,
                                          progress=cfg.progress and rank == 0, return_skipped=True)
-        valid = np.ones(n, dtype=bool)
+        valid = np.ones(len(inputs), dtype=bool)
         valid[skipped] = False
-    else:
-        store = ImageStore(inputs, size, dev, placement=cfg.placement, num_workers=cfg.num_workers,
-                           progress=cfg.progress and rank == 0)
-        valid = store.ok.copy()
-    if not valid.any():
-        raise no_readable_input(inputs, n)
-    if num_threads and mode == "frozen":
-        torch.set_num_threads(int(num_threads))
+        return bundle, size, class_init, features, store, valid
+    store = ImageStore(inputs, size, dev, placement=cfg.placement, num_workers=cfg.num_workers,
+                       progress=cfg.progress and rank == 0)
+    return bundle, size, class_init, features, store, store.ok.copy()
 
+
+def _build_state(cfg, mode, n, c, dev, world, bundle, class_init, features, weights):
+    """Network (head, or tower + head in channels_last), SGD, recorder, DDP wrapper, fp16 scaler."""
     if mode == "finetune":
-        net = build_finetune(cfg, bundle, c, class_init).to(dev)
-        net = net.to(memory_format=torch.channels_last)
+        net = build_finetune(cfg, bundle, c, class_init).to(dev).to(memory_format=torch.channels_last)
     else:
         net = build_head(cfg, features, c, class_init, bundle).to(dev)
     amp_dtype = autocast_dtype(dev, cfg.amp) if mode == "finetune" else None
@@ -129,12 +121,28 @@ def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_thread
     st = TrainState(net=net, opt=opt, rec=SEIRecorder(n, c, max_epochs=cfg.epochs, history_path=cfg.history_path),
                     weights=weights, ddp_net=ddp_net,
                     scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
+    return st, amp_dtype
+
+
+def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_threads, t_start):
+    n = labels.shape[0]
+    torch.manual_seed(cfg.seed)
+    labels_used, aux_indices = _aux_labels(cfg, labels, k)
+    c = k + 1 if cfg.uses_aux else k
+    weights = SampleWeights(cfg.sample_weights, n, dev)  # shape checked before any model work
+    T = extend_transition(cfg.transition_matrix, c, k).to(dev) if cfg.transition_matrix is not None else None
+    bundle, size, class_init, features, store, valid = _load_data(inputs, cfg, mode, class_names, dev, rank)
+    if not valid.any():
+        raise no_readable_input(inputs, n)
+    if num_threads and mode == "frozen":
+        torch.set_num_threads(int(num_threads))
+    st, amp_dtype = _build_state(cfg, mode, n, c, dev, world, bundle, class_init, features, weights)
     run = Run(cfg=cfg, n=n, c=c, dev=dev, y=torch.from_numpy(labels_used).to(dev), rank=rank, world=world, T=T,
               store=store, size=size, mean=tuple(bundle.mean) if bundle else (0, 0, 0),
-              std=tuple(bundle.std) if bundle else (1, 1, 1), amp_dtype=amp_dtype)
+              std=tuple(bundle.std) if bundle else (1, 1, 1), amp_dtype=amp_dtype,
+              valid=torch.from_numpy(np.flatnonzero(valid)).to(dev))
     if features is not None:
-        run.X = prepare_features(features, valid, net, dev)
-    run.valid = torch.from_numpy(np.flatnonzero(valid)).to(dev)
+        run.X = prepare_features(features, valid, st.net, dev)
 
     ckpt_path = Path(cfg.checkpoint_dir) / CKPT_NAME if cfg.checkpoint_dir else None
     if ckpt_path is not None and rank == 0:
@@ -142,42 +150,47 @@ def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_thread
         clean_stale_tmp(ckpt_path)
     if cfg.resume and ckpt_path is not None and ckpt_path.exists():
         _restore(ckpt_path, st, n, c, labels_used, cfg.epochs)
-
-    bar = None
-    if cfg.progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.epochs, initial=st.epoch, desc=f"sei.train[{mode}]", unit="epoch")
-    for epoch in range(st.epoch, cfg.epochs):
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
-        torch.manual_seed(rng_seed(cfg.seed, epoch))
-        loss, acc = run_epoch(run, st, epoch)
-        st.rec.end_epoch()
-        st.metrics["train_loss"].append(loss)
-        st.metrics["train_accuracy"].append(acc)
-        weights.after_epoch(np.nan_to_num(st.rec.last_losses, nan=0.0))
-        st.epoch = epoch + 1
-        if ckpt_path is not None and rank == 0:
-            _save(ckpt_path, st, cfg, n, c, labels_used, valid)
-        m = {"loss": loss, "accuracy": acc, "lr": opt.param_groups[0]["lr"], "epoch": epoch}
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}")
-            bar.update(1)
-        if cfg.on_epoch_end is not None:
-            cfg.on_epoch_end(epoch, cfg.epochs, m)
-    if bar is not None:
-        bar.close()
+    _epochs(run, st, mode, lambda: _save(ckpt_path, st, cfg, n, c, labels_used, valid)
+            if ckpt_path is not None and rank == 0 else None)
     if mode == "finetune" and cfg.return_features:  # the fine-tuned tower's features
         features = finetuned_features(run, st)
     skipped = np.flatnonzero(~valid)
     if skipped.size and rank == 0:
         warnings.warn(f"{skipped.size} unreadable input(s) skipped (scored NaN): indices {skipped[:10].tolist()}"
                       + ("..." if skipped.size > 10 else ""), RuntimeWarning, stacklevel=3)
-    config = dict(cfg.to_dict(), mode=mode, aux_class=use_aux, num_aux=len(aux_indices),
+    config = dict(cfg.to_dict(), mode=mode, aux_class=cfg.uses_aux, num_aux=len(aux_indices),
                   model=getattr(bundle, "name", None) if bundle else "embeddings")
     return finish(st.rec, cfg, k=k, aux_indices=aux_indices, labels_used=labels_used, metrics=st.metrics,
                   features=features, skipped=skipped, class_names=class_names, t_start=t_start, config=config)
+
+
+def _epochs(run: Run, st: TrainState, mode, checkpoint):
+    """The epochs left to train: lr schedule, one epoch, recorder, weights, checkpoint, progress."""
+    cfg = run.cfg
+    bar = None
+    if cfg.progress and run.rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs, initial=st.epoch, desc=f"sei.train[{mode}]", unit="epoch")
+    for epoch in range(st.epoch, cfg.epochs):
+        for g in st.opt.param_groups:
+            g["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, epoch, cfg.epochs)
+        torch.manual_seed(rng_seed(cfg.seed, epoch))
+        loss, acc = run_epoch(run, st, epoch)
+        st.rec.end_epoch()
+        st.metrics["train_loss"].append(loss)
+        st.metrics["train_accuracy"].append(acc)
+        st.weights.after_epoch(np.nan_to_num(st.rec.last_losses, nan=0.0))
+        st.epoch = epoch + 1
+        checkpoint()
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}")
+            bar.update(1)
+        if cfg.on_epoch_end is not None:
+            cfg.on_epoch_end(epoch, cfg.epochs, {"loss": loss, "accuracy": acc, "lr": st.opt.param_groups[0]["lr"],
+                                                 "epoch": epoch})
+    if bar is not None:
+        bar.close()
 
 
 def _save(path, st: TrainState, cfg, n, c, labels_used, valid):
