@@ -82,7 +82,8 @@ def select_for_relabeling(labels, pred_probs_history, features=None, *, budget, 
             history = np.asarray(history) if np.ndim(history) == 2 else history
         if len(getattr(history, "shape", ())) == 2:
             history = history[None]  # documented: an (N, K) matrix is one epoch
-        history, (_, n, num_classes), eps = as_history(history)
+        raw_history = history
+        history, (_, n, num_classes), _eps = as_history(history)
     labels = check_labels(labels, n, num_classes)
     exclude = None if exclude is None else check_mask(exclude, n, "exclude")
     alpha = None if alpha is None else check_sample_weights(alpha, n, "alpha")
@@ -94,7 +95,7 @@ def select_for_relabeling(labels, pred_probs_history, features=None, *, budget, 
         raise ValueError(f"graph has {getattr(graph, 'num_samples', None)} nodes, labels has {n}; build it on "
                          "the same samples")
     if history is not None:
-        rec = SEIRecorder._from_checked_history(history, eps, labels)
+        rec = SEIRecorder.from_history(raw_history, labels)
         last = as_float(np.asarray(history[-1])).astype(np.float64)
     else:
         last = np.asarray(rec.last_probs, dtype=np.float64)

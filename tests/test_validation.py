@@ -183,7 +183,7 @@ def test_select_for_relabeling_with_valid_history_and_bad_options(data, exclude,
 # --------------------------------------------------------------------------- one public module
 _ADAPTERS = ("sei_cleanlab", "sei_fiftyone")
 # Switching to sei.validation in its owner's change; remove it from here then.
-_PENDING = {"sei_cleanlab/active.py"}
+_PENDING = set()
 _PRIVATE_USE = r"(from|import)\s+sei(\.\w+)*\._\w+|\bsei\._\w+|\.(_total|_from_checked_history|_acc|_layout)\b"
 
 
