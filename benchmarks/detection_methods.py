@@ -1,0 +1,122 @@
+"""Detection benchmark, part 2: every method's score and cutoff from one recorded run, and its metrics."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import sei
+from benchmarks.detection_core import knn_label_distribution, margin, rank01
+from benchmarks.harness import detection_metrics
+from sei import SEIRecorder, compute_threshold
+
+
+def metrics(score, flagged, is_mis, valid):
+    """:func:`benchmarks.harness.detection_metrics` in the benchmark's argument order."""
+    return detection_metrics(score, is_mis, flagged, valid)
+
+
+# ----------------------------------------------------------------------------- methods
+def method_table(hist_logits, labels_run, aux, *, neighbours=None, cl=None, temperature=1.0):
+    """All methods from one recorded run. Returns {method: (score, flagged, seconds, threshold)}.
+
+    ``hist_logits`` (T, N, C) with C = K+1 when ``aux`` is not empty; ``labels_run`` holds the
+    pseudo-class K at ``aux``. ``neighbours`` (N, k) enables the kNN candidates; ``cl`` is a
+    (score, flagged, seconds) triple from confident learning.
+    """
+    out = {}
+    t0 = time.time()
+    h = hist_logits if temperature == 1.0 else hist_logits / temperature
+    rec = SEIRecorder.from_history(h, labels_run, from_logits=True)
+    t_rec = time.time() - t0
+    aux = np.asarray(aux, dtype=np.int64)
+    has_aux = aux.size > 0
+
+    def add(name, score_name, thr, score=None, extra=0.0):
+        t = time.time()
+        s = rec.scores(score_name) if score is None else score
+        if isinstance(thr, str) and thr.startswith("aux") and not has_aux:
+            return
+        if isinstance(thr, str) and thr.startswith("aux_q"):
+            th = compute_threshold(s, "aux_quantile", aux_indices=aux, quantile=0.99)
+        elif isinstance(thr, str):
+            th = compute_threshold(s, thr, aux_indices=aux if has_aux else None)
+        else:
+            th = float(thr)
+        out[name] = (s, sei.flag_issues(s, th), t_rec + extra + time.time() - t, th)
+
+    for thr in ("aux_mean", "aux_quantile", "zero", "gmm"):
+        add(f"SEI ({thr})", "sei", thr)
+    add("SEI mean (zero)", "sei_mean", "zero")
+    add("EI (aux_mean)", "ei", "aux_mean")
+    add("EI (gmm)", "ei", "gmm")
+    add("SE@T (aux_mean)", "se_last", "aux_mean")
+    add("SE@T (zero)", "se_last", "zero")
+    add("SE@T/2 (aux_mean)", "se_mid", "aux_mean")
+    add("SE@T/2 (zero)", "se_mid", "zero")
+    add("AUM (aux 99%)", "aum", "aux_quantile")
+    add("AUM (zero)", "aum", "zero")
+    add("mistakenness (0.5)", "mistakenness", 0.5)
+    add("small-loss GMM", "loss", "gmm")
+    # candidates for a better default
+    add("AUM-prob (zero)", "aum_prob", "zero")
+    add("AUM-prob (aux 99%)", "aum_prob", "aux_quantile")
+    add("signed confidence (zero)", "signed_confidence", "zero")
+    add("agreement (0.5)", "agreement", 0.5)
+    if cl is not None:
+        out["confident learning"] = (*cl, None)
+    if neighbours is not None:
+        t = time.time()
+        lab = np.asarray(labels_run)
+        q = knn_label_distribution(neighbours, lab, hist_logits.shape[2])
+        km = margin(q, lab)
+        t_knn = time.time() - t
+        out["kNN label margin (zero)"] = (km, km < 0, t_knn, 0.0)
+        ap = rec.scores("aum_prob")
+        fused = 0.5 * (ap + km)
+        out["AUM-prob + kNN margin (zero)"] = (fused, fused < 0, t_rec + t_knn, 0.0)
+        sc = rec.scores("signed_confidence")
+        fused2 = 0.5 * (sc + km)
+        out["signed conf. + kNN margin (zero)"] = (fused2, fused2 < 0, t_rec + t_knn, 0.0)
+        # product of experts: the model's epoch-averaged log-probabilities plus the log of the neighbours'
+        # label distribution (Laplace-smoothed: (count + 1) / (k + C)); score = margin of the sum at the
+        # given label. Zero = the two sources of evidence together favour another class.
+        t = time.time()
+        C = hist_logits.shape[2]
+        logp = np.zeros((hist_logits.shape[1], C))
+        for tt in range(h.shape[0]):
+            z = np.asarray(h[tt], dtype=np.float64)
+            z = z - z.max(1, keepdims=True)
+            logp += z - np.log(np.exp(z).sum(1, keepdims=True))
+        logp /= h.shape[0]
+        kq = neighbours.shape[1]
+        poe = margin(logp + np.log((q * kq + 1.0) / (kq + C)), lab)
+        t_poe = time.time() - t
+        out["PoE: log-probs + kNN (zero)"] = (poe, poe < 0, t_rec + t_knn + t_poe, 0.0)
+        th = compute_threshold(poe, "aux_quantile", aux_indices=aux, quantile=0.99) if has_aux else 0.0
+        out["PoE: log-probs + kNN (aux 99%)"] = (poe, sei.flag_issues(poe, th), t_rec + t_knn + t_poe, th)
+        aum = rec.scores("aum")
+        rf = 0.5 * (rank01(aum) + rank01(km))
+        th = compute_threshold(rf, "aux_quantile", aux_indices=aux, quantile=0.99) if has_aux else \
+            compute_threshold(rf, "gmm")
+        out["rank fusion AUM + kNN (aux 99%)"] = (rf, sei.flag_issues(rf, th), t_rec + t_knn, th)
+    return out, rec
+
+
+
+def score_run(run, is_mis, *, neighbours=None, cl=None, hist="train", temperature=1.0, epochs=None, valid=None):
+    """Metrics of every method on one recorded run; evaluation excludes auxiliary samples."""
+    h = np.asarray(run[hist])
+    if epochs is not None:
+        h = h[:epochs]
+    lab = np.asarray(run["labels_run"])
+    aux = np.asarray(run["aux"])
+    if valid is None:
+        valid = np.ones(len(lab), bool)
+        valid[aux] = False
+    meth, rec = method_table(h, lab, aux, neighbours=neighbours, cl=cl, temperature=temperature)
+    res = {}
+    for name, (s, f, sec, _th) in meth.items():
+        res[name] = {**metrics(np.asarray(s, float), np.asarray(f, bool), is_mis, valid), "seconds": sec}
+    return res, meth, rec
