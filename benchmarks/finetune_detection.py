@@ -13,7 +13,11 @@ Cells, in this order, for each label set (default ``worse``, ``aggre``, ``random
    1e-4) and device augmentation (random resized crop + flip) as the reference loop of
    ``benchmarks/train_speed.py``, with a linear head and cross-entropy; then cleanlab's
    ``find_label_issues`` (prune_by_noise_rate) for F1 and self-confidence for AUROC, computed
-   by :mod:`benchmarks.confident_learning` (cleanlab is not on the GPU machine; identical masks).
+   by :func:`benchmarks.harness.confident_learning` (cleanlab where installed, else the numpy
+   port :mod:`benchmarks.confident_learning`: cleanlab is not on the GPU machine; identical masks).
+   The folds train with the reference loop of ``benchmarks/finetune_speed.py``, not
+   ``sei.train``: each fold needs a model that predicts its held-out images, which one
+   ``sei.train`` run does not return, so this baseline is benchmark-local.
 
 Seconds are wall-clock GPU seconds of each cell (model loading and data upload included).
 Results are written after every finished cell to ``<out>/finetune_detection.{md,json}`` (and
@@ -36,10 +40,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -48,6 +50,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks import harness  # noqa: E402
 
 LABEL_SETS = ("worse", "aggre", "random1")
 K = 10
@@ -91,15 +95,19 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def metrics(bad, score, signed):
-    """AUROC of ``-score`` (lower = more likely mislabeled) and F1 of ``score < 0`` (signed scores)."""
-    from sklearn.metrics import f1_score, roc_auc_score
+def _none(v):
+    return None if v is None or not np.isfinite(v) else float(v)
 
+
+def metrics(bad, score, signed, flagged=None):
+    """AUROC of ``-score`` (lower = more likely mislabeled) and F1 of ``flagged`` (default ``score < 0``
+    for signed scores), over the samples with a finite score (:func:`benchmarks.harness.detection_metrics`);
+    None where undefined."""
     score = np.asarray(score, dtype=float)
-    ok = np.isfinite(score)
-    out = {"auroc": float(roc_auc_score(bad[ok], -score[ok])) if 0 < bad[ok].sum() < ok.sum() else None}
-    out["f1"] = float(f1_score(bad[ok], score[ok] < 0)) if signed else None
-    return out
+    if flagged is None and signed:
+        flagged = score < 0
+    m = harness.detection_metrics(score, bad, flagged, valid=np.isfinite(score))
+    return {"auroc": _none(m["auroc"]), "f1": _none(m["f1"]) if flagged is not None else None}
 
 
 def sei_cell(x, y, bad, names, a):
@@ -153,7 +161,7 @@ def _fold_probs(x_dev, y_dev, tr, te, a, seed):
     """Train Lite0 + a linear head on ``tr`` with the reference loop; softmax on ``te`` (eval mode)."""
     import torch
 
-    from benchmarks.train_speed import reference_embed, reference_epoch
+    from benchmarks.finetune_speed import reference_embed, reference_epoch
     from sei.engine.loop import autocast_dtype
     from sei.models import load_model
 
@@ -181,25 +189,20 @@ def _fold_probs(x_dev, y_dev, tr, te, a, seed):
 def cl_cell(x, y, bad, a):
     """K-fold cross-validated confident learning with the same backbone."""
     import torch
-    from sklearn.model_selection import StratifiedKFold
-
-    from benchmarks import confident_learning as cl
 
     dev = torch.device(a.device)
     _sync(a.device)
     t = time.time()
     x_dev = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(dev)
     y_dev = torch.from_numpy(y).to(dev)
-    probs = np.zeros((len(y), K))
-    folds = StratifiedKFold(a.folds, shuffle=True, random_state=a.seed).split(np.zeros(len(y)), y)
-    for f, (tr, te) in enumerate(folds):
-        probs[te] = _fold_probs(x_dev, y_dev, tr, te, a, seed=a.seed * 100 + f)
-        print(f"    fold {f + 1}/{a.folds} done at {time.time() - t:.0f} s", flush=True)
+    probs = harness.kfold_probs(
+        y, lambda f, tr, te: _fold_probs(x_dev, y_dev, tr, te, a, seed=a.seed * 100 + f), folds=a.folds,
+        seed=a.seed, num_classes=K,
+        on_fold=lambda f: print(f"    fold {f + 1}/{a.folds} done at {time.time() - t:.0f} s", flush=True))
     _sync(a.device)
     secs = time.time() - t
-    mask = cl.find_label_issues(y, probs)
-    m = metrics(bad, cl.self_confidence(y, probs), False)
-    m["f1"] = float(__import__("sklearn.metrics").metrics.f1_score(bad, mask))
+    quality, mask = harness.confident_learning(y, probs)
+    m = metrics(bad, quality, False, flagged=mask)
     return {"seconds": secs, "scores": {"confident_learning": m}, "flagged": int(mask.sum()),
             "heldout_accuracy": float((probs.argmax(1) == y).mean())}
 
@@ -240,13 +243,8 @@ def table(results, a, meta):
 
 
 def write(results, a, meta):
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "finetune_detection.json").write_text(json.dumps({"meta": meta, "cells": results}, indent=1))
-    (a.out / "finetune_detection.md").write_text(table(results, a, meta))
-    if a.mirror is not None:
-        a.mirror.mkdir(parents=True, exist_ok=True)
-        for f in ("finetune_detection.json", "finetune_detection.md"):
-            shutil.copy(a.out / f, a.mirror / f)
+    harness.write_table(a.out / "finetune_detection.md", table(results, a, meta), {"meta": meta, "cells": results},
+                        mirror=a.mirror)
 
 
 def main(argv=None):
@@ -256,7 +254,7 @@ def main(argv=None):
 
     from benchmarks.device_pack import load_pack
 
-    deadline = t0 + a.time_limit if a.time_limit is not None else None
+    guard = harness.TimeGuard(a.time_limit, start=t0)
     x, lab, names = load_pack(a.pack)
     n = min(a.n or len(x), len(x))
     x = np.ascontiguousarray(x[:n])
@@ -273,9 +271,9 @@ def main(argv=None):
             cell = {"labels": labels, "method": "sei" if kind == "sei" else "confident learning",
                     "epochs": a.epochs, "folds": a.folds if kind == "cl" else 1}
             est = estimate(kind, rates, a, n)
-            if deadline is not None and time.time() + (est or 0.0) > deadline:
+            if not guard.allows(est):
                 need = "?" if est is None else f"~{est:.0f}"
-                cell["skipped"] = f"time guard: {need} s needed, {max(0, deadline - time.time()):.0f} s left"
+                cell["skipped"] = f"time guard: {need} s needed, {guard.left():.0f} s left"
                 print(f"[finetune_detection] {labels} {kind}: {cell['skipped']}", flush=True)
             else:
                 print(f"[finetune_detection] {labels} {kind} (estimate {est and round(est)} s)", flush=True)
