@@ -67,3 +67,40 @@ def test_knn_margin_and_metrics():
     m = D.metrics(np.array([-1.0, 1.0, 2.0, -2.0]), np.array([True, False, False, True]),
                   np.array([True, False, False, False]), np.ones(4, bool))
     assert m["precision"] == 0.5 and m["recall"] == 1.0 and abs(m["auroc"] - 2 / 3) < 1e-9
+
+
+def test_harness_metrics_nan_safe_and_cl_backends(tmp_path):
+    from benchmarks import harness as H
+
+    truth = np.array([True, False, False, True, False])
+    s = np.array([-2.0, 1.0, np.nan, -1.0, 0.5])
+    m = H.detection_metrics(s, truth, s < 0)
+    assert m["auroc"] == 1.0 and m["auprc"] == 1.0 and m["precision"] == 1.0 and m["recall"] == 1.0
+    one = H.detection_metrics(s, np.zeros(5, bool), s < 0)  # one class: ranking metrics undefined, no error
+    assert np.isnan(one["auroc"]) and np.isnan(one["auprc"]) and one["f1"] == 0.0
+    assert np.isnan(H.detection_metrics(s, truth)["f1"])
+    assert D.metrics(s, s < 0, truth, np.ones(5, bool)) == m  # the detection benchmark's metric is the harness's
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    p = rng.dirichlet(np.ones(3), 300)
+    p[np.arange(300), y] += rng.uniform(0, 1, 300)
+    p /= p.sum(1, keepdims=True)
+    q_np, mask_np = H.confident_learning(y, p, backend="numpy")
+    if __import__("importlib.util").util.find_spec("cleanlab") is not None:
+        q_cl, mask_cl = H.confident_learning(y, p, backend="cleanlab")
+        np.testing.assert_array_equal(mask_np, mask_cl)
+        np.testing.assert_allclose(q_np, q_cl)
+    probs = H.kfold_probs(y, lambda f, tr, te: np.full((len(te), 3), 1 / 3), folds=3, num_classes=3)
+    assert probs.shape == (300, 3) and np.allclose(probs.sum(1), 1)
+    g = H.TimeGuard(None)
+    assert g.allows(1e9) and not g.expired
+    assert not H.TimeGuard(0.0, start=0.0).allows(1.0)
+    H.write_table(tmp_path / "t.md", "| a |\n", {"x": 1}, mirror=tmp_path / "m")
+    assert (tmp_path / "m" / "t.md").read_text() == "| a |\n" and (tmp_path / "m" / "t.json").exists()
+
+
+def test_benchmark_modules_under_400_lines():
+    from pathlib import Path
+
+    for p in (Path(ROOT) / "benchmarks").glob("*.py"):
+        assert len(p.read_text().splitlines()) <= 400, p.name
