@@ -1,4 +1,10 @@
-"""Detection benchmark, part 2: every method's score and cutoff from one recorded run, and its metrics."""
+"""Detection benchmark, part 2: every method's score and cutoff from one recorded run, and its metrics.
+
+The dynamics scores come from :class:`sei.SEIRecorder`, the neighbour label margin and its fusion with
+``aum_prob`` from :func:`sei.knn_label_margin` / :func:`sei.feature_score` (on the benchmark's cached
+kNN graph); the other fusions (signed confidence + kNN, product of experts, rank fusion) are
+benchmark-local candidates the library does not offer.
+"""
 
 from __future__ import annotations
 
@@ -67,14 +73,14 @@ def method_table(hist_logits, labels_run, aux, *, neighbours=None, cl=None, temp
     if cl is not None:
         out["confident learning"] = (*cl, None)
     if neighbours is not None:
+        # the library's neighbour scores (sei.knn_label_margin, sei.feature_score) on this benchmark's graph
         t = time.time()
         lab = np.asarray(labels_run)
-        q = knn_label_distribution(neighbours, lab, hist_logits.shape[2])
-        km = margin(q, lab)
+        km = sei.knn_label_margin(lab, neighbors=neighbours, num_classes=hist_logits.shape[2])
         t_knn = time.time() - t
         out["kNN label margin (zero)"] = (km, km < 0, t_knn, 0.0)
         ap = rec.scores("aum_prob")
-        fused = 0.5 * (ap + km)
+        fused = sei.feature_score("aum_prob_knn", ap, lab, neighbors=neighbours, num_classes=hist_logits.shape[2])
         out["AUM-prob + kNN margin (zero)"] = (fused, fused < 0, t_rec + t_knn, 0.0)
         sc = rec.scores("signed_confidence")
         fused2 = 0.5 * (sc + km)
@@ -84,6 +90,7 @@ def method_table(hist_logits, labels_run, aux, *, neighbours=None, cl=None, temp
         # given label. Zero = the two sources of evidence together favour another class.
         t = time.time()
         C = hist_logits.shape[2]
+        q = knn_label_distribution(neighbours, lab, C)
         logp = np.zeros((hist_logits.shape[1], C))
         for tt in range(h.shape[0]):
             z = np.asarray(h[tt], dtype=np.float64)
