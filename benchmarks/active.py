@@ -12,6 +12,10 @@ FC layers, 10 seeds and more epochs; here: a linear head, fewer epochs and seeds
 the table header). Selectors: see ``sei.active.SELECTORS``; the kNN graph (k=10) is built
 once on the same PCA features, with pruned precomputed propagation (tol 1e-6).
 
+Training: ``sei.active.simulate`` with the library's own linear trainer ``sei.active.train_linear``,
+not ``sei.train``'s engine (a second engine in the library, kept as it is until ``sei.active`` moves
+to the engine's linear head; nothing here is benchmark-local but the protocol).
+
 Outputs ``benchmarks/results/active.md`` (tables), ``active_<setting>.png`` (accuracy
 curves with ±1 std bands) and ``active_raw.npz``.
 """

@@ -12,7 +12,9 @@ Prints a markdown table (also written to ``benchmarks/results/train_speed.md`` w
   images/s against a minimal reference loop (``benchmarks/finetune_speed.py``: data resident,
   augmentation on the device), at batch 128 and 512, with the ratios.
 
-Metrics come from :func:`benchmarks.harness.detection_metrics`.
+Benchmark-local on purpose: the naive loop and the reference loop are what the engine is timed
+against; every other row trains through ``sei.train``. Metrics come from
+:func:`benchmarks.harness.detection_metrics`.
 
 Usage::
 
