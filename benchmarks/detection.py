@@ -42,15 +42,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.detection_ablations import *  # noqa: E402,F401,F403
-from benchmarks.detection_ablations import ablations, synthetic  # noqa: E402
+from benchmarks.detection_ablations import _pick, ablations, synthetic  # noqa: E402,F401
 from benchmarks.detection_core import *  # noqa: E402,F401,F403
-from benchmarks.detection_core import CACHE, K, _cache_path, _torch, log  # noqa: E402,F401
+from benchmarks.detection_core import CACHE, K, _cache_path, _image_batch, _torch, log  # noqa: E402,F401
 from benchmarks.detection_methods import *  # noqa: E402,F401,F403
 from benchmarks.detection_plots import *  # noqa: E402,F401,F403
 from benchmarks.detection_regimes import *  # noqa: E402,F401,F403
-from benchmarks.detection_regimes import B_EPOCHS, _cv_probs, _features, regime_a, regime_b, train_stage_b  # noqa: E402,F401
+from benchmarks.detection_regimes import (B_EPOCHS, _cv_probs, _features, _res_cache, regime_a, regime_b,  # noqa: E402,F401
+                                          train_stage_b)
 from benchmarks.detection_report import *  # noqa: E402,F401,F403
 from benchmarks.detection_report import RESULTS, write_report  # noqa: E402,F401
+from benchmarks.harness import plt as _plt  # noqa: E402,F401
 from benchmarks.detection_tables import *  # noqa: E402,F401,F403
 from benchmarks.detection_tables import CANDIDATES, RECORDER_ONLY, _agg, _fmt, _mean, select_default  # noqa: E402,F401
 
