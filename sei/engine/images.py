@@ -248,7 +248,7 @@ class ImageStore:
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, 3, H, W)`` on the device for the sample indices ``idx``."""
         if self.resident:
-            return self.data[idx.to(self.data.device)]
+            return self.data.index_select(0, idx.to(self.data.device))
         return self.data[idx.cpu()].pin_memory().to(self.device, non_blocking=True) \
             if self.device.type == "cuda" else self.data[idx.cpu()]
 

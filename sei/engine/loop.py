@@ -229,7 +229,7 @@ def _features_epoch(run: Run, st: TrainState, order, g):
     def batches():
         for s in range(0, order.numel(), bs):
             sl = slice(s, s + bs)
-            yield sl, (lambda sl=sl: net(run.X[order[sl]], normalized_input=pre))
+            yield sl, (lambda sl=sl: net(run.X.index_select(0, order[sl]), normalized_input=pre))
 
     return _train_batches(run, st, order, batches())
 
