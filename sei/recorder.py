@@ -21,7 +21,6 @@ from . import scores as _scores
 from ._recorder_state import _EPOCHS, _LOGIT_EPOCHS, RecorderState
 from .validation import (
     as_float,
-    as_history,
     check_history_file,
     check_history_path,
     check_labels,
@@ -391,61 +390,6 @@ class SEIRecorder(RecorderState):
         """(N,) argmax of the last epoch's probabilities (-1 where never seen)."""
         seen = ~np.isnan(self.last_probs[:, 0])  # rows are written whole
         return np.where(seen, self.last_probs.argmax(axis=1), -1)
-
-    # ------------------------------------------------------------------ from a stored history
-    @classmethod
-    def from_history(cls, pred_probs_history, labels, *, from_logits=False, chunk_size=65536) -> "SEIRecorder":
-        """Build a recorder from a (T, N, K) history, streaming along T (and N in chunks).
-
-        ``pred_probs_history`` may be an ``np.memmap``: it is read one (chunk, K) slice at a
-        time and never loaded whole. torch tensors are accepted; float16 and bfloat16
-        values are computed in float32.
-
-        Examples
-        --------
-        >>> H = np.tile(np.array([[[.9, .1], [.2, .8]]]), (5, 1, 1))
-        >>> SEIRecorder.from_history(H, np.array([0, 0])).scores("sei").round(2)
-        array([ 1.63, -2.5 ])
-        """
-        pred_probs_history, (T, N, K), eps = as_history(pred_probs_history)
-        labels = check_labels(labels, N, K)
-        return cls._from_checked_history(pred_probs_history, eps, labels, from_logits, chunk_size)
-
-    @classmethod
-    def _from_checked_history(cls, pred_probs_history, eps, labels, from_logits=False, chunk_size=65536):
-        """:meth:`from_history` on the output of :func:`sei.validation.as_history` (for
-        callers that validated already; ``eps`` is the input's precision)."""
-        T, N, K = (int(d) for d in pred_probs_history.shape)
-        rec = cls(N, K, max_epochs=T)
-        rec.labels[:] = labels
-        for t in range(T):
-            for start in range(0, N, chunk_size):
-                stop = min(start + chunk_size, N)
-                chunk = as_float(np.asarray(pred_probs_history[t, start:stop]))  # float16 -> float32
-                check_probability_values(chunk, "pred_probs_history", from_logits=from_logits, eps=eps)
-                rec._fold_full_epoch_chunk(slice(start, stop), chunk, labels[start:stop], from_logits)
-            rec.num_epochs += 1
-        return rec
-
-    def _fold_full_epoch_chunk(self, sl, values, labels, from_logits):
-        # Every sample is seen exactly once per epoch: add straight into the totals,
-        # skipping the per-epoch accumulators.
-        batch = _scores.Batch(values, labels, from_logits)
-        lay, t = self._layout, self._total
-        value = {s.name: s.compute(batch) for s in (lay.probs + lay.logits if from_logits else lay.probs)}
-        t[_EPOCHS][sl] += 1
-        if from_logits:
-            t[_LOGIT_EPOCHS][sl] += 1
-        for name, v in value.items():
-            t[name][sl] += v
-        if self.num_epochs == self.max_epochs - 1:
-            for name in set(lay.last) & set(value):
-                self._last[name][sl] = value[name]
-            self.last_losses[sl] = value["loss"]
-            self.last_probs[sl] = batch.probs
-        if self.num_epochs == self.mid_epoch:
-            for name in set(lay.middle) & set(value):
-                self._mid[name][sl] = value[name]
 
     def __repr__(self):
         return f"SEIRecorder(num_samples={self.num_samples}, num_classes={self.num_classes}, epochs={self.num_epochs})"
