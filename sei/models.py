@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ._weights_probe import OFFLINE_PROBE_TIMEOUT_S, hf_offline, reachable, weights_location  # noqa: F401
+from .towers import check_image_size, image_size_range  # noqa: F401  (part of this module's API)
 
 __all__ = [
     "EncoderBundle",
@@ -195,59 +196,6 @@ def _bundle_from_clip(clip: nn.Module, tokenizer, name: str) -> EncoderBundle:
             clip.train(was)
     return EncoderBundle(name=name, visual=_ClipVisual(clip), embed_dim=int(embed_dim), image_size=int(size),
                          mean=mean, std=std, clip=clip, tokenizer=tokenizer)
-
-
-def _image_tower(bundle: EncoderBundle) -> nn.Module:
-    if bundle.clip is not None and getattr(bundle.clip, "visual", None) is not None:
-        return bundle.clip.visual
-    return bundle.visual
-
-
-def image_size_range(bundle: EncoderBundle) -> Optional[tuple]:
-    """``(smallest, largest, why)``: the square input sizes in pixels the image tower can take, or
-    None when any size works (EfficientNet, other modules: global pooling).
-
-    Known fixed-size towers (read from the positional embedding's shape, so a tower whose
-    embedding was resized is judged by its new grid):
-
-    * open_clip ``VisionTransformer``: a g x g grid of p-px patches takes ``g*p`` to ``g*p + p - 1``
-      (the stride-p patch convolution drops the remainder);
-    * open_clip ``ModifiedResNet`` (RN50 & co): the attention pool's embedding expects a d x d
-      map after a total stride of 32 (``((s + 1) // 2) // 16 == d``), i.e. ``32*d - 1`` to ``32*d + 30``.
-    """
-    import math
-
-    tower = _image_tower(bundle)
-    kind = type(tower).__name__
-    if kind == "VisionTransformer" and isinstance(getattr(tower, "positional_embedding", None), torch.Tensor):
-        n = tower.positional_embedding.shape[0] - 1  # one class-token slot
-        g, p = math.isqrt(max(n, 0)), int(tower.conv1.stride[0])
-        if g * g == n and g:
-            return g * p, g * p + p - 1, f"its positional embedding is a fixed {g}x{g} grid of {p}-px patches"
-    pos = getattr(getattr(tower, "attnpool", None), "positional_embedding", None)
-    if kind == "ModifiedResNet" and isinstance(pos, torch.Tensor):
-        d = math.isqrt(pos.shape[0] - 1)
-        return 32 * d - 1, 32 * d + 30, (f"its attention pool's positional embedding expects a {d}x{d} "
-                                         "feature map (input size / 32)")
-    return None
-
-
-def check_image_size(bundle: EncoderBundle, size: int) -> None:
-    """Raise ValueError when the image tower cannot take ``size`` px inputs (see :func:`image_size_range`).
-
-    The positional embedding is not interpolated on purpose: that changes a pretrained model
-    behind the user's back (and open_clip does it only when loading a checkpoint). To use
-    another size, resize it yourself (``open_clip.model.resize_pos_embed``) and pass the model.
-    """
-    rng = image_size_range(bundle)
-    if rng is None or rng[0] <= int(size) <= rng[1]:
-        return
-    lo, hi, why = rng
-    raise ValueError(
-        f"image_size={size} does not fit the image tower of {bundle.name!r} ({type(_image_tower(bundle)).__name__}): "
-        f"{why}, so it takes only {lo} to {hi} px (native {bundle.image_size} px). Pass image_size in that range "
-        "(or None for the native size), or another model; to change the size, resize the positional embedding "
-        "(open_clip.model.resize_pos_embed) and pass the model object.")
 
 
 def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = None, tokenizer=None,
