@@ -146,3 +146,11 @@ def test_finetune_returns_the_trained_towers_features():
     assert res.features.shape == (24, 1280) and np.isfinite(res.features).all()
     knn = sei.feature_score("knn_margin", None, y, res.features, num_classes=2)
     assert knn.shape == (24,)
+
+
+@pytest.mark.parametrize("kw, needle", [(dict(lr=3.4e38), "lr"), (dict(lr=0.0), "lr"), (dict(momentum=1.0), "momentum"),
+                                        (dict(weight_decay=5.0), "weight_decay")])
+def test_config_refuses_sgd_settings_that_diverge(kw, needle):
+    # lr=3.4e38 overflowed inside torch's SGD after training had started (found by the fuzz test)
+    with pytest.raises(ValueError, match=needle):
+        TrainConfig(**kw)

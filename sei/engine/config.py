@@ -22,6 +22,8 @@ from ..constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, HEADS, THRESHOLD_METHO
 __all__ = ["TrainConfig", "MODES", "LR_SCHEDULES", "DEFAULT_PROMPT_TEMPLATE", "DEFAULT_AUX_PROMPT",
            "PLACEMENTS"]
 
+#: Largest learning rate accepted (SGD on these heads and towers diverges long before).
+MAX_LR = 10.0
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
 DEFAULT_AUX_PROMPT = "a photo of something else."
 MODES = ("embeddings", "frozen", "finetune")
@@ -108,6 +110,14 @@ class TrainConfig:
         self.lr = check_real_param(self.lr, "lr")
         self.momentum = check_real_param(self.momentum, "momentum")
         self.weight_decay = check_real_param(self.weight_decay, "weight_decay")
+        # SGD diverges (float overflow, NaN logits) far below these: refuse before training.
+        for name, value, top in (("lr", self.lr, MAX_LR), ("momentum", self.momentum, 1.0),
+                                 ("weight_decay", self.weight_decay, 1.0)):
+            if value > top or (name == "momentum" and value == top) or (name == "lr" and value == 0):
+                raise ValueError(f"{name}={value:g} is outside SGD's range: use "
+                                 + {"lr": f"0 < lr <= {MAX_LR:g} (the paper's is 1e-3)",
+                                    "momentum": "0 <= momentum < 1 (the paper's is 0.9)",
+                                    "weight_decay": "0 <= weight_decay <= 1 (the paper's is 1e-4)"}[name] + ".")
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("record", self.record, RECORDS)
         _choice("head", self.head, HEADS)
