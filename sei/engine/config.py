@@ -113,9 +113,9 @@ class TrainConfig:
         # SGD diverges (float overflow, NaN logits) far below these: refuse before training.
         for name, value, top in (("lr", self.lr, MAX_LR), ("momentum", self.momentum, 1.0),
                                  ("weight_decay", self.weight_decay, 1.0)):
-            if value > top or (name == "momentum" and value == top) or (name == "lr" and value == 0):
+            if value > top or (name == "momentum" and value == top):
                 raise ValueError(f"{name}={value:g} is outside SGD's range: use "
-                                 + {"lr": f"0 < lr <= {MAX_LR:g} (the paper's is 1e-3)",
+                                 + {"lr": f"0 <= lr <= {MAX_LR:g} (the paper's is 1e-3; 0 records a zero-shot run)",
                                     "momentum": "0 <= momentum < 1 (the paper's is 0.9)",
                                     "weight_decay": "0 <= weight_decay <= 1 (the paper's is 1e-4)"}[name] + ".")
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
