@@ -29,10 +29,11 @@ from .selectors import (
 from .simulator import (
     Oracle, estimate_transition_matrix, plot_curves, sei_train_trainer, simulate, summarize, train_linear,
 )
+from .propagation import BoundedPropagation
 from .weights import RobustWeights
 
 __all__ = [
-    "SELECTORS", "CorrActiveSelector", "DALCSelector", "EntropySelector", "KNNGraph", "KimSelector",
+    "SELECTORS", "BoundedPropagation", "CorrActiveSelector", "DALCSelector", "EntropySelector", "KNNGraph", "KimSelector",
     "LossEntSelector", "Oracle", "PropagationSelector", "RandomSelector", "RobustWeights", "SEISelector",
     "SelectionContext", "Selector", "dense_diffusion_reference", "estimate_transition_matrix",
     "make_selector", "plot_curves", "sei_train_trainer", "simulate", "summarize", "train_linear",
