@@ -2,7 +2,6 @@
 bad inputs refused before any training, an exact embedding cache, fast offline failure."""
 
 import os
-import pickle
 import time
 
 import numpy as np
@@ -13,9 +12,7 @@ torch = pytest.importorskip("torch")
 import sei  # noqa: E402
 from sei.active import RobustWeights  # noqa: E402
 from sei.training import train  # noqa: E402
-
-K = 4
-NAMES = ["cat", "dog", "ship", "truck"]
+from test_training import NAMES, K, _fit  # noqa: E402,F401  (the training tests' helpers; _fit is used by _KILL_SCRIPT)
 
 
 def _blobs(n=300, d=8, seed=0):
@@ -24,14 +21,6 @@ def _blobs(n=300, d=8, seed=0):
     x = (rng.normal(size=(K, d))[y] * 2 + rng.normal(size=(n, d))).astype(np.float32)
     noisy, _ = sei.symmetric_noise(y, 0.2, num_classes=K, seed=seed)
     return x, noisy
-
-
-def _fit(x, y, **kw):
-    kw.setdefault("epochs", 12)
-    kw.setdefault("lr", 0.05)
-    kw.setdefault("batch_size", 64)
-    kw.setdefault("progress", False)
-    return train(x, y, class_names=NAMES, **kw)
 
 
 class _Stop(Exception):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import EPS
+from ..validation import to_numpy
 
 __all__ = ["PromptHead", "LinearHead", "FinetuneNet", "loss_terms", "extend_transition",
            "build_head", "build_finetune", "prepare_features", "MAX_LOGIT_SCALE"]
@@ -125,11 +126,11 @@ class FinetuneNet(nn.Module):
 # ----------------------------------------------------------------------------- the loss
 def extend_transition(T, c: int, k: int) -> torch.Tensor:
     """Validate a (K, K) row-stochastic noise transition and pad it to C classes (identity on aux)."""
+    T = to_numpy(T, "transition_matrix")
+    if T.shape != (k, k):
+        raise ValueError(f"transition_matrix must have shape (K, K) = ({k}, {k}) for the {k} classes, got "
+                         f"{T.shape}; row i is p(given label | true class i).")
     T = torch.as_tensor(np.asarray(T, dtype=np.float32))
-    if T.ndim != 2 or T.shape[0] != T.shape[1]:
-        raise ValueError(f"transition_matrix must be square (K, K), got shape {tuple(T.shape)}.")
-    if T.shape[0] != k:
-        raise ValueError(f"transition_matrix must be ({k}, {k}) for the {k} classes, got {tuple(T.shape)}.")
     if not torch.isfinite(T).all() or (T < 0).any() or not torch.allclose(T.sum(1), torch.ones(k), atol=1e-3):
         raise ValueError("transition_matrix must be row-stochastic (finite, non-negative rows summing to 1).")
     if c > k:

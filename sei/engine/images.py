@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import PLACEMENTS
+
 __all__ = ["ImageStore", "decode_files", "random_resized_crop_flip", "resize", "normalize", "is_path_list",
            "DEVICE_FRACTION"]
 
@@ -214,8 +216,8 @@ class ImageStore:
 
     def __init__(self, inputs, size: int, device, *, placement: str = "auto", num_workers: int = 0,
                  progress: bool = False):
-        if placement not in ("auto", "device", "host"):
-            raise ValueError(f"placement must be 'auto', 'device' or 'host', got {placement!r}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(map(repr, PLACEMENTS))}, got {placement!r}")
         self.size = int(size)
         self.device = torch.device(device)
         if is_path_list(inputs):

@@ -17,7 +17,6 @@ from .config import MODES
 
 __all__ = ["check_data", "resolve_inputs", "no_readable_input"]
 
-_MODES = MODES
 
 
 def check_data(inputs, labels, cfg):
@@ -33,11 +32,6 @@ def check_data(inputs, labels, cfg):
     if labels.min() < 0 or labels.max() >= k:
         raise ValueError(f"labels must lie in 0..{k - 1} (len(class_names) = {k}), got values in "
                          f"{labels.min()}..{labels.max()}; pass one name per class in class_names")
-    if cfg.transition_matrix is not None:
-        t = to_numpy(cfg.transition_matrix, "transition_matrix")
-        if t.shape != (k, k):
-            raise ValueError(f"transition_matrix must have shape (K, K) = ({k}, {k}) for the {k} classes, got "
-                             f"{t.shape}; row i is p(given label | true class i)")
     inputs, mode = resolve_inputs(inputs, cfg.mode, n)
     cfg.check_mode(mode)
     return inputs, labels, list(class_names), k, mode
@@ -54,8 +48,8 @@ def resolve_inputs(inputs, mode, n):
     of numbers as an array (then refused if 1-D). Embeddings without one finite row and
     path lists where no file exists raise ValueError.
     """
-    if mode is not None and mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if isinstance(inputs, torch.Tensor):
         inputs = to_numpy(inputs, "inputs")
     elif isinstance(inputs, (list, tuple)) and len(inputs) and isinstance(inputs[0], (numbers.Number, np.generic)):

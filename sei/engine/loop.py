@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..recorder import SEIRecorder
+from ..validation import check_sample_weights
 from .heads import loss_terms
 from .images import normalize, random_resized_crop_flip, resize
 
@@ -77,12 +78,8 @@ class SampleWeights:
             self.refresh(sw if self.obj is None else self.obj.weights)
 
     def refresh(self, w):
-        w = np.asarray(w, dtype=np.float32)
-        if w.shape != (self.n,):
-            raise ValueError(f"sample_weights must have shape ({self.n},), one weight per sample, got {w.shape}.")
-        if not np.all(np.isfinite(w)) or (w < 0).any():
-            raise ValueError("sample_weights must be finite and non-negative.")
-        self.t = torch.from_numpy(w).to(self.device)
+        w = check_sample_weights(w, self.n, "sample_weights")
+        self.t = torch.from_numpy(np.asarray(w, dtype=np.float32)).to(self.device)
 
     def after_epoch(self, losses):
         if self.obj is not None:
