@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.finetune_speed import finetune_table, reference_embed, reference_epoch  # noqa: E402,F401
-from benchmarks.harness import detection_metrics  # noqa: E402
+from benchmarks.harness import detection_metrics, write_table  # noqa: E402
 
 
 FEATURES_CACHE = ROOT / "benchmarks" / ".cache" / "cifar10n_train_efficientnet-lite0_96.npy"
@@ -197,7 +197,7 @@ def heads_table(seeds=(0, 1, 2)):
             lines.append(f"| {lab} | {name} | {row} | {np.mean(secs):.1f} |")
             print(lines[-1], flush=True)
     return lines
-def main(argv=None):
+def _parser():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--n", type=int, default=50_000)
@@ -216,50 +216,61 @@ def main(argv=None):
     ap.add_argument("--time-limit", type=float, default=None, help="seconds; later rows are skipped past it")
     ap.add_argument("--pack", type=Path, default=None,
                     help="with --device: images and labels from a benchmarks/device_pack.py pack (the GPU machine)")
-    a = ap.parse_args(argv)
-    if a.device:
-        n = a.n if a.n != 50_000 or a.device == "cuda" else 512
-        size = a.size or (96 if a.device == "cuda" else 64)
-        deadline = time.time() + a.time_limit if a.time_limit else None
-        lines = finetune_table(a.device, n, size, epochs=max(2, min(a.probe_epochs, 5)), deadline=deadline,
-                               pack=a.pack)
-        if a.write:
-            out = ROOT / "benchmarks" / "results" / f"train_speed_{a.device}.md"
-            out.write_text(f"# Fine-tuning speed ({a.device})\n\n" + "\n".join(lines) + "\n\nReproduce: "
-                           f"`python benchmarks/train_speed.py --device {a.device} --n {n} --size {size} --write` "
-                           f"(measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).\n")
-        return lines
-    if a.heads:
-        lines = heads_table()
-        if a.write:
-            out = ROOT / "benchmarks" / "results" / "heads.md"
-            out.write_text("# Classifier heads of sei.train\n\n" + "\n".join(lines) + "\n\nReproduce: "
-                           "`nice -n 10 python benchmarks/train_speed.py --heads --write` (measured "
-                           + time.strftime("%Y-%m-%d") + f" on a shared {os.cpu_count()}-core CPU).\n")
-        return lines
+    return ap
 
+
+def _write(name, title, lines, reproduce):
+    """One results file: title, the table lines, and the command that reproduces it."""
+    write_table(ROOT / "benchmarks" / "results" / name,
+                f"# {title}\n\n" + "\n".join(lines) + f"\n\nReproduce: {reproduce}\n")
+
+
+def _device_run(a):
+    """The fine-tune / embedding table against the reference loop on one device."""
+    n = a.n if a.n != 50_000 or a.device == "cuda" else 512
+    size = a.size or (96 if a.device == "cuda" else 64)
+    deadline = time.time() + a.time_limit if a.time_limit else None
+    lines = finetune_table(a.device, n, size, epochs=max(2, min(a.probe_epochs, 5)), deadline=deadline, pack=a.pack)
+    if a.write:
+        _write(f"train_speed_{a.device}.md", f"Fine-tuning speed ({a.device})", lines,
+               f"`python benchmarks/train_speed.py --device {a.device} --n {n} --size {size} --write` "
+               f"(measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).")
+    return lines
+
+
+def _heads_run(a):
+    lines = heads_table()
+    if a.write:
+        _write("heads.md", "Classifier heads of sei.train", lines,
+               "`nice -n 10 python benchmarks/train_speed.py --heads --write` (measured "
+               + time.strftime("%Y-%m-%d") + f" on a shared {os.cpu_count()}-core CPU).")
+    return lines
+
+
+def _embeddings_rows(a, k=10):
+    """sei.train in embeddings mode against a naive DataLoader loop on the same features."""
+    from sei.training import train
+
+    x, src = _features(a.n, a.dim)
+    y = _labels(a.n, k)
+    t = time.time()
+    res = train(x, y, class_names=[f"class {i}" for i in range(k)], mode="embeddings", epochs=a.epochs,
+                progress=False, lr=1e-3, aux_class=True)
+    total = time.time() - t
+    per = np.mean([naive_loop_epoch(x, y, k, seed=s) for s in range(a.probe_epochs)])
+    rows = [("sei.train embeddings, prompt head, 1 thread", a.epochs, total, total / a.epochs),
+            (f"naive DataLoader + nn.Linear, 2 threads (x{a.probe_epochs} epochs, extrapolated)",
+             a.epochs, per * a.epochs, per)]
+    return rows, src, res.train_accuracy[-1]
+
+
+def _engine_run(a, k=10):
+    """The default table: embeddings-mode speed, optionally fine-tuning and the protocol table."""
     import torch
 
     torch.set_num_threads(2)
-    from sei.training import train
-
-    k = 10
-    x, src = _features(a.n, a.dim)
-    y = _labels(a.n, k)
-    names = [f"class {i}" for i in range(k)]
-    rows = []
-
-    t = time.time()
     load0 = os.getloadavg()[0]
-    res = train(x, y, class_names=names, mode="embeddings", epochs=a.epochs, progress=False, lr=1e-3,
-                aux_class=True)
-    total = time.time() - t
-    rows.append((f"sei.train embeddings, prompt head, 1 thread", a.epochs, total, total / a.epochs))
-
-    per = np.mean([naive_loop_epoch(x, y, k, seed=s) for s in range(a.probe_epochs)])
-    rows.append((f"naive DataLoader + nn.Linear, 2 threads (x{a.probe_epochs} epochs, extrapolated)",
-                 a.epochs, per * a.epochs, per))
-
+    rows, src, acc = _embeddings_rows(a, k)
     lines = [
         f"Training-engine speed on {platform.machine()} CPU ({os.cpu_count()} cores, shared), torch "
         f"{torch.__version__}; N = {a.n:,} x {a.dim} features ({src}), K = {k} + 1 auxiliary, batch 128; "
@@ -267,23 +278,27 @@ def main(argv=None):
         "",
         "| variant | epochs | total s | s / epoch |",
         "| --- | ---: | ---: | ---: |",
-    ]
-    for name, ep, tot, pe in rows:
-        lines.append(f"| {name} | {ep} | {tot:.1f} | {pe:.3f} |")
+    ] + [f"| {name} | {ep} | {tot:.1f} | {pe:.3f} |" for name, ep, tot, pe in rows]
     if not a.skip_finetune:
         ips = finetune_images_per_s()
         lines += ["", "| fine-tune | images / s |", "| --- | ---: |",
                   f"| EfficientNet-Lite0 @64px, batch 64, CPU {torch.get_num_threads()} threads, record=train | {ips:.1f} |"]
-    lines += ["", f"Final-epoch train accuracy of the timed 150-epoch run: {res.train_accuracy[-1]:.3f}."]
+    lines += ["", f"Final-epoch train accuracy of the timed {a.epochs}-epoch run: {acc:.3f}."]
     if a.protocol:
         lines += [""] + protocol_table(a.protocol_epochs)
-    table = "\n".join(lines)
-    print(table)
+    print("\n".join(lines))
     if a.write:
-        out = ROOT / "benchmarks" / "results" / "train_speed.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("# Training speed\n\n" + table + "\n\nReproduce: `nice -n 10 python benchmarks/train_speed.py --write`\n")
+        _write("train_speed.md", "Training speed", lines, "`nice -n 10 python benchmarks/train_speed.py --write`")
     return rows
+
+
+def main(argv=None):
+    a = _parser().parse_args(argv)
+    if a.device:
+        return _device_run(a)
+    if a.heads:
+        return _heads_run(a)
+    return _engine_run(a)
 
 
 if __name__ == "__main__":
