@@ -1,0 +1,68 @@
+"""The defaults rule (benchmarks/defaults_rule.py) on small hand-made tables of cells."""
+
+import pytest
+
+from benchmarks.defaults_rule import choose, choose_defaults, evaluate
+
+
+def _cell(cl_auroc, cl_f1, aum_auroc, **cands):
+    return {"cl_auroc": cl_auroc, "cl_f1": cl_f1, "aum_auroc": aum_auroc,
+            "candidates": {tuple(k.split("|")): {"auroc": a, "f1": f} for k, (a, f) in cands.items()}}
+
+
+def _table():
+    # two regime-a cells (heads apply) and one regime-b cell (head None)
+    a1 = {"linear|aum_prob|auto": (0.92, 0.50), "prompt|aum_prob|auto": (0.91, 0.52),
+          "linear|sei|auto": (0.80, 0.60), "linear|aum_prob_knn|auto": (0.95, 0.55)}
+    a2 = {"linear|aum_prob|auto": (0.93, 0.70), "prompt|aum_prob|auto": (0.90, 0.72),
+          "linear|sei|auto": (0.81, 0.75), "linear|aum_prob_knn|auto": (0.94, 0.71)}
+    b = {"None|aum_prob|auto": (0.90, 0.45), "None|sei|auto": (0.85, 0.50), "None|aum_prob_knn|auto": (0.93, 0.46)}
+    cells = {("a", "x", "s1", 0): _cell(0.90, 0.48, 0.905, **a1), ("a", "x", "s2", 0): _cell(0.91, 0.69, 0.91, **a2),
+             ("b", "x", "s1", 0): _cell(0.86, 0.44, 0.88, **b)}
+    for c in cells.values():  # regime b has no head: key it as (None, score, threshold)
+        c["candidates"] = {((None if k[0] == "None" else k[0]),) + k[1:]: v for k, v in c["candidates"].items()}
+    return cells
+
+
+CANDS = [("linear", "aum_prob", "auto"), ("prompt", "aum_prob", "auto"), ("linear", "sei", "auto"),
+         ("linear", "aum_prob_knn", "auto")]
+
+
+def test_both_goals_count_first_then_f1_then_lead():
+    cells = _table()
+    # sei wins F1 everywhere but never the AUROC goal; aum_prob (linear) meets both goals in all cells
+    cand, key, verdicts = choose(cells, CANDS[:3])
+    assert cand == ("linear", "aum_prob", "auto")
+    assert key[:2] == (3, 3) and len(verdicts) == 3
+    # with features: the kNN variant meets both goals everywhere and leads by more
+    out = choose_defaults(cells, CANDS)
+    assert out["without_features"][0] == ("linear", "aum_prob", "auto")
+    assert out["with_features"][0] == ("linear", "aum_prob_knn", "auto")
+    assert out["head"] == "linear"
+
+
+def test_regime_b_cells_fall_back_to_the_headless_entry():
+    v = evaluate(_table(), ("prompt", "aum_prob", "auto"))
+    assert [round(x["lead"], 3) for x in v] == [0.005, -0.01, 0.02]
+    assert [x["auroc_goal"] for x in v] == [False, False, True]
+
+
+def test_ties_go_to_the_simpler_option():
+    cells = {("a", "x", "s", 0): _cell(0.8, 0.4, 0.8, **{"prompt|aum|aux_quantile": (0.9, 0.5),
+                                                       "prompt|aum|auto": (0.9, 0.5),
+                                                       "linear|aum|auto": (0.9004, 0.5)})}
+    cands = [("prompt", "aum", "aux_quantile"), ("prompt", "aum", "auto"), ("linear", "aum", "auto")]
+    # equal within the 0.001 rounding: no auxiliary samples beats auxiliary, linear beats prompt
+    assert choose(cells, cands)[0] == ("linear", "aum", "auto")
+    assert choose(cells, cands[:2])[0] == ("prompt", "aum", "auto")
+
+
+def test_a_candidate_missing_from_a_cell_does_not_compete():
+    cells = _table()
+    missing = ("linear", "poe", "auto")
+    assert evaluate(cells, missing) is None
+    assert choose(cells, [missing] + CANDS[:1])[0] == CANDS[0]
+    with pytest.raises(ValueError, match="no candidate"):
+        choose(cells, [missing])
+    with pytest.raises(ValueError, match="at least one cell"):
+        choose({}, CANDS)
