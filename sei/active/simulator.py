@@ -41,81 +41,76 @@ class Oracle:
         return self.clean_labels[indices]
 
 
-def _softmax(z):
-    z = z - z.max(1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(1, keepdims=True)
-    return z
-
-
 class LinearModel:
-    def __init__(self, w, b, mean, std):
-        self.w, self.b, self.mean, self.std = w, b, mean, std
+    """The trained engine head with its feature standardisation: ``predict_proba(x) -> (n, K)``."""
+
+    def __init__(self, net, mean, std):
+        self.net, self.mean, self.std = net, mean, std
 
     def predict_proba(self, x):
-        return _softmax(((np.asarray(x, np.float32) - self.mean) / self.std) @ self.w + self.b)
+        import torch
+
+        x = torch.from_numpy(np.asarray(x, np.float32)).to(self.mean.device)
+        with torch.no_grad():
+            return torch.softmax(self.net((x - self.mean) / self.std).float(), -1).cpu().numpy().astype(np.float64)
 
 
 def train_linear(features, labels, num_classes, *, epochs=20, lr=0.1, batch_size=256, weight_decay=1e-4,
                  momentum=0.9, sample_weights=None, transition_matrix=None, correct_mask=None,
-                 recorder=None, seed=0):
-    """Softmax regression with SGD; returns ``(model, probs (N,K), losses (N,))`` of the last epoch.
+                 recorder=None, seed=0, device="cpu"):
+    """Softmax regression through the training engine; returns ``(model, probs (N,K), losses (N,))``.
 
-    ``sample_weights``: None, (N,) array, or an object with ``.weights`` and ``.update(losses)``.
-    ``transition_matrix`` (K, K): forward-corrected CE ``-log (p T)_y`` on ``correct_mask`` samples.
+    The engine's :class:`~sei.engine.heads.LinearHead` on standardised features, its one loss
+    (:func:`~sei.engine.heads.loss_terms`), its epoch runner and SGD with a cosine schedule:
+    what ``sei.train(mode="embeddings", head="linear")`` trains, kept in-process so that the
+    model predicts held-out data. ``sample_weights``: None, (N,) array, or an object with
+    ``.weights`` and ``.update(losses)`` (updated after every epoch from the recorder's losses).
+    ``transition_matrix`` (K, K): forward-corrected CE ``-log (p T)_y`` on the ``correct_mask``
+    samples (plain CE on the others). ``recorder`` is fed every epoch. ``probs`` / ``losses``
+    are the final model's on all samples (losses forward-corrected where T applies).
     """
-    x = np.asarray(features, np.float32)
+    import torch
+
+    from ..engine.config import TrainConfig
+    from ..engine.heads import LinearHead, extend_transition, prepare_features
+    from ..engine.loop import Run, SampleWeights, TrainState
+    from ..engine.trainer import _epochs
+    from ..recorder import SEIRecorder
+
     y = np.asarray(labels, np.int64)
-    n, d = x.shape
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    x = (x - mean) / std
-    rng = np.random.default_rng(seed)
-    w = (rng.normal(size=(d, num_classes)) * 0.01).astype(np.float32)
-    b = np.zeros(num_classes, np.float32)
-    vw, vb = np.zeros_like(w), np.zeros_like(b)
-    t = None if transition_matrix is None else np.asarray(transition_matrix, np.float32)
-    cm = np.ones(n, bool) if correct_mask is None else np.asarray(correct_mask, bool)
-    rows = np.arange(n)
-    probs = losses = None
-    for epoch in range(epochs):
-        sw = sample_weights.weights if hasattr(sample_weights, "weights") else sample_weights
-        sw = np.ones(n, np.float32) if sw is None else np.asarray(sw, np.float32)
-        lr_e = lr * 0.5 * (1 + np.cos(np.pi * epoch / epochs))
-        perm = rng.permutation(n)
-        for s in range(0, n, batch_size):
-            idx = perm[s:s + batch_size]
-            xb, yb = x[idx], y[idx]
-            p = _softmax(xb @ w + b)
-            g = p.copy()
-            g[np.arange(len(idx)), yb] -= 1.0
-            if t is not None:
-                c = cm[idx]
-                if c.any():
-                    pc = p[c]
-                    q = pc @ t
-                    dq = np.zeros_like(q)
-                    dq[np.arange(c.sum()), yb[c]] = -1.0 / np.maximum(q[np.arange(c.sum()), yb[c]], 1e-12)
-                    dp = dq @ t.T
-                    g[c] = pc * (dp - (dp * pc).sum(1, keepdims=True))
-            g *= (sw[idx] / len(idx))[:, None]
-            gw = xb.T @ g + weight_decay * w
-            gb = g.sum(0)
-            vw = momentum * vw - lr_e * gw
-            vb = momentum * vb - lr_e * gb
-            w += vw
-            b += vb
-        probs = _softmax(x @ w + b)
-        if t is not None:
-            pe = np.where(cm[:, None], probs @ t, probs)
-        else:
-            pe = probs
-        losses = -np.log(np.clip(pe[rows, y], 1e-12, 1.0)).astype(np.float64)
-        if recorder is not None:
-            recorder.update(rows, probs, y)
-            recorder.end_epoch()
-        if hasattr(sample_weights, "update"):
-            sample_weights.update(losses)
-    return LinearModel(w, b, mean, std), probs, losses
+    n, k = len(y), int(num_classes)
+    cfg = TrainConfig(mode="embeddings", head="linear", epochs=epochs, lr=lr, batch_size=batch_size,
+                      weight_decay=weight_decay, momentum=momentum, lr_schedule="cosine", seed=seed,
+                      aux_class=False, threshold="zero", progress=False, device=device)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as sei.train on CPU: the head's small products lose to thread sync
+    try:
+        torch.manual_seed(seed)
+        dev = torch.device(device)
+        net = LinearHead(np.shape(features)[1], k).to(dev)
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        st = TrainState(net=net, opt=opt, rec=recorder if recorder is not None else SEIRecorder(n, k),
+                        weights=SampleWeights(sample_weights, n, dev))
+        x = np.asarray(features, np.float32)
+        run = Run(cfg=cfg, n=n, c=k, dev=dev, y=torch.from_numpy(y).to(dev),
+                  T=None if transition_matrix is None else extend_transition(transition_matrix, k, k).to(dev),
+                  T_mask=None if correct_mask is None else torch.from_numpy(np.asarray(correct_mask, bool)).to(dev),
+                  valid=torch.arange(n, device=dev))
+        run.X = prepare_features(x, np.ones(n, bool), net, dev)
+        _epochs(run, st, "embeddings", lambda: None)
+        xt = torch.from_numpy(x).to(dev)
+        model = LinearModel(net, xt.mean(0, keepdim=True), xt.std(0, unbiased=False, keepdim=True) + 1e-6)
+        with torch.no_grad():
+            probs = torch.softmax(net(run.X).float(), -1).cpu().numpy().astype(np.float64)
+    finally:
+        torch.set_num_threads(old_threads)
+    pe = probs if run.T is None else np.where(_mask(correct_mask, n)[:, None], probs @ run.T.cpu().numpy(), probs)
+    losses = -np.log(np.clip(pe[np.arange(n), y], 1e-12, 1.0))
+    return model, probs, losses
+
+
+def _mask(mask, n):
+    return np.ones(n, bool) if mask is None else np.asarray(mask, bool)
 
 
 def sei_train_trainer(**train_kwargs):

@@ -140,12 +140,18 @@ def extend_transition(T, c: int, k: int) -> torch.Tensor:
     return T
 
 
-def loss_terms(logits, y, *, weights=None, T=None):
-    """The engine's one loss: ``(mean weighted loss, per-sample loss (B,))`` in float32."""
+def loss_terms(logits, y, *, weights=None, T=None, t_mask=None):
+    """The engine's one loss: ``(mean weighted loss, per-sample loss (B,))`` in float32.
+
+    ``t_mask`` (B,) bool: the samples ``T`` applies to (the others: plain CE, e.g. labels
+    already verified by an oracle); None: all of them.
+    """
     logits = logits.float()
     if T is not None:
         p = torch.softmax(logits, dim=-1) @ T
         per = F.nll_loss(torch.log(p.clamp_min(EPS)), y, reduction="none")
+        if t_mask is not None:
+            per = torch.where(t_mask, per, F.cross_entropy(logits, y, reduction="none"))
     else:
         per = F.cross_entropy(logits, y, reduction="none")
     loss = (per * weights).mean() if weights is not None else per.mean()

@@ -103,6 +103,7 @@ class Run:
     rank: int = 0
     world: int = 1
     T: Optional[torch.Tensor] = None
+    T_mask: Optional[torch.Tensor] = None  # (N,) bool: where T applies (None: everywhere)
     X: Optional[torch.Tensor] = None  # features (frozen / embeddings)
     store: object = None  # ImageStore (finetune)
     size: int = 0
@@ -171,7 +172,8 @@ def _reduce_metrics(run: Run, loss_sum, correct, count):
 
 def _step(run: Run, st: TrainState, logits, idx):
     """Loss, backward and optimizer step (with the fp16 gradient scaler when there is one)."""
-    loss, per = loss_terms(logits, run.y[idx], weights=st.weights.of(idx), T=run.T)
+    loss, per = loss_terms(logits, run.y[idx], weights=st.weights.of(idx), T=run.T,
+                           t_mask=None if run.T_mask is None else run.T_mask[idx])
     st.opt.zero_grad(set_to_none=True)
     if st.scaler is not None:
         st.scaler.scale(loss).backward()
