@@ -313,3 +313,6 @@ OPERATORS = (ComputeSEI, OpenSEIView, SuggestRelabels, ApplySuggestions)
 def register(plugin):
     for op in OPERATORS:
         plugin.register(op)
+    from .panel import ReviewPanel  # the label-review panel (sei_fiftyone/panel.py)
+
+    plugin.register(ReviewPanel)

@@ -223,6 +223,8 @@ class SEIResults(fob.BrainResults):
 
     Attributes:
         threshold: the cutoff; samples scoring below it are flagged
+        computed_threshold: the cutoff the run computed, once the review panel moved it
+            (``sei_fiftyone.review.set_cutoff``); None before
         score_name: the score written (lower = more likely mislabeled)
         classes: the class list, in the model's output order
         num_samples, num_flagged: counts
@@ -233,11 +235,11 @@ class SEIResults(fob.BrainResults):
     """
 
     _ATTRIBUTES = ("threshold", "score_name", "classes", "num_samples", "num_flagged", "scores_summary",
-                   "aux_ids", "skipped_ids", "train_accuracy", "train_loss")
+                   "aux_ids", "skipped_ids", "train_accuracy", "train_loss", "computed_threshold")
 
     def __init__(self, samples, config, brain_key, *, threshold, score_name, classes,
                  num_samples, num_flagged, scores_summary, aux_ids, skipped_ids,
-                 train_accuracy, train_loss, backend=None):
+                 train_accuracy, train_loss, computed_threshold=None, backend=None):
         super().__init__(samples, config, brain_key, backend=backend)
         self.threshold = threshold
         self.score_name = score_name
@@ -249,6 +251,7 @@ class SEIResults(fob.BrainResults):
         self.skipped_ids = skipped_ids
         self.train_accuracy = train_accuracy
         self.train_loss = train_loss
+        self.computed_threshold = computed_threshold
 
     @property
     def method(self):
@@ -264,7 +267,7 @@ class SEIResults(fob.BrainResults):
     @classmethod
     def _from_dict(cls, d, samples, config, brain_key):
         defaults = {"scores_summary": {}, "aux_ids": [], "skipped_ids": [], "train_accuracy": [],
-                    "train_loss": []}
+                    "train_loss": [], "computed_threshold": None}
         return cls(samples, config, brain_key, **{a: d.get(a, defaults.get(a)) for a in cls._ATTRIBUTES})
 
 

@@ -1,0 +1,248 @@
+"""The App's label-review panel ``@sei/fiftyone/sei_review``: thin callbacks over :mod:`.review`.
+
+For a chosen SEI run: a histogram of the scores with the cutoff (a new cutoff re-flags the
+samples), the given vs suggested label matrix of the flagged samples (a click shows a cell
+in the grid), the review counts and the relabel queue (accept / reject / skip), the
+comparison with confident learning when :mod:`sei_fiftyone.compare` is installed, and a
+button that runs the run again on the corrected labels.
+
+State (``ctx.panel.state``): ``brain_key``, ``cutoff``, ``budget``, ``queue`` (sample ids),
+``cell`` and small render inputs; the plots go to ``ctx.panel.data``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from . import review
+from .core import list_sei_runs
+
+PLUGIN = "@sei/fiftyone"
+COMPUTE_URI = f"{PLUGIN}/compute_sei"
+COMPARE_URI = f"{PLUGIN}/compare_with_confident_learning"
+DEFAULT_BUDGET = 10
+SHOWN = 10  # queue items rendered with their buttons
+
+
+def get_comparison(dataset, brain_key):
+    """The confident-learning comparison of a run (:func:`sei_fiftyone.compare.get_comparison`),
+    None when there is none; raises ImportError while that module is not installed."""
+    from .compare import get_comparison as _get
+
+    return _get(dataset, brain_key)
+
+
+def _runs(ctx):
+    return [] if ctx.dataset is None else list_sei_runs(ctx.dataset)
+
+
+def _reported(method):
+    """Show a bad input (ValueError / TypeError from :mod:`.review`) as an App notification."""
+
+    @functools.wraps(method)
+    def wrapper(self, ctx):
+        try:
+            return method(self, ctx)
+        except (ValueError, TypeError) as e:
+            ctx.ops.notify(str(e), variant="error")
+
+    return wrapper
+
+
+class ReviewPanel(foo.Panel):
+    @property
+    def config(self):
+        return foo.PanelConfig(
+            name="sei_review",
+            label="SEI label review",
+            icon="fact_check",
+            help_markdown="Review an SEI run: move the cutoff, inspect what the model would relabel, "
+                          "accept or reject its suggestions, compare with confident learning, run again.",
+        )
+
+    # -- events ---------------------------------------------------------------------------
+
+    def on_load(self, ctx):
+        runs = _runs(ctx)
+        key = ctx.panel.state.brain_key
+        self._show_run(ctx, key if key in runs else (runs[0] if runs else None))
+
+    def on_change_dataset(self, ctx):
+        ctx.panel.state.clear()
+        self.on_load(ctx)
+
+    @_reported
+    def on_change_run(self, ctx):
+        self._show_run(ctx, ctx.params.get("value") or ctx.panel.state.brain_key)
+
+    @_reported
+    def on_cutoff(self, ctx):
+        value = ctx.params.get("value", ctx.panel.state.cutoff)
+        review.set_cutoff(ctx.dataset, ctx.panel.state.brain_key, value)
+        self._refresh(ctx)
+        ctx.ops.reload_samples()
+
+    @_reported
+    def on_reset_cutoff(self, ctx):
+        ctx.params["value"] = review.computed_cutoff(ctx.dataset, ctx.panel.state.brain_key)
+        self.on_cutoff(ctx)
+
+    @_reported
+    def on_cell_click(self, ctx):
+        given, suggested = ctx.params.get("y"), ctx.params.get("x")
+        view = review.cell_view(ctx.dataset, ctx.panel.state.brain_key, given, suggested)
+        ctx.panel.state.cell = {"given": given, "suggested": suggested, "count": len(view)}
+        ctx.ops.set_view(view=view)
+
+    @_reported
+    def on_next_batch(self, ctx):
+        budget = int(ctx.panel.state.budget or DEFAULT_BUDGET)
+        ctx.panel.state.queue = review.next_batch(ctx.dataset, ctx.panel.state.brain_key, budget)
+        self._refresh(ctx)
+        ctx.ops.reload_samples()
+
+    @_reported
+    def on_show_queue(self, ctx):
+        ctx.ops.set_view(view=ctx.dataset.select(ctx.panel.state.queue or [], ordered=True))
+
+    @_reported
+    def on_accept(self, ctx):
+        review.accept(ctx.dataset, ctx.panel.state.brain_key, ctx.params["sample_id"])
+        self._dequeue(ctx, ctx.params["sample_id"])
+
+    @_reported
+    def on_reject(self, ctx):
+        review.reject(ctx.dataset, ctx.panel.state.brain_key, ctx.params["sample_id"])
+        self._dequeue(ctx, ctx.params["sample_id"])
+
+    @_reported
+    def on_skip(self, ctx):
+        ctx.panel.state.queue = review.skip(ctx.panel.state.queue or [], ctx.params["sample_id"])
+        self._refresh(ctx)
+
+    @_reported
+    def on_rerun(self, ctx):
+        params = review.rerun_params(ctx.dataset, ctx.panel.state.brain_key)
+        ctx.prompt(COMPUTE_URI, params=params, on_success=self.on_load)
+
+    def on_compare(self, ctx):
+        ctx.prompt(COMPARE_URI, params={"brain_key": ctx.panel.state.brain_key}, on_success=self.on_load)
+
+    def on_show_disagreements(self, ctx):
+        ctx.ops.set_view(name=ctx.panel.state.comparison["view_name"])
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _show_run(self, ctx, brain_key):
+        ctx.panel.state.brain_key = brain_key
+        ctx.panel.state.queue = []
+        ctx.panel.state.cell = None
+        if brain_key is not None:
+            self._refresh(ctx)
+
+    def _dequeue(self, ctx, sample_id):
+        ctx.panel.state.queue = [i for i in ctx.panel.state.queue or [] if i != sample_id]
+        self._refresh(ctx)
+        ctx.ops.reload_samples()
+
+    def _refresh(self, ctx):
+        """Recompute what the panel shows from the dataset (plots, counts, queue rows)."""
+        dataset, key = ctx.dataset, ctx.panel.state.brain_key
+        hist = review.score_histogram(dataset, key)
+        conf = review.confusion(dataset, key)
+        ctx.panel.data.histogram = hist["data"]
+        ctx.panel.data.confusion = conf["data"]
+        ctx.panel.state.set({
+            "cutoff": hist["cutoff"], "hist_layout": hist["layout"],
+            "counts": review.review_counts(dataset, key),
+            "queue_items": review.queue_items(dataset, key, ctx.panel.state.queue or [])[:SHOWN],
+            "comparison": self._comparison(dataset, key),
+        })
+
+    @staticmethod
+    def _comparison(dataset, key):
+        try:
+            comparison = get_comparison(dataset, key)
+        except ImportError:
+            return {"available": False}
+        return {"available": True, **(comparison or {}), "exists": comparison is not None}
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def render(self, ctx):
+        panel = types.Object()
+        runs = _runs(ctx)
+        if not runs:
+            panel.message("no_runs", "No SEI run on this dataset: run 'Compute SEI' from the operator browser (`).")
+            return types.Property(panel, view=types.GridView(orientation="vertical"))
+        choices = types.DropdownView()
+        for key in runs:
+            choices.add_choice(key, label=key)
+        panel.enum("brain_key", choices.values(), label="SEI run", view=choices, on_change=self.on_change_run)
+        state = ctx.panel.state
+        if state.brain_key is None or state.counts is None:
+            return types.Property(panel, view=types.GridView(orientation="vertical"))
+        self._render_cutoff(panel, state)
+        self._render_confusion(panel, state)
+        self._render_queue(panel, state)
+        self._render_compare(panel, state)
+        panel.btn("rerun", label="Run again on the corrected labels", icon="replay", variant="outlined",
+                  on_click=self.on_rerun)
+        return types.Property(panel, view=types.GridView(orientation="vertical", gap=2, padding=1))
+
+    def _render_cutoff(self, panel, state):
+        c = state.counts
+        panel.md(f"**{c['flagged']}** flagged · **{c['reviewed']}** reviewed · **{c['accepted']}** accepted "
+                 f"· {c['rejected']} rejected", name="counts")
+        panel.float("cutoff", label="Cutoff", description="Samples scoring below it are flagged",
+                    on_change=self.on_cutoff)
+        panel.btn("reset_cutoff", label="Reset to the run's cutoff", variant="outlined",
+                  on_click=self.on_reset_cutoff)
+        panel.plot("histogram", layout=state.hist_layout, config={"displayModeBar": False})
+
+    def _render_confusion(self, panel, state):
+        panel.md("**Given label (rows) vs suggested label (columns)** of the flagged samples; "
+                 "click a cell to show its samples.", name="confusion_title")
+        panel.plot("confusion", on_click=self.on_cell_click, config={"displayModeBar": False},
+                   layout={"height": 320, "margin": {"t": 10, "b": 70, "l": 80, "r": 10},
+                           "xaxis": {"title": {"text": "suggested"}}, "yaxis": {"title": {"text": "given"}}})
+        if state.cell:
+            cell = state.cell
+            panel.md(f"Showing **{cell['count']}** samples: given `{cell['given']}`, suggested "
+                     f"`{cell['suggested']}`", name="cell")
+
+    def _render_queue(self, panel, state):
+        panel.md("### Relabel queue", name="queue_title")
+        panel.int("budget", label="Batch size", default=DEFAULT_BUDGET, min=1)
+        row = panel.h_stack("queue_row", gap=2, align_y="center")
+        row.btn("next_batch", label="Next batch", icon="playlist_add", variant="contained",
+                on_click=self.on_next_batch)
+        if state.queue:
+            row.btn("show_queue", label="Show queue in grid", variant="outlined", on_click=self.on_show_queue)
+        for k, item in enumerate(state.queue_items or []):
+            line = panel.h_stack(f"item_{k}", gap=1, align_y="center")
+            conf = "" if item["confidence"] is None else f" ({item['confidence']:.2f})"
+            line.md(f"`{item['file']}` given **{item['given']}** → **{item['suggested']}**{conf}", name="text")
+            for action, handler in (("Accept", self.on_accept), ("Reject", self.on_reject), ("Skip", self.on_skip)):
+                line.btn(action.lower(), label=action, on_click=handler, params={"sample_id": item["id"]},
+                         variant="contained" if action == "Accept" else "outlined")
+
+    def _render_compare(self, panel, state):
+        comparison = state.comparison or {}
+        panel.md("### Compare with confident learning", name="compare_title")
+        if not comparison.get("available"):
+            panel.message("compare_na", "Not available: this install has no sei_fiftyone.compare.")
+            return
+        if comparison.get("exists"):
+            text = f"**{comparison['n_disagree']}** samples flagged by only one of SEI and confident learning."
+            for name, m in (comparison.get("metrics") or {}).items():
+                text += (f"\n\n{name.upper()}: precision {m['precision']:.3f} · recall {m['recall']:.3f} · "
+                         f"F1 {m['f1']:.3f} · AUROC {m['auroc']:.3f}")
+            panel.md(text, name="compare_text")
+            panel.btn("show_disagreements", label="Show disagreements", variant="outlined",
+                      on_click=self.on_show_disagreements)
+        label = "Compare again" if comparison.get("exists") else "Compare with confident learning"
+        panel.btn("compare", label=label, variant="outlined", on_click=self.on_compare)

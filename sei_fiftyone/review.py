@@ -1,0 +1,251 @@
+"""Reviewing an SEI run: the logic behind the App's label-review panel (:mod:`.panel`).
+
+Plain functions on a dataset and a run key, so the panel's callbacks stay as thin as the
+operators and every step can be called (and tested) from Python:
+
+- :func:`score_histogram`: the run's scores binned, the bars below the cutoff marked;
+- :func:`set_cutoff`: re-flag the samples at a new cutoff (``<brain_key>_mislabeled =
+  score < cutoff``, the score untouched) and record the cutoff in the run's results;
+- :func:`confusion`, :func:`cell_view`: the given label vs suggested label matrix of the
+  flagged samples, and the samples of one cell;
+- :func:`review_counts`, :func:`next_batch`, :func:`accept`, :func:`reject`, :func:`skip`:
+  the relabel queue. A batch is picked by active label correction among the flagged
+  samples not reviewed yet (:func:`sei_fiftyone.relabel.suggest_relabels`); accepting
+  applies the suggestion as :func:`~sei_fiftyone.relabel.apply_suggestions` does (the old
+  label kept in ``<label_field>_original``). Decisions are sample tags named after the
+  label field (:func:`review_tags`), so they outlive the panel and a rerun of the run;
+- :func:`rerun_params`: the ``compute_sei`` operator's parameters that repeat the run on
+  the corrected labels, delegated when the run is long.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import confusion_matrix
+
+from fiftyone import ViewField as F
+
+from .relabel import DEFAULT_TAG, apply_suggestions, suggest_relabels
+from .core import list_sei_runs
+from .runs import EMBEDDINGS_MODEL, field_names, save_sorted_view
+
+MAX_BINS = 60
+#: A run on images of more samples than this is delegated when run again: the demo's 2,000
+#: images take 14 s, all 50,000 CIFAR-10N images 285 s (docs/fiftyone.md, "Speed").
+DELEGATE_IMAGES_ABOVE = 10_000
+FLAGGED_COLOR, KEPT_COLOR = "#d62728", "#7f7f7f"
+
+
+def review_tags(label_field):
+    """The sample tags recording a review decision on ``label_field``: (accepted, rejected)."""
+    return f"{label_field}_accepted", f"{label_field}_rejected"
+
+
+def _run(dataset, brain_key):
+    """(config, results) of an SEI run of the dataset; ValueError naming the runs there are."""
+    if brain_key not in list_sei_runs(dataset):
+        raise ValueError(f"No SEI run '{brain_key}' on dataset '{dataset.name}'; its SEI runs are "
+                         f"{list_sei_runs(dataset)} (run compute_sei first)")
+    return dataset.get_brain_info(brain_key).config, dataset.load_brain_results(brain_key)
+
+
+def _scored(dataset, brain_key):
+    return dataset.exists(field_names(brain_key)[0])
+
+
+def _flagged(dataset, brain_key):
+    return _scored(dataset, brain_key).match(F(field_names(brain_key)[1]) == True)  # noqa: E712
+
+
+def check_cutoff(cutoff):
+    """The cutoff as a float; TypeError / ValueError for anything but a finite number."""
+    if isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Real):
+        raise TypeError(f"cutoff must be a number (samples scoring below it are flagged), got {cutoff!r}")
+    if not math.isfinite(cutoff):
+        raise ValueError(f"cutoff must be a finite number, got {cutoff!r}")
+    return float(cutoff)
+
+
+def score_histogram(dataset, brain_key, cutoff=None):
+    """The run's scores as plotly bars, bins below ``cutoff`` (default: the run's) in red.
+
+    Returns:
+        ``{"data": [bar trace], "layout": {...}, "cutoff", "min", "max", "num_scored"}``;
+        the layout draws the cutoff as a vertical line
+    """
+    _, results = _run(dataset, brain_key)
+    cutoff = float(results.threshold) if cutoff is None else check_cutoff(cutoff)
+    scores = np.asarray(_scored(dataset, brain_key).values(field_names(brain_key)[0]), dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    if scores.size == 0:
+        raise ValueError(f"SEI run '{brain_key}' has no finite score to plot")
+    edges = np.histogram_bin_edges(scores, bins="auto")
+    if len(edges) > MAX_BINS + 1:
+        edges = np.histogram_bin_edges(scores, bins=MAX_BINS)
+    counts, edges = np.histogram(scores, bins=edges)
+    centers = (edges[:-1] + edges[1:]) / 2
+    colors = [FLAGGED_COLOR if c < cutoff else KEPT_COLOR for c in centers]
+    trace = {"type": "bar", "x": centers.tolist(), "y": counts.tolist(), "width": np.diff(edges).tolist(),
+             "marker": {"color": colors}, "name": results.score_name,
+             "hovertemplate": "score %{x:.3f}: %{y} samples<extra></extra>"}
+    layout = {
+        "xaxis": {"title": {"text": f"{results.score_name} (lower = more likely mislabeled)"}},
+        "yaxis": {"title": {"text": "samples"}}, "bargap": 0.02, "height": 260,
+        "margin": {"t": 30, "b": 45, "l": 50, "r": 10},
+        "shapes": [{"type": "line", "x0": cutoff, "x1": cutoff, "yref": "paper", "y0": 0, "y1": 1,
+                    "line": {"color": FLAGGED_COLOR, "width": 2, "dash": "dash"}}],
+        "annotations": [{"x": cutoff, "y": 1, "yref": "paper", "text": f"cutoff {cutoff:.3g}",
+                         "showarrow": False, "xanchor": "left", "yanchor": "bottom"}],
+    }
+    return {"data": [trace], "layout": layout, "cutoff": cutoff, "min": float(scores.min()),
+            "max": float(scores.max()), "num_scored": int(scores.size)}
+
+
+def set_cutoff(dataset, brain_key, cutoff):
+    """Re-flag the run's samples at ``cutoff`` and record it in the run's results.
+
+    ``<brain_key>_mislabeled`` becomes ``score < cutoff`` on every scored sample, in one
+    server-side update through FiftyOne's public ``set_field(...).save()``; the score and
+    the suggestion are untouched, and samples without a score stay unflagged. The run's
+    results get the new ``threshold`` and ``num_flagged`` (the first change keeps the
+    computed cutoff in ``computed_threshold``), and the saved view is rewritten. Repeating
+    a call gives the same result, so an interrupted one is repaired by calling it again.
+
+    Returns:
+        the number of flagged samples
+    """
+    cutoff = check_cutoff(cutoff)
+    _, results = _run(dataset, brain_key)
+    score_field, flag_field, _ = field_names(brain_key)
+    _scored(dataset, brain_key).set_field(flag_field, F(score_field) < cutoff).save(flag_field)
+    num_flagged = len(_flagged(dataset, brain_key))
+    if getattr(results, "computed_threshold", None) is None:
+        results.computed_threshold = float(results.threshold)
+    results.threshold = cutoff
+    results.num_flagged = num_flagged
+    results.save()
+    save_sorted_view(dataset, brain_key)
+    return num_flagged
+
+
+def computed_cutoff(dataset, brain_key):
+    """The cutoff the run computed (before any :func:`set_cutoff`)."""
+    _, results = _run(dataset, brain_key)
+    computed = getattr(results, "computed_threshold", None)
+    return float(results.threshold if computed is None else computed)
+
+
+def confusion(dataset, brain_key):
+    """Given label (rows) vs suggested label (columns) of the flagged samples, as a plotly
+    heatmap: ``{"data": [heatmap], "classes": [...], "num_flagged": n}``. Only classes that
+    occur among the flagged samples are kept, in the run's class order."""
+    config, results = _run(dataset, brain_key)
+    _, _, sugg_field = field_names(brain_key)
+    given, suggested = _flagged(dataset, brain_key).values([f"{config.label_field}.label", f"{sugg_field}.label"])
+    pairs = [(g, s) for g, s in zip(given, suggested) if g is not None and s is not None]
+    present = {c for pair in pairs for c in pair}
+    classes = [c for c in results.classes if c in present] + sorted(present - set(results.classes))
+    if pairs:
+        z = confusion_matrix([g for g, _ in pairs], [s for _, s in pairs], labels=classes).tolist()
+    else:
+        z = []
+    heatmap = {"type": "heatmap", "z": z, "x": classes, "y": classes, "colorscale": "Reds",
+               "hovertemplate": "given %{y} → suggested %{x}: %{z} samples<extra></extra>"}
+    return {"data": [heatmap], "classes": classes, "num_flagged": len(pairs)}
+
+
+def cell_view(dataset, brain_key, given, suggested):
+    """The flagged samples labelled ``given`` whose suggestion is ``suggested``, lowest score first."""
+    config, _ = _run(dataset, brain_key)
+    score_field, _, sugg_field = field_names(brain_key)
+    view = _flagged(dataset, brain_key).match(
+        (F(f"{config.label_field}.label") == given) & (F(f"{sugg_field}.label") == suggested))
+    return view.sort_by(score_field)
+
+
+def review_counts(dataset, brain_key):
+    """``{"flagged", "queued", "reviewed", "accepted", "rejected"}`` among the run's samples."""
+    config, _ = _run(dataset, brain_key)
+    accepted, rejected = review_tags(config.label_field)
+    tags = _scored(dataset, brain_key).count_values("tags")
+    return {"flagged": len(_flagged(dataset, brain_key)), "queued": tags.get(DEFAULT_TAG, 0),
+            "accepted": tags.get(accepted, 0), "rejected": tags.get(rejected, 0),
+            "reviewed": len(_scored(dataset, brain_key).match_tags([accepted, rejected]))}
+
+
+def next_batch(dataset, brain_key, budget):
+    """Pick and tag (``sei_relabel``) the next ``budget`` flagged samples not reviewed yet, by
+    active label correction as :func:`~sei_fiftyone.relabel.suggest_relabels`; their ids in
+    pick order (empty when every flagged sample was reviewed)."""
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1:
+        raise ValueError(f"budget must be a positive integer (samples per batch), got {budget!r}")
+    config, _ = _run(dataset, brain_key)
+    unreviewed = dataset.match_tags(list(review_tags(config.label_field)), bool=False)
+    return suggest_relabels(unreviewed, brain_key, budget=int(budget), tag=DEFAULT_TAG, flagged_only=True)
+
+
+def queue_items(dataset, brain_key, ids):
+    """One row per queued sample id (in queue order): id, file name, given and suggested
+    label, suggestion confidence and score. Ids no longer in the dataset are dropped."""
+    config, _ = _run(dataset, brain_key)
+    score_field, _, sugg_field = field_names(brain_key)
+    view = dataset.select(ids, ordered=True)
+    rows = view.values(["id", "filepath", f"{config.label_field}.label", f"{sugg_field}.label",
+                        f"{sugg_field}.confidence", score_field])
+    return [{"id": i, "file": Path(p).name, "given": g, "suggested": s,
+             "confidence": None if c is None else round(float(c), 3),
+             "score": None if v is None else round(float(v), 4)}
+            for i, p, g, s, c, v in zip(*rows)]
+
+
+def _decide(dataset, brain_key, sample_id, accepted):
+    config, _ = _run(dataset, brain_key)
+    sample = dataset.select([sample_id])
+    if len(sample) != 1:
+        raise ValueError(f"No sample with id {sample_id!r} in dataset '{dataset.name}'")
+    keep, drop = review_tags(config.label_field) if accepted else review_tags(config.label_field)[::-1]
+    changed = apply_suggestions(sample, brain_key) if accepted else 0
+    sample.untag_samples([drop, DEFAULT_TAG])
+    sample.tag_samples(keep)
+    return changed
+
+
+def accept(dataset, brain_key, sample_id):
+    """Apply the run's suggestion to one sample (old label kept in ``<label_field>_original``),
+    tag it ``<label_field>_accepted``; returns 1 if its label changed, else 0."""
+    return _decide(dataset, brain_key, sample_id, accepted=True)
+
+
+def reject(dataset, brain_key, sample_id):
+    """Keep the given label of one sample and tag it ``<label_field>_rejected``."""
+    return _decide(dataset, brain_key, sample_id, accepted=False)
+
+
+def skip(queue, sample_id):
+    """The queue with ``sample_id`` moved to its end (decided later; nothing is written)."""
+    if sample_id not in queue:
+        raise ValueError(f"Sample {sample_id!r} is not in the relabel queue")
+    return [i for i in queue if i != sample_id] + [sample_id]
+
+
+def rerun_params(dataset, brain_key):
+    """Parameters of ``@sei/fiftyone/compute_sei`` that repeat the run on the current labels
+    (same key, overwriting it); ``delegate`` is set for a run on more than
+    :data:`DELEGATE_IMAGES_ABOVE` images.
+
+    Raises:
+        ValueError: the run was given an option that could not be recorded
+    """
+    config, results = _run(dataset, brain_key)
+    kwargs = config.compute_kwargs()
+    params = {k: kwargs[k] for k in ("label_field", "model", "epochs", "threshold", "head", "score")}
+    if kwargs["embeddings_field"] is not None:  # the stored vectors: no need to embed again
+        params.update(model=EMBEDDINGS_MODEL, embeddings_field=kwargs["embeddings_field"])
+    else:
+        params.update({k: kwargs[k] for k in ("mode", "image_size", "device") if kwargs.get(k) is not None})
+    long_run = config.mode != "embeddings" and results.num_samples > DELEGATE_IMAGES_ABOVE
+    return {**params, "brain_key": brain_key, "overwrite": True, "delegate": bool(long_run)}
