@@ -27,14 +27,16 @@ from .selectors import (
     make_selector,
 )
 from .simulator import (
-    Oracle, estimate_transition_matrix, plot_curves, sei_train_trainer, simulate, summarize, train_linear,
+    Oracle, plot_curves, sei_train_trainer, simulate, summarize, train_linear,
 )
+from .transition import UniformShareSelector, design_transition_matrix, estimate_transition_matrix
 from .propagation import BoundedPropagation
 from .weights import RobustWeights
 
 __all__ = [
     "SELECTORS", "BoundedPropagation", "CorrActiveSelector", "DALCSelector", "EntropySelector", "KNNGraph", "KimSelector",
     "LossEntSelector", "Oracle", "PropagationSelector", "RandomSelector", "RobustWeights", "SEISelector",
-    "SelectionContext", "Selector", "dense_diffusion_reference", "estimate_transition_matrix",
+    "SelectionContext", "Selector", "UniformShareSelector", "dense_diffusion_reference", "design_transition_matrix",
+    "estimate_transition_matrix",
     "make_selector", "plot_curves", "sei_train_trainer", "simulate", "summarize", "train_linear",
 ]

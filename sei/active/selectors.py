@@ -304,7 +304,15 @@ SELECTORS = {
     "sei_propagation": SEISelector,
     "sei": lambda **kw: SEISelector(propagate=False, **kw),
     "sei_alpha": lambda **kw: SEISelector(candidates="alpha", name="sei_alpha", **kw),
+    "sei_fc": lambda **kw: _sei_fc(**kw),
 }
+
+
+def _sei_fc(share=0.1, **kw):
+    """SEI-alpha picks plus a uniform share, trained with the design-corrected forward loss."""
+    from .transition import UniformShareSelector
+
+    return UniformShareSelector(SEISelector(candidates="alpha", name="sei_alpha", **kw), share=share, name="sei_fc")
 
 
 def make_selector(method: str, **options) -> Selector:

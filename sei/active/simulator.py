@@ -15,7 +15,10 @@ clean) and feeds an :class:`sei.SEIRecorder` every epoch. Pass ``trainer=callabl
 another engine (e.g. a wrapper around ``sei.train(..., mode="embeddings")``).
 
 DALC's transition matrix is estimated from the queried samples (clean vs original noisy
-label, add-one smoothing); round 0 has none and trains with plain cross-entropy.
+label, add-one smoothing); a selector with ``transition_estimate = "design"`` (a
+:class:`~sei.active.transition.UniformShareSelector`) gets the selection-bias-corrected
+estimate of :mod:`sei.active.transition` instead. Round 0 has none and trains with plain
+cross-entropy.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from __future__ import annotations
 import numpy as np
 
 from .selectors import SelectionContext, make_selector
+from .transition import design_transition_matrix, estimate_transition_matrix
 from .weights import RobustWeights
 
-__all__ = ["Oracle", "train_linear", "sei_train_trainer", "estimate_transition_matrix", "simulate", "plot_curves", "summarize"]
+__all__ = ["Oracle", "train_linear", "sei_train_trainer", "simulate", "plot_curves", "summarize"]
 
 
 class Oracle:
@@ -136,13 +140,6 @@ def sei_train_trainer(**train_kwargs):
     return _train
 
 
-def estimate_transition_matrix(noisy_labels, clean_labels, queried, num_classes, *, smoothing=1.0):
-    """Row-stochastic T[i, j] = P(noisy = j | clean = i) from the queried samples."""
-    c = np.full((num_classes, num_classes), float(smoothing))
-    np.add.at(c, (clean_labels[queried], noisy_labels[queried]), 1.0)
-    return c / c.sum(1, keepdims=True)
-
-
 def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_size, num_classes=None,
              test_features=None, test_labels=None, graph=None, epochs=20, seed=0, trainer="linear",
              train_options=None, robust_options=None, score_name="sei"):
@@ -175,6 +172,8 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
     oracle = Oracle(clean)
     labels = noisy.copy()
     queried = np.zeros(n, bool)
+    query_round = np.full(n, -1)
+    draws = []  # uniform parts of the queries: (round, indices, size of the set drawn from)
     out = {k_: [] for k_ in ("labels_queried", "test_accuracy", "batch_precision", "precision",
                              "remaining_mislabeled", "train_label_accuracy")}
     picks_all = []
@@ -184,7 +183,9 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
         weights = RobustWeights(n, **(robust_options or {})) if sel.robust_training else None
         tmat = None
         if sel.uses_transition_matrix and queried.any():
-            tmat = estimate_transition_matrix(noisy, clean, queried, k)
+            tmat = design_transition_matrix(noisy, clean, query_round, draws, k) \
+                if getattr(sel, "transition_estimate", None) == "design" else \
+                estimate_transition_matrix(noisy, clean, queried, k)
         rec = SEIRecorder(n, k)
         trained = train_fn(features, labels, k, epochs=epochs, sample_weights=weights,
                            transition_matrix=tmat, correct_mask=~queried, recorder=rec,
@@ -212,6 +213,9 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
         hits += int(wrong.sum())
         labels[picks] = oracle.query(picks)
         queried[picks] = True
+        query_round[picks] = rnd
+        if getattr(sel, "last_draw", None) is not None:
+            draws.append((rnd, *sel.last_draw))
         picks_all.append(picks)
         rnd += 1
     res = {k_: np.asarray(v) for k_, v in out.items()}

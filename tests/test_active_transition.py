@@ -1,0 +1,97 @@
+"""The selection-bias-corrected transition estimate and the uniform-share selector (sei_fc)."""
+
+import numpy as np
+import pytest
+
+from sei.active import (
+    SelectionContext, UniformShareSelector, design_transition_matrix, estimate_transition_matrix, make_selector,
+    simulate,
+)
+
+
+def _biased_queries(n=20_000, k=5, rate=0.6, rounds=4, batch=1_000, share=0.1, precision=0.97, seed=0):
+    """Symmetric noise; each round queries mostly mislabeled samples (a high-precision selector)
+    plus a uniform draw of ``share`` of the batch from the rest. Returns what the estimators need
+    and the true T among the samples left unqueried."""
+    rng = np.random.default_rng(seed)
+    clean = rng.integers(0, k, n)
+    flip = rng.random(n) < rate
+    noisy = np.where(flip, (clean + rng.integers(1, k, n)) % k, clean)
+    qr, draws = np.full(n, -1), []
+    for r in range(rounds):
+        free = qr < 0
+        m = int(share * batch)
+        n_wrong = int(round(precision * (batch - m)))
+        wrong = rng.choice(np.flatnonzero(free & (noisy != clean)), n_wrong, replace=False)
+        right = rng.choice(np.flatnonzero(free & (noisy == clean)), batch - m - n_wrong, replace=False)
+        top = np.concatenate([wrong, right])
+        qr[top] = r
+        rest = np.flatnonzero(qr < 0)
+        d = rng.choice(rest, m, replace=False)
+        qr[d] = r
+        draws.append((r, d, len(rest)))
+    left = qr < 0
+    true = np.zeros((k, k))
+    np.add.at(true, (clean[left], noisy[left]), 1.0)
+    return noisy, clean, qr, draws, k, true / true.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_design_estimate_is_closer_to_the_true_transition_than_counting_queries(seed):
+    noisy, clean, qr, draws, k, true = _biased_queries(seed=seed)
+    naive = estimate_transition_matrix(noisy, clean, qr >= 0, k)
+    design = design_transition_matrix(noisy, clean, qr, draws, k)
+    np.testing.assert_allclose(design.sum(1), 1.0)
+    assert (design >= 0).all()
+    # counting high-precision queries says ~97 % noise; the samples left have ~55 %
+    assert np.diag(naive).mean() < 0.1
+    assert abs(np.diag(design).mean() - np.diag(true).mean()) < 0.05
+    assert np.abs(design - true).max() < 0.5 * np.abs(naive - true).max()
+
+
+def test_design_estimate_without_draws_is_the_counted_one():
+    noisy, clean, qr, _, k, _ = _biased_queries(rounds=1)
+    np.testing.assert_allclose(design_transition_matrix(noisy, clean, qr, [], k),
+                               estimate_transition_matrix(noisy, clean, qr >= 0, k))
+
+
+def test_design_estimate_on_clean_labels_is_near_identity():
+    noisy, clean, qr, draws, k, _ = _biased_queries(rate=0.0, precision=0.0)
+    t = design_transition_matrix(noisy, clean, qr, draws, k)
+    assert np.diag(t).min() > 0.99
+
+
+def test_uniform_share_selector_draws_its_share_outside_the_top_picks():
+    rng = np.random.default_rng(0)
+    n = 500
+    p = rng.dirichlet(np.ones(3), n)
+    exclude = np.zeros(n, bool)
+    exclude[:50] = True
+    sel = UniformShareSelector(make_selector("entropy"), share=0.2)
+    ctx = SelectionContext(np.zeros(n, int), p, exclude=exclude, seed=3)
+    picks = sel.select(ctx, 100)
+    drawn, size = sel.last_draw
+    assert len(picks) == 100 == len(np.unique(picks)) and not exclude[picks].any()
+    assert len(drawn) == 20 and size == n - 50 - 80
+    top = make_selector("entropy").select(ctx, 80)
+    assert np.array_equal(picks[:80], top) and not np.isin(drawn, top).any()
+    with pytest.raises(ValueError, match="share"):
+        UniformShareSelector(make_selector("entropy"), share=1.0)
+
+
+def test_sei_fc_runs_in_the_simulator_with_the_design_estimate():
+    from sei import symmetric_noise
+    from sei.active import KNNGraph
+
+    rng = np.random.default_rng(1)
+    c = rng.normal(size=(4, 8)) * 2
+    y = rng.integers(0, 4, 800)
+    x = c[y] + rng.normal(size=(800, 8))
+    noisy, mis = symmetric_noise(y, 0.6, num_classes=4, seed=0)
+    sel = make_selector("sei_fc")
+    assert sel.uses_transition_matrix and sel.transition_estimate == "design" and sel.robust_training
+    res = simulate(x, noisy, y, sel, budget=300, batch_size=100, test_features=x, test_labels=y,
+                   graph=KNNGraph(x, k=10), epochs=3)
+    assert list(res["labels_queried"]) == [0, 100, 200, 300]
+    assert len(np.unique(res["picks"])) == 300
+    assert res["batch_precision"].mean() > mis.mean()  # the SEI-alpha part finds mislabeled samples
