@@ -22,6 +22,7 @@ import numpy as np
 import sei
 from sei.thresholds import fill_auxiliary, flag_issues, uses_auxiliary
 
+from .model_choices import resolve_model
 from .runs import SEIResults, summarize_scores
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ def train(inputs, labels, config, *, train_kwargs=None, progress=None):
     kwargs = dict(train_kwargs or {})
     runs = 2 if uses_auxiliary(config.threshold, kwargs.get("aux_class", "auto")) else 1
     on_epoch_end, bar = progress_hook(progress)
-    common = dict(class_names=config.classes, model=config.model if config.mode != "embeddings" else None,
+    model = resolve_model(config.model) if config.mode != "embeddings" else None
+    common = dict(class_names=config.classes, model=model,
                   mode=config.mode, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                   head=config.head, score=config.score, seed=config.seed,
                   progress=bool(progress) if not callable(progress) else False, **kwargs)

@@ -89,15 +89,24 @@ def compute_sei(
         label_field: the ``Classification`` field holding the labels to check
         brain_key ("sei"): the run key, also the name of the score field; must not name
             an existing field that is not this run's (see :func:`validate_brain_key`)
-        model ("efficientnet-lite0"): the image model (``"efficientnet-lite0"`` ships
-            its weights with pip, so it works offline; any model name accepted by
-            ``sei.train``), or ``"embeddings"`` together with ``embeddings_field``
+        model ("efficientnet-lite0"): the image model: a name of the App's list
+            (:data:`sei_fiftyone.model_choices.MODEL_CHOICES`: ``"efficientnet-lite0"``,
+            which ships its weights with pip and works offline; open_clip's CLIP weights
+            as ``"<arch>:<tag>"``, e.g. ``"ViT-B-32:openai"``, ``"RN50:openai"``; FiftyOne
+            zoo CLIP models by zoo name, ``"clip-vit-base32-torch"``), any other
+            open_clip ``"<arch>:<tag>"``, a local checkpoint file (with ``arch=<open_clip
+            architecture>``) or an open_clip model folder (``open_clip_config.json`` and
+            the weights), anything else ``sei.train`` loads; or ``"embeddings"`` together
+            with ``embeddings_field``. Weights that are neither cached nor downloadable
+            raise ``sei.models.MissingWeightsError`` before training
+            (``sei.models.weights_problem`` asks without loading)
         embeddings_field (None): a vector field to train on instead of the images. If
             no such field exists yet, ``model`` embeds the images (frozen) and the
             vectors are stored there when the run succeeds, so later runs and
             ``suggest_relabels`` (kNN graph) reuse them
-        mode (None): ``"frozen"`` (default for images), ``"finetune"``, or
-            ``"embeddings"`` (implied by ``embeddings_field``)
+        mode (None): ``"frozen"`` (default for images), ``"finetune"`` (trains the
+            image tower; needs ``head="prompt"``), or ``"embeddings"`` (implied by
+            ``embeddings_field``)
         epochs (None): training epochs; default 10 for the linear head, 150 (the
             paper's) for the prompt head
         threshold ("auto"): ``"auto"``, ``"aux_mean"``, ``"aux_quantile"``, ``"zero"``,
@@ -120,8 +129,9 @@ def compute_sei(
             scores the samples the first one relabelled
         progress (None): whether to render a progress bar (True/False/None for the
             FiftyOne default), or a callable ``progress(fraction, label)``
-        **train_kwargs: passed on to :func:`sei.train` (``image_size``,
-            ``lr_schedule``, ``weight_decay``, ``checkpoint_dir``, ...)
+        **train_kwargs: passed on to :func:`sei.train` (``image_size``, ``device``,
+            ``pretrained``, ``arch``, ``lr_schedule``, ``weight_decay``,
+            ``checkpoint_dir``, ...)
 
     Every option is recorded in the run's config, defaults resolved (``epochs``, ``lr``,
     ``classes``), so ``compute_sei(samples, **dataset.get_brain_info(key).config.compute_kwargs())``

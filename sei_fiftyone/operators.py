@@ -12,22 +12,12 @@ import threading
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from sei import DEFAULT_SCORE
-from sei.scores import SCORES
-
 from . import core
-from .inputs import classification_fields, embeddings_fields
+from .compute_form import SCORE_CHOICES, THRESHOLD_CHOICES, compute_kwargs, model_inputs, target_input  # noqa: F401
+from .compute_form import training_inputs
+from .inputs import classification_fields
 from .relabel import DEFAULT_TAG, apply_suggestions, suggest_relabels
-from .runs import DEFAULT_HEAD, DEFAULT_MODEL, field_names, validate_brain_key
-
-THRESHOLD_CHOICES = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
-#: The App's short list of scores (the best measured from dynamics alone, its neighbour-label
-#: variant, the paper's); names and descriptions come from the core's registry.
-CURATED_SCORES = ("aum_prob", "aum_prob_knn", "sei")
-SCORE_CHOICES = tuple(
-    (name, f"{name}: {SCORES[name].description}" + (" (default)" if name == DEFAULT_SCORE else ""))
-    for name in CURATED_SCORES
-)
+from .runs import field_names, validate_brain_key
 
 
 def _sei_runs(ctx):
@@ -53,45 +43,6 @@ def _brain_key_dropdown(ctx, inputs):
     inputs.enum("brain_key", choices.values(), default=keys[0], required=True,
                 label="SEI run", view=choices)
     return ctx.params.get("brain_key", keys[0])
-
-
-def _model_inputs(ctx, inputs, target):
-    """What the run trains on: the bundled image model, or a stored embeddings field."""
-    emb_fields = embeddings_fields(target)
-    models = types.DropdownView()
-    models.add_choice(DEFAULT_MODEL, label="EfficientNet-Lite0 (frozen, offline)")
-    if emb_fields:
-        models.add_choice("embeddings", label="A stored embeddings field")
-    inputs.enum("model", models.values(), default=DEFAULT_MODEL,
-                label="Model", view=models)
-    if ctx.params.get("model") == "embeddings" and emb_fields:
-        emb = types.DropdownView()
-        for name in emb_fields:
-            emb.add_choice(name, label=name)
-        inputs.enum("embeddings_field", emb.values(), default=emb_fields[0],
-                    label="Embeddings field", view=emb)
-
-
-def _training_inputs(inputs):
-    """Head, score, epochs and threshold."""
-    heads = types.DropdownView()
-    heads.add_choice("linear", label="Linear (softmax regression; fast, default)")
-    heads.add_choice("prompt", label="Prompt (the paper's cosine prompt head)")
-    inputs.enum("head", heads.values(), default=DEFAULT_HEAD, label="Classifier head",
-                description="What sei.train fits on the frozen features", view=heads)
-    scores = types.DropdownView()
-    for name, label in SCORE_CHOICES:
-        scores.add_choice(name, label=label)
-    inputs.enum("score", scores.values(), default=DEFAULT_SCORE, label="Score",
-                description="Lower = more likely mislabeled", view=scores)
-    inputs.int("epochs", min=1, label="Epochs",
-               description="Default: 10 (linear head) or 150 (prompt head, the paper's)")
-    thr = types.DropdownView()
-    for name in THRESHOLD_CHOICES:
-        thr.add_choice(name, label=name)
-    inputs.enum("threshold", thr.values(), default="auto", label="Threshold",
-                description="'auto': zero for SEI; 'aux_mean': the paper's auxiliary-class mean",
-                view=thr)
 
 
 def _brain_key_input(ctx, inputs):
@@ -133,7 +84,7 @@ class ComputeSEI(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        target = ctx.target_view()
+        target = target_input(ctx, inputs)
         label_fields = classification_fields(target) if ctx.dataset is not None else []
         outputs = {field_names(k)[2] for k in _sei_runs(ctx)}
         label_fields = [f for f in label_fields if f not in outputs]
@@ -155,8 +106,8 @@ class ComputeSEI(foo.Operator):
         inputs.enum("label_field", choices.values(), default=default_field, required=True,
                     label="Label field", description="The Classification labels to check", view=choices)
 
-        _model_inputs(ctx, inputs, target)
-        _training_inputs(inputs)
+        model_inputs(ctx, inputs, target)
+        training_inputs(ctx, inputs)
         _brain_key_input(ctx, inputs)
         inputs.bool("overwrite", default=False, label="Overwrite an existing run with this key")
         inputs.bool("delegate", default=False, label="Delegate execution",
@@ -164,16 +115,7 @@ class ComputeSEI(foo.Operator):
         return types.Property(inputs, view=types.View(label="Compute SEI"))
 
     def execute(self, ctx):
-        kwargs = dict(
-            label_field=ctx.params["label_field"],
-            brain_key=ctx.params.get("brain_key", "sei"),
-            model=ctx.params.get("model", DEFAULT_MODEL),
-            embeddings_field=ctx.params.get("embeddings_field") if ctx.params.get("model") == "embeddings" else None,
-            epochs=int(ctx.params["epochs"]) if ctx.params.get("epochs") else None,
-            threshold=ctx.params.get("threshold", "auto"),
-            head=ctx.params.get("head") or DEFAULT_HEAD,
-            score=ctx.params.get("score") or DEFAULT_SCORE,
-        )
+        kwargs = compute_kwargs(ctx.params)
         target = ctx.target_view()
         validate_brain_key(target, kwargs["brain_key"])  # refused before any training
         if ctx.delegated:
@@ -316,3 +258,6 @@ def register(plugin):
     from .panel import ReviewPanel  # the label-review panel (sei_fiftyone/panel.py)
 
     plugin.register(ReviewPanel)
+    from .compare_operator import CompareWithConfidentLearning  # sei_fiftyone/compare_operator.py
+
+    plugin.register(CompareWithConfidentLearning)
