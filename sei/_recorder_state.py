@@ -1,9 +1,11 @@
 """Saving and restoring an :class:`sei.SEIRecorder` (checkpoints, ``.npz`` files), and
 building one from a stored (T, N, K) history.
 
-The accumulator's columns are saved with their names (``epoch_fields``), so a state loads
-into a recorder whose score registry records other statistics: columns are matched by
-name, and a statistic the state lacks (saved before its score was added) reads NaN.
+The accumulator's columns are saved with their names (``epoch_fields``; a per-class
+statistic's K columns as ``name:0`` .. ``name:K-1``), so a state loads into a recorder
+whose score registry records other statistics: columns are matched by name, and a
+statistic the state lacks (saved before its score was added, or not asked for) reads NaN.
+:meth:`RecorderState.load` keeps the per-class sums that the file holds.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class RecorderState:
         """:meth:`from_history` on the output of :func:`sei.validation.as_history` (for
         callers that validated already; ``eps`` is the input's precision)."""
         T, N, K = (int(d) for d in pred_probs_history.shape)
-        rec = cls(N, K, max_epochs=T)
+        # The whole history is in hand: keep every score's state, the (N, K) sums included.
+        rec = cls(N, K, max_epochs=T, extra_scores=[n for n, s in _scores.SCORES.items() if s.per_class])
         rec.labels[:] = labels
         for t in range(T):
             for start in range(0, N, chunk_size):
@@ -66,7 +69,8 @@ class RecorderState:
         # skipping the per-epoch accumulators.
         batch = _scores.Batch(values, labels, from_logits)
         lay, t = self._layout, self._total
-        value = {s.name: s.compute(batch) for s in (lay.probs + lay.logits if from_logits else lay.probs)}
+        stats = lay.probs + lay.logits + lay.per_class if from_logits else lay.probs + lay.per_class
+        value = {s.name: s.compute(batch) for s in stats}
         t[_EPOCHS][sl] += 1
         if from_logits:
             t[_LOGIT_EPOCHS][sl] += 1
@@ -81,11 +85,34 @@ class RecorderState:
             for name in set(lay.middle) & set(value):
                 self._mid[name][sl] = value[name]
 
+    def _history_shape(self) -> tuple[int, int, int]:
+        return (self.max_epochs, self.num_samples, self.num_classes)
+
+    def _open_history(self):
+        """The memmap of ``history_path``: a new file for a fresh run, the checked
+        existing one for a resumed run."""
+        shape = self._history_shape()
+        if self._history_resumed:
+            check_history_file(self.history_path, shape, self.num_epochs)
+            return np.lib.format.open_memmap(self.history_path, mode="r+")
+        # Written beside the target, then renamed over it: a reader of history_path sees
+        # the old file or the new one, never a mix; the mapping survives the rename.
+        tmp = f"{self.history_path}.{os.getpid()}.tmp"
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        try:
+            os.replace(tmp, self.history_path)
+        except BaseException:
+            del mm
+            os.unlink(tmp)
+            raise
+        return mm
+
     def state_dict(self) -> dict:
         """All state as numpy arrays and scalars (for checkpoints); copies."""
         return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self._state().items()}
 
     def _state(self) -> dict:
+        self._flush()
         state = {
             "num_samples": self.num_samples,
             "num_classes": self.num_classes,
@@ -126,6 +153,7 @@ class RecorderState:
         self.last_losses = np.array(state["last_losses"], dtype=np.float64)
         self._acc = self._restored_accumulator(state)
         self._bind_views()
+        self._pending.rows = 0  # updates buffered before the restore belong to the replaced state
         # A statistic missing from the state (saved before its score was added) reads NaN.
         n, nan = self.num_samples, np.full(self.num_samples, np.nan)
         self._last = {s: np.array(state.get(f"last_{s}", nan), dtype=np.float64) for s in self._last}
@@ -133,8 +161,14 @@ class RecorderState:
         unknown = np.full((self.num_epochs if self.mid_epoch is None else 0, n), np.nan, np.float32)
         self._per_epoch = {s: [np.array(r, dtype=np.float32) for r in state.get(f"{s}_per_epoch", unknown)]
                            for s in self._per_epoch}
+        per_class = self._per_class_names()
         self._total = {f: np.array(state[f"total_{f}"] if f"total_{f}" in state or f in (_EPOCHS, _LOGIT_EPOCHS)
-                                   else nan, dtype=np.float64) for f in self._total_fields()}
+                                   else np.full((n, self.num_classes), np.nan) if f in per_class else nan,
+                                   dtype=np.float64) for f in self._total_fields()}
+        for f in per_class:
+            if self._total[f].shape != (n, self.num_classes):
+                raise ValueError(f"total_{f} has shape {self._total[f].shape}, expected ({n}, {self.num_classes}); "
+                                 "the state is damaged.")
         if self.history_path is not None:
             if self.max_epochs is None:
                 raise ValueError("history_path needs max_epochs, but the restored state has none; "
@@ -194,7 +228,8 @@ class RecorderState:
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
                 raise ValueError(f"{path} is damaged ({e}); {hint}.") from None
         try:
-            rec = cls(int(state["num_samples"]), int(state["num_classes"]))
+            kept = [n for n, s in _scores.SCORES.items() if s.per_class and f"total_{s.statistic.name}" in state]
+            rec = cls(int(state["num_samples"]), int(state["num_classes"]), extra_scores=kept)
             return rec.load_state_dict(state)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path} is not a valid saved SEIRecorder ({e}); {hint}.") from None

@@ -11,6 +11,8 @@ features::
     q_i(c)          = share of the k nearest neighbours of i (cosine, self excluded) labelled c
     knn_margin_i    = q_i(y_i) - max_{c != y_i} q_i(c)                in [-1, 1]
     aum_prob_knn_i  = (aum_prob_i + knn_margin_i) / 2                 in [-1, 1], zero = cutoff
+    poe_knn_i       = r_i(y_i) - max_{c != y_i} r_i(c),   r_i = m_i + log((k q_i + 1) / (k + C))
+                      (product of experts: m_i = mean over epochs of log p_t, from the recorder)
 
 Neighbours come from scikit-learn (exact) up to ``exact_max`` samples and from hnswlib
 (``pip install sei-labels[active]``) or faiss approximate search beyond; without either,
@@ -25,7 +27,7 @@ from . import scores as _scores
 from .validation import check_features, check_k, check_labels, check_neighbors
 
 __all__ = ["FEATURE_SCORES", "check_features", "check_k", "check_neighbors", "feature_score", "knn_indices",
-           "knn_label_margin"]
+           "knn_label_frequencies", "knn_label_margin"]
 
 
 
@@ -124,41 +126,79 @@ def knn_indices(features, k=DEFAULT_KNN_K, *, backend="auto", exact_max=20_000, 
     return out
 
 
+def knn_label_frequencies(labels, neighbors, num_classes=None, *, smoothing=0.0):
+    """(N, C) share of each sample's neighbours carrying each label, with ``smoothing``
+    pseudo-counts per class: ``(count_c + smoothing) / (k + smoothing * C)``.
+
+    The one place the neighbour scores count labels: ``smoothing=0`` gives the shares q of
+    ``"knn_margin"`` and ``"aum_prob_knn"``, ``smoothing=1`` (Laplace) the strictly positive
+    shares whose log ``"poe_knn"`` adds to the mean log-probabilities.
+    """
+    labels = check_labels(labels)
+    n = labels.shape[0]
+    neighbors = check_neighbors(neighbors, n)
+    c = int(num_classes if num_classes is not None else labels.max() + 1)
+    check_labels(labels, num_classes=c)
+    smoothing = float(smoothing)
+    if not np.isfinite(smoothing) or smoothing < 0:
+        raise ValueError(f"smoothing must be a finite pseudo-count >= 0, got {smoothing}.")
+    k = neighbors.shape[1]
+    flat = (np.arange(n)[:, None] * c + labels[neighbors]).ravel()
+    counts = np.bincount(flat, minlength=n * c).reshape(n, c).astype(np.float64)
+    return (counts + smoothing) / (k + smoothing * c)
+
+
+def _neighbor_graph(labels, features, neighbors, k, search_kw, who):
+    if neighbors is not None:
+        return neighbors
+    if features is None:
+        raise ValueError(f"{who} needs features (N, D) or neighbors (N, k)")
+    check_features(features, check_labels(labels).shape[0])
+    return knn_indices(features, k, **search_kw)
+
+
 def knn_label_margin(labels, features=None, *, neighbors=None, num_classes=None, k=DEFAULT_KNN_K, **search_kw):
     """Neighbour label margin q(y) - max_{c != y} q(c) per sample, in [-1, 1]; lower = more suspect.
 
     Pass ``features`` (N, D) or precomputed ``neighbors`` (N, k) indices.
     """
-    labels = check_labels(labels)
-    n = labels.shape[0]
-    if neighbors is None:
-        if features is None:
-            raise ValueError("knn_label_margin needs features (N, D) or neighbors (N, k)")
-        check_features(features, n)
-        neighbors = knn_indices(features, k, **search_kw)
-    neighbors = check_neighbors(neighbors, n)
-    c = int(num_classes if num_classes is not None else labels.max() + 1)
-    check_labels(labels, num_classes=c)
-    nl = labels[neighbors]
-    counts = np.zeros((n, c))
-    for j in range(nl.shape[1]):
-        np.add.at(counts, (np.arange(n), nl[:, j]), 1.0)
-    q = counts / nl.shape[1]
-    rows = np.arange(n)
-    own = q[rows, labels]
-    q[rows, labels] = -np.inf
-    return own - q.max(1)
+    neighbors = _neighbor_graph(labels, features, neighbors, k, search_kw, "knn_label_margin")
+    q = knn_label_frequencies(labels, neighbors, num_classes)
+    return _scores.label_margin(q, check_labels(labels))
 
 
 def feature_score(name, dynamics_scores, labels, features=None, *, neighbors=None, num_classes=None,
                   k=DEFAULT_KNN_K, **search_kw):
     """A neighbour score of the registry (:func:`sei.scores.names` with ``needs_features=True``:
-    ``"knn_margin"``, ``"aum_prob_knn"``).
+    ``"knn_margin"``, ``"aum_prob_knn"``, ``"poe_knn"``).
 
-    ``dynamics_scores`` is the (N,) recorder score the neighbour score fuses with
-    (``SCORES[name].fuses_with``: ``aum_prob`` for ``"aum_prob_knn"``; ignored for
-    ``"knn_margin"``). NaN there stays NaN.
+    ``dynamics_scores`` is what the neighbour score fuses with (``SCORES[name].fuses_with``,
+    :meth:`sei.SEIRecorder.fusion_input`): the (N,) ``aum_prob`` scores for
+    ``"aum_prob_knn"``, the (N, K) mean log-probabilities for ``"poe_knn"``; ignored for
+    ``"knn_margin"``. NaN there stays NaN.
     """
     score = _scores.get(name, needs_features=True)
-    margin = knn_label_margin(labels, features, neighbors=neighbors, num_classes=num_classes, k=k, **search_kw)
-    return score.fuse(dynamics_scores, margin)
+    neighbors = _neighbor_graph(labels, features, neighbors, k, search_kw, "feature_score")
+    labels = check_labels(labels)
+    if score.fuses_with is not None:
+        dynamics_scores = _check_dynamics(name, score, dynamics_scores, labels.shape[0])
+        if dynamics_scores.ndim == 2 and num_classes is None:
+            num_classes = dynamics_scores.shape[1]
+    shares = knn_label_frequencies(labels, neighbors, num_classes, smoothing=score.knn_smoothing)
+    if score.fuses_with is not None and dynamics_scores.ndim == 2 and dynamics_scores.shape != shares.shape:
+        raise ValueError(f"{name}: dynamics_scores has {dynamics_scores.shape[1]} class columns but "
+                         f"num_classes is {shares.shape[1]}; pass the recorder's num_classes.")
+    return score.fuse(dynamics_scores, shares, labels)
+
+
+def _check_dynamics(name, score, dynamics, n):
+    per_class = _scores.SCORES[score.fuses_with].per_class
+    want = f"(N, K) per-class {score.fuses_with}" if per_class else f"(N,) {score.fuses_with} scores"
+    if dynamics is None:
+        raise ValueError(f"{name} fuses the neighbours' labels with {want}: pass "
+                         f"recorder.fusion_input({name!r}) as dynamics_scores.")
+    arr = np.asarray(dynamics, dtype=np.float64)
+    if arr.ndim != (2 if per_class else 1) or arr.shape[0] != n:
+        raise ValueError(f"{name}: dynamics_scores must be the {want} for the {n} labelled samples, "
+                         f"got shape {arr.shape}; pass recorder.fusion_input({name!r}).")
+    return arr

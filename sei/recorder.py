@@ -1,8 +1,9 @@
 """Streaming recorder of training dynamics: the Signed Entropy Integral and its peers.
 
 Feed it every mini-batch's predictions while a model trains; it keeps O(N) running sums
-per sample (plus the last epoch's (N, K) probabilities) and turns them into one score per
-sample, lower = more likely mislabeled.
+per sample (plus the last epoch's (N, K) probabilities, and (N, K) log-probability sums
+when a score that needs them is asked for) and turns them into one score per sample,
+lower = more likely mislabeled.
 
 What is recorded, and how each score reduces it, is read from the score registry
 (:data:`sei.scores.SCORES`, where the formulas are): a score added there is recorded by
@@ -11,17 +12,16 @@ every recorder created afterwards.
 
 from __future__ import annotations
 
-import os
 import sys
-from typing import NamedTuple
 
 import numpy as np
 
 from . import scores as _scores
+from ._recorder_layout import COUNT as _COUNT, LOGIT_COUNT as _LOGIT_COUNT, Pending, build_layout, fill_block
+from ._recorder_layout import requested_per_class, scatter_add
 from ._recorder_state import _EPOCHS, _LOGIT_EPOCHS, RecorderState
 from .validation import (
     as_float,
-    check_history_file,
     check_history_path,
     check_labels,
     check_num_classes,
@@ -31,42 +31,9 @@ from .validation import (
     to_numpy,
 )
 
-# Accumulator columns besides the statistics: updates per epoch, and updates that came
-# with logits (the names of a saved recorder's entries, kept from the first layout).
-_COUNT, _LOGIT_COUNT = "count", "aum_count"
 # Rows per step where a whole (N, K) array is processed (end_epoch, the last-probability
 # scores), so that no full-size temporary is ever allocated.
 _CHUNK_ROWS = 8192
-
-
-class _Layout(NamedTuple):
-    """What a recorder accumulates, read from the registry when it is created."""
-
-    probs: tuple  # Statistics of every update
-    logits: tuple  # Statistics of updates with logits
-    last: tuple  # statistic names kept for the last epoch that saw the sample
-    middle: tuple  # ... and for the middle epoch
-
-    @property
-    def fields(self) -> tuple:
-        return (_COUNT, *(s.name for s in self.probs + self.logits), _LOGIT_COUNT)
-
-    def is_logit(self, name: str) -> bool:
-        return any(s.name == name for s in self.logits)
-
-
-def _layout() -> _Layout:
-    probs, logits, last, middle = {}, {}, [], []
-    for score in _scores.SCORES.values():
-        if score.reduce not in ("sum", "mean", "last", "middle"):
-            continue
-        stat = score.statistic
-        (logits if score.needs_logits else probs).setdefault(stat.name, stat)
-        for kept, reduce in ((last, "last"), (middle, "middle")):
-            if score.reduce == reduce and stat.name not in kept:
-                kept.append(stat.name)
-    probs.setdefault("loss", _scores.CROSS_ENTROPY)  # last_losses (robust weights) read it
-    return _Layout(tuple(probs.values()), tuple(logits.values()), tuple(last), tuple(middle))
 
 
 class SEIRecorder(RecorderState):
@@ -92,6 +59,17 @@ class SEIRecorder(RecorderState):
         mixes two runs. A recorder restored with :meth:`load_state_dict` after some
         epochs (``sei.train(resume=True)``) reopens the existing file, and raises a
         ValueError at once when that file is missing or has another shape.
+    extra_scores : str or iterable of str, optional
+        Scores to record on top of the default set. By default every registered score
+        whose state is O(N) is recorded; a score that needs a per-class (N, K) sum
+        (``"mean_logp"``, and ``"poe_knn"`` which fuses it with the neighbours' labels)
+        is recorded only when named here, so other recorders pay nothing for it.
+
+    Notes
+    -----
+    ``update`` copies each batch into a small buffer; the statistics of the buffered rows
+    are computed together when it is full and before the accumulator is read
+    (``end_epoch``, ``state_dict``, ``save``), so the per-step cost stays small.
 
     Examples
     --------
@@ -103,7 +81,8 @@ class SEIRecorder(RecorderState):
     array([ 0.98,  1.5 ,  1.83, -2.02])
     """
 
-    def __init__(self, num_samples, num_classes, *, mid_epoch=None, max_epochs=None, history_path=None):
+    def __init__(self, num_samples, num_classes, *, mid_epoch=None, max_epochs=None, history_path=None,
+                 extra_scores=None):
         self.num_samples = check_num_samples(num_samples)
         self.num_classes = check_num_classes(num_classes)
         if max_epochs is not None and int(max_epochs) < 1:
@@ -119,12 +98,14 @@ class SEIRecorder(RecorderState):
         self._history_resumed = False  # set by load_state_dict: reopen the file, never replace it
         self.num_epochs = 0
         n, k = self.num_samples, self.num_classes
-        self._layout = _layout()
-        # One (N, fields + K) block so that a batch is scattered with a single np.add.at
-        # and ranks are merged with a single all_reduce; the dict and probs are views.
+        self._layout = build_layout(k, requested_per_class(extra_scores))
+        # One (N, fields + K) block so that buffered batches are scattered at once and
+        # ranks are merged with a single all_reduce; the dicts and probs are views.
         self._acc = np.zeros((n, len(self._layout.fields) + k))
         self._bind_views()
-        self._total = {f: np.zeros(n) for f in self._total_fields()}
+        self._pending = Pending(k)
+        self._marker = np.zeros(n, np.int32)  # scatter_add's scratch
+        self._total = {f: np.zeros((n, k) if f in self._per_class_names() else n) for f in self._total_fields()}
         self.labels = np.full(n, -1, dtype=np.int64)
         self.last_probs = np.full((n, k), np.nan, dtype=np.float32)
         self.last_losses = np.full(n, np.nan)
@@ -135,38 +116,22 @@ class SEIRecorder(RecorderState):
         self._per_epoch: dict[str, list] = {s: [] for s in self._layout.middle}
 
     def _total_fields(self) -> tuple:
-        return (_EPOCHS, *(s.name for s in self._layout.probs + self._layout.logits), _LOGIT_EPOCHS)
+        lay = self._layout
+        return (_EPOCHS, *(s.name for s in lay.probs + lay.logits), _LOGIT_EPOCHS, *self._per_class_names())
+
+    def _per_class_names(self) -> tuple:
+        return tuple(s.name for s in self._layout.per_class)
 
     @property
     def epochs_seen(self) -> np.ndarray:
         """(N,) float64 number of recorded epochs in which each sample was seen (a copy)."""
         return self._total[_EPOCHS].copy()
 
-    def _history_shape(self) -> tuple[int, int, int]:
-        return (self.max_epochs, self.num_samples, self.num_classes)
-
-    def _open_history(self):
-        """The memmap of ``history_path``: a new file for a fresh run, the checked
-        existing one for a resumed run."""
-        shape = self._history_shape()
-        if self._history_resumed:
-            check_history_file(self.history_path, shape, self.num_epochs)
-            return np.lib.format.open_memmap(self.history_path, mode="r+")
-        # Written beside the target, then renamed over it: a reader of history_path sees
-        # the old file or the new one, never a mix; the mapping survives the rename.
-        tmp = f"{self.history_path}.{os.getpid()}.tmp"
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-        try:
-            os.replace(tmp, self.history_path)
-        except BaseException:
-            del mm
-            os.unlink(tmp)
-            raise
-        return mm
-
     def _bind_views(self):
-        fields = self._layout.fields
-        self._epoch = {f: self._acc[:, i] for i, f in enumerate(fields)}
+        lay, k = self._layout, self.num_classes
+        fields = lay.fields
+        self._epoch = {f: self._acc[:, i] for i, f in enumerate(fields) if ":" not in f}
+        self._epoch.update({s: self._acc[:, lay.column(s):lay.column(s) + k] for s in self._per_class_names()})
         self._epoch_probs = self._acc[:, len(fields):]
 
     # ------------------------------------------------------------------ recording
@@ -212,17 +177,22 @@ class SEIRecorder(RecorderState):
         self._accumulate(ids.astype(np.int64, copy=False), values, labels, from_logits)
 
     def _accumulate(self, ids, values, labels, from_logits):
-        batch = _scores.Batch(as_float(np.asarray(values)), labels, from_logits)
-        lay = self._layout
-        block = np.zeros((ids.shape[0], self._acc.shape[1]))
-        block[:, 0] = 1.0
-        stats = lay.probs + lay.logits if from_logits else lay.probs
-        for i, stat in enumerate(stats, start=1):
-            block[:, i] = stat.compute(batch)
-        block[:, len(lay.fields) - 1] = 1.0 if from_logits else 0.0
-        block[:, len(lay.fields):] = batch.probs
-        np.add.at(self._acc, ids, block)
         self.labels[ids] = labels
+        values = as_float(np.asarray(values))
+        if not self._pending.fits(values, from_logits):
+            self._flush()
+        if values.shape[0] > self._pending.capacity:
+            self._scatter(ids, values, labels, from_logits)
+        else:
+            self._pending.append(ids, values, labels, from_logits)
+
+    def _flush(self):
+        """Fold the buffered updates into the epoch accumulator."""
+        if self._pending.rows:
+            self._scatter(*self._pending.take())
+
+    def _scatter(self, ids, values, labels, from_logits):
+        scatter_add(self._acc, ids, fill_block(self._layout, values, labels, from_logits), self._marker)
 
     def end_epoch(self):
         """Close the current epoch: fold each seen sample's mean update into the totals.
@@ -231,6 +201,7 @@ class SEIRecorder(RecorderState):
         accumulators are summed across ranks first, so every rank ends with the merged
         state (every rank must call ``end_epoch``).
         """
+        self._flush()
         self._all_reduce_epoch()
         if self.history_path is not None and self.num_epochs < self.max_epochs and self._history is None:
             self._history = self._open_history()
@@ -255,6 +226,8 @@ class SEIRecorder(RecorderState):
             sl = slice(start, start + _CHUNK_ROWS)
             probs, s = self._epoch_probs[sl], seen[sl]
             probs /= cnt[sl, None]
+            for name in self._per_class_names():  # unseen rows add 0 / 1
+                t[name][sl] += e[name][sl] / cnt[sl, None]
             np.copyto(self.last_probs[sl], probs, casting="same_kind", where=s[:, None])
             if row is not None:
                 row[sl] = probs
@@ -324,6 +297,7 @@ class SEIRecorder(RecorderState):
             (N,) float64 scores.
         """
         score = _scores.get(name, needs_features=False)
+        self._check_recorded(score)
         if self.num_epochs == 0:
             raise ValueError("No epoch recorded yet: call update(...) for each batch and end_epoch() after each epoch.")
         label_of = self.labels
@@ -345,24 +319,54 @@ class SEIRecorder(RecorderState):
         raw = self._reduce(score, label_of)
         return -raw if score.negate else raw
 
-    def _reduce(self, score, labels: np.ndarray) -> np.ndarray:
-        """``score``'s statistic reduced over the recorded epochs, before ``negate``."""
-        stat, t = score.statistic.name, self._total
-        if score.reduce == "last_probs":
-            return self._from_last_probs(score, labels)
-        if score.reduce == "last":
-            return self._last[stat].copy()
-        if score.reduce == "middle":
-            return self._middle(score)
+    def _check_recorded(self, score):
+        if score.per_class and score.statistic.name not in self._per_class_names():
+            raise ValueError(f"score {score.name!r} needs the per-class sums of {score.statistic.name!r} "
+                             "(O(N K) memory), which this recorder was not asked to keep: create it with "
+                             f"SEIRecorder(..., extra_scores=({score.name!r},)) (sei.train does so for its "
+                             "score=), or build it with SEIRecorder.from_history.")
+
+    def fusion_input(self, name: str, labels=None):
+        """What neighbour score ``name`` fuses with (for :func:`sei.feature_score`): the (N,)
+        scores of ``SCORES[name].fuses_with`` for ``labels`` (as :meth:`scores`), its (N, K)
+        reduced per-class statistic when that is per class (label-free), or None."""
+        score = _scores.get(name, needs_features=True)
+        if score.fuses_with is None:
+            return None
+        fused = _scores.SCORES[score.fuses_with]
+        if not fused.per_class:
+            return self.scores(fused.name, labels=labels)
+        self._check_recorded(fused)
+        if self.num_epochs == 0:
+            raise ValueError("No epoch recorded yet: call update(...) for each batch and end_epoch() after each epoch.")
+        return self._reduced(fused)
+
+    def _reduced(self, score) -> np.ndarray:
+        """The "sum" / "mean" reduction of ``score``'s statistic: (N,) or (N, K); NaN where unseen."""
+        t = self._total
         n = t[_LOGIT_EPOCHS] if score.needs_logits else t[_EPOCHS]
         seen = n > 0
         if score.needs_logits and not seen.any():
             others = ", ".join(s for s, sc in _scores.SCORES.items() if not (sc.needs_logits or sc.needs_features))
             raise ValueError(f"The {score.name!r} score needs logits: call update(..., from_logits=True), "
                              f"or use a score computed from probabilities ({others}).")
+        total = t[score.statistic.name]
+        if total.ndim == 2:
+            seen, n = seen[:, None], n[:, None]
         if score.reduce == "sum":
-            return np.where(seen, t[stat], np.nan)
-        return np.where(seen, t[stat] / np.where(seen, n, 1.0), np.nan)
+            return np.where(seen, total, np.nan)
+        return np.where(seen, total / np.where(seen, n, 1.0), np.nan)
+
+    def _reduce(self, score, labels: np.ndarray) -> np.ndarray:
+        """``score``'s statistic reduced over the recorded epochs, before ``negate``."""
+        if score.reduce == "last_probs":
+            return self._from_last_probs(score, labels)
+        if score.reduce == "last":
+            return self._last[score.statistic.name].copy()
+        if score.reduce == "middle":
+            return self._middle(score)
+        reduced = self._reduced(score)
+        return score.readout(reduced, np.maximum(labels, 0)) if score.per_class else reduced
 
     def _from_last_probs(self, score, labels: np.ndarray) -> np.ndarray:
         # Row chunks: a float64 copy of the (N, K) probabilities would double the memory.

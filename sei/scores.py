@@ -22,6 +22,9 @@ sample's updates in it; ``sign_t = +1`` if ``p_t[y] >= max_k p_t[k]`` else -1)::
     1 - mistakenness(p_T, y)                 "mistakenness" (FiftyOne Brain's formula, last epoch)
     q(y) - max_{c!=y} q(c)                   "knn_margin" (neighbours' labels, see sei.neighbors)
     (aum_prob + knn_margin) / 2              "aum_prob_knn"
+    m(y) - max_{k!=y} m(k), m = mean_t log p_t          "mean_logp"  (per-class sums: O(N K), on request)
+    r(y) - max_{c!=y} r(c), r = m + log q~              "poe_knn"    (product of experts; q~: neighbours'
+                                                                      label shares, add-one smoothed)
 
 Adding a score is one :class:`Score` entry here (plus its tests); see :func:`register_score`.
 
@@ -29,7 +32,7 @@ Examples
 --------
 >>> from sei.scores import SCORES, names
 >>> SCORES["sei"].signed, SCORES["aum"].needs_logits, names(needs_features=True)
-(True, True, ('aum_prob_knn', 'knn_margin'))
+(True, True, ('aum_prob_knn', 'knn_margin', 'poe_knn'))
 """
 
 from __future__ import annotations
@@ -99,6 +102,14 @@ class Batch:
         return np.log(self.probs + EPS)
 
     @cached_property
+    def log_softmax(self) -> np.ndarray:
+        """Log-probabilities: exact from logits, ``log(p + EPS)`` from probabilities."""
+        if self.logits is None:
+            return self.log_probs
+        z = self.logits - self.logits.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    @cached_property
     def margin(self) -> np.ndarray:
         """p_y - max_{k!=y} p_k."""
         return _margin(self.probs, self.probs[self.rows, self.labels])
@@ -124,12 +135,15 @@ class Statistic:
     ``name`` names its accumulator column and its entries in a saved recorder; scores that
     reduce the same statistic differently share one :class:`Statistic` object.
     ``uses_label=False`` marks a statistic that does not depend on the label, so its
-    scores can be computed for labels other than those trained on.
+    scores can be computed for labels other than those trained on. ``per_class=True``
+    marks a (B, K) statistic: the recorder keeps an (N, K) sum of it (O(N K) memory), only
+    when a score that reads it is asked for (``SEIRecorder(extra_scores=...)``).
     """
 
     name: str
     compute: Callable[[Batch], np.ndarray]
     uses_label: bool = True
+    per_class: bool = False
 
 
 def _mistakenness(b: Batch) -> np.ndarray:
@@ -150,6 +164,12 @@ CROSS_ENTROPY = Statistic("loss", lambda b: -b.log_probs[b.rows, b.labels])
 SIGNED_CONFIDENCE = Statistic("sc", lambda b: b.sign * (1.0 - b.entropy / np.log(b.probs.shape[1])))
 LOGIT_MARGIN = Statistic("aum", lambda b: _margin(b.logits, b.logits[b.rows, b.labels]))
 MISTAKENNESS = Statistic("mistakenness", _mistakenness)
+LOG_PROBS = Statistic("logp", lambda b: b.log_softmax, uses_label=False, per_class=True)
+
+
+def label_margin(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """x[i, y_i] - max_{k != y_i} x[i, k] per row of an (N, K) array; NaN rows stay NaN."""
+    return _margin(x, x[np.arange(x.shape[0]), labels])
 
 
 # [0, 1] maps: (raw, epochs seen per sample, log K) -> monotone in raw, clipped afterwards.
@@ -206,7 +226,13 @@ class Score:
     combine : callable, optional
         Neighbour scores: ``(dynamics score, neighbour label margin) -> raw``; None = the margin.
     fuses_with : str, optional
-        Neighbour scores: the recorder score passed to ``combine``.
+        Neighbour scores: the recorder score passed to ``combine`` (its (N,) scores, or its
+        reduced (N, K) statistic when that is per class).
+    readout : callable, optional
+        Per-class statistics: ``(reduced (N, K), labels) -> raw (N,)``.
+    knn_smoothing : float
+        Neighbour scores: pseudo-count added to each class's neighbour count before the
+        shares are taken (:func:`sei.neighbors.knn_label_frequencies`).
     """
 
     name: str
@@ -218,8 +244,10 @@ class Score:
     negate: bool = False
     needs_logits: bool = False
     needs_features: bool = False
-    combine: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None
+    combine: Optional[Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = None
     fuses_with: Optional[str] = None
+    readout: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None
+    knn_smoothing: float = 0.0
 
     def __post_init__(self):
         if self.reduce not in REDUCTIONS:
@@ -227,6 +255,13 @@ class Score:
         if (self.reduce == "neighbors") != self.needs_features or (self.statistic is None) != self.needs_features:
             raise ValueError(f"score {self.name!r}: a neighbour score (needs_features=True, reduce='neighbors') "
                              "has no statistic; every other score has one")
+        if self.statistic is not None and self.statistic.per_class != (self.readout is not None):
+            raise ValueError(f"score {self.name!r}: a per-class statistic needs a readout ((N, K), labels -> (N,)); "
+                             "a per-sample statistic has none")
+        if self.statistic is not None and self.statistic.per_class and (
+                self.needs_logits or self.reduce not in ("sum", "mean")):
+            raise ValueError(f"score {self.name!r}: a per-class statistic is recorded from every update and "
+                             "reduced by 'sum' or 'mean'")
 
     @property
     def relabelable(self) -> bool:
@@ -243,15 +278,26 @@ class Score:
             out = self.unit_map(np.asarray(raw), np.asarray(epochs), np.log(num_classes))
         return np.clip(out, 0.0, 1.0)
 
-    def fuse(self, dynamics_scores, margin: np.ndarray) -> np.ndarray:
-        """A neighbour score from the neighbour label margin (and ``fuses_with``'s scores)."""
+    @property
+    def per_class(self) -> bool:
+        """Whether the recorder keeps an (N, K) sum for it (recorded only on request)."""
+        return self.statistic is not None and self.statistic.per_class
+
+    def fuse(self, dynamics, shares: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """A neighbour score from the (N, C) neighbour label shares (smoothed by
+        ``knn_smoothing``) and ``fuses_with``'s output ``dynamics``; None = the label margin
+        of the shares alone."""
         if self.combine is None:
-            return margin
-        return self.combine(dynamics_scores, margin)
+            return label_margin(shares, labels)
+        return self.combine(dynamics, shares, labels)
 
 
-def _fuse_mean(dynamics_scores, margin):
-    return 0.5 * (np.asarray(dynamics_scores, dtype=np.float64) + margin)
+def _fuse_mean(dynamics_scores, shares, labels):
+    return 0.5 * (np.asarray(dynamics_scores, dtype=np.float64) + label_margin(shares, labels))
+
+
+def _product_of_experts(mean_log_probs, shares, labels):
+    return label_margin(np.asarray(mean_log_probs, dtype=np.float64) + np.log(shares), labels)
 
 
 #: name -> :class:`Score`, in the order users see them (the recorder's scores first).
@@ -297,10 +343,16 @@ for _score in (
           AGREEMENT, "mean", False, _identity_unit),
     Score("mistakenness", "1 - FiftyOne Brain's mistakenness of the last epoch's probabilities",
           MISTAKENNESS, "last_probs", False, _identity_unit),
+    Score("mean_logp", "margin of the epoch-averaged log-probabilities (geometric-mean AUM; O(N K) state)",
+          LOG_PROBS, "mean", True, _sigmoid_unit, readout=label_margin),
     Score("aum_prob_knn", "aum_prob averaged with the neighbours' label margin (features needed)",
           None, "neighbors", True, _margin_unit, needs_features=True, combine=_fuse_mean, fuses_with="aum_prob"),
     Score("knn_margin", "the neighbours' label margin q(y) - max_{c!=y} q(c) alone (features needed)",
           None, "neighbors", True, _margin_unit, needs_features=True),
+    Score("poe_knn", "product of experts: mean_logp's log-probabilities plus the log of the neighbours' "
+          "add-one smoothed label shares, margin at the label (features needed)",
+          None, "neighbors", True, _sigmoid_unit, needs_features=True, combine=_product_of_experts,
+          fuses_with="mean_logp", knn_smoothing=1.0),
 ):
     register_score(_score)
 del _score

@@ -43,7 +43,7 @@ class Scorer:
         if self._neighbors is None:
             self.features = check_features(self.features, self.rec.num_samples)
             self._neighbors = knn_indices(self.features, self.knn_k)
-        fused = self.rec.scores(score.fuses_with, labels=self._dyn_labels) if score.fuses_with else None
+        fused = self.rec.fusion_input(name, labels=self._dyn_labels)
         return feature_score(name, fused, self.labels, neighbors=self._neighbors, num_classes=self.rec.num_classes)
 
 

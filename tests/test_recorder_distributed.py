@@ -25,7 +25,7 @@ def _worker(rank, world, port, out_dir):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     hist, labels, _, _ = planted_history(epochs=6)
     n = labels.size
-    rec = sei.SEIRecorder(n, hist.shape[2], max_epochs=6)
+    rec = sei.SEIRecorder(n, hist.shape[2], max_epochs=6, extra_scores="mean_logp")
     for t in range(6):
         order = np.random.default_rng(t).permutation(n)
         padded = np.r_[order, order[: (-n) % world]]  # DistributedSampler pads with repeats
@@ -48,5 +48,5 @@ def test_two_gloo_ranks_merge_to_the_single_process_result(tmp_path):
     hist, labels, _, _ = planted_history(epochs=6)
     ref = sei.SEIRecorder.from_history(hist, labels)
     assert np.all(merged._total["epochs"] == 6)  # every sample scored once per epoch
-    for name in ("sei", "sei_mean", "ei", "se_last", "se_mid", "aum_prob", "mistakenness"):
+    for name in ("sei", "sei_mean", "ei", "se_last", "se_mid", "aum_prob", "mistakenness", "mean_logp"):
         np.testing.assert_allclose(merged.scores(name), ref.scores(name), atol=1e-9, err_msg=name)

@@ -31,7 +31,8 @@ def test_every_score_reproduces_the_outputs_recorded_before_the_registry(golden)
 
 def test_constants_are_derived_from_the_registry():
     assert SCORE_NAMES == names(needs_features=False) == sei.SCORE_NAMES
-    assert FEATURE_SCORES == names(needs_features=True) == sei.FEATURE_SCORES == ("aum_prob_knn", "knn_margin")
+    assert FEATURE_SCORES == names(needs_features=True) == sei.FEATURE_SCORES
+    assert FEATURE_SCORES == ("aum_prob_knn", "knn_margin", "poe_knn")
     assert SIGNED_SCORES == {n for n, s in SCORES.items() if s.signed}
     assert names() == SCORE_NAMES + FEATURE_SCORES
 
@@ -47,7 +48,7 @@ def test_every_score_has_a_description_and_a_quality_map_onto_the_unit_interval(
 
 def test_only_aum_needs_logits_and_only_neighbour_scores_need_features():
     assert [n for n, s in SCORES.items() if s.needs_logits] == ["aum"]
-    assert [n for n, s in SCORES.items() if s.needs_features] == ["aum_prob_knn", "knn_margin"]
+    assert [n for n, s in SCORES.items() if s.needs_features] == ["aum_prob_knn", "knn_margin", "poe_knn"]
 
 
 def test_a_neighbour_score_without_statistic_is_the_only_kind_allowed_none():
@@ -136,7 +137,7 @@ def test_a_state_saved_with_the_first_column_layout_loads_by_name():
     rec.end_epoch()
     restored.end_epoch()
     for name in SCORE_NAMES:
-        if name != "aum":
+        if name != "aum" and not SCORES[name].per_class:  # no logits; per-class sums not asked for
             np.testing.assert_array_equal(restored.scores(name), rec.scores(name))
 
 
@@ -147,3 +148,166 @@ def test_recorder_exposes_the_epochs_each_sample_was_seen():
         rec.update(np.arange(10), epoch[:10], labels[:10])
         rec.end_epoch()
     np.testing.assert_array_equal(rec.epochs_seen, np.r_[np.full(10, 4.0), np.zeros(20)])
+
+
+# --------------------------------------------------------------------------- per-class scores
+def _direct_mean_logp(hist, ids_per_epoch, from_logits):
+    """mean over the epochs that saw a sample of (mean over its updates in that epoch of
+    log p), in numpy: exact log-softmax from logits, log(p + 1e-8) from probabilities."""
+    t_, n, k = hist.shape
+    total, epochs = np.zeros((n, k)), np.zeros(n)
+    for t, batches in enumerate(ids_per_epoch):
+        z = hist[t].astype(np.float64)
+        logp = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) \
+            if from_logits else np.log(z + 1e-8)
+        s, c = np.zeros((n, k)), np.zeros(n)
+        for ids in batches:
+            for i in ids:
+                s[i] += logp[i]
+                c[i] += 1
+        total += np.where(c[:, None] > 0, s / np.maximum(c, 1)[:, None], 0.0)
+        epochs += c > 0
+    return np.where(epochs[:, None] > 0, total / np.maximum(epochs, 1)[:, None], np.nan)
+
+
+def _direct_margin(x, labels):
+    out = np.full(len(labels), np.nan)
+    for i, y in enumerate(labels):
+        if np.isfinite(x[i]).all():
+            out[i] = x[i, y] - max(x[i, c] for c in range(x.shape[1]) if c != y)
+    return out
+
+
+def _streamed_with(extra, hist, labels, from_logits, seed=0):
+    """Shuffled batches with repeats; sample 0 never seen, sample 1 twice per epoch."""
+    rng = np.random.default_rng(seed)
+    rec = SEIRecorder(hist.shape[1], hist.shape[2], extra_scores=extra)
+    fed = []
+    for t in range(hist.shape[0]):
+        ids = np.r_[rng.permutation(np.arange(1, hist.shape[1])), 1]
+        batches = np.array_split(ids, 4)
+        for b in batches:
+            rec.update(b, hist[t, b], labels[b], from_logits=from_logits)
+        rec.end_epoch()
+        fed.append(batches)
+    return rec, fed
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_mean_logp_and_poe_knn_match_a_direct_numpy_computation(from_logits):
+    hist, labels = _toy_history()
+    hist = np.log(hist).astype(np.float32) * 3.0 if from_logits else hist.astype(np.float32)
+    rec, fed = _streamed_with(("poe_knn",), hist, labels, from_logits)
+    m = _direct_mean_logp(hist, fed, from_logits)
+    np.testing.assert_allclose(rec.fusion_input("poe_knn"), m, rtol=1e-6, atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(rec.scores("mean_logp"), _direct_margin(m, labels), rtol=1e-6, atol=1e-6,
+                               equal_nan=True)
+    neighbors = np.random.default_rng(1).integers(0, 30, (30, 5))
+    counts = np.zeros((30, 3))
+    for i in range(30):
+        for j in neighbors[i]:
+            counts[i, labels[j]] += 1
+    expected = _direct_margin(m + np.log((counts + 1) / (5 + 3)), labels)
+    got = sei.feature_score("poe_knn", rec.fusion_input("poe_knn"), labels, neighbors=neighbors)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6, equal_nan=True)
+    assert np.isnan(got[0]) and np.isfinite(got[1:]).all()  # sample 0 was never seen
+
+
+def test_per_class_scores_go_through_the_cleanlab_functions():
+    from sei_cleanlab import find_label_issues, get_label_quality_scores
+
+    hist, labels = _toy_history()
+    labels[:4] = (labels[:4] + 1) % 3
+    neighbors = np.random.default_rng(2).integers(0, 30, (30, 6))
+    m = np.log(hist + 1e-8).mean(0)
+    raw = _direct_margin(m, labels)
+    np.testing.assert_allclose(get_label_quality_scores(labels, hist, method="mean_logp"), 1 / (1 + np.exp(-raw)))
+    np.testing.assert_array_equal(find_label_issues(labels, hist, score="mean_logp", threshold="zero"), raw < 0)
+    poe = sei.feature_score("poe_knn", m, labels, neighbors=neighbors)
+    np.testing.assert_array_equal(find_label_issues(labels, hist, score="poe_knn", threshold="zero",
+                                                    neighbors=neighbors), poe < 0)
+    # mean_logp is label-free: a recorder recomputes it for corrected labels
+    rec = SEIRecorder.from_history(hist, labels)
+    fixed = labels.copy()
+    fixed[:4] = (fixed[:4] + 2) % 3
+    np.testing.assert_allclose(rec.scores("mean_logp", labels=fixed), _direct_margin(m, fixed))
+
+
+def test_a_recorder_not_asked_for_per_class_scores_keeps_no_log_prob_sums():
+    hist, labels = _toy_history()
+    plain = SEIRecorder(30, 3)
+    asked = SEIRecorder(30, 3, extra_scores="mean_logp")
+    for rec in (plain, asked):
+        rec.update(np.arange(30), hist[0], labels)
+        rec.end_epoch()
+    state, asked_state = plain.state_dict(), asked.state_dict()
+    assert "total_logp" not in state and "logp" not in state["epoch_fields"]
+    assert asked_state["total_logp"].shape == (30, 3)
+    assert asked_state["epoch_acc"].shape[1] == state["epoch_acc"].shape[1] + 3
+    with pytest.raises(ValueError, match=r"extra_scores=\('mean_logp',\)"):
+        plain.scores("mean_logp")
+    with pytest.raises(ValueError, match="extra_scores"):
+        plain.fusion_input("poe_knn")
+    with pytest.raises(ValueError, match="extra_scores entry"):
+        SEIRecorder(30, 3, extra_scores=("no_such_score",))
+
+
+def test_per_class_sums_take_o_nk_memory_whatever_the_number_of_epochs():
+    hist, labels = _toy_history()
+    sizes = []
+    for epochs in (2, 8):
+        rec = SEIRecorder(30, 3, extra_scores="poe_knn", max_epochs=epochs)
+        for t in range(epochs):
+            rec.update(np.arange(30), hist[t % 4], labels)
+            rec.end_epoch()
+        sizes.append(sum(np.asarray(v).nbytes for v in rec.state_dict().values()))
+    assert sizes[0] == sizes[1]
+
+
+def test_per_class_sums_survive_save_load_mid_epoch_and_match_from_history(tmp_path):
+    hist, labels = _toy_history()
+    rec = SEIRecorder(30, 3, extra_scores=("mean_logp",))
+    for t in range(3):
+        for b in np.array_split(np.arange(30), 3):
+            rec.update(b, hist[t, b], labels[b])
+        rec.end_epoch()
+    rec.update(np.arange(12), hist[3, :12], labels[:12])  # mid-epoch: buffered, then saved
+    rec.save(tmp_path / "rec.npz")
+    loaded = SEIRecorder.load(tmp_path / "rec.npz")
+    restored = SEIRecorder(30, 3, extra_scores="poe_knn").load_state_dict(rec.state_dict())
+    for r in (rec, loaded, restored):
+        r.update(np.arange(12, 30), hist[3, 12:], labels[12:])
+        r.end_epoch()
+    ref = SEIRecorder.from_history(hist, labels)
+    for r in (rec, loaded, restored):
+        np.testing.assert_allclose(r.scores("mean_logp"), ref.scores("mean_logp"), rtol=1e-12)
+        np.testing.assert_allclose(r.fusion_input("poe_knn"), ref.fusion_input("poe_knn"), rtol=1e-12)
+        np.testing.assert_allclose(r.scores("sei"), ref.scores("sei"), rtol=1e-12)
+
+
+def _mixed_feed(rec, hist, labels):
+    """Each epoch: float64 probabilities, float32 logits and float32 probabilities in
+    batches of 4 to 11 rows, with repeats (the buffer flushes on each change)."""
+    for t in range(hist.shape[0]):
+        ids = np.r_[np.random.default_rng(t).permutation(30), 3, 3]
+        for j, b in enumerate(np.split(ids, [4, 15, 20, 26])):
+            if j % 3 == 1:
+                rec.update(b, np.log(hist[t, b]).astype(np.float32), labels[b], from_logits=True)
+            else:
+                rec.update(b, hist[t, b].astype(np.float64 if j % 3 == 0 else np.float32), labels[b])
+        rec.end_epoch()
+    return rec
+
+
+@pytest.mark.parametrize("buffer_values", [1, 24, 1 << 15])
+def test_buffered_updates_give_the_scores_of_one_scatter_per_update(monkeypatch, buffer_values):
+    import sei._recorder_layout as layout
+
+    hist, labels = _toy_history()
+    ref = _mixed_feed(SEIRecorder(30, 3, extra_scores="mean_logp"), hist, labels)  # default buffer
+    monkeypatch.setattr(layout, "BUFFER_VALUES", buffer_values)  # 1: every update of > 1 row scatters at once
+    rec = _mixed_feed(SEIRecorder(30, 3, extra_scores="mean_logp"), hist, labels)
+    for name in SCORE_NAMES:
+        np.testing.assert_allclose(rec.scores(name), ref.scores(name), rtol=1e-12, atol=1e-15, err_msg=name)
+    np.testing.assert_array_equal(rec.last_probs, ref.last_probs)
+    np.testing.assert_array_equal(rec.epochs_seen, np.full(30, 4.0))

@@ -86,7 +86,8 @@ def finish(rec, cfg, *, k, aux_indices, labels_used, metrics, features, skipped,
 
         raw = np.full(rec.num_samples, np.nan)
         ok = np.isfinite(features).all(1)
-        dyn = rec.scores(spec.fuses_with)[ok] if spec.fuses_with else None
+        dyn = rec.fusion_input(score)
+        dyn = None if dyn is None else dyn[ok]
         raw[ok] = feature_score(score, dyn, labels_used[ok], features[ok], num_classes=rec.num_classes)
     else:
         raw = rec.scores(score)
