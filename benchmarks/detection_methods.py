@@ -2,8 +2,9 @@
 
 The dynamics scores come from :class:`sei.SEIRecorder`, the neighbour label margin and its fusion with
 ``aum_prob`` from :func:`sei.knn_label_margin` / :func:`sei.feature_score` (on the benchmark's cached
-kNN graph); the other fusions (signed confidence + kNN, product of experts, rank fusion) are
-benchmark-local candidates the library does not offer.
+kNN graph), the product of experts from the library's ``poe_knn`` (:meth:`sei.SEIRecorder.fusion_input`,
+:func:`sei.feature_score`); the other fusions (signed confidence + kNN, rank fusion) are benchmark-local
+candidates the library does not offer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 import numpy as np
 
 import sei
-from benchmarks.detection_core import knn_label_distribution, margin, rank01
+from benchmarks.detection_core import rank01
 from benchmarks.harness import detection_metrics
 from sei import SEIRecorder, compute_threshold
 
@@ -85,20 +86,12 @@ def method_table(hist_logits, labels_run, aux, *, neighbours=None, cl=None, temp
         sc = rec.scores("signed_confidence")
         fused2 = 0.5 * (sc + km)
         out["signed conf. + kNN margin (zero)"] = (fused2, fused2 < 0, t_rec + t_knn, 0.0)
-        # product of experts: the model's epoch-averaged log-probabilities plus the log of the neighbours'
-        # label distribution (Laplace-smoothed: (count + 1) / (k + C)); score = margin of the sum at the
-        # given label. Zero = the two sources of evidence together favour another class.
+        # product of experts, the library's "poe_knn": the epoch-averaged log-probabilities plus the log of the
+        # neighbours' add-one smoothed label shares, margin at the given label (zero = the two sources of
+        # evidence together favour another class)
         t = time.time()
-        C = hist_logits.shape[2]
-        q = knn_label_distribution(neighbours, lab, C)
-        logp = np.zeros((hist_logits.shape[1], C))
-        for tt in range(h.shape[0]):
-            z = np.asarray(h[tt], dtype=np.float64)
-            z = z - z.max(1, keepdims=True)
-            logp += z - np.log(np.exp(z).sum(1, keepdims=True))
-        logp /= h.shape[0]
-        kq = neighbours.shape[1]
-        poe = margin(logp + np.log((q * kq + 1.0) / (kq + C)), lab)
+        poe = sei.feature_score("poe_knn", rec.fusion_input("poe_knn"), lab, neighbors=neighbours,
+                                num_classes=hist_logits.shape[2])
         t_poe = time.time() - t
         out["PoE: log-probs + kNN (zero)"] = (poe, poe < 0, t_rec + t_knn + t_poe, 0.0)
         th = compute_threshold(poe, "aux_quantile", aux_indices=aux, quantile=0.99) if has_aux else 0.0
