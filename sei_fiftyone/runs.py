@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +25,8 @@ DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_HEAD = "linear"
 EMBEDDINGS_MODEL = "embeddings"
 SAVED_VIEW_SUFFIX = "_most_likely_mislabeled"
+CL_SUFFIX = "_cl"  # the confident-learning comparison of a run (sei_fiftyone.compare)
+CL_METHOD = "sei_confident_learning"
 
 
 def field_names(brain_key):
@@ -34,6 +37,21 @@ def field_names(brain_key):
 def saved_view_name(brain_key):
     """Name of the saved view of a run: ``<brain_key>_most_likely_mislabeled``."""
     return f"{brain_key}{SAVED_VIEW_SUFFIX}"
+
+
+class ComparisonNames(NamedTuple):
+    """What comparing a run with confident learning writes (:mod:`sei_fiftyone.compare`)."""
+
+    score: str  # float: cleanlab's label quality score (lower = more likely mislabeled)
+    flag: str  # bool: flagged by cleanlab's find_label_issues
+    view: str  # saved view: the samples flagged by exactly one of SEI and confident learning
+    run_key: str  # the custom run (``dataset.list_runs()``) recording the comparison
+
+
+def comparison_names(brain_key):
+    """``<brain_key>_cl``, ``<brain_key>_cl_mislabeled``, ``<brain_key>_cl_disagreements``, run ``<brain_key>_cl``."""
+    key = f"{brain_key}{CL_SUFFIX}"
+    return ComparisonNames(key, f"{key}_mislabeled", f"{key}_disagreements", key)
 
 
 def dataset_of(samples):
@@ -66,7 +84,9 @@ def validate_brain_key(samples, brain_key):
     ``saved_view_name(brain_key)``. Rerunning an existing SEI run of that key reuses
     them; otherwise none of them may exist (``ground_truth``, ``filepath``, ``tags``,
     ``id``, the fields of another run, ...). A key held by a run of another method is
-    refused too. Used by :func:`sei_fiftyone.compute_sei` and by the App's form and operator.
+    refused too, as is ``<run>_cl`` for an SEI run ``<run>``: its fields are those of that run's
+    confident-learning comparison (``comparison_names``). Used by
+    :func:`sei_fiftyone.compute_sei` and by the App's form and operator.
 
     Args:
         samples: a :class:`fiftyone.core.collections.SampleCollection`
@@ -84,6 +104,10 @@ def validate_brain_key(samples, brain_key):
             return
         raise ValueError(f"brain_key '{brain_key}' is a {type(config).__name__} run of this dataset; choose "
                          f"another brain_key, or delete that run first (dataset.delete_brain_run('{brain_key}'))")
+    base = brain_key[: -len(CL_SUFFIX)] if brain_key.endswith(CL_SUFFIX) else None
+    if base and base in dataset.list_brain_runs(type=SEI):
+        raise ValueError(f"brain_key '{brain_key}' names the fields of the confident-learning comparison of run "
+                         f"'{base}' {list(comparison_names(base)[:2])}; choose another brain_key")
     schema = dataset.get_field_schema(include_private=True)
     taken = [f for f in field_names(brain_key) if f in schema]
     if taken:
@@ -96,6 +120,40 @@ def validate_brain_key(samples, brain_key):
     if dataset.has_saved_view(view):
         raise ValueError(f"brain_key '{brain_key}' would overwrite the saved view '{view}'; choose another "
                          "brain_key, or rename or delete that saved view first")
+
+
+def is_comparison_of(samples, brain_key):
+    """Whether the dataset holds a confident-learning comparison of run ``brain_key``."""
+    dataset = dataset_of(samples)
+    run_key = comparison_names(brain_key).run_key
+    if run_key not in dataset.list_runs():
+        return False
+    config = dataset.get_run_info(run_key).config
+    return config.method == CL_METHOD and getattr(config, "brain_key", None) == brain_key
+
+
+def validate_comparison(samples, brain_key):
+    """Refuse to compare run ``brain_key`` with confident learning where that would overwrite
+    something that is not a previous comparison of the same run (``comparison_names``).
+
+    Raises:
+        ValueError: no SEI run ``brain_key``, or what the comparison would overwrite and what to do
+    """
+    dataset = dataset_of(samples)
+    if brain_key not in dataset.list_brain_runs(type=SEI):
+        raise ValueError(f"No SEI run with brain key '{brain_key}' on dataset '{dataset.name}'; run "
+                         f"compute_sei first (SEI runs: {dataset.list_brain_runs(type=SEI) or 'none'})")
+    if is_comparison_of(dataset, brain_key):
+        return  # a previous comparison of this run: replaced
+    names = comparison_names(brain_key)
+    schema = dataset.get_field_schema(include_private=True)
+    taken = [f"run '{names.run_key}'"] if names.run_key in dataset.list_runs() + dataset.list_brain_runs() else []
+    taken += [f"field '{f}'" for f in names[:2] if f in schema]
+    taken += [f"saved view '{names.view}'"] if dataset.has_saved_view(names.view) else []
+    if taken:
+        raise ValueError(f"Comparing run '{brain_key}' with confident learning writes {list(names[:3])} and the "
+                         f"run '{names.run_key}', but the {', '.join(taken)} already exist(s) and are not a "
+                         "comparison of this run; rename or delete them first")
 
 
 def _recordable(value):
@@ -198,6 +256,9 @@ class SEI(fob.BrainMethod):
 
     def cleanup(self, samples, key):
         dataset = dataset_of(samples)
+        from .compare import delete_comparison  # the comparison is derived from the run: it goes with it
+
+        delete_comparison(dataset, key)
         schema = dataset.get_field_schema()
         existing = [f for f in field_names(key) if f in schema]
         if existing:
@@ -216,6 +277,9 @@ class SEI(fob.BrainMethod):
         if dataset.has_saved_view(old):
             dataset.delete_saved_view(old)
             save_sorted_view(dataset, new_key)
+        from .compare import rename_comparison
+
+        rename_comparison(dataset, key, new_key)
 
 
 class SEIResults(fob.BrainResults):

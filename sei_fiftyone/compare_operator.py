@@ -1,0 +1,100 @@
+"""The App operator ``compare_with_confident_learning``: a form over
+:func:`sei_fiftyone.compare.compare_with_confident_learning` that opens the saved view of the
+samples where SEI and confident learning disagree."""
+
+from __future__ import annotations
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from .compare import compare_with_confident_learning, get_comparison
+from .inputs import classification_fields, embeddings_fields
+from .operators import _brain_key_dropdown, _sei_runs
+from .runs import field_names, validate_comparison
+
+
+def _dropdown(inputs, name, fields, label, description):
+    choices = types.DropdownView()
+    for field in fields:
+        choices.add_choice(field, label=field)
+    inputs.enum(name, choices.values(), required=False, label=label, description=description, view=choices)
+
+
+class CompareWithConfidentLearning(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="compare_with_confident_learning",
+            label="Compare SEI run with confident learning",
+            description="Run cleanlab's find_label_issues on out-of-sample probabilities of the run's samples "
+            "and show where it and SEI disagree",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_delegation(self, ctx):
+        # True forces delegation; None leaves the choice to the caller (App or API)
+        return True if ctx.params.get("delegate", False) else None
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        brain_key = _brain_key_dropdown(ctx, inputs)
+        if brain_key is None:
+            return types.Property(inputs)
+        try:  # one rule for the form and the Python function
+            validate_comparison(ctx.dataset, brain_key)
+        except ValueError as e:
+            prop = inputs.get_property("brain_key")
+            prop.invalid, prop.error_message = True, str(e)
+        config = ctx.dataset.get_brain_info(brain_key).config
+        emb = config.embeddings_field
+        arrays = [f for f in embeddings_fields(ctx.dataset) if f != emb]
+        _dropdown(inputs, "probs_field", arrays, "Probabilities field (optional)",
+                  "Out-of-sample predicted probabilities, one per class of the run, in its class order. Empty: "
+                  + (f"K-fold logistic regression on the run's embeddings field '{emb}'" if emb else
+                     "needs a run with stored embeddings"))
+        if emb is None and not ctx.params.get("probs_field"):
+            inputs.view("no_embeddings", types.Warning(
+                label=f"Run '{brain_key}' stored no embeddings",
+                description="Choose a probabilities field, or rerun Compute SEI with an embeddings field "
+                "(compute_sei(..., embeddings_field='<new field>') stores the run's image features)."))
+        outputs = {field_names(k)[2] for k in _sei_runs(ctx)}
+        trusted = [f for f in classification_fields(ctx.dataset) if f != config.label_field and f not in outputs]
+        _dropdown(inputs, "trusted_label_field", trusted, "Trusted label field (optional)",
+                  "Labels known to be right: adds precision, recall, F1 and AUROC of both detectors")
+        inputs.int("folds", default=5, min=2, label="Folds", description="Cross-validation folds")
+        previous = get_comparison(ctx.dataset, brain_key)
+        if previous is not None:
+            inputs.view("replaces", types.Notice(
+                label=f"Replaces the previous comparison ({previous['n_disagree']} disagreements)"))
+        inputs.bool("delegate", default=False, label="Delegate execution",
+                    description="Queue the comparison for a delegated-operations worker (large datasets)")
+        return types.Property(inputs, view=types.View(label="Compare with confident learning"))
+
+    def execute(self, ctx):
+        result = compare_with_confident_learning(
+            ctx.dataset, ctx.params["brain_key"], probs_field=ctx.params.get("probs_field") or None,
+            trusted_label_field=ctx.params.get("trusted_label_field") or None,
+            folds=int(ctx.params.get("folds") or 5))
+        if not ctx.delegated:
+            ctx.ops.reload_dataset()
+            # By stages, not by name: the App's list of saved views predates this comparison
+            ctx.ops.set_view(view=ctx.dataset.load_saved_view(result["view_name"]))
+        out = {k: result[k] for k in ("view_name", "n_compared", "n_sei_flagged", "n_cl_flagged", "n_disagree")}
+        for name, m in result.get("metrics", {}).items():
+            out[f"{name}_metrics"] = (f"precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
+                                      f"F1 {m['f1']:.3f}, AUROC {m['auroc']:.3f}")
+        return out
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("view_name", label="Saved view of the disagreements")
+        outputs.int("n_disagree", label="Samples flagged by one detector only")
+        outputs.int("n_compared", label="Samples compared")
+        outputs.int("n_sei_flagged", label="Flagged by SEI")
+        outputs.int("n_cl_flagged", label="Flagged by confident learning")
+        if ctx.params.get("trusted_label_field"):
+            outputs.str("sei_metrics", label="SEI against the trusted labels")
+            outputs.str("cl_metrics", label="Confident learning against the trusted labels")
+        return types.Property(outputs, view=types.View(label="SEI vs confident learning"))

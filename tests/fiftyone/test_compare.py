@@ -1,0 +1,289 @@
+"""Comparing an SEI run with confident learning (sei_fiftyone.compare), on real CIFAR-10 images
+with CIFAR-10N human labels (the bundled sample) and a real mongod."""
+
+import numpy as np
+import pytest
+
+import fiftyone as fo
+import fiftyone.core.brain as fob
+import fiftyone.operators as foo
+from cleanlab.filter import find_label_issues
+from cleanlab.rank import get_label_quality_scores
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+import sei_fiftyone as sfo
+import sei_fiftyone.compare as cmp
+from sei_fiftyone.__main__ import main as cli_main
+from sei_fiftyone.demo import load_sample
+
+URI = "@sei/fiftyone"
+N = 240
+NAMES = ("sei_cl", "sei_cl_mislabeled", "sei_cl_disagreements")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    # The test machine's 2 cores are shared; OpenBLAS threads spinning against other processes
+    # make the K-fold fits 10-40x slower there.
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def base():
+    """N real images; an SEI run on EfficientNet-Lite0 features it stores in 'lite0'."""
+    ds = load_sample(limit=N, name="sei-compare-base")
+    sfo.compute_sei(ds, "ground_truth", model="efficientnet-lite0", embeddings_field="lite0", image_size=64,
+                    epochs=4, progress=False)
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture
+def ds(base):
+    clone = base.clone()
+    yield clone
+    clone.delete()
+
+
+def _labels(ds, field="ground_truth"):
+    classes = list(ds.load_brain_results("sei").classes)
+    return np.array([classes.index(v) for v in ds.values(f"{field}.label")]), classes
+
+
+def _as_a_run_on_images(ds):
+    """Make run 'sei' look like a run on the images, which stores no embeddings field."""
+    config = ds.get_brain_info("sei").config
+    config.embeddings_field = None
+    fob.BrainMethod.update_run_config(ds, "sei", config)
+    assert ds.get_brain_info("sei").config.embeddings_field is None
+
+
+def _state(ds):
+    """Everything the comparison consists of, as plain values."""
+    ds.reload()
+    schema = ds.get_field_schema()
+    runs = ds.list_runs()
+    return dict(
+        schema=sorted(schema),
+        values=[ds.values(f) for f in NAMES[:2] if f in schema],
+        views=sorted(ds.list_saved_views()),
+        view=ds.load_saved_view(NAMES[2]).values("id") if ds.has_saved_view(NAMES[2]) else None,
+        runs=runs,
+        config=ds.get_run_info("sei_cl").config.serialize() if "sei_cl" in runs else None,
+        results=ds.load_run_results("sei_cl", cache=False).serialize() if "sei_cl" in runs else None,
+    )
+
+
+def test_kfold_flags_are_cleanlabs_on_cross_validated_logistic_regression(ds):
+    out = cmp.compare_with_confident_learning(ds, "sei", folds=4, seed=3)
+    labels, _ = _labels(ds)
+    X = np.stack(ds.values("lite0"))
+    probs = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), X, labels,
+                              cv=StratifiedKFold(4, shuffle=True, random_state=3), method="predict_proba")
+    expected = find_label_issues(labels, probs)
+    assert ds.values("sei_cl_mislabeled") == expected.tolist()
+    assert np.allclose(ds.values("sei_cl"), get_label_quality_scores(labels, probs))
+    assert out["n_cl_flagged"] == int(expected.sum()) > 0
+    assert out["n_compared"] == N and out["cl_field"] == "sei_cl_mislabeled"
+    assert (out["embeddings_field"], out["folds"], out["seed"]) == ("lite0", 4, 3)
+
+
+def test_a_probabilities_field_flags_the_samples_it_contradicts(ds):
+    labels, classes = _labels(ds)
+    k = len(classes)
+    probs = np.full((N, k), 0.1 / (k - 1))
+    probs[np.arange(N), labels] = 0.9
+    contradicted = np.arange(0, N, 12)  # confidently another class
+    probs[contradicted] = 0.1 / (k - 1)
+    probs[contradicted, (labels[contradicted] + 1) % k] = 0.9
+    ds.set_values("oos_probs", [p for p in probs])
+    out = cmp.compare_with_confident_learning(ds, "sei", probs_field="oos_probs")
+    ids = np.array(ds.values("id"))
+    assert set(ds.match({"sei_cl_mislabeled": True}).values("id")) == set(ids[contradicted])
+    assert out["n_cl_flagged"] == len(contradicted) and out["probs_field"] == "oos_probs"
+    assert out["embeddings_field"] is None
+
+
+def test_the_saved_view_holds_exactly_the_samples_flagged_by_one_detector(ds):
+    out = cmp.compare_with_confident_learning(ds, "sei")
+    ids, sei, cl, score = ds.values(["id", "sei_mislabeled", "sei_cl_mislabeled", "sei"])
+    one = {i for i, a, b in zip(ids, sei, cl) if a != b}
+    view = ds.load_saved_view(out["view_name"])
+    assert out["view_name"] == "sei_cl_disagreements"
+    assert set(view.values("id")) == one and len(view) == out["n_disagree"] == len(one) > 0
+    assert out["n_sei_only"] + out["n_cl_only"] == out["n_disagree"]
+    assert out["n_both"] == sum(1 for a, b in zip(sei, cl) if a and b)
+    assert view.values("sei") == sorted(view.values("sei"))  # most suspect by SEI first
+    assert cmp.get_comparison(ds, "sei") == out
+
+
+def test_metrics_equal_an_independent_sklearn_computation(ds):
+    out = cmp.compare_with_confident_learning(ds, "sei", trusted_label_field="clean")
+    given, clean, sei_flag, sei_score, cl_flag, cl_score = ds.values(
+        ["ground_truth.label", "clean.label", "sei_mislabeled", "sei", "sei_cl_mislabeled", "sei_cl"])
+    truth = np.array(given) != np.array(clean)
+    for name, flags, score in (("sei", sei_flag, sei_score), ("cl", cl_flag, cl_score)):
+        m = out["metrics"][name]
+        assert m["precision"] == pytest.approx(precision_score(truth, flags))
+        assert m["recall"] == pytest.approx(recall_score(truth, flags))
+        assert m["f1"] == pytest.approx(f1_score(truth, flags))
+        assert m["auroc"] == pytest.approx(roc_auc_score(truth, -np.array(score)))
+        assert all(isinstance(m[k], float) for k in ("precision", "recall", "f1", "auroc"))
+    assert out["metrics"]["cl"]["auroc"] > 0.6 and out["metrics"]["sei"]["auroc"] > 0.6  # real label noise
+
+
+def test_counts_follow_the_current_sei_flags(ds):
+    cmp.compare_with_confident_learning(ds, "sei")
+    ds.set_values("sei_mislabeled", [True] * N)  # as when the review panel moves the cutoff
+    out = cmp.get_comparison(ds, "sei")
+    assert out["n_sei_flagged"] == N and out["n_disagree"] == N - out["n_cl_flagged"]
+    assert len(ds.load_saved_view(out["view_name"])) == out["n_disagree"]
+
+
+def test_rerunning_replaces_the_previous_comparison(ds):
+    cmp.compare_with_confident_learning(ds, "sei", trusted_label_field="clean")
+    view = ds.limit(100)
+    labels, classes = _labels(ds)
+    ds.set_values("oos_probs", [np.eye(len(classes))[y] * 0.8 + 0.2 / len(classes) for y in labels])
+    out = cmp.compare_with_confident_learning(view, "sei", probs_field="oos_probs")
+    assert ds.list_runs() == ["sei_cl"] and "metrics" not in out
+    assert out["n_compared"] == 100 and out["n_cl_flagged"] == 0
+    assert ds.exists("sei_cl_mislabeled").values("id") == view.values("id")  # the rest lost the old values
+    assert ds.get_run_info("sei_cl").config.trusted_label_field is None
+
+
+@pytest.mark.parametrize("phase", ["declared", "values", "view", "register"])
+@pytest.mark.parametrize("previous", [False, True])
+def test_a_failure_midway_leaves_the_dataset_as_it_was(ds, monkeypatch, phase, previous):
+    if previous:
+        cmp.compare_with_confident_learning(ds, "sei", trusted_label_field="clean")
+    labels, classes = _labels(ds)
+    ds.set_values("oos_probs", [np.roll(np.eye(len(classes))[y], 1) * 0.9 + 0.01 for y in labels])
+    before = _state(ds)
+
+    def fail(name):
+        if name == phase:
+            raise RuntimeError(f"injected at {name}")
+    monkeypatch.setattr(cmp, "_phase", fail)
+    register, calls = fo.Dataset.register_run, []
+
+    def register_once_failing(self, *args, **kwargs):  # the rollback's own registration succeeds
+        calls.append(1)
+        if len(calls) == 1:
+            fail("register")
+        return register(self, *args, **kwargs)
+    monkeypatch.setattr(fo.Dataset, "register_run", register_once_failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        cmp.compare_with_confident_learning(ds, "sei", probs_field="oos_probs")
+    monkeypatch.undo()
+    assert _state(ds) == before
+
+
+def test_bad_inputs_are_refused_before_anything_is_written(ds):
+    labels, classes = _labels(ds)
+    k = len(classes)
+    ds.set_values("wide", [np.full(k + 1, 1 / (k + 1)) for _ in labels])
+    ds.set_values("unnormalised", [np.full(k, 0.5) for _ in labels])
+    ds.set_values("some", [np.full(k, 1 / k) if i % 2 else None for i in range(N)])
+    before = _state(ds)
+    cases = [
+        (dict(brain_key="nope"), "No SEI run with brain key 'nope'"),
+        (dict(probs_field="wide"), r"\[11\] value\(s\) per sample but the run has 10 classes"),
+        (dict(probs_field="unnormalised"), "sum"),
+        (dict(probs_field="some"), "120 compared sample"),
+        (dict(probs_field="ground_truth"), "not a vector field"),
+        (dict(trusted_label_field="ground_truth"), "other than the run's label field"),
+        (dict(trusted_label_field="nope"), "available"),
+        (dict(embeddings_field="filepath"), "not a vector field"),
+        (dict(folds=1), "folds"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            cmp.compare_with_confident_learning(ds, **{"brain_key": "sei", **kwargs})
+    with pytest.raises(TypeError, match="folds"):
+        cmp.compare_with_confident_learning(ds, "sei", folds=2.5)
+    assert _state(ds) == before
+
+
+def test_a_run_without_stored_embeddings_says_what_to_do(ds):
+    _as_a_run_on_images(ds)
+    with pytest.raises(ValueError, match="stored no embeddings.*probs_field=.*embeddings_field="):
+        cmp.compare_with_confident_learning(ds, "sei")
+    out = cmp.compare_with_confident_learning(ds, "sei", embeddings_field="lite0")
+    assert out["embeddings_field"] == "lite0"
+
+
+def test_names_are_guarded_both_ways(ds):
+    ds.add_sample_field("sei_cl", fo.StringField)  # a user's field
+    with pytest.raises(ValueError, match="field 'sei_cl' already exist"):
+        cmp.compare_with_confident_learning(ds, "sei")
+    assert ds.get_field_schema()["sei_cl"].__class__ is fo.StringField
+    ds.delete_sample_field("sei_cl")
+    cmp.compare_with_confident_learning(ds, "sei")
+    # a new SEI run cannot take the comparison's names
+    with pytest.raises(ValueError, match="confident-learning comparison of run 'sei'"):
+        sfo.compute_sei(ds, "ground_truth", brain_key="sei_cl", embeddings_field="lite0", epochs=1)
+    ds.save_view("x_cl_disagreements", ds.limit(1))  # a user's saved view
+    sfo.compute_sei(ds, "ground_truth", brain_key="x", embeddings_field="lite0", epochs=1, progress=False)
+    with pytest.raises(ValueError, match="saved view 'x_cl_disagreements' already exist"):
+        cmp.compare_with_confident_learning(ds, "x")
+    assert len(ds.load_saved_view("x_cl_disagreements")) == 1
+
+
+def test_deleting_or_renaming_the_run_takes_the_comparison_along(ds):
+    cmp.compare_with_confident_learning(ds, "sei")
+    ds.rename_brain_run("sei", "first")
+    out = cmp.get_comparison(ds, "first")
+    assert out["view_name"] == "first_cl_disagreements" and ds.list_runs() == ["first_cl"]
+    assert {"first_cl", "first_cl_mislabeled"} <= set(ds.get_field_schema())
+    assert len(ds.load_saved_view("first_cl_disagreements")) == out["n_disagree"]
+    assert cmp.get_comparison(ds, "sei") is None and cmp.list_comparisons(ds) == ["first"]
+    ds.delete_brain_run("first")
+    assert ds.list_runs() == [] and not [f for f in ds.get_field_schema() if f.startswith("first")]
+    assert ds.list_saved_views() == []
+
+
+# ----------------------------------------------------------------------------- the operator
+@pytest.fixture(scope="module")
+def installed_plugin():
+    cli_main(["install-plugin"])
+
+
+def _form(ds, params):
+    op = foo.get_operator(f"{URI}/compare_with_confident_learning")
+    ctx = foo.ExecutionContext(request_params={"dataset_name": ds.name, "params": params})
+    return op.resolve_input(ctx).type.properties
+
+
+def test_the_operator_compares_and_opens_the_disagreements(ds, installed_plugin):
+    props = _form(ds, {})
+    assert props["brain_key"].type.values == ["sei"]
+    assert props["trusted_label_field"].type.values == ["clean"]
+    assert "lite0" not in props["probs_field"].type.values  # the run's own vectors are not probabilities
+    assert "no_embeddings" not in props and "replaces" not in props
+    result = foo.execute_operator(f"{URI}/compare_with_confident_learning", dataset=ds,
+                                  params={"brain_key": "sei", "trusted_label_field": "clean", "folds": 3})
+    assert result.error is None, result.error
+    out = cmp.get_comparison(ds, "sei")
+    assert result.result["n_disagree"] == out["n_disagree"] and out["folds"] == 3
+    assert result.result["cl_metrics"].startswith(f"precision {out['metrics']['cl']['precision']:.3f}")
+    requests = result.executor.to_json()["requests"]
+    set_view = [r for r in requests if r["operator_uri"].endswith("set_view")]
+    stages = [{k: v for k, v in st.items() if k != "_uuid"} for st in set_view[0]["params"]["view"]]
+    assert stages == ds.load_saved_view("sei_cl_disagreements")._serialize(include_uuids=False)
+    assert "replaces" in _form(ds, {"brain_key": "sei"})
+
+
+def test_the_form_explains_what_blocks_a_comparison(ds, installed_plugin):
+    _as_a_run_on_images(ds)
+    assert "no_embeddings" in _form(ds, {"brain_key": "sei"})
+    ds.add_sample_field("sei_cl_mislabeled", fo.BooleanField)
+    prop = _form(ds, {"brain_key": "sei"})["brain_key"]
+    assert prop.invalid and "sei_cl_mislabeled" in prop.error_message
+
