@@ -65,8 +65,8 @@ def test_compute_sei_from_the_operator_browser_shows_the_sorted_view(app, tmp_pa
             search.fill("compute_sei")
             page.get_by_text("Compute SEI (find mislabeled samples)").first.click()
             page.get_by_text("Label field").first.wait_for(timeout=30_000)
-            epochs = page.get_by_role("spinbutton").first  # typed into the form
-            epochs.fill("8")
+            epochs = page.locator("xpath=//p[text()='Epochs']/ancestor::div[contains(@class, 'MuiGrid-item')][1]")
+            epochs.locator("input").fill("8")  # typed into the form
             page.get_by_role("button", name="Execute").click()
 
             done = page.get_by_role("button", name="Done")
