@@ -2,7 +2,7 @@
 
     nice -n 10 python benchmarks/active.py [--seeds 0,1,2] [--epochs 10] [--time-limit 3600] [--synthetic]
 
-Protocol: 50,000 CIFAR-10 training images, frozen EfficientNet-Lite0 embeddings (96 px,
+Protocol: CIFAR-10 training images (40,000; 10,000 more held out as the test set), frozen EfficientNet-Lite0 embeddings (96 px,
 ``benchmarks/cifar10n.py``) reduced to 64 dims by PCA; a softmax-regression head trained
 from scratch each round through the library's engine (``sei.active.train_linear``: the
 engine's linear head, loss, epoch runner and SGD); budget G labels in batches of Q = 1,000
@@ -52,6 +52,7 @@ def parse_args(argv=None):
     ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--synthetic", action="store_true")
+    ap.add_argument("--test", choices=("holdout", "cifar10"), default="holdout")
     ap.add_argument("--n", type=int, default=0, help="subsample the training set (0 = all)")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds; partial results after it")
     ap.add_argument("--cut", default="", help="protocol cut stated in the results header")
@@ -65,8 +66,13 @@ def parse_args(argv=None):
     return a
 
 
-def load_data(synthetic=False):
-    """``(x_train, y_train, x_test, y_test, worse_labels, description)``; PCA-64 CIFAR-10 features."""
+def load_data(synthetic=False, test="holdout"):
+    """``(x_train, y_train, x_test, y_test, worse_labels, description)``; PCA-64 CIFAR-10 features.
+
+    ``test="holdout"``: 10,000 training images (a fixed random draw, clean labels) are the test
+    set and the other 40,000 the training set (needs only the cached training embeddings);
+    ``"cifar10"``: the CIFAR-10 test split (embeds it on first use).
+    """
     from sklearn.decomposition import PCA
 
     if not synthetic:
@@ -74,11 +80,17 @@ def load_data(synthetic=False):
             from benchmarks.cifar10n import load_embeddings, load_labels
 
             lab = load_labels()
-            xtr = load_embeddings("train", verbose=True)
-            xte = load_embeddings("test", verbose=True)
+            xtr, ytr, worse = load_embeddings("train", verbose=True), lab["train_clean"], lab["worse"]
+            if test == "holdout":
+                perm = np.random.default_rng(0).permutation(len(ytr))
+                te, tr = perm[:10_000], perm[10_000:]
+                xte, yte, xtr, ytr, worse = xtr[te], ytr[te], xtr[tr], ytr[tr], worse[tr]
+                what = "40,000 training images; test: 10,000 held-out training images (clean labels)"
+            else:
+                xte, yte, what = load_embeddings("test", verbose=True), lab["test"], "CIFAR-10 test split"
             pca = PCA(64, random_state=0).fit(xtr)
-            return (pca.transform(xtr).astype(np.float32), lab["train_clean"], pca.transform(xte).astype(np.float32),
-                    lab["test"], lab["worse"], "CIFAR-10, EfficientNet-Lite0 96px embeddings, PCA-64")
+            return (pca.transform(xtr).astype(np.float32), ytr, pca.transform(xte).astype(np.float32), yte, worse,
+                    f"CIFAR-10, EfficientNet-Lite0 96px embeddings, PCA-64, {what}")
         except Exception as exc:  # noqa: BLE001
             print(f"[active] CIFAR-10 embeddings unavailable ({exc}); using synthetic data")
     rng = np.random.default_rng(0)
@@ -105,11 +117,12 @@ def run_one(data, graph, setting, method, seed, a):
     xtr, ytr, xte, yte, worse, k = data
     noisy, _ = noisy_labels(setting, ytr, worse, k, seed)
     t = time.time()
-    r = simulate(xtr, noisy, ytr, make_selector(method), budget=a.budget, batch_size=a.batch,
+    sel = make_selector(method) if isinstance(method, str) else method
+    r = simulate(xtr, noisy, ytr, sel, budget=a.budget, batch_size=a.batch,
                  test_features=xte, test_labels=yte, graph=graph, epochs=a.epochs, seed=seed,
                  train_options={"lr": LR})
     r["seconds"] = time.time() - t
-    print(f"[active] {setting} seed {seed} {method:16s} acc {r['test_accuracy'][0]:.3f}->"
+    print(f"[active] {setting} seed {seed} {sel.name:16s} acc {r['test_accuracy'][0]:.3f}->"
           f"{r['test_accuracy'][-1]:.3f} prec {np.nanmean(r['batch_precision']):.3f} ({r['seconds']:.0f}s)", flush=True)
     return r
 
@@ -195,7 +208,7 @@ def main(argv=None):
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     guard = TimeGuard(a.time_limit)
-    xtr, ytr, xte, yte, worse, source = load_data(a.synthetic)
+    xtr, ytr, xte, yte, worse, source = load_data(a.synthetic, a.test)
     if a.n:
         keep = np.random.default_rng(0).permutation(len(ytr))[: a.n]
         xtr, ytr, worse = xtr[keep], ytr[keep], worse[keep]

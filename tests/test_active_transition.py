@@ -89,7 +89,7 @@ def test_sei_fc_runs_in_the_simulator_with_the_design_estimate():
     x = c[y] + rng.normal(size=(800, 8))
     noisy, mis = symmetric_noise(y, 0.6, num_classes=4, seed=0)
     sel = make_selector("sei_fc")
-    assert sel.uses_transition_matrix and sel.transition_estimate == "design" and sel.robust_training
+    assert sel.uses_transition_matrix and sel.transition_estimate == "design" and not sel.robust_training
     res = simulate(x, noisy, y, sel, budget=300, batch_size=100, test_features=x, test_labels=y,
                    graph=KNNGraph(x, k=10), epochs=3)
     assert list(res["labels_queried"]) == [0, 100, 200, 300]

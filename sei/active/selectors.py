@@ -18,6 +18,9 @@ SEI                SEI-guided: suspicion from the recorder's scores (lower SEI =
                    suspicious) in place of entropy, with the same propagation
                    (``"sei_propagation"``: all samples are candidates; ``"sei_alpha"``:
                    candidates ranked by p^S as in Kim; ``"sei"``: no propagation)
+SEI-FC             ``"sei_fc"``: SEI-guided picks plus a uniform 10 % of each batch, trained
+                   with DALC's forward-corrected loss and a transition matrix corrected for
+                   the selection (:mod:`sei.active.transition`)
 =================  ==========================================================================
 
 Choices where the paper is vague (options of :class:`PropagationSelector`):
@@ -309,10 +312,14 @@ SELECTORS = {
 
 
 def _sei_fc(share=0.1, **kw):
-    """SEI-alpha picks plus a uniform share, trained with the design-corrected forward loss."""
+    """SEI-guided picks with propagation (all samples candidates, no robust weights in the loss)
+    plus a uniform ``share`` of each batch, trained with the forward-corrected loss and the
+    design-corrected transition estimate (:mod:`sei.active.transition`)."""
     from .transition import UniformShareSelector
 
-    return UniformShareSelector(SEISelector(candidates="alpha", name="sei_alpha", **kw), share=share, name="sei_fc")
+    kw.setdefault("candidates", "all")
+    kw.setdefault("robust_training", False)
+    return UniformShareSelector(SEISelector(name="sei_propagation", **kw), share=share, name="sei_fc")
 
 
 def make_selector(method: str, **options) -> Selector:
