@@ -5,7 +5,7 @@ Parameters carry the names of the Python arguments (``model``, ``embeddings_fiel
 ``mode``, ``image_size``, ``device``, ``head``, ``score``, ``epochs``, ``threshold``); the
 local checkpoint choice asks for ``checkpoint`` (a file or an open_clip model folder) and
 ``arch`` (the architecture of a file), passed on as ``model=<path>, arch=<arch>``. The rules
-that tie options together are the engine's (:class:`sei.engine.config.TrainConfig`), checked
+that tie options together are the engine's (:class:`sei.engine.TrainConfig`), checked
 as the form changes; model weights that cannot be had here are a warning in the form
 (:func:`sei_fiftyone.model_choices.weights_warning`), before anything is submitted.
 """
@@ -123,7 +123,7 @@ def training_inputs(ctx, inputs):
 
 def options_problem(params):
     """The engine's objection to the form's head / score / threshold / mode, or None."""
-    from sei.engine.config import TrainConfig
+    from sei.engine import TrainConfig
 
     mode = params.get("mode") or "frozen"
     try:
@@ -160,6 +160,9 @@ def compute_kwargs(params):
         score=params.get("score") or DEFAULT_SCORE,
     )
     if model == CHECKPOINT:
+        if not params.get("checkpoint"):
+            raise ValueError("model='checkpoint' needs checkpoint=<an open_clip model folder, or a weights file "
+                             "with arch=<its open_clip architecture>>")
         kwargs["model"] = params["checkpoint"]
         if params.get("arch") and os.path.isfile(params["checkpoint"]):
             kwargs["arch"] = params["arch"]

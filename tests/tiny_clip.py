@@ -27,3 +27,16 @@ def save_tiny_clip_folder(folder, seed=0):
         json.dump({"model_cfg": TINY_MODEL_CFG, "preprocess_cfg": {}}, f)
     torch.save(model.state_dict(), os.path.join(folder, "open_clip_pytorch_model.bin"))
     return str(folder)
+
+
+def register_tiny_arch(folder, name="sei-tiny-clip"):
+    """Register the tiny architecture with open_clip under ``name`` (this process only), so that
+    the weights file of :func:`save_tiny_clip_folder` loads as ``model=<file>, arch=name``."""
+    import open_clip
+
+    if name not in open_clip.list_models():
+        path = os.path.join(folder, f"{name}.json")
+        with open(path, "w") as f:
+            json.dump(TINY_MODEL_CFG, f)
+        open_clip.add_model_config(path)
+    return name

@@ -17,7 +17,7 @@ from sei_fiftyone.__main__ import main as cli_main
 from sei_fiftyone.compute_form import compute_kwargs
 
 open_clip = pytest.importorskip("open_clip")
-from tiny_clip import save_tiny_clip_folder  # noqa: E402
+from tiny_clip import register_tiny_arch, save_tiny_clip_folder  # noqa: E402
 
 URI = "@sei/fiftyone/compute_sei"
 
@@ -112,6 +112,20 @@ def test_a_checkpoint_file_asks_for_its_architecture(dataset, tiny_folder):
     assert not props["checkpoint"].invalid
     kwargs = compute_kwargs(dict(label_field="ground_truth", model="checkpoint", checkpoint=path, arch="ViT-B-32"))
     assert kwargs["model"] == path and kwargs["arch"] == "ViT-B-32" and kwargs["mode"] == "frozen"
+
+
+def test_a_checkpoint_file_and_its_architecture_train(dataset, tiny_folder, tmp_path):
+    arch = register_tiny_arch(tmp_path)
+    path = os.path.join(tiny_folder, "open_clip_pytorch_model.bin")
+    assert _form(dataset, model="checkpoint", checkpoint=path, arch=arch)["checkpoint"].invalid is False
+    kwargs = compute_kwargs(dict(label_field="ground_truth", model="checkpoint", checkpoint=path, arch=arch,
+                                 image_size=32, epochs=2, brain_key="clip_file"))
+    sfo.compute_sei(dataset, **kwargs)
+    config = dataset.get_brain_info("clip_file").config
+    assert config.model == path and config.train_kwargs["arch"] == arch
+    assert np.isfinite(np.array(dataset.values("clip_file"), dtype=float)).all()
+    with pytest.raises(ValueError, match="needs checkpoint="):
+        compute_kwargs(dict(label_field="ground_truth", model="checkpoint"))
 
 
 def test_the_engine_rules_on_fine_tuning_show_in_the_form(dataset):
