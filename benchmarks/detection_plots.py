@@ -23,14 +23,43 @@ def per_epoch_curves(hist_logits, labels_run):
     return se, mg
 
 
-def plot_histograms(keep, regime, methods, path):
+def _figure(nrows, ncols, figsize):
+    """``(pyplot, figure, 2-D axes)``: the one way every plot here starts."""
     plt = _plt()
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
+    return plt, fig, axes
+
+
+def _save(plt, fig, path, title=None):
+    """Title (fontsize 9), tight layout, 110 dpi, closed: the one way every plot here ends."""
+    if title is not None:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _label(ax, title, xlabel=None, size=9):
+    """A panel's title, x label (fontsize 8) and small ticks."""
+    ax.set_title(title, fontsize=size)
+    if xlabel is not None:
+        ax.set_xlabel(xlabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def _valid(run, n):
+    """Samples that were not auxiliary in ``run``."""
+    valid = np.ones(n, bool)
+    valid[np.asarray(run["aux"])] = False
+    return valid
+
+
+def plot_histograms(keep, regime, methods, path):
     sets = [s for s in CIFAR_SETS if s in keep]
-    fig, axes = plt.subplots(len(sets), len(methods), figsize=(3.6 * len(methods), 2.6 * len(sets)), squeeze=False)
+    plt, fig, axes = _figure(len(sets), len(methods), (3.6 * len(methods), 2.6 * len(sets)))
     for i, tag in enumerate(sets):
         run, meth, is_mis = keep[tag]
-        valid = np.ones(len(is_mis), bool)
-        valid[np.asarray(run["aux"])] = False
+        valid = _valid(run, len(is_mis))
         for j, m in enumerate(methods):
             ax = axes[i, j]
             if m not in meth:
@@ -44,28 +73,22 @@ def plot_histograms(keep, regime, methods, path):
             ax.hist(s[ok & is_mis], bins=bins, alpha=0.6, density=True, label="mislabeled")
             if th is not None and np.isfinite(th):
                 ax.axvline(th, color="k", ls="--", lw=1, label="cutoff")
-            ax.set_title(f"{tag}: {m}", fontsize=8)
-            ax.tick_params(labelsize=7)
+            _label(ax, f"{tag}: {m}", size=8)
             if i == 0 and j == 0:
                 ax.legend(fontsize=7)
-    fig.suptitle(f"Regime {regime}: scores of clean vs mislabeled samples (seed 0, lower = more suspicious)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path, f"Regime {regime}: scores of clean vs mislabeled samples (seed 0, lower = more suspicious)")
 
 
 def plot_trajectories(keep, regime, path):
-    plt = _plt()
     sets = [s for s in CIFAR_SETS if s in keep]
-    fig, axes = plt.subplots(2, len(sets), figsize=(4.2 * len(sets), 6), squeeze=False)
+    plt, fig, axes = _figure(2, len(sets), (4.2 * len(sets), 6))
     for j, tag in enumerate(sets):
         run, _, is_mis = keep[tag]
         lab = np.asarray(run["labels_run"])
         h = np.asarray(run["train"])
         se, mg = per_epoch_curves(h, lab)
         aligned = mg >= 0
-        aux = np.zeros(len(lab), bool)
-        aux[np.asarray(run["aux"])] = True
+        aux = ~_valid(run, len(lab))
         clean = ~is_mis & ~aux
         q = max(1, len(h) // 4)
         groups = {
@@ -84,21 +107,15 @@ def plot_trajectories(keep, regime, path):
                 ax.plot(x, np.median(c, 1), label=f"{g} (n={mask.sum()})")
                 ax.fill_between(x, np.percentile(c, 25, 1), np.percentile(c, 75, 1), alpha=0.2)
             ax.axhline(0, color="k", lw=0.5)
-            ax.set_title(f"{tag}: per-epoch {name}", fontsize=9)
-            ax.set_xlabel("epoch", fontsize=8)
-            ax.tick_params(labelsize=7)
+            _label(ax, f"{tag}: per-epoch {name}", "epoch")
             if r == 0 and j == 0:
                 ax.legend(fontsize=7)
-    fig.suptitle(f"Regime {regime}: training dynamics (median, 25-75% band), seed 0", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path, f"Regime {regime}: training dynamics (median, 25-75% band), seed 0")
 
 
 def plot_bars(results, methods, path):
-    plt = _plt()
     regs = [r for r in ("a", "b") if r in results]
-    fig, axes = plt.subplots(len(regs), 2, figsize=(13, 3.6 * len(regs)), squeeze=False)
+    plt, fig, axes = _figure(len(regs), 2, (13, 3.6 * len(regs)))
     for i, reg in enumerate(regs):
         sets = [s for s in CIFAR_SETS if results[reg].get(s)]
         for j, metric in enumerate(("auroc", "f1")):
@@ -117,25 +134,18 @@ def plot_bars(results, methods, path):
             ax.set_title(f"regime {reg}: {metric.upper()}", fontsize=9)
             if i == 0 and j == 1:
                 ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_epochs(abl, path):
-    plt = _plt()
     ep = abl["epochs"]
     keys = sorted({k.rsplit("/", 1)[0] for k in ep})
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    plt, fig, axes = _figure(1, len(keys), (4.2 * len(keys), 3.2))
     for j, rk in enumerate(keys):
         ts = sorted(int(k.rsplit("/", 1)[1]) for k in ep if k.rsplit("/", 1)[0] == rk)
         ax = axes[0, j]
         for m in ep[f"{rk}/{ts[0]}"]:
             ax.plot(ts, [ep[f"{rk}/{t}"][m]["auroc"] for t in ts], marker="o", ms=3, label=m)
-        ax.set_title(f"{rk}: AUROC vs epochs integrated", fontsize=9)
-        ax.set_xlabel("epochs", fontsize=8)
-        ax.tick_params(labelsize=7)
+        _label(ax, f"{rk}: AUROC vs epochs integrated", "epochs")
     axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
