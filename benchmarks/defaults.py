@@ -115,7 +115,7 @@ def cell_a(x, y, is_mis, seed, neighbours, names):
         for aux_on in (True, False):
             hook = None if aux_on else LogProbMean(len(y), len(names))
             t = time.time()
-            r = sei.train(x, y, class_names=names, progress=False, seed=seed, aux_class=aux_on,
+            r = sei.train(x, y, class_names=names, progress=False, seed=seed, aux_class=aux_on, score="aum_prob",
                           threshold="aux_quantile" if aux_on else "auto", on_record=hook, **kw)
             secs[f"{head}{'_aux' if aux_on else ''}"] = time.time() - t
             runs[(head, aux_on)] = (r, hook)

@@ -26,7 +26,7 @@ from cleanlab.datalab.internal.issue_manager_factory import REGISTRY, register
 from cleanlab.datalab.internal.task import Task
 
 from sei import SEIRecorder, scores
-from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD
+from sei.constants import AUTO_SCORE, DEFAULT_THRESHOLD, resolve_score
 from sei.neighbors import DEFAULT_KNN_K, knn_indices
 from sei.validation import check_history_shape
 
@@ -55,7 +55,7 @@ class SEIIssueManager(IssueManager):
     issue_name: ClassVar[str] = "sei"
     verbosity_levels = {0: [], 1: ["threshold", "score"], 2: ["num_label_issues"], 3: []}
 
-    def __init__(self, datalab, pred_probs_history=None, score=DEFAULT_SCORE, threshold=DEFAULT_THRESHOLD,
+    def __init__(self, datalab, pred_probs_history=None, score=AUTO_SCORE, threshold=DEFAULT_THRESHOLD,
                  threshold_samples=None, features=None, knn_k=DEFAULT_KNN_K, **_):
         super().__init__(datalab)
         self.pred_probs_history = pred_probs_history
@@ -80,15 +80,16 @@ class SEIIssueManager(IssueManager):
         _, rec = as_recorder(labels, history)  # stream a memmap once, reuse for both calls
         feats = self.features if self.features is not None else kwargs.get("features")
         # One neighbour search for both calls below.
-        needs_features = scores.get(self.score).needs_features
+        score = resolve_score(self.score, feats is not None, self.threshold)
+        needs_features = scores.get(score).needs_features
         nb = knn_indices(feats, self.knn_k) if feats is not None and needs_features else None
-        is_issue = find_label_issues(labels, rec, score=self.score, threshold=self.threshold,
+        is_issue = find_label_issues(labels, rec, score=score, threshold=self.threshold,
                                      threshold_samples=self.threshold_samples, features=feats, neighbors=nb)
-        quality = get_label_quality_scores(labels, rec, method=self.score, features=feats, neighbors=nb)
+        quality = get_label_quality_scores(labels, rec, method=score, features=feats, neighbors=nb)
         self.issues = pd.DataFrame({f"is_{self.issue_name}_issue": is_issue, self.issue_score_key: quality})
         self.summary = self.make_summary(score=float(np.nanmean(quality)))
         self.info = {
-            "score": self.score,
+            "score": score,
             "threshold": self.threshold,
             "num_label_issues": int(is_issue.sum()),
             "num_epochs": rec.num_epochs,

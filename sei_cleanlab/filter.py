@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from sei import compute_threshold, flag_issues, scores
-from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD
+from sei.constants import AUTO_SCORE, DEFAULT_THRESHOLD, resolve_score
 from sei.neighbors import DEFAULT_KNN_K
 from sei.validation import check_indices
 
@@ -22,7 +22,7 @@ def find_label_issues(
     labels,
     pred_probs_history,
     *,
-    score=DEFAULT_SCORE,
+    score=AUTO_SCORE,
     threshold=DEFAULT_THRESHOLD,
     threshold_samples=None,
     return_indices_ranked_by=None,
@@ -91,6 +91,7 @@ def find_label_issues(
     >>> find_label_issues(np.array([0, 0, 0]), H, return_indices_ranked_by="sei")
     array([1])
     """
+    score = resolve_score(score, features is not None or neighbors is not None, threshold)
     scores.get(score)
     if return_indices_ranked_by is not None and return_indices_ranked_by not in scores.SCORES:
         raise ValueError(

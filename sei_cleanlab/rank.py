@@ -14,13 +14,13 @@ raw score's:
 from __future__ import annotations
 
 from sei import scores
-from sei.constants import DEFAULT_SCORE
+from sei.constants import AUTO_SCORE, resolve_score
 from sei.neighbors import DEFAULT_KNN_K
 
 from ._common import Scorer, as_recorder
 
 
-def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE, from_logits=False,
+def get_label_quality_scores(labels, pred_probs_history, *, method=AUTO_SCORE, from_logits=False,
                              features=None, knn_k=DEFAULT_KNN_K, neighbors=None):
     """Score each example's label quality from training dynamics.
 
@@ -54,6 +54,7 @@ def get_label_quality_scores(labels, pred_probs_history, *, method=DEFAULT_SCORE
     >>> get_label_quality_scores(np.array([0, 0]), H).round(3)
     array([0.9, 0.2])
     """
+    method = resolve_score(method, features is not None or neighbors is not None)
     score = scores.get(method, what="method")
     labels, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
     raw = Scorer(rec, labels, features, knn_k, neighbors)(method)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Union
 
 from ..validation import check_int_param, check_real_param
 from .. import scores as _scores
-from ..constants import DEFAULT_SCORE, DEFAULT_THRESHOLD, HEADS, THRESHOLD_METHODS
+from ..constants import AUTO_SCORE, DEFAULT_HEAD, DEFAULT_THRESHOLD, HEADS, THRESHOLD_METHODS, resolve_score
 
 __all__ = ["TrainConfig", "MODES", "LR_SCHEDULES", "DEFAULT_PROMPT_TEMPLATE", "DEFAULT_AUX_PROMPT",
            "PLACEMENTS"]
@@ -73,8 +73,8 @@ class TrainConfig:
     proj_dim: Optional[int] = None
     center_features: Union[str, bool] = "auto"
     learn_class_emb: bool = True
-    head: str = "prompt"
-    score: str = DEFAULT_SCORE
+    head: str = DEFAULT_HEAD
+    score: str = AUTO_SCORE
     threshold: Union[str, float] = DEFAULT_THRESHOLD
     sample_weights: Any = None
     transition_matrix: Any = None
@@ -151,6 +151,8 @@ class TrainConfig:
         for name in ("on_epoch_end", "on_record"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise TypeError(f"{name} must be callable, got {type(getattr(self, name)).__name__}.")
+        # "auto": the default with features unless fine-tuning (embeddings / frozen modes train on features)
+        self.score = resolve_score(self.score, self.mode != "finetune", self.threshold)
         spec = _scores.get(self.score)
         self._check_threshold()
         if isinstance(self.threshold, str) and self.threshold.startswith("aux") and self.aux_class is False:
