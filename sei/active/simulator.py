@@ -7,12 +7,13 @@ weights reset to uniform). Per round we record test accuracy, labels queried so 
 selection precision (share of the batch, and of all queries, that was mislabeled) and the
 number of mislabeled samples left.
 
-The classifier is a softmax-regression head trained with mini-batch SGD on cached
-embeddings (``trainer="linear"``, numpy only, fast on a CPU); it honours per-sample
-weights (:class:`~sei.active.weights.RobustWeights`), a forward-corrected loss with a
-transition matrix (DALC, applied to not-yet-queried samples only, since queried labels are
-clean) and feeds an :class:`sei.SEIRecorder` every epoch. Pass ``trainer=callable`` to use
-another engine (e.g. a wrapper around ``sei.train(..., mode="embeddings")``).
+The classifier is the training engine's softmax-regression head (``trainer="linear"``,
+:func:`train_linear`: :class:`~sei.engine.heads.LinearHead`, the engine's one loss
+:func:`~sei.engine.heads.loss_terms` and epoch runner, SGD on cached embeddings, one
+torch thread); it honours per-sample weights (:class:`~sei.active.weights.RobustWeights`),
+a forward-corrected loss with a transition matrix (DALC, applied to not-yet-queried samples
+only, since queried labels are clean) and feeds an :class:`sei.SEIRecorder` every epoch.
+Pass ``trainer=callable`` to use another one (e.g. :func:`sei_train_trainer`).
 
 DALC's transition matrix is estimated from the queried samples (clean vs original noisy
 label, add-one smoothing); a selector with ``transition_estimate = "design"`` (a
@@ -163,65 +164,81 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
     from ..recorder import SEIRecorder
 
     sel = make_selector(selector) if isinstance(selector, str) else selector
-    noisy = np.asarray(noisy_labels, np.int64)
-    clean = np.asarray(clean_labels, np.int64)
-    n = len(noisy)
-    k = int(num_classes or max(noisy.max(), clean.max()) + 1)
+    ep = _Episode(noisy_labels, clean_labels, num_classes)
+    n, k = len(ep.noisy), ep.k
     train_fn = train_linear if trainer == "linear" else trainer
-    opts = dict(train_options or {})
-    oracle = Oracle(clean)
-    labels = noisy.copy()
-    queried = np.zeros(n, bool)
-    query_round = np.full(n, -1)
-    draws = []  # uniform parts of the queries: (round, indices, size of the set drawn from)
     out = {k_: [] for k_ in ("labels_queried", "test_accuracy", "batch_precision", "precision",
                              "remaining_mislabeled", "train_label_accuracy")}
-    picks_all = []
-    hits = 0
     rnd = 0
     while True:
         weights = RobustWeights(n, **(robust_options or {})) if sel.robust_training else None
-        tmat = None
-        if sel.uses_transition_matrix and queried.any():
-            tmat = design_transition_matrix(noisy, clean, query_round, draws, k) \
-                if getattr(sel, "transition_estimate", None) == "design" else \
-                estimate_transition_matrix(noisy, clean, queried, k)
         rec = SEIRecorder(n, k)
-        trained = train_fn(features, labels, k, epochs=epochs, sample_weights=weights,
-                           transition_matrix=tmat, correct_mask=~queried, recorder=rec,
-                           seed=seed * 1000 + rnd, **opts)
+        trained = train_fn(features, ep.labels, k, epochs=epochs, sample_weights=weights,
+                           transition_matrix=ep.transition(sel), correct_mask=~ep.queried, recorder=rec,
+                           seed=seed * 1000 + rnd, **dict(train_options or {}))
         model, probs = trained[0], trained[1]
         if len(trained) > 3 and trained[3] is not None:
             rec = trained[3]  # the engine kept its own recorder
         acc = np.nan
         if test_features is not None and hasattr(model, "predict_proba"):
             acc = float(np.mean(model.predict_proba(test_features).argmax(1) == np.asarray(test_labels)))
-        out["labels_queried"].append(int(queried.sum()))
-        out["test_accuracy"].append(acc)
-        out["remaining_mislabeled"].append(int(np.sum(labels != clean)))
-        out["train_label_accuracy"].append(float(np.mean(probs.argmax(1) == clean)))
-        out["precision"].append(hits / max(queried.sum(), 1) if queried.any() else np.nan)
-        if queried.sum() >= budget or queried.all():
+        ep.record(out, acc, probs)
+        if ep.queried.sum() >= budget or ep.queried.all():
             break
-        ctx = SelectionContext(labels, probs, exclude=queried,
+        ctx = SelectionContext(ep.labels, probs, exclude=ep.queried,
                                alpha=None if weights is None else weights.alpha,
                                sei_scores=rec.scores(score_name) if sel.needs_sei else None,
                                graph=graph, seed=seed * 1000 + rnd)
-        picks = sel.select(ctx, min(batch_size, budget - int(queried.sum())))
-        wrong = labels[picks] != clean[picks]
-        out["batch_precision"].append(float(wrong.mean()) if len(picks) else np.nan)
-        hits += int(wrong.sum())
-        labels[picks] = oracle.query(picks)
-        queried[picks] = True
-        query_round[picks] = rnd
-        if getattr(sel, "last_draw", None) is not None:
-            draws.append((rnd, *sel.last_draw))
-        picks_all.append(picks)
+        picks = sel.select(ctx, min(batch_size, budget - int(ep.queried.sum())))
+        out["batch_precision"].append(ep.correct(picks, rnd, getattr(sel, "last_draw", None)))
         rnd += 1
     res = {k_: np.asarray(v) for k_, v in out.items()}
-    res["picks"] = np.concatenate(picks_all) if picks_all else np.zeros(0, np.int64)
+    res["picks"] = np.concatenate(ep.picks) if ep.picks else np.zeros(0, np.int64)
     res["selector"] = sel.name
     return res
+
+
+class _Episode:
+    """The labels of one episode as the oracle corrects them, and what was queried when."""
+
+    def __init__(self, noisy_labels, clean_labels, num_classes=None):
+        self.noisy = np.asarray(noisy_labels, np.int64)
+        self.clean = np.asarray(clean_labels, np.int64)
+        self.k = int(num_classes or max(self.noisy.max(), self.clean.max()) + 1)
+        self.oracle = Oracle(self.clean)
+        self.labels = self.noisy.copy()
+        self.queried = np.zeros(len(self.noisy), bool)
+        self.query_round = np.full(len(self.noisy), -1)
+        self.draws = []  # uniform parts of the queries: (round, indices, size of the set drawn from)
+        self.picks, self.hits = [], 0
+
+    def transition(self, sel):
+        """The round's T for a selector that trains with the forward-corrected loss (else None)."""
+        if not (sel.uses_transition_matrix and self.queried.any()):
+            return None
+        if getattr(sel, "transition_estimate", None) == "design":
+            return design_transition_matrix(self.noisy, self.clean, self.query_round, self.draws, self.k)
+        return estimate_transition_matrix(self.noisy, self.clean, self.queried, self.k)
+
+    def record(self, out, acc, probs):
+        q = int(self.queried.sum())
+        out["labels_queried"].append(q)
+        out["test_accuracy"].append(acc)
+        out["remaining_mislabeled"].append(int(np.sum(self.labels != self.clean)))
+        out["train_label_accuracy"].append(float(np.mean(probs.argmax(1) == self.clean)))
+        out["precision"].append(self.hits / q if q else np.nan)
+
+    def correct(self, picks, rnd, draw=None):
+        """Query ``picks`` in round ``rnd``; returns the share of them that was mislabeled."""
+        wrong = self.labels[picks] != self.clean[picks]
+        self.hits += int(wrong.sum())
+        self.labels[picks] = self.oracle.query(picks)
+        self.queried[picks] = True
+        self.query_round[picks] = rnd
+        if draw is not None:
+            self.draws.append((rnd, *draw))
+        self.picks.append(picks)
+        return float(wrong.mean()) if len(picks) else np.nan
 
 
 def summarize(runs, *, target_accuracy=None):
