@@ -159,3 +159,25 @@ def test_compare_without_pred_probs_warns():
     hist, labels, _, _ = planted_history()
     with pytest.warns(UserWarning, match="out-of-sample"):
         compare_with_confident_learning(labels, hist)
+
+
+def test_auto_score_reads_the_core_default_with_and_without_features(monkeypatch):
+    from sei import constants
+
+    hist, labels, _, _ = planted_history()
+    x = np.random.default_rng(0).normal(size=(len(labels), 4))
+    rec = sei.SEIRecorder.from_history(hist, labels)
+    # give the two defaults different values so the test sees which one each call read
+    monkeypatch.setattr(constants, "DEFAULT_SCORE", "sei")
+    monkeypatch.setattr(constants, "DEFAULT_FEATURE_SCORE", "knn_margin")
+    np.testing.assert_array_equal(get_label_quality_scores(labels, hist), get_label_quality_scores(labels, hist, method="sei"))
+    expected = get_label_quality_scores(labels, hist, method="knn_margin", features=x)
+    np.testing.assert_array_equal(get_label_quality_scores(labels, hist, features=x), expected)
+    np.testing.assert_array_equal(find_label_issues(labels, rec, features=x),
+                                  find_label_issues(labels, rec, score="knn_margin", features=x))
+    # an auxiliary threshold keeps "auto" to the scores of the dynamics alone
+    aux = np.arange(3)
+    np.testing.assert_array_equal(
+        find_label_issues(labels, rec, features=x, threshold="aux_mean", threshold_samples=aux),
+        find_label_issues(labels, rec, score="sei", threshold="aux_mean", threshold_samples=aux))
+    assert constants.resolve_score("aum", True) == "aum"

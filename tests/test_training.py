@@ -263,3 +263,16 @@ def test_neighbour_label_score_refuses_what_it_cannot_do(bad, match):
     x, noisy, _ = _blobs(n=50)
     with pytest.raises(ValueError, match=match):
         _fit(x, noisy, epochs=1, score="aum_prob_knn", **bad)
+
+
+def test_auto_score_is_the_feature_default_except_when_fine_tuning(monkeypatch):
+    from sei import constants
+    from sei.engine import TrainConfig
+
+    monkeypatch.setattr(constants, "DEFAULT_SCORE", "sei")
+    monkeypatch.setattr(constants, "DEFAULT_FEATURE_SCORE", "knn_margin")
+    assert TrainConfig().score == "knn_margin"  # embeddings / frozen: the features are at hand
+    assert TrainConfig(mode="finetune").score == "sei"
+    assert TrainConfig(threshold="aux_quantile").score == "sei"  # aux samples do not calibrate neighbours
+    assert TrainConfig(score="aum").score == "aum"
+    assert TrainConfig().head == constants.DEFAULT_HEAD
