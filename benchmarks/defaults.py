@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 import sei  # noqa: E402
 from benchmarks import defaults_data as data  # noqa: E402
 from benchmarks.detection_core import log  # noqa: E402
+from benchmarks.detection_core import margin  # noqa: E402
 from benchmarks.detection_methods import poe_score  # noqa: E402
 from benchmarks.harness import TimeGuard, detection_metrics  # noqa: E402
 
@@ -86,8 +87,10 @@ def _score_all(rec, labels, thresholds, aux, neighbours=None, mean_logp=None):
     """{(score, threshold): (score array, flags)} of one run."""
     out = {}
     k = rec.num_classes
-    raws = {s: rec.scores(s) for s in PLAIN}
-    if neighbours is not None:
+    # per-class scores (mean_logp) need state sei.train keeps only for its own score: from the hook's mean
+    raws = {s: (margin(mean_logp, labels) if getattr(sei.scores.SCORES[s], "per_class", False) else rec.scores(s))
+            for s in PLAIN}
+    if neighbours is not None:  # the benchmark's product of experts "poe" (the registry's poe_knn, its own code)
         for s in ("aum_prob_knn", "knn_margin"):
             raws[s] = sei.feature_score(s, raws["aum_prob"], labels, neighbors=neighbours, num_classes=k)
         raws["poe"] = poe_score(mean_logp, labels, neighbours)
@@ -113,7 +116,7 @@ def cell_a(x, y, is_mis, seed, neighbours, names):
     cands, aum, secs, runs = {}, [], {}, {}
     for head, kw in HEADS.items():
         for aux_on in (True, False):
-            hook = None if aux_on else LogProbMean(len(y), len(names))
+            hook = LogProbMean(len(y), len(names) + aux_on)
             t = time.time()
             r = sei.train(x, y, class_names=names, progress=False, seed=seed, aux_class=aux_on, score="aum_prob",
                           threshold="aux_quantile" if aux_on else "auto", on_record=hook, **kw)
@@ -125,8 +128,8 @@ def cell_a(x, y, is_mis, seed, neighbours, names):
     for (head, aux_on), (r, hook) in runs.items():
         lab = np.asarray(r.labels_used)
         aux = np.asarray(r.aux_indices)
-        scored = _score_all(r.recorder, lab, AUX if aux_on else NO_AUX, aux,
-                            None if aux_on else neighbours, None if aux_on else hook.mean())
+        scored = _score_all(r.recorder, lab, AUX if aux_on else NO_AUX, aux, None if aux_on else neighbours,
+                            hook.mean())
         _metrics(scored, is_mis, valid, head, cands)
         aum.append(cands[_key((head, "aum", AUX[0] if aux_on else "auto"))]["auroc"])
     return cands, float(max(aum)), secs, valid
