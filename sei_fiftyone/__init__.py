@@ -5,6 +5,7 @@
     view = sfo.sorted_view(dataset)          # flagged samples, most likely mislabeled first
     sfo.suggest_relabels(dataset, budget=50) # tag a batch for review
     sfo.apply_suggestions(dataset.match_tags("sei_relabel"))
+    [c.name for c in sfo.MODEL_CHOICES]     # the model names of compute_sei and the App's form
 
 This file is also the entry point of the App plugin ``@sei/fiftyone`` (``fiftyone.yml``
 beside it; install with ``python -m sei_fiftyone install-plugin``). FiftyOne loads it by
@@ -16,6 +17,7 @@ import importlib
 # Lazy, so that `sei_fiftyone.db` can start a database before fiftyone is imported
 # (FiftyOne reads FIFTYONE_DATABASE_URI once, on import).
 _EXPORTS = {
+    "MODEL_CHOICES": "sei_fiftyone.model_choices",
     "SEI": "sei_fiftyone.runs",
     "SEIConfig": "sei_fiftyone.runs",
     "SEIResults": "sei_fiftyone.runs",
@@ -44,6 +46,7 @@ def __dir__():
 
 
 __all__ = [
+    "MODEL_CHOICES",
     "SEI",
     "SEIConfig",
     "SEIResults",
