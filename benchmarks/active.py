@@ -24,6 +24,7 @@ curves with ±1 std bands), ``active_<setting>_precision.png`` and ``active_raw.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -199,7 +200,7 @@ def write_report(out, a, results, info, done, planned):
         "Labels to target = labels queried when test accuracy first reaches the target (per seed; "
         "'mean curve': on the seed-mean accuracy curve). Selection precision = share of queried samples that "
         "were mislabeled." + (f" Cut: {a.cut}." if a.cut else "") + partial,
-        "", f"Produced by `nice -n 10 python benchmarks/active.py {' '.join(info['argv'])}`.", ""]
+        "", f"Produced by `nice -n 10 python benchmarks/active.py {shlex.join(info['argv'])}`.", ""]
     (out / "active.md").write_text("\n".join(head) + "\n" + "\n\n".join(tables) + "\n")
 
 
