@@ -139,11 +139,12 @@ class Pending:
 
 
 def scatter_add(acc: np.ndarray, ids: np.ndarray, block: np.ndarray, marker: np.ndarray) -> None:
-    """``acc[ids] += block`` with repeated ids summed (``np.add.at``), at the speed of
-    plain fancy indexing for the ids seen once (``marker``: an (N,) int scratch array)."""
+    """``acc[ids] += block`` with repeated ids summed, as ``np.add.at`` does but at the speed
+    of plain fancy indexing for one row per distinct id (found with ``marker``, an (N,) int
+    scratch array); only the repeats go through ``np.add.at``."""
     pos = np.arange(ids.shape[0], dtype=marker.dtype)
     marker[ids] = pos
-    last = marker[ids] == pos  # one row per distinct id (its last occurrence)
+    last = marker[ids] == pos  # one row per distinct id: its last occurrence
     if last.all():
         acc[ids] += block
         return

@@ -168,13 +168,14 @@ class SEIRecorder(RecorderState):
             )
         if ids.dtype.kind not in "iu":
             raise TypeError(f"sample_ids must be integers, got dtype {ids.dtype}.")
-        if ids.min() < 0 or ids.max() >= self.num_samples:
+        ids = ids.astype(np.int64, copy=False)
+        if ids.view(np.uint64).max() >= self.num_samples:  # one pass: negative ids wrap around to huge
             raise ValueError(
                 f"sample_ids must lie in 0..{self.num_samples - 1}, got {ids.min()}..{ids.max()}; "
                 "create the recorder with the full data set size."
             )
         labels = check_labels(labels, values.shape[0], self.num_classes)
-        self._accumulate(ids.astype(np.int64, copy=False), values, labels, from_logits)
+        self._accumulate(ids, values, labels, from_logits)
 
     def _accumulate(self, ids, values, labels, from_logits):
         self.labels[ids] = labels

@@ -23,7 +23,9 @@ def _is_tensor(x) -> bool:
 def _is_low_float(dtype) -> bool:
     """float16, bfloat16 (``ml_dtypes``) and narrower floats: computed in float32."""
     dtype = np.dtype(dtype)
-    return (dtype.kind == "f" and dtype.itemsize < 4) or dtype.name in ("bfloat16",) or dtype.name.startswith("float8")
+    if dtype.itemsize >= 4:  # the common case, without numpy's slow dtype.name
+        return False
+    return dtype.kind == "f" or dtype.name in ("bfloat16",) or dtype.name.startswith("float8")
 
 
 def input_eps(x) -> float:
