@@ -95,3 +95,17 @@ def test_sei_fc_runs_in_the_simulator_with_the_design_estimate():
     assert list(res["labels_queried"]) == [0, 100, 200, 300]
     assert len(np.unique(res["picks"])) == 300
     assert res["batch_precision"].mean() > mis.mean()  # the SEI-alpha part finds mislabeled samples
+
+
+def test_train_linear_applies_the_transition_only_where_the_mask_says():
+    from sei.active import train_linear
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    x = np.eye(3)[y] * 2 + rng.normal(size=(300, 3))
+    t = np.full((3, 3), 0.25) + np.eye(3) * 0.25
+    plain = train_linear(x, y, 3, epochs=3)[1]
+    masked_off = train_linear(x, y, 3, epochs=3, transition_matrix=t, correct_mask=np.zeros(300, bool))[1]
+    corrected = train_linear(x, y, 3, epochs=3, transition_matrix=t)[1]
+    np.testing.assert_allclose(masked_off, plain, atol=1e-6)  # the engine's loss: T nowhere = plain CE
+    assert np.abs(corrected - plain).max() > 1e-3
