@@ -43,8 +43,11 @@ class MissingWeightsError(RuntimeError):
     """
 
     def __init__(self, reason: str):
+        super().__init__(reason)  # args stay (reason,): a pickled copy (another process) is the same error
         self.reason = reason
-        super().__init__(f"{reason} {MODEL_OPTIONS_HELP}")
+
+    def __str__(self):
+        return f"{self.reason} {MODEL_OPTIONS_HELP}"
 _HF_SAFE_WEIGHTS = "open_clip_model.safetensors"
 
 

@@ -63,3 +63,11 @@ def test_a_checkpoint_file_needs_its_architecture(tiny_folder):
     path = os.path.join(tiny_folder, "open_clip_pytorch_model.bin")
     assert "arch=" in weights_problem(path)
     assert weights_problem("efficientnet-lite0") is None
+
+
+def test_missing_weights_error_keeps_its_reason_across_processes():
+    import pickle
+
+    e = MissingWeightsError("no weights here.")
+    copy = pickle.loads(pickle.dumps(e))
+    assert copy.reason == e.reason and str(copy) == str(e) and "Options for model=" in str(e)
