@@ -1,7 +1,9 @@
 """The ``@sei/fiftyone`` App operators: thin forms over :mod:`sei_fiftyone`'s Python API.
 
 Parameters carry the names of the Python arguments (``label_field``, ``brain_key``,
-``model``, ``embeddings_field``, ``epochs``, ``threshold``, ``budget``, ...).
+``model``, ``embeddings_field``, ``mode``, ``image_size``, ``device``, ``epochs``,
+``threshold``, ``budget``, ...). The compute form's fields live in
+:mod:`sei_fiftyone.compute_form`, its model list in :mod:`sei_fiftyone.model_choices`.
 """
 
 from __future__ import annotations
