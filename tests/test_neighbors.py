@@ -54,6 +54,36 @@ def test_label_margin_by_hand():
     np.testing.assert_allclose(sei.knn_label_margin(labels, neighbors=neighbors), [1, 1, 1, -1])
 
 
+def test_label_frequencies_by_hand_with_and_without_smoothing():
+    labels = np.array([0, 0, 1, 2])
+    neighbors = np.array([[1, 2], [0, 3], [0, 1], [2, 2]])
+    np.testing.assert_allclose(sei.neighbors.knn_label_frequencies(labels, neighbors, 3),
+                               [[.5, .5, 0], [.5, 0, .5], [1, 0, 0], [0, 1, 0]])
+    np.testing.assert_allclose(sei.neighbors.knn_label_frequencies(labels, neighbors, 3, smoothing=1.0),
+                               [[.4, .4, .2], [.4, .2, .4], [.6, .2, .2], [.2, .6, .2]])  # (count + 1) / (2 + 3)
+    with pytest.raises(ValueError, match="smoothing"):
+        sei.neighbors.knn_label_frequencies(labels, neighbors, 3, smoothing=-1)
+
+
+def test_poe_knn_says_what_it_fuses_with():
+    labels = np.array([0, 0, 1, 1])
+    neighbors = np.array([[1, 2], [0, 2], [3, 0], [2, 1]])
+    with pytest.raises(ValueError, match=r"fusion_input\('poe_knn'\)"):
+        sei.feature_score("poe_knn", None, labels, neighbors=neighbors)
+    with pytest.raises(ValueError, match=r"\(N, K\) per-class mean_logp"):
+        sei.feature_score("poe_knn", np.zeros(4), labels, neighbors=neighbors)
+    with pytest.raises(ValueError, match="class columns"):
+        sei.feature_score("poe_knn", np.zeros((4, 2)), labels, neighbors=neighbors, num_classes=3)
+    # equal log-probabilities: the neighbours alone decide, add-one smoothed: (2 + 1) / 4 vs (0 + 1) / 4
+    agreeing = np.array([[1, 1], [0, 0], [3, 3], [0, 0]])  # sample 3 (label 1) sits among label 0
+    np.testing.assert_allclose(sei.feature_score("poe_knn", np.zeros((4, 2)), labels, neighbors=agreeing),
+                               np.log(3.0) * np.array([1, 1, 1, -1]))
+    # and log-probabilities shift the margin one for one
+    logp = np.log(np.array([[.5, .5], [.5, .5], [.5, .5], [.1, .9]]))
+    np.testing.assert_allclose(sei.feature_score("poe_knn", logp, labels, neighbors=agreeing)[3],
+                               np.log(.9 / .1) - np.log(3.0))
+
+
 def test_neighbours_find_errors_the_dynamics_cannot():
     from sklearn.metrics import roc_auc_score
 
