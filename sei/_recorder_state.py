@@ -1,5 +1,6 @@
-"""Saving and restoring an :class:`sei.SEIRecorder` (checkpoints, ``.npz`` files), and
-building one from a stored (T, N, K) history.
+"""Saving and restoring an :class:`sei.SEIRecorder` (checkpoints, ``.npz`` files), merging
+its epoch accumulators across torch.distributed ranks, and building one from a stored
+(T, N, K) history.
 
 The accumulator's columns are saved with their names (``epoch_fields``; a per-class
 statistic's K columns as ``name:0`` .. ``name:K-1``), so a state loads into a recorder
@@ -11,6 +12,7 @@ statistic the state lacks (saved before its score was added, or not asked for) r
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
 
 import numpy as np
@@ -106,6 +108,27 @@ class RecorderState:
             os.unlink(tmp)
             raise
         return mm
+
+    def _all_reduce_epoch(self):
+        """Sum the epoch accumulators over the ranks of an initialised torch.distributed group."""
+        dist_mod = sys.modules.get("torch.distributed")  # never import torch ourselves
+        if dist_mod is None or not dist_mod.is_available() or not dist_mod.is_initialized():
+            return
+        if dist_mod.get_world_size() <= 1:
+            return
+        import torch
+
+        tensor = torch.from_numpy(self._acc.ravel())
+        if dist_mod.get_backend() == "nccl":
+            tensor = tensor.cuda()
+        dist_mod.all_reduce(tensor, op=dist_mod.ReduceOp.SUM)
+        self._acc[:] = tensor.cpu().numpy().reshape(self._acc.shape)
+        # Labels are per-rank: take, for each sample, the label from any rank that saw it.
+        lab = torch.from_numpy(self.labels.copy())
+        if dist_mod.get_backend() == "nccl":
+            lab = lab.cuda()
+        dist_mod.all_reduce(lab, op=dist_mod.ReduceOp.MAX)
+        self.labels[:] = lab.cpu().numpy()
 
     def state_dict(self) -> dict:
         """All state as numpy arrays and scalars (for checkpoints); copies."""

@@ -12,8 +12,6 @@ every recorder created afterwards.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from . import scores as _scores
@@ -253,26 +251,6 @@ class SEIRecorder(RecorderState):
             elif self.num_epochs == self.mid_epoch:
                 self._mid[name] = value
 
-    def _all_reduce_epoch(self):
-        dist_mod = sys.modules.get("torch.distributed")  # never import torch ourselves
-        if dist_mod is None or not dist_mod.is_available() or not dist_mod.is_initialized():
-            return
-        if dist_mod.get_world_size() <= 1:
-            return
-        import torch
-
-        tensor = torch.from_numpy(self._acc.ravel())
-        if dist_mod.get_backend() == "nccl":
-            tensor = tensor.cuda()
-        dist_mod.all_reduce(tensor, op=dist_mod.ReduceOp.SUM)
-        self._acc[:] = tensor.cpu().numpy().reshape(self._acc.shape)
-        # Labels are per-rank: take, for each sample, the label from any rank that saw it.
-        lab = torch.from_numpy(self.labels.copy())
-        if dist_mod.get_backend() == "nccl":
-            lab = lab.cuda()
-        dist_mod.all_reduce(lab, op=dist_mod.ReduceOp.MAX)
-        self.labels[:] = lab.cpu().numpy()
-
     # ------------------------------------------------------------------ reading
     def scores(self, name: str = "sei", labels=None) -> np.ndarray:
         """One float per sample, lower = more likely mislabeled; NaN where never seen.
@@ -340,23 +318,34 @@ class SEIRecorder(RecorderState):
         self._check_recorded(fused)
         if self.num_epochs == 0:
             raise ValueError("No epoch recorded yet: call update(...) for each batch and end_epoch() after each epoch.")
-        return self._reduced(fused)
+        return self._per_class_reduced(fused)
 
-    def _reduced(self, score) -> np.ndarray:
-        """The "sum" / "mean" reduction of ``score``'s statistic: (N,) or (N, K); NaN where unseen."""
+    def _reduced(self, score, rows=slice(None)) -> np.ndarray:
+        """The "sum" / "mean" reduction of ``score``'s statistic over ``rows``: (n,) or (n, K);
+        NaN where unseen."""
         t = self._total
-        n = t[_LOGIT_EPOCHS] if score.needs_logits else t[_EPOCHS]
+        n = (t[_LOGIT_EPOCHS] if score.needs_logits else t[_EPOCHS])[rows]
         seen = n > 0
-        if score.needs_logits and not seen.any():
+        if score.needs_logits and not (t[_LOGIT_EPOCHS] > 0).any():
             others = ", ".join(s for s, sc in _scores.SCORES.items() if not (sc.needs_logits or sc.needs_features))
             raise ValueError(f"The {score.name!r} score needs logits: call update(..., from_logits=True), "
                              f"or use a score computed from probabilities ({others}).")
-        total = t[score.statistic.name]
+        total = t[score.statistic.name][rows]
         if total.ndim == 2:
             seen, n = seen[:, None], n[:, None]
         if score.reduce == "sum":
             return np.where(seen, total, np.nan)
         return np.where(seen, total / np.where(seen, n, 1.0), np.nan)
+
+    def _per_class_reduced(self, score, labels=None) -> np.ndarray:
+        """(N, K) reduced per-class statistic, or (N,) its readout at ``labels``; in row
+        chunks, so that no (N, K) temporary is allocated besides the output."""
+        out = np.empty((self.num_samples, self.num_classes) if labels is None else self.num_samples)
+        for start in range(0, self.num_samples, _CHUNK_ROWS):
+            sl = slice(start, start + _CHUNK_ROWS)
+            part = self._reduced(score, sl)
+            out[sl] = part if labels is None else score.readout(part, np.maximum(labels[sl], 0))
+        return out
 
     def _reduce(self, score, labels: np.ndarray) -> np.ndarray:
         """``score``'s statistic reduced over the recorded epochs, before ``negate``."""
@@ -366,8 +355,7 @@ class SEIRecorder(RecorderState):
             return self._last[score.statistic.name].copy()
         if score.reduce == "middle":
             return self._middle(score)
-        reduced = self._reduced(score)
-        return score.readout(reduced, np.maximum(labels, 0)) if score.per_class else reduced
+        return self._per_class_reduced(score, labels) if score.per_class else self._reduced(score)
 
     def _from_last_probs(self, score, labels: np.ndarray) -> np.ndarray:
         # Row chunks: a float64 copy of the (N, K) probabilities would double the memory.
