@@ -316,10 +316,11 @@ def main(argv=None):
     ap.add_argument("--time-limit", type=float, default=None, help="seconds; cells not started by then are left out")
     ap.add_argument("--report", action="store_true", help="only write the tables from the measured cells")
     ap.add_argument("--only", nargs="*", default=None, help="regime/data pairs to measure, e.g. a/digits")
+    ap.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
     a = ap.parse_args(argv)
     if not a.report:
         order = ORDER if a.only is None else tuple(tuple(o.split("/")) for o in a.only)
-        measure(TimeGuard(a.time_limit), order=order)
+        measure(TimeGuard(a.time_limit), seeds=a.seeds, order=order)
     from benchmarks.defaults_report import write_report
 
     write_report({**detection_b_cells(), **_load_cells()})
