@@ -3,6 +3,7 @@
     nice python benchmarks/recorder_memory.py                       # N = 1e6, K = 100 (a few GB)
     nice python benchmarks/recorder_memory.py --n 100000 --k 100    # quick
     nice python benchmarks/recorder_memory.py --src /path/to/other/checkout   # compare a version
+    nice python benchmarks/recorder_memory.py --extra-scores poe_knn    # with the (N, K) log-prob sums
 
 Each measurement runs in a fresh interpreter. The peak resident set (VmHWM) is reset
 before each phase (``/proc/self/clear_refs``), so every row is that phase's own peak;
@@ -42,6 +43,8 @@ import sei
 from sei import SEIRecorder
 
 n, k, batch, epochs = (int(a) for a in sys.argv[1:5])
+extra = [s for s in sys.argv[5].split(",") if s] if len(sys.argv) > 5 else []
+kw = {"extra_scores": extra} if extra else {}
 baseline = _status("VmRSS")
 rows = []
 
@@ -56,7 +59,7 @@ def phase(name, fn):
 rng = np.random.default_rng(0)
 probs = rng.dirichlet(np.ones(k), size=batch).astype(np.float32)
 labels = rng.integers(0, k, n)
-rec = phase("construct", lambda: SEIRecorder(n, k, max_epochs=epochs))
+rec = phase("construct", lambda: SEIRecorder(n, k, max_epochs=epochs, **kw))
 
 def arrays_bytes(r):
     seen, total = set(), 0
@@ -83,8 +86,10 @@ def one_epoch():
 for e in range(epochs):
     phase(f"update, epoch {e + 1}", one_epoch)
     phase(f"end_epoch {e + 1}", rec.end_epoch)
-for name in ("sei", "aum_prob", "se_mid", "mistakenness"):
+for name in ("sei", "aum_prob", "se_mid", "mistakenness") + (("mean_logp",) if extra else ()):
     phase(f"scores('{name}')", lambda: rec.scores(name))
+if "poe_knn" in extra:
+    phase("fusion_input('poe_knn')", lambda: rec.fusion_input("poe_knn"))
 phase("predicted_labels", rec.predicted_labels)
 print(json.dumps({"n": n, "k": k, "batch": batch, "epochs": epochs, "baseline": baseline,
                   "array_bytes": arrays_bytes(rec), "rows": rows, "numpy": np.__version__,
@@ -92,11 +97,11 @@ print(json.dumps({"n": n, "k": k, "batch": batch, "epochs": epochs, "baseline": 
 """
 
 
-def measure(n, k, batch, epochs, src=None):
+def measure(n, k, batch, epochs, src=None, extra=""):
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = os.path.abspath(src) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(k), str(batch), str(epochs)],
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(k), str(batch), str(epochs), extra],
                          check=True, capture_output=True, text=True, env=env, cwd=src or None)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -105,7 +110,8 @@ def table(res, title):
     gb = 1e9
     arr = res["array_bytes"]
     lines = [f"### {title}", "",
-             f"N = {res['n']:,}, K = {res['k']}, batch = {res['batch']}, epochs = {res['epochs']}; "
+             f"N = {res['n']:,}, K = {res['k']}, batch = {res['batch']}, epochs = {res['epochs']}"
+             f"{'; extra_scores = ' + res['extra'] if res.get('extra') else ''}; "
              f"recorder arrays {arr / gb:.2f} GB; baseline RSS (python + numpy + sei) {res['baseline'] / gb:.2f} GB",
              "", "| phase | peak RSS (GB) | peak / arrays | peak above baseline / arrays | seconds |",
              "|---|---:|---:|---:|---:|"]
@@ -129,12 +135,14 @@ def main(argv=None):
     ap.add_argument("--src", action="append", default=[],
                     help="checkout(s) to measure instead of the installed sei (repeatable; label=path allowed)")
     ap.add_argument("--json", help="also write the raw measurements here")
+    ap.add_argument("--extra-scores", default="", help="comma-separated SEIRecorder(extra_scores=...), e.g. poe_knn")
     args = ap.parse_args(argv)
     sources = args.src or [""]
     results = {}
     for spec in sources:
         label, _, path = spec.rpartition("=") if "=" in spec else (spec or "this checkout", "", spec)
-        res = measure(args.n, args.k, args.batch, args.epochs, path or None)
+        res = measure(args.n, args.k, args.batch, args.epochs, path or None, args.extra_scores)
+        res["extra"] = args.extra_scores
         text, ratio = table(res, label)
         print(text, "\n", flush=True)
         results[label] = res
