@@ -7,7 +7,8 @@ lower = more likely mislabeled.
 
 What is recorded, and how each score reduces it, is read from the score registry
 (:data:`sei.scores.SCORES`, where the formulas are): a score added there is recorded by
-every recorder created afterwards.
+every recorder created afterwards (one whose statistic is per class, O(N K), only by
+recorders created with ``extra_scores`` naming it).
 """
 
 from __future__ import annotations
@@ -264,8 +265,8 @@ class SEIRecorder(RecorderState):
             samples whose label equals the one trained on, the recorded dynamics are
             used. Where a label differs, only the scores that do not need the past
             epochs' agreement with that label can be recomputed (``Score.relabelable``:
-            ``"ei"``, label-free, and ``"mistakenness"``, from the last epoch's
-            probabilities). Any other score raises a
+            ``"ei"`` and ``"mean_logp"``, label-free, and ``"mistakenness"``, from the last
+            epoch's probabilities). Any other score raises a
             ValueError, since the recorder keeps running sums and not the per-epoch
             probabilities: pass the (T, N, K) history instead (``history_path=``), or
             retrain on the new labels.
