@@ -66,13 +66,17 @@ class ReviewPanel(foo.Panel):
     # -- events ---------------------------------------------------------------------------
 
     def on_load(self, ctx):
+        ctx.ops.split_panel(self.config.name, layout="horizontal")  # the grid beside the panel
+        self.on_refresh(ctx)
+
+    def on_refresh(self, ctx):
         runs = _runs(ctx)
         key = ctx.panel.state.brain_key
         self._show_run(ctx, key if key in runs else (runs[0] if runs else None))
 
     def on_change_dataset(self, ctx):
         ctx.panel.state.clear()
-        self.on_load(ctx)
+        self.on_refresh(ctx)
 
     @_reported
     def on_change_run(self, ctx):
@@ -80,14 +84,13 @@ class ReviewPanel(foo.Panel):
 
     @_reported
     def on_cutoff(self, ctx):
-        value = ctx.params.get("value", ctx.panel.state.cutoff)
-        review.set_cutoff(ctx.dataset, ctx.panel.state.brain_key, value)
+        review.set_cutoff(ctx.dataset, ctx.panel.state.brain_key, ctx.panel.state.cutoff)
         self._refresh(ctx)
         ctx.ops.reload_samples()
 
     @_reported
     def on_reset_cutoff(self, ctx):
-        ctx.params["value"] = review.computed_cutoff(ctx.dataset, ctx.panel.state.brain_key)
+        ctx.panel.state.cutoff = review.summary(ctx.dataset, ctx.panel.state.brain_key)["computed_cutoff"]
         self.on_cutoff(ctx)
 
     @_reported
@@ -126,13 +129,13 @@ class ReviewPanel(foo.Panel):
     @_reported
     def on_rerun(self, ctx):
         params = review.rerun_params(ctx.dataset, ctx.panel.state.brain_key)
-        ctx.prompt(COMPUTE_URI, params=params, on_success=self.on_load)
+        ctx.prompt(COMPUTE_URI, params=params, on_success=self.on_refresh)
 
     def on_compare(self, ctx):
-        ctx.prompt(COMPARE_URI, params={"brain_key": ctx.panel.state.brain_key}, on_success=self.on_load)
+        ctx.prompt(COMPARE_URI, params={"brain_key": ctx.panel.state.brain_key}, on_success=self.on_refresh)
 
     def on_show_disagreements(self, ctx):
-        ctx.ops.set_view(name=ctx.panel.state.comparison["view_name"])
+        ctx.ops.set_view(name=get_comparison(ctx.dataset, ctx.panel.state.brain_key)["view_name"])
 
     # -- state ----------------------------------------------------------------------------
 
@@ -149,18 +152,14 @@ class ReviewPanel(foo.Panel):
         ctx.ops.reload_samples()
 
     def _refresh(self, ctx):
-        """Recompute what the panel shows from the dataset (plots, counts, queue rows)."""
+        """Recompute the plots (panel data) and the cutoff input from the dataset. The texts
+        are rendered from the database (:meth:`render`), so an event answered late with an
+        older state never shows stale counts."""
         dataset, key = ctx.dataset, ctx.panel.state.brain_key
         hist = review.score_histogram(dataset, key)
-        conf = review.confusion(dataset, key)
         ctx.panel.data.histogram = hist["data"]
-        ctx.panel.data.confusion = conf["data"]
-        ctx.panel.state.set({
-            "cutoff": hist["cutoff"], "hist_layout": hist["layout"],
-            "counts": review.review_counts(dataset, key),
-            "queue_items": review.queue_items(dataset, key, ctx.panel.state.queue or [])[:SHOWN],
-            "comparison": self._comparison(dataset, key),
-        })
+        ctx.panel.data.confusion = review.confusion(dataset, key)["data"]
+        ctx.panel.state.cutoff = hist["cutoff"]
 
     @staticmethod
     def _comparison(dataset, key):
@@ -168,7 +167,9 @@ class ReviewPanel(foo.Panel):
             comparison = get_comparison(dataset, key)
         except ImportError:
             return {"available": False}
-        return {"available": True, **(comparison or {}), "exists": comparison is not None}
+        shown = ("n_disagree", "n_sei_only", "n_cl_only", "view_name", "metrics")
+        return {"available": True, "exists": comparison is not None,
+                **{k: comparison[k] for k in shown if comparison is not None and k in comparison}}
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -183,46 +184,48 @@ class ReviewPanel(foo.Panel):
             choices.add_choice(key, label=key)
         panel.enum("brain_key", choices.values(), label="SEI run", view=choices, on_change=self.on_change_run)
         state = ctx.panel.state
-        if state.brain_key is None or state.counts is None:
+        if state.brain_key not in runs:
             return types.Property(panel, view=types.GridView(orientation="vertical"))
-        self._render_cutoff(panel, state)
+        self._render_cutoff(panel, review.summary(ctx.dataset, state.brain_key))
         self._render_confusion(panel, state)
-        self._render_queue(panel, state)
-        self._render_compare(panel, state)
+        self._render_queue(panel, state, review.queue_items(ctx.dataset, state.brain_key, state.queue or [])[:SHOWN])
+        self._render_compare(panel, self._comparison(ctx.dataset, state.brain_key))
         panel.btn("rerun", label="Run again on the corrected labels", icon="replay", variant="outlined",
                   on_click=self.on_rerun)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2, padding=1))
 
-    def _render_cutoff(self, panel, state):
-        c = state.counts
+    def _render_cutoff(self, panel, c):
         panel.md(f"**{c['flagged']}** flagged · **{c['reviewed']}** reviewed · **{c['accepted']}** accepted "
-                 f"· {c['rejected']} rejected", name="counts")
-        panel.float("cutoff", label="Cutoff", description="Samples scoring below it are flagged",
-                    on_change=self.on_cutoff)
-        panel.btn("reset_cutoff", label="Reset to the run's cutoff", variant="outlined",
-                  on_click=self.on_reset_cutoff)
-        panel.plot("histogram", layout=state.hist_layout, config={"displayModeBar": False})
+                 f"· {c['rejected']} rejected", name="counts_md")
+        panel.float("cutoff", label="Cutoff", description=f"Samples scoring below it are flagged (now "
+                    f"{c['cutoff']:.4g}; the run computed {c['computed_cutoff']:.4g})")
+        row = panel.h_stack("cutoff_buttons", gap=2)
+        row.btn("apply_cutoff", label="Apply cutoff", variant="contained", on_click=self.on_cutoff)
+        row.btn("reset_cutoff", label="Reset to the run's cutoff", variant="outlined", on_click=self.on_reset_cutoff)
+        panel.plot("histogram", layout=review.histogram_layout(c["cutoff"], c["score_name"]),
+                   config={"displayModeBar": False})
 
     def _render_confusion(self, panel, state):
         panel.md("**Given label (rows) vs suggested label (columns)** of the flagged samples; "
                  "click a cell to show its samples.", name="confusion_title")
         panel.plot("confusion", on_click=self.on_cell_click, config={"displayModeBar": False},
                    layout={"height": 320, "margin": {"t": 10, "b": 70, "l": 80, "r": 10},
-                           "xaxis": {"title": {"text": "suggested"}}, "yaxis": {"title": {"text": "given"}}})
+                           "xaxis": {"title": {"text": "suggested"}},
+                           "yaxis": {"title": {"text": "given"}, "autorange": "reversed"}})
         if state.cell:
             cell = state.cell
             panel.md(f"Showing **{cell['count']}** samples: given `{cell['given']}`, suggested "
-                     f"`{cell['suggested']}`", name="cell")
+                     f"`{cell['suggested']}`", name="cell_md")
 
-    def _render_queue(self, panel, state):
-        panel.md("### Relabel queue", name="queue_title")
+    def _render_queue(self, panel, state, items):
+        panel.md("**Relabel queue**: the next batch by active label correction", name="queue_title")
         panel.int("budget", label="Batch size", default=DEFAULT_BUDGET, min=1)
         row = panel.h_stack("queue_row", gap=2, align_y="center")
         row.btn("next_batch", label="Next batch", icon="playlist_add", variant="contained",
                 on_click=self.on_next_batch)
         if state.queue:
             row.btn("show_queue", label="Show queue in grid", variant="outlined", on_click=self.on_show_queue)
-        for k, item in enumerate(state.queue_items or []):
+        for k, item in enumerate(items):
             line = panel.h_stack(f"item_{k}", gap=1, align_y="center")
             conf = "" if item["confidence"] is None else f" ({item['confidence']:.2f})"
             line.md(f"`{item['file']}` given **{item['given']}** → **{item['suggested']}**{conf}", name="text")
@@ -230,14 +233,16 @@ class ReviewPanel(foo.Panel):
                 line.btn(action.lower(), label=action, on_click=handler, params={"sample_id": item["id"]},
                          variant="contained" if action == "Accept" else "outlined")
 
-    def _render_compare(self, panel, state):
-        comparison = state.comparison or {}
-        panel.md("### Compare with confident learning", name="compare_title")
+    def _render_compare(self, panel, comparison):
+        panel.md("**Compare with confident learning**", name="compare_title")
         if not comparison.get("available"):
             panel.message("compare_na", "Not available: this install has no sei_fiftyone.compare.")
             return
         if comparison.get("exists"):
-            text = f"**{comparison['n_disagree']}** samples flagged by only one of SEI and confident learning."
+            text = f"**{comparison['n_disagree']}** samples flagged by only one of SEI and confident learning"
+            if "n_sei_only" in comparison:
+                text += f" ({comparison['n_sei_only']} by SEI only, {comparison['n_cl_only']} by CL only)"
+            text += "."
             for name, m in (comparison.get("metrics") or {}).items():
                 text += (f"\n\n{name.upper()}: precision {m['precision']:.3f} · recall {m['recall']:.3f} · "
                          f"F1 {m['f1']:.3f} · AUROC {m['auroc']:.3f}")

@@ -50,7 +50,8 @@ def _run(dataset, brain_key):
     if brain_key not in list_sei_runs(dataset):
         raise ValueError(f"No SEI run '{brain_key}' on dataset '{dataset.name}'; its SEI runs are "
                          f"{list_sei_runs(dataset)} (run compute_sei first)")
-    return dataset.get_brain_info(brain_key).config, dataset.load_brain_results(brain_key)
+    # not cached: another process (the App's server, a worker) may have moved the cutoff
+    return dataset.get_brain_info(brain_key).config, dataset.load_brain_results(brain_key, cache=False)
 
 
 def _scored(dataset, brain_key):
@@ -75,7 +76,7 @@ def score_histogram(dataset, brain_key, cutoff=None):
 
     Returns:
         ``{"data": [bar trace], "layout": {...}, "cutoff", "min", "max", "num_scored"}``;
-        the layout draws the cutoff as a vertical line
+        the layout (:func:`histogram_layout`) draws the cutoff as a vertical line
     """
     _, results = _run(dataset, brain_key)
     cutoff = float(results.threshold) if cutoff is None else check_cutoff(cutoff)
@@ -92,8 +93,14 @@ def score_histogram(dataset, brain_key, cutoff=None):
     trace = {"type": "bar", "x": centers.tolist(), "y": counts.tolist(), "width": np.diff(edges).tolist(),
              "marker": {"color": colors}, "name": results.score_name,
              "hovertemplate": "score %{x:.3f}: %{y} samples<extra></extra>"}
-    layout = {
-        "xaxis": {"title": {"text": f"{results.score_name} (lower = more likely mislabeled)"}},
+    return {"data": [trace], "layout": histogram_layout(cutoff, results.score_name), "cutoff": cutoff,
+            "min": float(scores.min()), "max": float(scores.max()), "num_scored": int(scores.size)}
+
+
+def histogram_layout(cutoff, score_name):
+    """The histogram's plotly layout: axes titles and the cutoff as a dashed vertical line."""
+    return {
+        "xaxis": {"title": {"text": f"{score_name} (lower = more likely mislabeled)"}},
         "yaxis": {"title": {"text": "samples"}}, "bargap": 0.02, "height": 260,
         "margin": {"t": 30, "b": 45, "l": 50, "r": 10},
         "shapes": [{"type": "line", "x0": cutoff, "x1": cutoff, "yref": "paper", "y0": 0, "y1": 1,
@@ -101,8 +108,16 @@ def score_histogram(dataset, brain_key, cutoff=None):
         "annotations": [{"x": cutoff, "y": 1, "yref": "paper", "text": f"cutoff {cutoff:.3g}",
                          "showarrow": False, "xanchor": "left", "yanchor": "bottom"}],
     }
-    return {"data": [trace], "layout": layout, "cutoff": cutoff, "min": float(scores.min()),
-            "max": float(scores.max()), "num_scored": int(scores.size)}
+
+
+def summary(dataset, brain_key):
+    """What the panel prints about a run, read from the database: ``cutoff``,
+    ``computed_cutoff``, ``score_name`` and the :func:`review_counts`."""
+    _, results = _run(dataset, brain_key)
+    computed = getattr(results, "computed_threshold", None)
+    return {"cutoff": float(results.threshold), "score_name": results.score_name,
+            "computed_cutoff": float(results.threshold if computed is None else computed),
+            **review_counts(dataset, brain_key)}
 
 
 def set_cutoff(dataset, brain_key, cutoff):
@@ -123,20 +138,14 @@ def set_cutoff(dataset, brain_key, cutoff):
     score_field, flag_field, _ = field_names(brain_key)
     _scored(dataset, brain_key).set_field(flag_field, F(score_field) < cutoff).save(flag_field)
     num_flagged = len(_flagged(dataset, brain_key))
-    if getattr(results, "computed_threshold", None) is None:
-        results.computed_threshold = float(results.threshold)
-    results.threshold = cutoff
-    results.num_flagged = num_flagged
-    results.save()
+    if (results.threshold, results.num_flagged) != (cutoff, num_flagged):
+        if getattr(results, "computed_threshold", None) is None:
+            results.computed_threshold = float(results.threshold)
+        results.threshold = cutoff
+        results.num_flagged = num_flagged
+        results.save()
     save_sorted_view(dataset, brain_key)
     return num_flagged
-
-
-def computed_cutoff(dataset, brain_key):
-    """The cutoff the run computed (before any :func:`set_cutoff`)."""
-    _, results = _run(dataset, brain_key)
-    computed = getattr(results, "computed_threshold", None)
-    return float(results.threshold if computed is None else computed)
 
 
 def confusion(dataset, brain_key):
