@@ -305,3 +305,26 @@ def test_choosing_another_run_and_a_dataset_without_runs(ds):
         ds.delete_brain_run(key)
     p = Panel(ds)("on_load")
     assert p.state["brain_key"] is None and "no_runs" in p.shown()
+
+
+def test_the_comparison_section_on_a_real_comparison(ds):
+    from sei_fiftyone.compare import compare_with_confident_learning, get_comparison
+
+    rng = np.random.default_rng(0)
+    classes = ds.load_brain_results("sei").classes
+    clean = ds.values("clean.label")
+    ds.set_values("features", [(np.eye(len(classes))[classes.index(c)] + rng.normal(0, 0.5, len(classes))).tolist()
+                               for c in clean])
+    found = compare_with_confident_learning(ds, "sei", embeddings_field="features", trusted_label_field="clean")
+    p = Panel(ds)("on_load")
+    text = p.text("compare_text")
+    assert text.startswith(f"**{found['n_disagree']}** samples flagged by only one")
+    assert f"F1 {found['metrics']['cl']['f1']:.3f}" in text and "SEI: precision" in text
+    p("on_show_disagreements")
+    (request,) = p.sent("set_view")
+    assert request == {"name": found["view_name"]} and ds.has_saved_view(found["view_name"])
+    p.state["cutoff"] = float(np.median(ds.values("sei")))
+    p("on_cutoff")  # the comparison follows the moved cutoff
+    moved = get_comparison(ds, "sei")
+    assert moved["n_sei_flagged"] == sum(ds.values("sei_mislabeled"))
+    assert p.text("compare_text").startswith(f"**{moved['n_disagree']}** samples")
