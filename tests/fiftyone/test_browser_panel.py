@@ -80,13 +80,65 @@ def _flags_at(ds, cutoff):
         return False
 
 
+def _move_cutoff(page, ds, cutoff):
+    """Type a cutoff and apply it: the samples are re-flagged, the run records it."""
+    from playwright.sync_api import expect
+
+    cutoff_input = page.locator(
+        "xpath=//p[text()='Cutoff']/ancestor::div[contains(@class,'MuiBox-root')][3]//input")
+    cutoff_input.fill(str(cutoff))
+    page.wait_for_timeout(500)  # the typed value reaches the panel's state
+    page.get_by_role("button", name="Apply cutoff").click()
+    assert _until(lambda: _flags_at(ds, cutoff))
+    n_flagged = sum(ds.values("sei_mislabeled"))
+    expect(page.get_by_text(f"{n_flagged} flagged")).to_be_visible(timeout=20_000)
+
+
+def _click_largest_cell(page, ds, session):
+    """Click the largest off-diagonal cell of the label matrix: the grid shows its samples."""
+    from playwright.sync_api import expect
+
+    conf = review.confusion(ds, "sei")
+    z = np.array(conf["data"][0]["z"])
+    np.fill_diagonal(z, 0)
+    i, j = np.unravel_index(np.argmax(z), z.shape)
+    given, suggested, n = conf["classes"][i], conf["classes"][j], int(z[i, j])
+    k = len(conf["classes"])
+    box = page.locator(".js-plotly-plot").nth(1).locator(".nsewdrag").first.bounding_box()
+    page.mouse.click(box["x"] + (j + 0.5) * box["width"] / k, box["y"] + (i + 0.5) * box["height"] / k)
+    expected = review.cell_view(ds, "sei", given, suggested).values("id")
+    assert _until(lambda: session.view is not None and session.view.values("id") == expected)
+    expect(page.get_by_text(f"{n} samples", exact=True)).to_be_visible(timeout=20_000)
+    grid = page.locator('[data-cy="fo-grid"]')
+    expect(grid.locator('[data-cy="looker"]')).to_have_count(n, timeout=20_000)
+    expect(grid.locator('[data-cy="tag-ground_truth"]')).to_have_text([given] * n)
+    expect(grid.locator('[data-cy="tag-sei_suggestion"]')).to_have_text([suggested] * n)
+
+
+def _accept_first_of_next_batch(page, ds):
+    """Next batch, accept its first suggestion: the label changes, the old one is kept."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="Next batch").click()
+    accept = page.get_by_role("button", name="Accept")
+    accept.first.wait_for(timeout=20_000)
+    first = page.locator("p", has_text=re.compile(r"\.jpg given ")).first.inner_text().split()[0]
+    sample = ds.match(fo.ViewField("filepath").ends_with("/" + first)).first()
+    old, new = sample.ground_truth.label, sample.sei_suggestion.label
+    accept.first.click()
+    expect(page.get_by_text("1 accepted")).to_be_visible(timeout=20_000)
+    ds.reload()  # the App's server added ground_truth_original
+    sample = ds[sample.id]
+    assert sample.ground_truth.label == new and sample.ground_truth_original.label == old
+    assert "ground_truth_accepted" in sample.tags
+
+
 def test_review_panel_cutoff_cell_click_and_accept(app_with_run, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     ds, session, url = app_with_run
-    computed = ds.load_brain_results("sei").threshold
     cutoff = round(float(np.quantile(ds.values("sei"), 0.4)), 3)
-    assert cutoff != computed
+    assert cutoff != ds.load_brain_results("sei").threshold
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -97,52 +149,12 @@ def test_review_panel_cutoff_cell_click_and_accept(app_with_run, tmp_path):
             if dismiss.count():
                 dismiss.first.click()
             page.keyboard.press("Escape")
-
-            # Open the panel from the "+" of the panel bar, as a user would
-            _open_panel(page, "SEI label review")
+            _open_panel(page, "SEI label review")  # from the "+" of the panel bar, as a user would
             expect(page.get_by_text(f"{ds.load_brain_results('sei').num_flagged} flagged")).to_be_visible(
                 timeout=30_000)
-
-            # Move the cutoff: the samples are re-flagged, the run records it
-            cutoff_input = page.locator(
-                "xpath=//p[text()='Cutoff']/ancestor::div[contains(@class,'MuiBox-root')][3]//input")
-            cutoff_input.fill(str(cutoff))
-            page.wait_for_timeout(500)  # the typed value reaches the panel's state
-            page.get_by_role("button", name="Apply cutoff").click()
-            assert _until(lambda: _flags_at(ds, cutoff))
-            n_flagged = sum(ds.values("sei_mislabeled"))
-            expect(page.get_by_text(f"{n_flagged} flagged")).to_be_visible(timeout=20_000)
-
-            # Click the largest off-diagonal cell of the matrix: the grid shows those samples
-            conf = review.confusion(ds, "sei")
-            z = np.array(conf["data"][0]["z"])
-            np.fill_diagonal(z, 0)
-            i, j = np.unravel_index(np.argmax(z), z.shape)
-            given, suggested, n = conf["classes"][i], conf["classes"][j], int(z[i, j])
-            k = len(conf["classes"])
-            box = page.locator(".js-plotly-plot").nth(1).locator(".nsewdrag").first.bounding_box()
-            page.mouse.click(box["x"] + (j + 0.5) * box["width"] / k, box["y"] + (i + 0.5) * box["height"] / k)
-            expected = review.cell_view(ds, "sei", given, suggested).values("id")
-            assert _until(lambda: session.view is not None and session.view.values("id") == expected)
-            expect(page.get_by_text(f"{n} samples", exact=True)).to_be_visible(timeout=20_000)
-            grid = page.locator('[data-cy="fo-grid"]')
-            expect(grid.locator('[data-cy="looker"]')).to_have_count(n, timeout=20_000)
-            expect(grid.locator('[data-cy="tag-ground_truth"]')).to_have_text([given] * n)
-            expect(grid.locator('[data-cy="tag-sei_suggestion"]')).to_have_text([suggested] * n)
-
-            # Next batch, accept the first suggestion: the label changes, the old one is kept
-            page.get_by_role("button", name="Next batch").click()
-            accept = page.get_by_role("button", name="Accept")
-            accept.first.wait_for(timeout=20_000)
-            first = page.locator("p", has_text=re.compile(r"\.jpg given ")).first.inner_text().split()[0]
-            sample = ds.match(fo.ViewField("filepath").ends_with("/" + first)).first()
-            old, new = sample.ground_truth.label, sample.sei_suggestion.label
-            accept.first.click()
-            expect(page.get_by_text("1 accepted")).to_be_visible(timeout=20_000)
-            ds.reload()  # the App's server added ground_truth_original
-            sample = ds[sample.id]
-            assert sample.ground_truth.label == new and sample.ground_truth_original.label == old
-            assert "ground_truth_accepted" in sample.tags
+            _move_cutoff(page, ds, cutoff)
+            _click_largest_cell(page, ds, session)
+            _accept_first_of_next_batch(page, ds)
 
             page.set_viewport_size({"width": 1600, "height": 1500})  # the whole panel
             page.get_by_text("SEI run").first.scroll_into_view_if_needed()
