@@ -97,7 +97,7 @@ class ReviewPanel(foo.Panel):
     def on_cell_click(self, ctx):
         given, suggested = ctx.params.get("y"), ctx.params.get("x")
         view = review.cell_view(ctx.dataset, ctx.panel.state.brain_key, given, suggested)
-        ctx.panel.state.cell = {"given": given, "suggested": suggested, "count": len(view)}
+        ctx.panel.state.cell = {"given": given, "suggested": suggested}
         ctx.ops.set_view(view=view)
 
     @_reported
@@ -187,7 +187,8 @@ class ReviewPanel(foo.Panel):
         if state.brain_key not in runs:
             return types.Property(panel, view=types.GridView(orientation="vertical"))
         self._render_cutoff(panel, review.summary(ctx.dataset, state.brain_key))
-        self._render_confusion(panel, state)
+        cell = state.cell and {**state.cell, "count": len(review.cell_view(ctx.dataset, state.brain_key, **state.cell))}
+        self._render_confusion(panel, cell)
         self._render_queue(panel, state, review.queue_items(ctx.dataset, state.brain_key, state.queue or [])[:SHOWN])
         self._render_compare(panel, self._comparison(ctx.dataset, state.brain_key))
         panel.btn("rerun", label="Run again on the corrected labels", icon="replay", variant="outlined",
@@ -205,17 +206,16 @@ class ReviewPanel(foo.Panel):
         panel.plot("histogram", layout=review.histogram_layout(c["cutoff"], c["score_name"]),
                    config={"displayModeBar": False})
 
-    def _render_confusion(self, panel, state):
+    def _render_confusion(self, panel, cell):
         panel.md("**Given label (rows) vs suggested label (columns)** of the flagged samples; "
                  "click a cell to show its samples.", name="confusion_title")
         panel.plot("confusion", on_click=self.on_cell_click, config={"displayModeBar": False},
                    layout={"height": 320, "margin": {"t": 10, "b": 70, "l": 80, "r": 10},
                            "xaxis": {"title": {"text": "suggested"}},
                            "yaxis": {"title": {"text": "given"}, "autorange": "reversed"}})
-        if state.cell:
-            cell = state.cell
-            panel.md(f"Showing **{cell['count']}** samples: given `{cell['given']}`, suggested "
-                     f"`{cell['suggested']}`", name="cell_md")
+        if cell:
+            panel.md(f"Grid: given `{cell['given']}`, suggested `{cell['suggested']}`: **{cell['count']}** "
+                     "flagged samples now", name="cell_md")
 
     def _render_queue(self, panel, state, items):
         panel.md("**Relabel queue**: the next batch by active label correction", name="queue_title")

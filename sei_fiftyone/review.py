@@ -217,6 +217,9 @@ def _decide(dataset, brain_key, sample_id, accepted):
     if len(sample) != 1:
         raise ValueError(f"No sample with id {sample_id!r} in dataset '{dataset.name}'")
     keep, drop = review_tags(config.label_field) if accepted else review_tags(config.label_field)[::-1]
+    decided = [t for t in review_tags(config.label_field) if t in sample.first().tags]
+    if decided:  # e.g. a second click on a row already answered
+        raise ValueError(f"Sample {sample_id!r} was already reviewed ({decided[0]}); untag it to review it again")
     changed = apply_suggestions(sample, brain_key) if accepted else 0
     sample.untag_samples([drop, DEFAULT_TAG])
     sample.tag_samples(keep)

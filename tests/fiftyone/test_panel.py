@@ -175,12 +175,16 @@ def test_clicking_a_cell_shows_its_samples_in_the_grid(ds):
     p("on_cell_click", x=suggested, y=given, z=int(z[i, j]))
     (request,) = p.sent("set_view")
     view = get_view(ds, stages=request["view"])
-    assert len(view) == z[i, j] == p.state["cell"]["count"]
+    assert len(view) == z[i, j] and p.state["cell"] == {"given": given, "suggested": suggested}
+    assert p.text("cell_md").endswith(f"**{len(view)}** flagged samples now")
     assert set(view.values("ground_truth.label")) == {given}
     assert set(view.values("sei_suggestion.label")) == {suggested}
     assert all(view.values("sei_mislabeled"))
     assert view.values("sei") == sorted(view.values("sei"))
-    assert "cell_md" in p.shown()
+    n = len(view)
+    review.accept(ds, "sei", view.first().id)
+    p("on_next_batch")  # any event renders: the cell's text follows the labels, the accepted sample left it
+    assert p.text("cell_md").endswith(f"**{n - 1}** flagged samples now")
 
 
 def test_the_queue_is_the_next_batch_of_active_label_correction(ds, base):
@@ -223,6 +227,9 @@ def test_accept_reject_and_skip(ds):
     changed = [i for i, lab in zip(*ds.values(["id", "ground_truth.label"])) if lab != given[i]]
     assert changed == ([a] if suggested[a] != given[a] else [])
 
+    p("on_accept", sample_id=a)  # a second click on an answered row
+    assert "already reviewed" in p.sent("notify")[0]["message"]
+    assert ds[a].ground_truth_original.label == given[a]
     p("on_next_batch")  # reviewed samples never come back
     assert a not in p.state["queue"] and r not in p.state["queue"] and len(p.state["queue"]) == 4
     with pytest.raises(ValueError, match="not in the relabel queue"):
@@ -300,6 +307,8 @@ def test_choosing_another_run_and_a_dataset_without_runs(ds):
     assert p.state["cutoff"] == ds.load_brain_results("sei_b").threshold
     p("on_change_run", value="nope")
     assert "No SEI run 'nope'" in p.sent("notify")[0]["message"]
+    p("on_change_dataset")  # a fresh state: the first run, no queue
+    assert p.sent("clear_panel_state") and p.state["brain_key"] == "sei" and p.state["queue"] == []
 
     for key in list(ds.list_brain_runs()):
         ds.delete_brain_run(key)
