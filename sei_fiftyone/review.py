@@ -144,7 +144,7 @@ def set_cutoff(dataset, brain_key, cutoff):
         results.threshold = cutoff
         results.num_flagged = num_flagged
         results.save()
-    save_sorted_view(dataset, brain_key)
+    save_sorted_view(dataset.load_brain_view(brain_key), brain_key)  # as compute_sei saved it
     return num_flagged
 
 

@@ -298,13 +298,18 @@ def test_the_comparison_section_follows_get_comparison(ds, monkeypatch):
 
 
 def test_choosing_another_run_and_a_dataset_without_runs(ds):
-    sfo.compute_sei(ds, "ground_truth", brain_key="sei_b", epochs=3, image_size=64, score="sei")
+    sfo.compute_sei(ds.limit(120), "ground_truth", brain_key="sei_b", epochs=3, image_size=64, score="sei")
+    stages = ds.load_saved_view(sfo.saved_view_name("sei_b"))._serialize(include_uuids=False)
     p = Panel(ds)("on_load")
     p.state["budget"] = 2
     p("on_next_batch")
     p("on_change_run", value="sei_b")
     assert p.state["brain_key"] == "sei_b" and p.state["queue"] == []
     assert p.state["cutoff"] == ds.load_brain_results("sei_b").threshold
+    p.state["cutoff"] = -1.0  # a run on a view: its saved view keeps the view's stages
+    p("on_cutoff")
+    assert ds.load_saved_view(sfo.saved_view_name("sei_b"))._serialize(include_uuids=False) == stages
+    assert ds.load_saved_view(sfo.saved_view_name("sei_b")).values("id") == sfo.sorted_view(ds, "sei_b").values("id")
     p("on_change_run", value="nope")
     assert "No SEI run 'nope'" in p.sent("notify")[0]["message"]
     p("on_change_dataset")  # a fresh state: the first run, no queue
