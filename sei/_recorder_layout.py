@@ -49,7 +49,9 @@ class Layout(NamedTuple):
 
 def requested_per_class(extra_scores) -> set:
     """Names of the per-class statistics that the scores ``extra_scores`` read (a
-    neighbour score reads what it fuses with)."""
+    neighbour score reads what it fuses with); ``"all"``: every registered one."""
+    if extra_scores == "all":
+        extra_scores = [name for name, score in _scores.SCORES.items() if score.per_class or score.fuses_with]
     if isinstance(extra_scores, str):
         extra_scores = (extra_scores,)
     out = set()

@@ -32,12 +32,15 @@ class RecorderState:
 
     # ------------------------------------------------------------------ from a stored history
     @classmethod
-    def from_history(cls, pred_probs_history, labels, *, from_logits=False, chunk_size=65536) -> "SEIRecorder":
+    def from_history(cls, pred_probs_history, labels, *, from_logits=False, chunk_size=65536,
+                     extra_scores="all") -> "SEIRecorder":
         """Build a recorder from a (T, N, K) history, streaming along T (and N in chunks).
 
         ``pred_probs_history`` may be an ``np.memmap``: it is read one (chunk, K) slice at a
         time and never loaded whole. torch tensors are accepted; float16 and bfloat16
-        values are computed in float32.
+        values are computed in float32. ``extra_scores`` is the constructor's: by default
+        ``"all"``, so that every score can be read from a history (the per-class sums of
+        ``"mean_logp"`` / ``"poe_knn"`` cost 8 N K bytes); ``()`` skips them.
 
         Examples
         --------
@@ -47,15 +50,15 @@ class RecorderState:
         """
         pred_probs_history, (T, N, K), eps = as_history(pred_probs_history)
         labels = check_labels(labels, N, K)
-        return cls._from_checked_history(pred_probs_history, eps, labels, from_logits, chunk_size)
+        return cls._from_checked_history(pred_probs_history, eps, labels, from_logits, chunk_size, extra_scores)
 
     @classmethod
-    def _from_checked_history(cls, pred_probs_history, eps, labels, from_logits=False, chunk_size=65536):
+    def _from_checked_history(cls, pred_probs_history, eps, labels, from_logits=False, chunk_size=65536,
+                              extra_scores="all"):
         """:meth:`from_history` on the output of :func:`sei.validation.as_history` (for
         callers that validated already; ``eps`` is the input's precision)."""
         T, N, K = (int(d) for d in pred_probs_history.shape)
-        # The whole history is in hand: keep every score's state, the (N, K) sums included.
-        rec = cls(N, K, max_epochs=T, extra_scores=[n for n, s in _scores.SCORES.items() if s.per_class])
+        rec = cls(N, K, max_epochs=T, extra_scores=extra_scores)
         rec.labels[:] = labels
         for t in range(T):
             for start in range(0, N, chunk_size):

@@ -62,7 +62,8 @@ class SEIRecorder(RecorderState):
         Scores to record on top of the default set. By default every registered score
         whose state is O(N) is recorded; a score that needs a per-class (N, K) sum
         (``"mean_logp"``, and ``"poe_knn"`` which fuses it with the neighbours' labels)
-        is recorded only when named here, so other recorders pay nothing for it.
+        is recorded only when named here (or with ``"all"``), so other recorders pay
+        nothing for it.
 
     Notes
     -----

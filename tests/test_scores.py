@@ -250,6 +250,10 @@ def test_a_recorder_not_asked_for_per_class_scores_keeps_no_log_prob_sums():
         plain.fusion_input("poe_knn")
     with pytest.raises(ValueError, match="extra_scores entry"):
         SEIRecorder(30, 3, extra_scores=("no_such_score",))
+    # a history keeps them by default (every score can be read from it), unless told not to
+    assert "total_logp" in SEIRecorder.from_history(hist, labels).state_dict()
+    assert "total_logp" not in SEIRecorder.from_history(hist, labels, extra_scores=()).state_dict()
+    assert "total_logp" in SEIRecorder(30, 3, extra_scores="all").state_dict()
 
 
 def test_per_class_sums_take_o_nk_memory_whatever_the_number_of_epochs():
@@ -311,3 +315,19 @@ def test_buffered_updates_give_the_scores_of_one_scatter_per_update(monkeypatch,
         np.testing.assert_allclose(rec.scores(name), ref.scores(name), rtol=1e-12, atol=1e-15, err_msg=name)
     np.testing.assert_array_equal(rec.last_probs, ref.last_probs)
     np.testing.assert_array_equal(rec.epochs_seen, np.full(30, 4.0))
+
+
+@pytest.mark.parametrize("score", ["mean_logp", "poe_knn"])
+def test_sei_train_records_and_returns_the_per_class_scores(score):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 240)
+    x = (rng.normal(size=(3, 8))[y] * 3 + rng.normal(size=(240, 8))).astype(np.float32)
+    noisy, bad = sei.symmetric_noise(y, 0.2, num_classes=3, seed=0)
+    res = sei.train(x, noisy, class_names=["a", "b", "c"], epochs=6, lr=0.05, batch_size=64, progress=False,
+                    score=score)
+    if score == "mean_logp":
+        expected = res.recorder.scores("mean_logp")
+    else:
+        expected = sei.feature_score("poe_knn", res.recorder.fusion_input("poe_knn"), noisy, x, num_classes=3)
+    np.testing.assert_allclose(res.scores, expected)
+    assert res.threshold == 0.0 and np.mean(res.scores[bad] < 0) > 0.5
