@@ -71,6 +71,14 @@ def _top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, second
 
 
+def _row_max(x: np.ndarray) -> np.ndarray:
+    """(B, 1) largest entry of each row; a loop over the K columns, as in :func:`_top2`."""
+    out = x[:, 0].copy()
+    for c in range(1, x.shape[1]):
+        np.maximum(out, x[:, c], out=out)
+    return out[:, None]
+
+
 def _margin(x: np.ndarray, given: np.ndarray) -> np.ndarray:
     """x_y - max_{k != y} x_k per row, from the given entries ``given`` = x[rows, y]."""
     first, second = _top2(x)
@@ -90,7 +98,7 @@ class Batch:
         self.rows = np.arange(values.shape[0])
         self.logits = values if from_logits else None
         if from_logits:
-            p = values - values.max(axis=1, keepdims=True)
+            p = values - _row_max(values)
             np.exp(p, out=p)
             p /= p.sum(axis=1, keepdims=True)
         else:
@@ -106,7 +114,7 @@ class Batch:
         """Log-probabilities: exact from logits, ``log(p + EPS)`` from probabilities."""
         if self.logits is None:
             return self.log_probs
-        z = self.logits - self.logits.max(axis=1, keepdims=True)
+        z = self.logits - _row_max(self.logits)
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
     @cached_property
@@ -151,7 +159,7 @@ def _mistakenness(b: Batch) -> np.ndarray:
     # with the label; 1 - m so that lower = suspicious.
     p = b.probs
     h = -(p * np.log(p + EPS)).sum(axis=1)
-    aligned = np.take_along_axis(p, b.labels[:, None], axis=1)[:, 0] >= p.max(axis=1)
+    aligned = np.take_along_axis(p, b.labels[:, None], axis=1)[:, 0] >= _row_max(p)[:, 0]
     s = np.where(aligned, -1.0, 1.0)
     return 1.0 - (s * np.exp(-h) + 1.0) / 2.0
 
