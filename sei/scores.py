@@ -72,7 +72,9 @@ def _top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _row_max(x: np.ndarray) -> np.ndarray:
-    """(B, 1) largest entry of each row; a loop over the K columns, as in :func:`_top2`."""
+    """(B, 1) largest entry of each row; for small K a loop over the K columns, as in :func:`_top2`."""
+    if x.shape[1] > 32:
+        return x.max(axis=1, keepdims=True)
     out = x[:, 0].copy()
     for c in range(1, x.shape[1]):
         np.maximum(out, x[:, c], out=out)
