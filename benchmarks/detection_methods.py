@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 import sei
-from benchmarks.detection_core import knn_label_distribution, margin, rank01
+from benchmarks.detection_core import rank01
 from benchmarks.harness import detection_metrics
 from sei import SEIRecorder, compute_threshold
 
@@ -26,24 +26,19 @@ def metrics(score, flagged, is_mis, valid):
 
 # ----------------------------------------------------------------------------- product of experts
 def mean_log_probs(hist_logits):
-    """(N, C) log-softmax of the recorded (T, N, C) logits, averaged over the T epochs."""
-    h = hist_logits
-    logp = np.zeros(h.shape[1:], dtype=np.float64)
-    for tt in range(h.shape[0]):
-        z = np.asarray(h[tt], dtype=np.float64)
-        z = z - z.max(1, keepdims=True)
-        logp += z - np.log(np.exp(z).sum(1, keepdims=True))
-    return logp / h.shape[0]
+    """(N, C) log-softmax of the recorded (T, N, C) logits, averaged over the T epochs: the library's
+    per-class statistic behind ``mean_logp`` / ``poe_knn`` (label-free, so any labels do)."""
+    h = np.asarray(hist_logits)
+    rec = SEIRecorder.from_history(h, np.zeros(h.shape[1], np.int64), from_logits=True, extra_scores="poe_knn")
+    return rec.fusion_input("poe_knn")
 
 
 def poe_score(mean_logp, labels, neighbours):
-    """Product of experts ("poe", benchmark-only): the model's epoch-averaged log-probabilities plus
-    the log of the neighbours' label distribution (Laplace-smoothed: (count + 1) / (k + C)); score =
-    margin of the sum at the given label, so zero = the two sources together favour another class."""
-    c = mean_logp.shape[1]
-    q = knn_label_distribution(neighbours, labels, c)
-    kq = neighbours.shape[1]
-    return margin(mean_logp + np.log((q * kq + 1.0) / (kq + c)), np.asarray(labels))
+    """Product of experts, the library's ``poe_knn``: the epoch-averaged log-probabilities plus the log
+    of the neighbours' add-one smoothed label shares ((count + 1) / (k + C)); score = margin of the sum
+    at the given label, so zero = the two sources together favour another class."""
+    return sei.feature_score("poe_knn", mean_logp, np.asarray(labels), neighbors=neighbours,
+                             num_classes=mean_logp.shape[1])
 
 
 # ----------------------------------------------------------------------------- methods
