@@ -66,3 +66,21 @@ def test_a_candidate_missing_from_a_cell_does_not_compete():
         choose(cells, [missing])
     with pytest.raises(ValueError, match="at least one cell"):
         choose({}, CANDS)
+
+
+def test_report_applies_the_rule_to_cifar_cells_only(tmp_path):
+    from benchmarks.defaults_report import write_report
+
+    def rec(data, seed, knn_auroc):
+        cands = {"linear|aum_prob|auto": {"auroc": 0.92, "f1": 0.50}, "prompt|aum_prob|auto": {"auroc": 0.90, "f1": 0.52},
+                 "linear|aum_prob_knn|auto": {"auroc": knn_auroc, "f1": 0.51}}
+        return {"regime": "a", "data": data, "labels": "x", "seed": seed, "noise": 0.2, "cl_auroc": 0.90,
+                "cl_f1": 0.49, "aum_auroc": 0.905, "candidates": cands}
+
+    # the added set would prefer aum_prob over the kNN variant; it must not change the choice
+    cells = {"a/cifar10n/x/0": rec("cifar10n", 0, 0.95), "a/digits/x/0": rec("digits", 0, 0.80)}
+    choice = write_report(cells, tmp_path / "defaults.md")
+    assert choice["with_features"][0] == ("linear", "aum_prob_knn", "auto")
+    assert choice["without_features"][0] == ("linear", "aum_prob", "auto") and choice["head"] == "linear"
+    text = (tmp_path / "defaults.md").read_text()
+    assert "| a | digits | x | 0 |" in text and "not met" in text
