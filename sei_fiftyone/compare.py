@@ -65,7 +65,7 @@ def compare_with_confident_learning(samples, brain_key="sei", *, probs_field=Non
         folds (5): number of cross-validation folds
         seed (0): seed of the fold split
         **find_label_issues_kwargs: passed on to ``cleanlab.filter.find_label_issues``
-            (e.g. ``filter_by="prune_by_class"``)
+            (e.g. ``filter_by="prune_by_class"``; ``n_jobs`` defaults to 1 here)
 
     Returns:
         the comparison, as :func:`get_comparison` returns it
@@ -91,7 +91,9 @@ def compare_with_confident_learning(samples, brain_key="sei", *, probs_field=Non
         probs = kfold_probs(_read_embeddings(run.view, embeddings_field), run.labels, len(run.classes),
                             folds=folds, seed=seed)
     quality = get_label_quality_scores(run.labels, probs)
-    flags = find_label_issues(run.labels, probs, **find_label_issues_kwargs)
+    # One process unless asked (same result): its default forks a multiprocessing pool, which
+    # kills the App's server when the operator runs there.
+    flags = find_label_issues(run.labels, probs, **{"n_jobs": 1, **find_label_issues_kwargs})
     config = dataset.init_run(
         method=CL_METHOD, brain_key=brain_key, label_field=run.label_field, classes=list(run.classes),
         probs_field=probs_field, embeddings_field=embeddings_field, trusted_label_field=trusted_label_field,
@@ -216,7 +218,7 @@ def get_comparison(samples, brain_key="sei"):
            "view_name": names.view, "n_compared": int(sei.size), "n_sei_flagged": int(sei.sum()),
            "n_cl_flagged": int(cl.sum()), "n_both": int((sei & cl).sum()), "n_sei_only": int((sei & ~cl).sum()),
            "n_cl_only": int((cl & ~sei).sum()), "n_disagree": int((sei != cl).sum()),
-           "timestamp": info.timestamp}
+           "timestamp": info.timestamp.isoformat()}
     out.update({k: getattr(cfg, k, None) for k in ("label_field", "probs_field", "embeddings_field",
                                                      "trusted_label_field", "folds", "seed")})
     trusted = cfg.trusted_label_field

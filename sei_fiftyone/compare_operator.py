@@ -50,10 +50,13 @@ class CompareWithConfidentLearning(foo.Operator):
         config = ctx.dataset.get_brain_info(brain_key).config
         emb = config.embeddings_field
         arrays = [f for f in embeddings_fields(ctx.dataset) if f != emb]
-        _dropdown(inputs, "probs_field", arrays, "Probabilities field (optional)",
-                  "Out-of-sample predicted probabilities, one per class of the run, in its class order. Empty: "
-                  + (f"K-fold logistic regression on the run's embeddings field '{emb}'" if emb else
-                     "needs a run with stored embeddings"))
+        kfold = f"K-fold logistic regression on the run's embeddings field '{emb}'" if emb else None
+        if arrays:
+            _dropdown(inputs, "probs_field", arrays, "Probabilities field (optional)",
+                      "Out-of-sample predicted probabilities, one per class of the run, in its class order. "
+                      f"Empty: {kfold or 'needs a run with stored embeddings'}")
+        elif kfold:
+            inputs.view("kfold", types.Notice(label=f"Probabilities: {kfold}"))
         if emb is None and not ctx.params.get("probs_field"):
             inputs.view("no_embeddings", types.Warning(
                 label=f"Run '{brain_key}' stored no embeddings",

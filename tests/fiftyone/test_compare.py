@@ -265,7 +265,9 @@ def test_the_operator_compares_and_opens_the_disagreements(ds, installed_plugin)
     props = _form(ds, {})
     assert props["brain_key"].type.values == ["sei"]
     assert props["trusted_label_field"].type.values == ["clean"]
-    assert "lite0" not in props["probs_field"].type.values  # the run's own vectors are not probabilities
+    assert "probs_field" not in props and "kfold" in props  # the run's own vectors are not probabilities
+    ds.set_values("oos_probs", [np.full(10, 0.1)] * N)
+    assert _form(ds, {})["probs_field"].type.values == ["oos_probs"]
     assert "no_embeddings" not in props and "replaces" not in props
     result = foo.execute_operator(f"{URI}/compare_with_confident_learning", dataset=ds,
                                   params={"brain_key": "sei", "trusted_label_field": "clean", "folds": 3})
