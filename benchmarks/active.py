@@ -24,6 +24,7 @@ curves with ±1 std bands), ``active_<setting>_precision.png`` and ``active_raw.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -36,7 +37,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 from benchmarks.harness import TimeGuard  # noqa: E402
 from sei import symmetric_noise, transition_matrix_noise  # noqa: E402
-from sei.active import KNNGraph, make_selector, plot_curves, simulate, summarize, train_linear  # noqa: E402
+from sei.active import KNNGraph, make_selector, plot_curves, simulate, train_linear  # noqa: E402
 
 METHODS = ["random", "entropy", "corractive", "lossent", "lossent_sum", "dalc", "kim", "sei", "sei_propagation",
            "sei_alpha", "sei_fc"]
@@ -58,6 +59,7 @@ def parse_args(argv=None):
     ap.add_argument("--time-limit", type=float, default=None, help="seconds; partial results after it")
     ap.add_argument("--cut", default="", help="protocol cut stated in the results header")
     ap.add_argument("--out", default=str(_HERE / "results"))
+    ap.add_argument("--from-raw", default=None, help="rewrite the report from an active_raw.npz (no training)")
     a = ap.parse_args(argv)
     a.seeds = [int(s) for s in str(a.seeds).split(",") if s != ""]
     a.settings, a.methods = a.settings.split(","), a.methods.split(",")
@@ -145,8 +147,8 @@ def setting_table(setting, runs, noise, target, clean_acc, budget):
     seeds = sorted({s for m in runs for s in runs[m]})
     lines = [f"### {setting} (noise rate {noise:.1%}, target accuracy {target:.1%} = clean-label accuracy "
              f"{clean_acc:.1%} - 2 pt; seeds {', '.join(map(str, seeds))})", "",
-             "| selector | labels to target (mean ± std over seeds) | per seed | mean curve | acc @0 | acc @5k | "
-             "acc @budget | mean acc (AUC) | selection precision |", "|---|---|---|---|---|---|---|---|---|"]
+             "| selector | labels to target (mean ± std over seeds) | per seed | mean curve | acc @0 | acc @1k | "
+             "acc @5k | acc @budget | mean acc (AUC) | selection precision |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m, by_seed in runs.items():
         rs = [by_seed[s] for s in sorted(by_seed)]
         if not rs:
@@ -156,15 +158,16 @@ def setting_table(setting, runs, noise, target, clean_acc, budget):
         lt_cell = (_cell(reached, "{:,.0f}") + ("" if len(reached) == len(lt) else f" ({len(lt) - len(reached)} "
                    f"of {len(lt)} not reached)")) if reached else "not reached"
         per_seed = " / ".join("-" if not np.isfinite(x) else f"{x / 1000:g}k" for x in lt)
-        s = summarize(rs, target_accuracy=target)
-        lt_mean = s["labels_to_target"]
+        mean_curve = {"test_accuracy": np.mean([r["test_accuracy"] for r in rs], 0),
+                      "labels_queried": rs[0]["labels_queried"]}
+        lt_mean = _labels_to_target(mean_curve, target)
         lq = list(rs[0]["labels_queried"])
 
         def at(v):
             return _cell([r["test_accuracy"][lq.index(v)] for r in rs]) if v in lq else "-"
 
-        lines.append(f"| {m} | {lt_cell} | {per_seed} | {'not reached' if lt_mean is None else f'{lt_mean:,}'} | "
-                     f"{at(0)} | {at(5000)} | {at(budget)} | {_cell([np.mean(r['test_accuracy']) for r in rs])} | "
+        lines.append(f"| {m} | {lt_cell} | {per_seed} | {'not reached' if not np.isfinite(lt_mean) else f'{lt_mean:,.0f}'} | "
+                     f"{at(0)} | {at(1000)} | {at(5000)} | {at(budget)} | {_cell([np.mean(r['test_accuracy']) for r in rs])} | "
                      f"{_cell([np.nanmean(r['batch_precision']) for r in rs])} |")
     return "\n".join(lines)
 
@@ -179,7 +182,7 @@ def write_report(out, a, results, info, done, planned):
         tables.append(setting_table(setting, methods, info["noise"][setting], info["target"], info["clean_acc"],
                                     a.budget))
         curves = {m: [v[s] for s in sorted(v)] for m, v in methods.items()}
-        plot_curves(curves, out / f"active_{setting}.png", title=f"{setting}: {info['source']}",
+        plot_curves(curves, out / f"active_{setting}.png", title=f"{setting}: test accuracy, mean ± std over seeds",
                     ylabel="test accuracy")
         plot_curves(curves, out / f"active_{setting}_precision.png", metric="batch_precision",
                     title=f"{setting}: selection precision per batch", ylabel="share of batch mislabeled")
@@ -187,7 +190,9 @@ def write_report(out, a, results, info, done, planned):
             for s, r in v.items():
                 raw[f"{setting}/{m}/{s}/acc"] = r["test_accuracy"]
                 raw[f"{setting}/{m}/{s}/prec"] = r["batch_precision"]
+    raw["_info"] = np.array(json.dumps({k_: v for k_, v in info.items() if k_ != "argv"}))
     np.savez_compressed(out / "active_raw.npz", **raw)
+    graph_s = f"build {info['t_graph']:.0f} s" if np.isfinite(info["t_graph"]) else "build time not recorded"
     partial = "" if done == planned else (f" **Partial: {done} of {planned} planned runs finished before the "
                                           "time limit; the tables hold those.**")
     head = [
@@ -196,18 +201,37 @@ def write_report(out, a, results, info, done, planned):
         f"(mean ± std over seeds), {a.epochs} epochs per round of the engine's linear head "
         f"(`sei.active.train_linear`: LinearHead + loss_terms, SGD lr {LR}, batch 256, cosine), retrained from "
         "scratch each round (the paper: 10 seeds, ResNet-101 + 4 FC layers). kNN graph k=10 on the same features "
-        f"(build {info['t_graph']:.0f} s), propagation on the default path (bounded push, bound from the graph). "
+        f"({graph_s}), propagation on the default path (bounded push, bound from the graph). "
         "Labels to target = labels queried when test accuracy first reaches the target (per seed; "
         "'mean curve': on the seed-mean accuracy curve). Selection precision = share of queried samples that "
         "were mislabeled." + (f" Cut: {a.cut}." if a.cut else "") + partial,
-        "", f"Produced by `nice -n 10 python benchmarks/active.py {shlex.join(info['argv'])}`.", ""]
+        "", f"Produced by `nice -n 10 python benchmarks/active.py {shlex.join(info['argv'])}`"
+        + (" from the raw arrays of the run with the same options less `--from-raw` (no training)." if a.from_raw
+           else "."), ""]
     (out / "active.md").write_text("\n".join(head) + "\n" + "\n\n".join(tables) + "\n")
+
+
+def report_from_raw(a, out, info):
+    """Rebuild the results of a finished run from its ``active_raw.npz`` and write the report again."""
+    raw = np.load(a.from_raw)
+    info = dict(json.loads(str(raw["_info"])) if "_info" in raw else {}, **info)
+    results = {s: {m: {} for m in a.methods} for s in a.settings}
+    for key in raw.files:
+        setting, m, seed, what = (key.split("/") + [""] * 4)[:4]
+        if what == "acc" and setting in results and m in results[setting]:
+            acc = raw[key]
+            results[setting][m][int(seed)] = {"test_accuracy": acc, "batch_precision": raw[key[:-3] + "prec"],
+                                              "labels_queried": np.arange(len(acc)) * a.batch}
+    done = sum(len(v) for r in results.values() for v in r.values())
+    write_report(out, a, results, info, done, len(a.seeds) * len(a.settings) * len(a.methods))
 
 
 def main(argv=None):
     a = parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.from_raw and "_info" in np.load(a.from_raw):
+        return report_from_raw(a, out, {"argv": list(argv if argv is not None else sys.argv[1:])})
     guard = TimeGuard(a.time_limit)
     xtr, ytr, xte, yte, worse, source = load_data(a.synthetic, a.test)
     if a.n:
@@ -216,12 +240,15 @@ def main(argv=None):
         source += f", random subset of {a.n:,} training images"
     k = int(ytr.max()) + 1
     t0 = time.time()
-    graph = KNNGraph(xtr, k=10)
-    info = {"source": source, "t_graph": time.time() - t0, "argv": list(argv if argv is not None else sys.argv[1:])}
+    graph = None if a.from_raw else KNNGraph(xtr, k=10)
+    info = {"source": source, "t_graph": np.nan if a.from_raw else time.time() - t0,
+            "argv": list(argv if argv is not None else sys.argv[1:])}
     clean_model, _, _ = train_linear(xtr, ytr, k, epochs=a.epochs, lr=LR, seed=0)
     info["clean_acc"] = float(np.mean(clean_model.predict_proba(xte).argmax(1) == yte))
     info["target"] = info["clean_acc"] - 0.02
     info["noise"] = {s: float(np.mean(noisy_labels(s, ytr, worse, k, a.seeds[0])[1])) for s in a.settings}
+    if a.from_raw:
+        return report_from_raw(a, out, info)
     results = {s: {m: {} for m in a.methods} for s in a.settings}
     planned = len(a.seeds) * len(a.settings) * len(a.methods)
     done, secs = 0, []
