@@ -5,6 +5,7 @@
     view = sfo.sorted_view(dataset)          # flagged samples, most likely mislabeled first
     sfo.suggest_relabels(dataset, budget=50) # tag a batch for review
     sfo.apply_suggestions(dataset.match_tags("sei_relabel"))
+    sfo.compare_with_confident_learning(dataset, "sei", trusted_label_field="clean")
     [c.name for c in sfo.MODEL_CHOICES]     # the model names of compute_sei and the App's form
 
 This file is also the entry point of the App plugin ``@sei/fiftyone`` (``fiftyone.yml``
@@ -21,7 +22,9 @@ _EXPORTS = {
     "SEI": "sei_fiftyone.runs",
     "SEIConfig": "sei_fiftyone.runs",
     "SEIResults": "sei_fiftyone.runs",
+    "compare_with_confident_learning": "sei_fiftyone.compare",
     "compute_sei": "sei_fiftyone.core",
+    "get_comparison": "sei_fiftyone.compare",
     "field_names": "sei_fiftyone.runs",
     "list_sei_runs": "sei_fiftyone.core",
     "recover_interrupted_writes": "sei_fiftyone.writeback",
@@ -51,8 +54,10 @@ __all__ = [
     "SEIConfig",
     "SEIResults",
     "apply_suggestions",
+    "compare_with_confident_learning",
     "compute_sei",
     "field_names",
+    "get_comparison",
     "install_plugin",
     "list_sei_runs",
     "plugin_dir",
