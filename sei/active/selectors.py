@@ -305,7 +305,7 @@ SELECTORS = {
     "dalc": DALCSelector,
     "kim": KimSelector,
     "sei_propagation": SEISelector,
-    "sei": lambda **kw: SEISelector(propagate=False, **kw),
+    "sei": lambda **kw: SEISelector(propagate=False, **dict({"name": "sei"}, **kw)),
     "sei_alpha": lambda **kw: SEISelector(candidates="alpha", name="sei_alpha", **kw),
     "sei_fc": lambda **kw: _sei_fc(**kw),
 }
