@@ -33,7 +33,7 @@ open_clip are imported here only, so ``import sei`` stays light.
 
 from __future__ import annotations
 
-from .constants import AUTO_SCORE, DEFAULT_HEAD, DEFAULT_THRESHOLD
+from .constants import AUTO_SCORE, DEFAULT_THRESHOLD
 from .engine.config import DEFAULT_AUX_PROMPT, DEFAULT_PROMPT_TEMPLATE, TrainConfig
 from .engine.trainer import fit
 from .engine.heads import LinearHead, PromptHead
@@ -45,10 +45,10 @@ __all__ = ["train", "TrainResult", "TrainConfig", "PromptHead", "LinearHead", "D
 
 
 def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretrained=None, tokenizer=None,
-          arch=None, mode=None, epochs=150, batch_size=128, lr=1e-3, momentum=0.9, weight_decay=1e-4,
+          arch=None, mode=None, epochs=None, batch_size=128, lr=None, momentum=0.9, weight_decay=1e-4,
           lr_schedule="none", logit_scale="learned", record="train", aux_class="auto", num_aux="paper",
           prompt_template=DEFAULT_PROMPT_TEMPLATE, aux_prompt=DEFAULT_AUX_PROMPT, proj_dim=None,
-          center_features="auto", learn_class_emb=True, head=DEFAULT_HEAD, score=AUTO_SCORE, threshold=DEFAULT_THRESHOLD,
+          center_features="auto", learn_class_emb=True, head="auto", score=AUTO_SCORE, threshold=DEFAULT_THRESHOLD,
           sample_weights=None, transition_matrix=None, checkpoint_dir=None, resume=False, device="auto",
           image_size=None, num_workers=0, cache_dir=None, seed=0, on_epoch_end=None, on_record=None,
           history_path=None, progress=True, amp=True, num_threads="auto", force_autograd=False,

@@ -80,7 +80,7 @@ class SEIIssueManager(IssueManager):
         _, rec = as_recorder(labels, history)  # stream a memmap once, reuse for both calls
         feats = self.features if self.features is not None else kwargs.get("features")
         # One neighbour search for both calls below.
-        score = resolve_score(self.score, feats is not None, self.threshold)
+        score = resolve_score(self.score, feats is not None, self.threshold, rec, rec.num_samples)
         needs_features = scores.get(score).needs_features
         nb = knn_indices(feats, self.knn_k) if feats is not None and needs_features else None
         is_issue = find_label_issues(labels, rec, score=score, threshold=self.threshold,

@@ -91,14 +91,15 @@ def find_label_issues(
     >>> find_label_issues(np.array([0, 0, 0]), H, return_indices_ranked_by="sei")
     array([1])
     """
-    score = resolve_score(score, features is not None or neighbors is not None, threshold)
-    scores.get(score)
+    if score != AUTO_SCORE:
+        scores.get(score)
     if return_indices_ranked_by is not None and return_indices_ranked_by not in scores.SCORES:
         raise ValueError(
             f"return_indices_ranked_by must be None or a score name ({', '.join(scores.names())}), "
             f"got {return_indices_ranked_by!r}."
         )
     labels, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
+    score = resolve_score(score, features is not None or neighbors is not None, threshold, rec, rec.num_samples)
     aux = None if threshold_samples is None else check_indices(threshold_samples, rec.num_samples, "threshold_samples")
     scorer = Scorer(rec, labels, features, knn_k, neighbors, trained_at=aux)
     raw = scorer(score)

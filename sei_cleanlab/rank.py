@@ -54,8 +54,11 @@ def get_label_quality_scores(labels, pred_probs_history, *, method=AUTO_SCORE, f
     >>> get_label_quality_scores(np.array([0, 0]), H).round(3)
     array([0.9, 0.2])
     """
-    method = resolve_score(method, features is not None or neighbors is not None)
-    score = scores.get(method, what="method")
+    if method != AUTO_SCORE:
+        scores.get(method, what="method")
     labels, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
+    method = resolve_score(method, features is not None or neighbors is not None, recorder=rec,
+                           num_samples=rec.num_samples)
+    score = scores.get(method, what="method")
     raw = Scorer(rec, labels, features, knn_k, neighbors)(method)
     return score.quality(raw, rec.epochs_seen, rec.num_classes)

@@ -20,6 +20,7 @@ import logging
 import numpy as np
 
 import sei
+from sei.constants import HEAD_DEFAULTS
 from sei.thresholds import fill_auxiliary, flag_issues, uses_auxiliary
 
 from .model_choices import resolve_model
@@ -27,8 +28,8 @@ from .runs import SEIResults, summarize_scores
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EPOCHS = {"linear": 10, "prompt": 150}
-DEFAULT_LR = {"linear": 0.002, "prompt": 1e-3}
+DEFAULT_EPOCHS = {head: d["epochs"] for head, d in HEAD_DEFAULTS.items()}
+DEFAULT_LR = {head: d["lr"] for head, d in HEAD_DEFAULTS.items()}
 
 
 def train(inputs, labels, config, *, train_kwargs=None, progress=None):

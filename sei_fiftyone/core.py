@@ -27,8 +27,7 @@ and :mod:`~sei_fiftyone.writeback` (the switch from the previous run to the new 
 
 from __future__ import annotations
 
-from sei import DEFAULT_SCORE
-from sei.constants import HEADS
+from sei.constants import AUTO_SCORE, HEADS
 
 from . import _engine, inputs
 from .runs import (  # noqa: F401  (SEI, SEIConfig, SEIResults: the classes of runs stored by earlier versions)
@@ -56,7 +55,7 @@ def compute_sei(
     mode=None,
     epochs=None,
     threshold="auto",
-    score=DEFAULT_SCORE,
+    score=AUTO_SCORE,
     batch_size=128,
     lr=None,
     seed=0,
@@ -111,7 +110,9 @@ def compute_sei(
             paper's) for the prompt head
         threshold ("auto"): ``"auto"``, ``"aux_mean"``, ``"aux_quantile"``, ``"zero"``,
             ``"gmm"`` or a number; see ``sei.compute_threshold``
-        score (``sei.DEFAULT_SCORE``, "aum_prob"): which score to write: a
+        score ("auto"): which score to write: "auto" is ``sei.constants.default_score``
+            (``DEFAULT_FEATURE_SCORE``, "poe_knn", on the features trained on; ``DEFAULT_SCORE``,
+            "aum_prob", when fine-tuning; ``benchmarks/results/defaults.md``), or a
             training-dynamics score (``sei.SCORE_NAMES``; "sei" is the paper's) or a
             neighbour-label score (``sei.FEATURE_SCORES``: "aum_prob_knn" averages
             "aum_prob" with the label agreement of each sample's 20 nearest neighbours in

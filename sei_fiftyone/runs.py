@@ -19,10 +19,9 @@ import numpy as np
 import fiftyone as fo
 import fiftyone.core.brain as fob
 from fiftyone import ViewField as F
-from sei import DEFAULT_SCORE
+from sei.constants import AUTO_SCORE, DEFAULT_HEAD  # noqa: F401  (DEFAULT_HEAD re-exported: one home, the core)
 
 DEFAULT_MODEL = "efficientnet-lite0"
-DEFAULT_HEAD = "linear"
 EMBEDDINGS_MODEL = "embeddings"
 SAVED_VIEW_SUFFIX = "_most_likely_mislabeled"
 CL_SUFFIX = "_cl"  # the confident-learning comparison of a run (sei_fiftyone.compare)
@@ -201,7 +200,7 @@ class SEIConfig(fob.BrainMethodConfig):
     """
 
     def __init__(self, label_field=None, model=DEFAULT_MODEL, embeddings_field=None, mode="frozen",
-                 epochs=10, threshold="auto", score=DEFAULT_SCORE, batch_size=128, lr=None, seed=0,
+                 epochs=10, threshold="auto", score=AUTO_SCORE, batch_size=128, lr=None, seed=0,
                  classes=None, head=DEFAULT_HEAD, train_kwargs=None, **kwargs):
         super().__init__(**kwargs)
         self.label_field = label_field

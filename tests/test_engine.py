@@ -30,9 +30,12 @@ def test_config_refuses_bad_options_naming_them(kw, exc, needle):
 
 
 def test_config_defaults_are_the_papers_and_its_dict_is_plain():
-    cfg = TrainConfig()
+    cfg = TrainConfig(head="prompt")
     assert (cfg.batch_size, cfg.lr, cfg.epochs) == (128, 1e-3, 150)
     assert cfg.lr_for_batch(512) == pytest.approx(4e-3)
+    # the default head (benchmarks/results/defaults.md) brings its own length and learning rate
+    default = TrainConfig()
+    assert (default.head, default.lr, default.epochs) == ("linear", 0.002, 10)
     d = TrainConfig(sample_weights=np.ones(3), on_epoch_end=print).to_dict()
     assert d["sample_weights"] == "ndarray" and d["on_epoch_end"] == "builtin_function_or_method"
     assert all(isinstance(v, (str, int, float, bool, list, type(None))) for v in d.values())

@@ -57,7 +57,7 @@ def test_result_fields_have_documented_shapes():
     assert len(res.train_accuracy) == len(res.train_loss) == 3
     assert res.recorder.num_epochs == 3 and res.recorder.num_classes == K + 1
     assert res.features.shape == x.shape
-    assert res.score_name == sei.DEFAULT_SCORE
+    assert res.score_name == sei.constants.DEFAULT_FEATURE_SCORE  # score="auto" on embeddings: features at hand
 
 
 def test_auxiliary_samples_are_relabelled_and_set_the_threshold():
@@ -271,8 +271,14 @@ def test_auto_score_is_the_feature_default_except_when_fine_tuning(monkeypatch):
 
     monkeypatch.setattr(constants, "DEFAULT_SCORE", "sei")
     monkeypatch.setattr(constants, "DEFAULT_FEATURE_SCORE", "knn_margin")
-    assert TrainConfig().score == "knn_margin"  # embeddings / frozen: the features are at hand
-    assert TrainConfig(mode="finetune").score == "sei"
-    assert TrainConfig(threshold="aux_quantile").score == "sei"  # aux samples do not calibrate neighbours
-    assert TrainConfig(score="aum").score == "aum"
-    assert TrainConfig().head == constants.DEFAULT_HEAD
+    def resolved(mode="embeddings", n=1000, **kw):
+        cfg = TrainConfig(**kw)
+        cfg.check_mode(mode, n)
+        return cfg.score
+
+    assert resolved() == "knn_margin"  # embeddings / frozen: the features are at hand
+    assert resolved("finetune", head="prompt") == "sei"
+    assert resolved(threshold="aux_quantile") == "sei"  # aux samples do not calibrate neighbours
+    assert resolved(n=12) == "sei"  # too few samples for 20 neighbours
+    assert resolved(score="aum") == "aum"
+    assert TrainConfig().head == constants.DEFAULT_HEAD and TrainConfig(mode="finetune").head == "prompt"

@@ -17,7 +17,8 @@ from typing import Any, Callable, Optional, Union
 
 from ..validation import check_int_param, check_real_param
 from .. import scores as _scores
-from ..constants import AUTO_SCORE, DEFAULT_HEAD, DEFAULT_THRESHOLD, HEADS, THRESHOLD_METHODS, resolve_score
+from ..constants import (AUTO_SCORE, DEFAULT_THRESHOLD, HEAD_DEFAULTS, HEADS, THRESHOLD_METHODS, resolve_head,
+                         resolve_score)
 
 __all__ = ["TrainConfig", "MODES", "LR_SCHEDULES", "DEFAULT_PROMPT_TEMPLATE", "DEFAULT_AUX_PROMPT",
            "PLACEMENTS"]
@@ -44,12 +45,12 @@ class TrainConfig:
 
     Examples
     --------
-    >>> TrainConfig(epochs=10, batch_size=512).lr_for_batch()
+    >>> TrainConfig(head="prompt", epochs=10, batch_size=512).lr_for_batch()
     0.004
     >>> TrainConfig(batch_size=0)
     Traceback (most recent call last):
     ...
-    ValueError: batch_size must be at least 1, got 0.
+    ValueError: batch_size must be at least 1, got 0: pass a batch size of one or more samples.
     """
 
     class_names: Optional[list] = None
@@ -58,9 +59,9 @@ class TrainConfig:
     tokenizer: Any = None
     arch: Optional[str] = None
     mode: Optional[str] = None
-    epochs: int = 150
+    epochs: Optional[int] = None
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: Optional[float] = None
     momentum: float = 0.9
     weight_decay: float = 1e-4
     lr_schedule: str = "none"
@@ -73,7 +74,7 @@ class TrainConfig:
     proj_dim: Optional[int] = None
     center_features: Union[str, bool] = "auto"
     learn_class_emb: bool = True
-    head: str = DEFAULT_HEAD
+    head: str = "auto"
     score: str = AUTO_SCORE
     threshold: Union[str, float] = DEFAULT_THRESHOLD
     sample_weights: Any = None
@@ -103,6 +104,12 @@ class TrainConfig:
     # ------------------------------------------------------------------ rules
     def validate(self) -> "TrainConfig":
         """Check every option; raise ValueError / TypeError naming the option and the fix."""
+        # the head first: "auto" and the epochs / lr left to it depend on it
+        self.head = resolve_head(self.head, self.mode)
+        _choice("head", self.head, HEADS)
+        for name in ("epochs", "lr"):
+            if getattr(self, name) is None:
+                setattr(self, name, HEAD_DEFAULTS[self.head][name])
         self.epochs = check_int_param(self.epochs, "epochs", 1, "train at least one epoch")
         self.batch_size = check_int_param(self.batch_size, "batch_size", 1, "pass a batch size of one or more samples")
         self.seed = check_int_param(self.seed, "seed", 0)
@@ -120,7 +127,6 @@ class TrainConfig:
                                     "weight_decay": "0 <= weight_decay <= 1 (the paper's is 1e-4)"}[name] + ".")
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("record", self.record, RECORDS)
-        _choice("head", self.head, HEADS)
         _choice("placement", self.placement, PLACEMENTS)
         if self.mode is not None:
             _choice("mode", self.mode, MODES)
@@ -151,9 +157,8 @@ class TrainConfig:
         for name in ("on_epoch_end", "on_record"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise TypeError(f"{name} must be callable, got {type(getattr(self, name)).__name__}.")
-        # "auto": the default with features unless fine-tuning (embeddings / frozen modes train on features)
-        self.score = resolve_score(self.score, self.mode != "finetune", self.threshold)
-        spec = _scores.get(self.score)
+        # "auto" stays until the data is known (check_mode); checked here as the default with features
+        spec = _scores.get(resolve_score(self.score, self.mode != "finetune", self.threshold))
         self._check_threshold()
         if isinstance(self.threshold, str) and self.threshold.startswith("aux") and self.aux_class is False:
             raise ValueError(f"threshold={self.threshold!r} is computed from the auxiliary samples: use "
@@ -179,10 +184,17 @@ class TrainConfig:
                 raise ValueError("class_names must be unique.")
         return self
 
-    def check_mode(self, mode: str) -> str:
-        """The rules that tie options to the mode (also for a mode inferred from the data)."""
-        if mode == "finetune" and _scores.SCORES[self.score].needs_features:
-            raise ValueError(f"score={self.score!r} compares labels in a fixed feature space: use mode 'frozen' or "
+    def check_mode(self, mode: str, num_samples: Optional[int] = None) -> str:
+        """The rules that tie options to the mode (also for a mode inferred from the data).
+
+        ``score="auto"`` is resolved here, once the mode and the number of samples are known
+        (:func:`sei.constants.resolve_score`: the feature default unless fine-tuning).
+        """
+        score = resolve_score(self.score, mode != "finetune", self.threshold, num_samples=num_samples)
+        if num_samples is not None:  # the data is known: the score the run uses
+            self.score = score
+        if mode == "finetune" and _scores.SCORES[score].needs_features:
+            raise ValueError(f"score={score!r} compares labels in a fixed feature space: use mode 'frozen' or "
                              "'embeddings' (with return_features=True a finetune run returns its tower's "
                              "features in result.features, for sei.feature_score).")
         if mode == "finetune" and self.head == "linear":
