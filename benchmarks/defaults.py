@@ -215,16 +215,21 @@ def detection_b_cells(path=RESULTS / "detection.json"):
     reference (seed 0 of each label set), their methods mapped to candidates (head None)."""
     if not Path(path).exists():
         return {}
+    from benchmarks.cifar10n import load_labels
+    from benchmarks.detection_regimes import subset_b
+
     res = json.loads(Path(path).read_text())["results"].get("b", {})
-    out = {}
+    lab, sub, out = load_labels(), subset_b(), {}
     for tag, per_seed in res.items():
         for seed, r in per_seed.items():
             if "confident learning" not in r:
                 continue
             cands = {_key((None, s, t)): {"auroc": r[m]["auroc"], "f1": r[m]["f1"]}
                      for m, pairs in DETECTION_METHODS.items() if m in r for s, t in pairs}
+            noise = float(np.mean(lab[tag][sub] != lab["train_clean"][sub]))  # on the 10,000-image subset
             out[f"b/cifar10n/{tag}/{seed}"] = {
                 "regime": "b", "data": "cifar10n", "labels": tag, "seed": int(seed), "source": "detection.json",
+                "noise": noise,
                 "cl_auroc": r["confident learning"]["auroc"], "cl_f1": r["confident learning"]["f1"],
                 "aum_auroc": r["AUM (aux 99%)"]["auroc"], "candidates": cands}
     return out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.defaults_rule import AUROC_MARGIN, FEATURE_SCORES, _key, choose, choose_defaults, evaluate
+from benchmarks.defaults_rule import AUROC_MARGIN, AUX_THRESHOLDS, FEATURE_SCORES, _key, choose, choose_defaults, evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The data sets the rule chooses on; the others only check the choice.
@@ -25,13 +25,24 @@ def _name(cand):
     return f"`{score}`, {thr}" + ("" if head is None else f", {head} head")
 
 
+def history_only(cands):
+    """Candidates that ``find_label_issues(labels, probability_history)`` can run as called by default:
+    no logits (``aum``), no auxiliary samples (``aux_*`` thresholds), no features. Applied on top of the
+    rule's "without features" set after the first CIFAR-10N cells showed its choice needs logits and
+    auxiliary samples (the report shows both choices)."""
+    from sei.scores import SCORES
+
+    return [c for c in cands if c[1] not in FEATURE_SCORES and c[2] not in AUX_THRESHOLDS
+            and not (c[1] in SCORES and SCORES[c[1]].needs_logits)]
+
+
 def rule_cells(cells, datasets):
     """The json cells of ``datasets`` in the rule's form ({(regime, data, labels, seed): cell})."""
     out = {}
     for c in cells.values():
         if c["data"] in datasets:
             out[(c["regime"], c["data"], c["labels"], c["seed"])] = {
-                "cl_auroc": c["cl_auroc"], "cl_f1": c["cl_f1"], "aum_auroc": c["aum_auroc"],
+                "cl_auroc": c["cl_auroc"], "cl_f1": c["cl_f1"], "aum_auroc": c["aum_auroc"], "noise": c.get("noise", np.nan),
                 "candidates": {_cand(k): v for k, v in c["candidates"].items()}}
     return out
 
@@ -50,6 +61,8 @@ def _winner_here(cell, cands):
     """The best candidate of one cell by the same rule (for 'which option wins where the default does not')."""
     one = {("-",): cell}
     cand, _, v = choose(one, [c for c in cands if evaluate(one, c) is not None])
+    if tuple(cand) not in cell["candidates"]:  # measured without a head (regime b)
+        cand = (None,) + tuple(cand)[1:]
     return f"{_name(cand)} ({100 * v[0]['auroc']:.1f} / {100 * v[0]['f1']:.1f})"
 
 
@@ -139,24 +152,28 @@ def write_report(cells, path=None):
         raise ValueError("no CIFAR-10N cell measured yet: run benchmarks/defaults.py first")
     cands = all_candidates(cells)
     choice = choose_defaults(chosen_on, cands)
+    choice["history_only"] = choose(chosen_on, history_only(cands))
     n_cells = {k: sum(1 for c in cells.values() if (c["regime"], c["data"]) == k) for k in
                {(c["regime"], c["data"]) for c in cells.values()}}
     L = [HEADER.format(b_size=d.B_SIZE, b_epochs=d.B_EPOCHS, b_cl=d.B_CL_EPOCHS),
          "Cells measured: " + ", ".join(f"{r}/{n}: {k}" for (r, n), k in sorted(n_cells.items())) + ".", "",
          "## The choice", ""]
-    for label, what in (("without features", "without_features"), ("with features", "with_features")):
+    for label, what in (("without features", "without_features"), ("with features", "with_features"),
+                        ("on a probability history alone (no logits, no auxiliary samples)", "history_only")):
         cand, key, _ = choice[what]
         L.append(f"* {label}: **{_name(cand)}** (CIFAR-10N cells meeting both goals {key[0]}/{len(chosen_on)}, "
                  f"F1 goal {key[1]}/{len(chosen_on)}, worst AUROC lead {100 * key[2]:+.1f}, mean {100 * key[3]:+.1f} pts)")
     L.append(f"* default head: **{choice['head']}**")
-    for label, what in (("without features", "without_features"), ("with features", "with_features")):
+    for label, what in (("without features", "without_features"), ("on a probability history alone", "history_only"),
+                        ("with features", "with_features")):
         cand = choice[what][0]
         L += ["", f"## Default {label}: {_name(cand)}", "", summary(every, cand), "", cell_table(every, cand, cands)]
     plain = [c for c in cands if c[1] not in FEATURE_SCORES]
     L += ["", "## Ranking by the rule on the CIFAR-10N cells", "", "### Scores of the dynamics alone", "",
           ranking(chosen_on, plain), "", "### All candidates (with features)", "", ranking(chosen_on, cands), ""]
     path.write_text("\n".join(L))
-    js = {w: {"candidate": list(choice[w][0]), "rank_key": list(choice[w][1])} for w in ("without_features", "with_features")}
+    js = {w: {"candidate": list(choice[w][0]), "rank_key": list(choice[w][1])}
+          for w in ("without_features", "history_only", "with_features")}
     js["head"] = choice["head"]
     path.with_suffix(".json").write_text(json.dumps(js, indent=1))
     return choice

@@ -72,12 +72,17 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         architecture of a checkpoint path.
     mode : {"embeddings", "frozen", "finetune"}, optional
         Default: ``"embeddings"`` for a float (N, D) array, else ``"frozen"``.
-    epochs : int, default 150
+    epochs : int, optional
+        Default: the head's (``sei.constants.HEAD_DEFAULTS``): 10 for the linear head, 150
+        (the paper's) for the prompt head.
     batch_size : int, default 128
         The paper's 128. Larger batches (512 and up) use a GPU better; keep the per-sample
         step with the linear scaling rule, ``lr * batch_size / 128`` (e.g. ``lr=4e-3`` at 512;
         :meth:`sei.engine.TrainConfig.lr_for_batch`).
-    lr, momentum, weight_decay : float, default 1e-3, 0.9, 1e-4
+    lr : float, optional
+        SGD learning rate; default the head's: 0.002 for the linear head, 1e-3 (the
+        paper's) for the prompt head.
+    momentum, weight_decay : float, default 0.9, 1e-4
         SGD, as the paper.
     lr_schedule : {"none", "step", "cosine"}, default "none"
         "none": constant lr (the authors' code; on CIFAR-10N it ranks better than "step":
@@ -106,16 +111,22 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         (the head is then a cosine classifier on the features).
     center_features : "auto" | bool
         Subtract the feature mean before the cosine (default: when there is no text init).
-    head : {"prompt", "linear"}, default "prompt"
+    head : {"auto", "prompt", "linear"}, default "auto"
         "prompt": the paper's cosine prompt classifier (class embeddings, initialised from
         the text tower's prompts when the model has one). "linear": softmax regression on
         standardised features (:class:`LinearHead`; frozen / embeddings modes only; the
-        prompt, scale and projection options do not apply). ``sei_fiftyone.compute_sei``
-        uses "linear" by default.
-    score : str, default DEFAULT_SCORE
+        prompt, scale and projection options do not apply). "auto": ``sei.constants.DEFAULT_HEAD``
+        ("linear", chosen by the rule of ``benchmarks/results/defaults.md``: with the default
+        score it ranked 0.02-0.10 AUROC points above the 30-epoch prompt head in all 9 frozen-feature
+        CIFAR-10N cells) on fixed features, "prompt" when fine-tuning.
+    score : str, default "auto"
         Recorder score returned in ``result.scores`` (see ``sei.SCORE_NAMES``), or a
         neighbour-label score (``sei.FEATURE_SCORES``; frozen / embeddings modes, computed
-        on the features trained on; not with an auxiliary threshold).
+        on the features trained on; not with an auxiliary threshold). "auto"
+        (``sei.constants.resolve_score``): ``DEFAULT_FEATURE_SCORE`` ("poe_knn") in the
+        frozen / embeddings modes, ``DEFAULT_SCORE`` ("aum_prob") when fine-tuning, with an
+        auxiliary threshold or below 21 samples; ``benchmarks/results/defaults.md`` lists the
+        cells each won and lost.
     threshold : "auto" | str | float
         Passed to :func:`sei.compute_threshold` ("auto": zero for signed scores such as
         SEI, a two-component GMM otherwise); "aux_mean" is the paper's cutoff (the mean
