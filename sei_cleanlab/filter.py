@@ -51,8 +51,12 @@ def find_label_issues(
         ValueError says so: pass the (T, N, K) history instead (``history_path=`` records
         it) or retrain. Samples in ``threshold_samples`` keep the label trained on (the
         auxiliary pseudo-class), so passing the original labels there is fine.
-    score : str
-        Which score of :data:`sei.scores.SCORES` ranks examples: ``"sei"`` (the paper), ``"sei_mean"``, ``"ei"``,
+    score : str, default "auto"
+        ``"auto"`` (:func:`sei.constants.resolve_score`): ``"poe_knn"`` with ``features`` /
+        ``neighbors`` (the product of experts of the training log-probabilities and the
+        neighbours' labels), else ``"aum_prob"``; chosen by a fixed rule on CIFAR-10N
+        (``benchmarks/results/defaults.md``, which lists the cells each won and lost). Or
+        which score of :data:`sei.scores.SCORES` ranks examples: ``"sei"`` (the paper), ``"sei_mean"``, ``"ei"``,
         ``"se_last"``, ``"se_mid"``, ``"aum"``, ``"aum_prob"``, ``"signed_confidence"``,
         ``"loss"``, ``"agreement"``, ``"mistakenness"``; with ``features``, also
         ``"knn_margin"`` (neighbour label agreement alone) and ``"aum_prob_knn"``

@@ -32,8 +32,9 @@ def get_label_quality_scores(labels, pred_probs_history, *, method=AUTO_SCORE, f
         (T, N, K) per-epoch predicted probabilities, or a filled recorder. With a
         recorder, labels other than those trained on raise a ValueError for scores that
         cannot be recomputed for them (see :func:`sei_cleanlab.find_label_issues`).
-    method : str
-        A score name of :data:`sei.scores.SCORES` (see :func:`sei_cleanlab.find_label_issues`).
+    method : str, default "auto"
+        A score name of :data:`sei.scores.SCORES`, or ``"auto"``: ``"poe_knn"`` with ``features``
+        / ``neighbors``, else ``"aum_prob"`` (see :func:`sei_cleanlab.find_label_issues`).
     from_logits : bool
         Whether a (T, N, K) history holds logits.
     features : np.ndarray, optional
