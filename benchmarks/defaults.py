@@ -12,11 +12,14 @@ auxiliary draw, and on the added sets the noise draw).
   auxiliary class (what the defaults run: thresholds ``auto`` and ``gmm``, neighbour scores and
   the product of experts) and once with it (thresholds ``aux_quantile``, ``aux_mean``).
 * Regime b: the benchmark's small CNN from scratch on the images (:mod:`benchmarks.detection_core`,
-  always with the auxiliary class, every threshold on that run; the head does not apply).
+  always with the auxiliary class, every threshold on that run; the head does not apply). For
+  CIFAR-10N the cells are ``detection.md``'s own runs (:func:`detection_b_cells`): retraining them
+  does not fit the shared CPU; ``--only b/cifar10n`` measures them here at ``B_SIZE`` / ``B_EPOCHS``.
 
 References per cell: confident learning (5-fold out-of-sample probabilities, cleanlab's
 ``find_label_issues``; regime a: the detection benchmark's prompt head on the 256-d PCA of the
-features, regime b: the same CNN) and AUM (the logit margin; its best AUROC over the cell's runs).
+features, for CIFAR-10N ``detection.md``'s (:func:`detection_cl`); regime b: the same CNN) and AUM
+(the logit margin; its best AUROC over the cell's runs).
 Evaluation leaves out the auxiliary samples of the cell's runs, for every candidate alike. The
 rule is applied to the CIFAR-10N cells only; the added sets (:mod:`benchmarks.defaults_data`)
 check it. Every cell is written to ``benchmarks/results/defaults_cells.json`` as soon as it is
