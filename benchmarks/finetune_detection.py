@@ -127,7 +127,7 @@ def sei_cell(x, y, bad, names, a):
     t = time.time()
     res = sei.train(x, y, class_names=names, mode="finetune", model="efficientnet-lite0", image_size=a.size,
                     epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, device=a.device, seed=a.seed,
-                    progress=False, on_epoch_end=tick, return_features=True)
+                    progress=False, on_epoch_end=tick, return_features=True, extra_scores="all")
     _sync(a.device)
     secs = time.time() - t
     scores = {}
@@ -138,7 +138,7 @@ def sei_cell(x, y, bad, names, a):
             scores[name] = {"error": f"{type(e).__name__}: {e}"}
     nbrs = knn_on_device(res.features, 20, a.device)  # neighbour scores on the fine-tuned features
     for name in sei.FEATURE_SCORES:
-        sc = sei.feature_score(name, res.recorder.scores("aum_prob"), y, neighbors=nbrs, num_classes=K)
+        sc = sei.feature_score(name, res.recorder.fusion_input(name, y), y, neighbors=nbrs, num_classes=K)
         scores[f"{name} (fine-tuned features)"] = metrics(bad, sc, True)
     return {"seconds": secs, "scores": scores, "train_accuracy": float(res.train_accuracy[-1]),
             "default_score": res.score_name}

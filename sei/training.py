@@ -52,7 +52,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
           sample_weights=None, transition_matrix=None, checkpoint_dir=None, resume=False, device="auto",
           image_size=None, num_workers=0, cache_dir=None, seed=0, on_epoch_end=None, on_record=None,
           history_path=None, progress=True, amp=True, num_threads="auto", force_autograd=False,
-          placement="auto", return_features=False):
+          placement="auto", return_features=False, extra_scores=None):
     """Train a prompt classifier and score every sample with its training dynamics.
 
     Parameters
@@ -177,6 +177,11 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         Finetune mode: also return the trained image tower's features of every image
         (one extra pass after the last epoch) in ``result.features``, e.g. for
         :func:`sei.feature_score` on the fine-tuned features.
+    extra_scores : str or list of str or "all", optional
+        Scores besides ``score`` to be readable from ``result.recorder`` afterwards
+        (``result.recorder.scores(name)``). Only scores with per-class state need naming
+        (``"mean_logp"``, ``"poe_knn"``: an (N, K) sum, 8 N K bytes); every other score is
+        always readable.
 
     Returns
     -------
@@ -203,5 +208,6 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         transition_matrix=transition_matrix, checkpoint_dir=checkpoint_dir, resume=resume, device=device,
         image_size=image_size, num_workers=num_workers, cache_dir=cache_dir, seed=seed, on_epoch_end=on_epoch_end,
         on_record=on_record, history_path=history_path, progress=progress, amp=amp, num_threads=num_threads,
-        force_autograd=force_autograd, placement=placement, return_features=return_features)
+        force_autograd=force_autograd, placement=placement, return_features=return_features,
+        extra_scores=extra_scores)
     return fit(inputs, labels, cfg)

@@ -282,3 +282,20 @@ def test_auto_score_is_the_feature_default_except_when_fine_tuning(monkeypatch):
     assert resolved(n=12) == "sei"  # too few samples for 20 neighbours
     assert resolved(score="aum") == "aum"
     assert TrainConfig().head == constants.DEFAULT_HEAD and TrainConfig(mode="finetune").head == "prompt"
+
+
+def test_extra_scores_keep_per_class_state_for_reading_after_the_run():
+    x, y, _ = _blobs(n=240, seed=3)
+    res = _fit(x, y, epochs=3, score="aum_prob", aux_class=False)
+    with pytest.raises(ValueError, match="extra_scores"):
+        res.recorder.scores("mean_logp")  # per-class state is not kept unless asked for
+    history = np.zeros((3, 240, K), np.float32)
+
+    def grab(epoch, ids, logits, labels):
+        history[epoch, np.asarray(ids)] = np.asarray(logits)
+
+    res = _fit(x, y, epochs=3, score="aum_prob", aux_class=False, extra_scores=["mean_logp"], on_record=grab)
+    direct = sei.SEIRecorder.from_history(history, y, from_logits=True).scores("mean_logp")
+    np.testing.assert_allclose(res.recorder.scores("mean_logp"), direct, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="extra_scores entry 'nope'"):
+        _fit(x, y, epochs=1, extra_scores="nope")

@@ -95,6 +95,7 @@ class TrainConfig:
     force_autograd: bool = False
     placement: str = "auto"
     return_features: bool = False
+    extra_scores: Any = None
     #: options that are objects, not settings: kept out of ``to_dict``
     _OBJECTS = ("tokenizer", "sample_weights", "transition_matrix", "on_epoch_end", "on_record")
 
@@ -128,6 +129,12 @@ class TrainConfig:
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("record", self.record, RECORDS)
         _choice("placement", self.placement, PLACEMENTS)
+        if self.extra_scores is not None:  # names are checked by the recorder's layout, the one home
+            from .._recorder_layout import requested_per_class
+
+            requested_per_class(self.extra_scores)
+            if not isinstance(self.extra_scores, str):
+                self.extra_scores = tuple(self.extra_scores)
         if self.mode is not None:
             _choice("mode", self.mode, MODES)
         if self.image_size is not None:

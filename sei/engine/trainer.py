@@ -119,10 +119,17 @@ def _build_state(cfg, mode, n, c, dev, world, bundle, class_init, features, weig
 
         ddp_net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     st = TrainState(net=net, opt=opt, rec=SEIRecorder(n, c, max_epochs=cfg.epochs, history_path=cfg.history_path,
-                                                          extra_scores=cfg.score),
+                                                          extra_scores=_recorded_scores(cfg)),
                     weights=weights, ddp_net=ddp_net,
                     scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
     return st, amp_dtype
+
+
+def _recorded_scores(cfg):
+    """The scores whose state the run's recorder keeps: the run's own and ``extra_scores``."""
+    if cfg.extra_scores == "all":
+        return "all"
+    return (cfg.score,) + tuple((cfg.extra_scores,) if isinstance(cfg.extra_scores, str) else cfg.extra_scores or ())
 
 
 def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_threads, t_start):
