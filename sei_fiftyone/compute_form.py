@@ -17,21 +17,25 @@ import os
 
 import fiftyone.operators.types as types
 
-from sei import DEFAULT_SCORE
+from sei.constants import AUTO_SCORE, DEFAULT_FEATURE_SCORE, DEFAULT_SCORE
 from sei.scores import SCORES
 
 from .inputs import embeddings_fields
 from .model_choices import CHECKPOINT, MODEL_CHOICES, weights_warning
-from .runs import DEFAULT_HEAD, DEFAULT_MODEL, EMBEDDINGS_MODEL
+from .runs import DEFAULT_MODEL, EMBEDDINGS_MODEL
 
 THRESHOLD_CHOICES = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
-#: The App's short list of scores (the best measured from dynamics alone, its neighbour-label
-#: variant, the paper's); names and descriptions come from the core's registry.
-CURATED_SCORES = ("aum_prob", "aum_prob_knn", "sei")
-SCORE_CHOICES = tuple(
-    (name, f"{name}: {SCORES[name].description}" + (" (default)" if name == DEFAULT_SCORE else ""))
-    for name in CURATED_SCORES
+#: The App's short list of scores: "auto" (the library's default, chosen by the rule of
+#: benchmarks/defaults_rule.py), the two it resolves to, the neighbour-label AUM variant and the
+#: paper's SEI; names and descriptions come from the core's registry.
+CURATED_SCORES = (DEFAULT_FEATURE_SCORE, DEFAULT_SCORE, "aum_prob_knn", "sei")
+SCORE_CHOICES = ((AUTO_SCORE, f"auto (default): {DEFAULT_FEATURE_SCORE} on frozen features or embeddings, "
+                              f"{DEFAULT_SCORE} when fine-tuning or with an auxiliary-class threshold"),) + tuple(
+    (name, f"{name}: {SCORES[name].description}") for name in CURATED_SCORES
 )
+HEAD_CHOICES = (("auto", "auto (default): linear on frozen features, prompt when fine-tuning"),
+                ("linear", "Linear (softmax regression; fast)"),
+                ("prompt", "Prompt (the paper's cosine prompt head)"))
 MODE_CHOICES = (("frozen", "Frozen encoder (embed once, train the head; fast)"),
                 ("finetune", "Fine-tune the image tower (prompt head; slow without a GPU)"))
 
@@ -106,10 +110,9 @@ def training_inputs(ctx, inputs):
                    "CLIP ViTs take their own size only")
     _dropdown(inputs, "device", [(d, d) for d in device_choices()], "auto", label="Device",
               description="'auto': the GPU when there is one")
-    _dropdown(inputs, "head", [("linear", "Linear (softmax regression; fast, default)"),
-                               ("prompt", "Prompt (the paper's cosine prompt head)")],
-              DEFAULT_HEAD, label="Classifier head", description="What sei.train fits on the features")
-    _dropdown(inputs, "score", SCORE_CHOICES, DEFAULT_SCORE, label="Score",
+    _dropdown(inputs, "head", HEAD_CHOICES, "auto", label="Classifier head",
+              description="What sei.train fits on the features")
+    _dropdown(inputs, "score", SCORE_CHOICES, AUTO_SCORE, label="Score",
               description="Lower = more likely mislabeled")
     inputs.int("epochs", min=1, label="Epochs",
                description="Default: 10 (linear head) or 150 (prompt head, the paper's)")
@@ -127,7 +130,7 @@ def options_problem(params):
 
     mode = params.get("mode") or "frozen"
     try:
-        TrainConfig(head=params.get("head") or DEFAULT_HEAD, score=params.get("score") or DEFAULT_SCORE,
+        TrainConfig(head=params.get("head") or "auto", score=params.get("score") or AUTO_SCORE,
                     threshold=params.get("threshold") or "auto",
                     mode=None if params.get("model") == EMBEDDINGS_MODEL else mode)
     except (TypeError, ValueError) as e:
@@ -156,8 +159,8 @@ def compute_kwargs(params):
         label_field=params["label_field"], brain_key=params.get("brain_key", "sei"), model=model,
         embeddings_field=params.get("embeddings_field") if model == EMBEDDINGS_MODEL else None,
         epochs=int(params["epochs"]) if params.get("epochs") else None,
-        threshold=params.get("threshold", "auto"), head=params.get("head") or DEFAULT_HEAD,
-        score=params.get("score") or DEFAULT_SCORE,
+        threshold=params.get("threshold", "auto"), head=params.get("head") or "auto",
+        score=params.get("score") or AUTO_SCORE,
     )
     if model == CHECKPOINT:
         if not params.get("checkpoint"):

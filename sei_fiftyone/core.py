@@ -27,7 +27,7 @@ and :mod:`~sei_fiftyone.writeback` (the switch from the previous run to the new 
 
 from __future__ import annotations
 
-from sei.constants import AUTO_SCORE, HEADS
+from sei.constants import AUTO_SCORE, HEADS, resolve_head
 
 from . import _engine, inputs
 from .runs import (  # noqa: F401  (SEI, SEIConfig, SEIResults: the classes of runs stored by earlier versions)
@@ -60,7 +60,7 @@ def compute_sei(
     lr=None,
     seed=0,
     classes=None,
-    head=DEFAULT_HEAD,
+    head="auto",
     progress=None,
     **train_kwargs,
 ):
@@ -122,7 +122,8 @@ def compute_sei(
             paper's) for the prompt head
         seed (0): random seed
         classes (None): the class list; default the distinct labels, sorted
-        head ("linear"): the classifier ``sei.train`` fits on the frozen features:
+        head ("auto"): the classifier ``sei.train`` fits: ``"auto"`` is ``"linear"`` on
+            frozen features or embeddings and ``"prompt"`` when fine-tuning (recorded resolved);
             ``"linear"`` (softmax regression on standardised features; fast, and the
             better detector on the bundled CIFAR-10N sample) or ``"prompt"`` (the
             paper's CLIP-style cosine prompt head). With an auxiliary-class threshold
@@ -159,8 +160,9 @@ def compute_sei(
     validate_brain_key(samples, brain_key)
     model, mode = inputs.resolve_source(samples, brain_key, model=model, embeddings_field=embeddings_field,
                                         mode=mode)
-    if head not in HEADS:  # checked here too: the default epochs and lr depend on it
-        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    head = resolve_head(head, mode)  # recorded resolved: the default epochs and lr depend on it
+    if head not in HEADS:
+        raise ValueError(f"head must be 'auto' or one of {HEADS}, got {head!r}")
     inputs.check_label_field(samples, label_field)
     labels = inputs.read_labels(samples, label_field, classes)
     config = SEIConfig(

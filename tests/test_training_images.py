@@ -97,7 +97,7 @@ def test_frozen_mode_initialises_class_embeddings_from_prompts():
         seen.setdefault(epoch, (ids, logits))
 
     res = train(x, y, class_names=NAMES, model=clip, tokenizer=tok, mode="frozen", epochs=1, batch_size=8,
-                lr=0.0, progress=False, aux_class=False, on_record=grab, logit_scale=10.0)
+                lr=0.0, progress=False, aux_class=False, on_record=grab, logit_scale=10.0, head="prompt")
     assert res.features.shape == (30, 32)
     # lr = 0: logits are exactly the zero-shot prompt classifier
     with torch.no_grad():

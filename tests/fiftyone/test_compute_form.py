@@ -129,7 +129,8 @@ def test_a_checkpoint_file_and_its_architecture_train(dataset, tiny_folder, tmp_
 
 
 def test_the_engine_rules_on_fine_tuning_show_in_the_form(dataset):
-    props = _form(dataset, mode="finetune")  # default head: linear
+    assert not _form(dataset, mode="finetune")["mode"].invalid  # default head "auto": prompt when fine-tuning
+    props = _form(dataset, mode="finetune", head="linear")
     assert props["mode"].invalid and "head='prompt'" in props["mode"].error_message
     props = _form(dataset, mode="finetune", head="prompt", score="aum_prob_knn")
     assert props["mode"].invalid and "aum_prob_knn" in props["mode"].error_message
@@ -145,7 +146,7 @@ def test_stored_embeddings_hide_the_image_options(dataset):
     assert compute_kwargs(dict(label_field="ground_truth", model="embeddings", embeddings_field="embedding",
                                device="cpu")) == dict(
         label_field="ground_truth", brain_key="sei", model="embeddings", embeddings_field="embedding", epochs=None,
-        threshold="auto", head="linear", score="aum_prob", device="cpu")
+        threshold="auto", head="auto", score="auto", device="cpu")
 
 
 def test_the_target_view_leads_the_form_and_offers_the_selection(dataset):

@@ -55,8 +55,8 @@ def test_compute_sei_operator_passes_head_and_score(dataset):
     op = foo.get_operator(f"{URI}/compute_sei")
     ctx = foo.ExecutionContext(request_params={"dataset_name": dataset.name, "params": {}})
     props = op.resolve_input(ctx).type.properties
-    assert set(props["head"].type.values) == {"linear", "prompt"}
-    assert {"aum_prob", "aum_prob_knn", "sei"} <= set(props["score"].type.values)
+    assert set(props["head"].type.values) == {"auto", "linear", "prompt"}
+    assert {"auto", "poe_knn", "aum_prob", "aum_prob_knn", "sei"} <= set(props["score"].type.values)
     result = foo.execute_operator(
         f"{URI}/compute_sei", dataset=dataset,
         params=dict(label_field="ground_truth", model="embeddings", embeddings_field="embedding",
@@ -105,8 +105,9 @@ def test_score_choices_are_the_curated_scores_described_by_the_core_registry(dat
     from sei.scores import SCORES
     from sei_fiftyone.operators import SCORE_CHOICES
 
-    assert [name for name, _ in SCORE_CHOICES] == ["aum_prob", "aum_prob_knn", "sei"]
-    for name, label in SCORE_CHOICES:
+    assert [name for name, _ in SCORE_CHOICES] == ["auto", "poe_knn", "aum_prob", "aum_prob_knn", "sei"]
+    assert SCORE_CHOICES[0][1].startswith("auto (default): poe_knn")
+    for name, label in SCORE_CHOICES[1:]:
         assert label.startswith(f"{name}: {SCORES[name].description}")
     op = foo.get_operator(f"{URI}/compute_sei")
     ctx = foo.ExecutionContext(request_params={"dataset_name": dataset.name, "params": {}})

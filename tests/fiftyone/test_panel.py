@@ -170,8 +170,9 @@ def test_clicking_a_cell_shows_its_samples_in_the_grid(ds):
     p = Panel(ds)("on_load")
     heat = p.data["confusion"][0]
     z = np.array(heat["z"])
-    i, j = np.unravel_index(np.argmax(z), z.shape)
-    given, suggested = heat["y"][i], heat["x"][j]
+    i, j = np.unravel_index(np.argmax(z * (np.array(heat["y"])[:, None] != np.array(heat["x"])[None, :])), z.shape)
+    given, suggested = heat["y"][i], heat["x"][j]  # the largest cell where the model wants a change
+    assert given != suggested and z[i, j] > 0
     p("on_cell_click", x=suggested, y=given, z=int(z[i, j]))
     (request,) = p.sent("set_view")
     view = get_view(ds, stages=request["view"])
@@ -249,7 +250,7 @@ def test_run_again_prompts_compute_sei_with_the_runs_options(ds):
     assert prompt["operator_uri"] == "@sei/fiftyone/compute_sei"
     params = prompt["params"]
     assert params == {"label_field": "ground_truth", "model": "efficientnet-lite0", "mode": "frozen", "epochs": 10,
-                      "threshold": "auto", "head": "linear", "score": "aum_prob", "image_size": 64,
+                      "threshold": "auto", "head": "linear", "score": "auto", "image_size": 64,
                       "brain_key": "sei", "overwrite": True, "delegate": False}
     p.state["cutoff"] = 0.0
     p("on_cutoff")
