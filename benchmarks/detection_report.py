@@ -106,7 +106,8 @@ def _winner_lines(results):
 def _default_lines(results, default_rec, default_all):
     """The selected defaults against every established method."""
     L = []
-    L += ["", "## A better default", "",
+    L += ["", "## A better default (superseded)", "",
+          "This single-cell selection is superseded: the library's defaults are chosen by the rule of `benchmarks/defaults_rule.py` over every cell (`benchmarks/results/defaults.md`). Kept as the record of what it picked.", "",
           f"Selection protocol, fixed in the code (`SELECT_ON = {SELECT_ON}`): among the candidates, take the one with the "
           f"highest AUROC + F1 on regime a, `random1`, seed 0 only; then report it everywhere else unchanged. Two selections: "
           f"one among scores the recorder computes from the dynamics alone (usable by `sei_cleanlab.find_label_issues` and "
