@@ -1,5 +1,5 @@
 """The label-review panel in the App, driven by Debian's chromium: open it, move the cutoff,
-click a cell of the label matrix, accept a suggestion.
+click a cell of the label matrix, accept five suggestions.
 
 Same setup as ``test_browser.py`` (never `playwright install`; the App on 127.0.0.1 only).
 Saves a screenshot; with SEI_UPDATE_DOCS=1 it replaces docs/fiftyone_review_panel.png.
@@ -115,22 +115,25 @@ def _click_largest_cell(page, ds, session):
     expect(grid.locator('[data-cy="tag-sei_suggestion"]')).to_have_text([suggested] * n)
 
 
-def _accept_first_of_next_batch(page, ds):
-    """Next batch, accept its first suggestion: the label changes, the old one is kept."""
+def _accept_five_of_next_batch(page, ds):
+    """Next batch, accept its first five suggestions one by one: each label changes, the old one
+    is kept, the answered row leaves the queue."""
     from playwright.sync_api import expect
 
     page.get_by_role("button", name="Next batch").click()
     accept = page.get_by_role("button", name="Accept")
-    accept.first.wait_for(timeout=20_000)
-    first = page.locator("p", has_text=re.compile(r"\.jpg given ")).first.inner_text().split()[0]
-    sample = ds.match(fo.ViewField("filepath").ends_with("/" + first)).first()
-    old, new = sample.ground_truth.label, sample.sei_suggestion.label
-    accept.first.click()
-    expect(page.get_by_text("1 accepted")).to_be_visible(timeout=20_000)
-    ds.reload()  # the App's server added ground_truth_original
-    sample = ds[sample.id]
-    assert sample.ground_truth.label == new and sample.ground_truth_original.label == old
-    assert "ground_truth_accepted" in sample.tags
+    for i in range(1, 6):
+        accept.first.wait_for(timeout=20_000)
+        first = page.locator("p", has_text=re.compile(r"\.jpg given ")).first.inner_text().split()[0]
+        sample = ds.match(fo.ViewField("filepath").ends_with("/" + first)).first()
+        old, new = sample.ground_truth.label, sample.sei_suggestion.label
+        accept.first.click()
+        expect(page.get_by_text(f"{i} accepted")).to_be_visible(timeout=20_000)
+        ds.reload()  # the App's server added ground_truth_original
+        sample = ds[sample.id]
+        assert sample.ground_truth.label == new and sample.ground_truth_original.label == old
+        assert "ground_truth_accepted" in sample.tags
+    assert len(ds.match_tags("ground_truth_accepted")) == 5
 
 
 def test_review_panel_cutoff_cell_click_and_accept(app_with_run, tmp_path):
@@ -154,7 +157,7 @@ def test_review_panel_cutoff_cell_click_and_accept(app_with_run, tmp_path):
                 timeout=30_000)
             _move_cutoff(page, ds, cutoff)
             _click_largest_cell(page, ds, session)
-            _accept_first_of_next_batch(page, ds)
+            _accept_five_of_next_batch(page, ds)
 
             page.set_viewport_size({"width": 1600, "height": 1500})  # the whole panel
             page.get_by_text("SEI run").first.scroll_into_view_if_needed()
