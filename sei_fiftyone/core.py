@@ -27,7 +27,7 @@ and :mod:`~sei_fiftyone.writeback` (the switch from the previous run to the new 
 
 from __future__ import annotations
 
-from sei.constants import AUTO_SCORE, HEADS, resolve_head
+from sei.constants import AUTO_SCORE, HEADS, resolve_head, resolve_score
 
 from . import _engine, inputs
 from .runs import (  # noqa: F401  (SEI, SEIConfig, SEIResults: the classes of runs stored by earlier versions)
@@ -112,7 +112,8 @@ def compute_sei(
             ``"gmm"`` or a number; see ``sei.compute_threshold``
         score ("auto"): which score to write: "auto" is ``sei.constants.default_score``
             (``DEFAULT_FEATURE_SCORE``, "poe_knn", on the features trained on; ``DEFAULT_SCORE``,
-            "aum_prob", when fine-tuning; ``benchmarks/results/defaults.md``), or a
+            "aum_prob", when fine-tuning or with an auxiliary-class threshold;
+            ``benchmarks/results/defaults.md``; the run's config records the resolved name), or a
             training-dynamics score (``sei.SCORE_NAMES``; "sei" is the paper's) or a
             neighbour-label score (``sei.FEATURE_SCORES``: "aum_prob_knn" averages
             "aum_prob" with the label agreement of each sample's 20 nearest neighbours in
@@ -165,6 +166,8 @@ def compute_sei(
         raise ValueError(f"head must be 'auto' or one of {HEADS}, got {head!r}")
     inputs.check_label_field(samples, label_field)
     labels = inputs.read_labels(samples, label_field, classes)
+    # recorded resolved, so that a later version's defaults cannot change what a stored run repeats
+    score = resolve_score(score, mode != "finetune", threshold, num_samples=len(labels.positions))
     config = SEIConfig(
         label_field=label_field, model=model, embeddings_field=embeddings_field, mode=mode,
         epochs=_engine.DEFAULT_EPOCHS[head] if epochs is None else int(epochs), threshold=threshold,

@@ -219,7 +219,7 @@ def test_brain_info_config_records_every_option_and_repeats_the_run(dataset):
     assert config.train_kwargs == {"weight_decay": 1e-3, "lr_schedule": "step"}
     assert config.classes == ["blue", "green", "red"] and config.head == "linear"
     assert (config.model, config.mode, config.embeddings_field) == ("embeddings", "embeddings", "embedding")
-    assert config.threshold == "gmm" and config.score == sfo.SEIConfig().score
+    assert config.threshold == "gmm" and config.score == "poe_knn"  # "auto" recorded resolved (embeddings: features at hand)
     again = sfo.compute_sei(dataset, brain_key="again", **config.compute_kwargs())
     assert dataset.values("again") == dataset.values("sei")
     assert dataset.values("again_mislabeled") == dataset.values("sei_mislabeled")

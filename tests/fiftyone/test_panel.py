@@ -250,7 +250,7 @@ def test_run_again_prompts_compute_sei_with_the_runs_options(ds):
     assert prompt["operator_uri"] == "@sei/fiftyone/compute_sei"
     params = prompt["params"]
     assert params == {"label_field": "ground_truth", "model": "efficientnet-lite0", "mode": "frozen", "epochs": 10,
-                      "threshold": "auto", "head": "linear", "score": "auto", "image_size": 64,
+                      "threshold": "auto", "head": "linear", "score": "poe_knn", "image_size": 64,
                       "brain_key": "sei", "overwrite": True, "delegate": False}
     p.state["cutoff"] = 0.0
     p("on_cutoff")
