@@ -111,6 +111,13 @@ class TrainConfig:
         for name in ("epochs", "lr"):
             if getattr(self, name) is None:
                 setattr(self, name, HEAD_DEFAULTS[self.head][name])
+        self._check_numbers()
+        self._check_choices()
+        self._check_combinations()
+        return self
+
+    def _check_numbers(self):
+        """Counts, rates and SGD settings."""
         self.epochs = check_int_param(self.epochs, "epochs", 1, "train at least one epoch")
         self.batch_size = check_int_param(self.batch_size, "batch_size", 1, "pass a batch size of one or more samples")
         self.seed = check_int_param(self.seed, "seed", 0)
@@ -126,6 +133,8 @@ class TrainConfig:
                                  + {"lr": f"0 <= lr <= {MAX_LR:g} (the paper's is 1e-3; 0 records a zero-shot run)",
                                     "momentum": "0 <= momentum < 1 (the paper's is 0.9)",
                                     "weight_decay": "0 <= weight_decay <= 1 (the paper's is 1e-4)"}[name] + ".")
+    def _check_choices(self):
+        """Options taken from a list of names, flags and callables."""
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("record", self.record, RECORDS)
         _choice("placement", self.placement, PLACEMENTS)
@@ -164,6 +173,8 @@ class TrainConfig:
         for name in ("on_epoch_end", "on_record"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise TypeError(f"{name} must be callable, got {type(getattr(self, name)).__name__}.")
+    def _check_combinations(self):
+        """Rules tying options together (score, threshold, auxiliary class, mode, resume, ...)."""
         # "auto" stays until the data is known (check_mode); checked here as the default with features
         spec = _scores.get(resolve_score(self.score, self.mode != "finetune", self.threshold))
         self._check_threshold()
@@ -189,7 +200,6 @@ class TrainConfig:
                 raise ValueError("class_names must name at least 2 classes.")
             if len(set(self.class_names)) != len(self.class_names):
                 raise ValueError("class_names must be unique.")
-        return self
 
     def check_mode(self, mode: str, num_samples: Optional[int] = None) -> str:
         """The rules that tie options to the mode (also for a mode inferred from the data).
