@@ -9,7 +9,7 @@ import fiftyone.operators.types as types
 
 from .compare import compare_with_confident_learning, get_comparison
 from .inputs import classification_fields, embeddings_fields
-from .operators import _brain_key_dropdown, _sei_runs
+from .run_choice import brain_key_dropdown, sei_runs
 from .runs import field_names, validate_comparison
 
 
@@ -39,7 +39,7 @@ class CompareWithConfidentLearning(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        brain_key = _brain_key_dropdown(ctx, inputs)
+        brain_key = brain_key_dropdown(ctx, inputs)
         if brain_key is None:
             return types.Property(inputs)
         try:  # one rule for the form and the Python function
@@ -62,7 +62,7 @@ class CompareWithConfidentLearning(foo.Operator):
                 label=f"Run '{brain_key}' stored no embeddings",
                 description="Choose a probabilities field, or rerun Compute SEI with an embeddings field "
                 "(compute_sei(..., embeddings_field='<new field>') stores the run's image features)."))
-        outputs = {field_names(k)[2] for k in _sei_runs(ctx)}
+        outputs = {field_names(k)[2] for k in sei_runs(ctx)}
         trusted = [f for f in classification_fields(ctx.dataset) if f != config.label_field and f not in outputs]
         _dropdown(inputs, "trusted_label_field", trusted, "Trusted label field (optional)",
                   "Labels known to be right: adds precision, recall, F1 and AUROC of both detectors")

@@ -19,32 +19,8 @@ from .compute_form import SCORE_CHOICES, THRESHOLD_CHOICES, compute_kwargs, mode
 from .compute_form import training_inputs
 from .inputs import classification_fields
 from .relabel import DEFAULT_TAG, apply_suggestions, suggest_relabels
+from .run_choice import brain_key_dropdown, sei_runs
 from .runs import field_names, validate_brain_key
-
-
-def _sei_runs(ctx):
-    if ctx.dataset is None:
-        return []
-    return core.list_sei_runs(ctx.dataset)
-
-
-def _brain_key_dropdown(ctx, inputs):
-    keys = _sei_runs(ctx)
-    if not keys:
-        inputs.view(
-            "no_runs",
-            types.Warning(
-                label="No SEI run on this dataset",
-                description="Run 'Compute SEI (find mislabeled samples)' first.",
-            ),
-        )
-        return None
-    choices = types.DropdownView()
-    for key in keys:
-        choices.add_choice(key, label=key)
-    inputs.enum("brain_key", choices.values(), default=keys[0], required=True,
-                label="SEI run", view=choices)
-    return ctx.params.get("brain_key", keys[0])
 
 
 def _brain_key_input(ctx, inputs):
@@ -88,7 +64,7 @@ class ComputeSEI(foo.Operator):
         inputs = types.Object()
         target = target_input(ctx, inputs)
         label_fields = classification_fields(target) if ctx.dataset is not None else []
-        outputs = {field_names(k)[2] for k in _sei_runs(ctx)}
+        outputs = {field_names(k)[2] for k in sei_runs(ctx)}
         label_fields = [f for f in label_fields if f not in outputs]
         if not label_fields:
             inputs.view(
@@ -170,7 +146,7 @@ class OpenSEIView(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        _brain_key_dropdown(ctx, inputs)
+        brain_key_dropdown(ctx, inputs)
         inputs.bool("flagged_only", default=True, label="Flagged samples only")
         return types.Property(inputs, view=types.View(label="Open SEI view"))
 
@@ -194,7 +170,7 @@ class SuggestRelabels(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         ctx.target_view()
-        if _brain_key_dropdown(ctx, inputs) is None:
+        if brain_key_dropdown(ctx, inputs) is None:
             return types.Property(inputs)
         inputs.int("budget", default=100, min=1, label="Budget",
                    description="How many samples to tag for relabelling")
@@ -234,7 +210,7 @@ class ApplySuggestions(foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         ctx.target_view()
-        if _brain_key_dropdown(ctx, inputs) is None:
+        if brain_key_dropdown(ctx, inputs) is None:
             return types.Property(inputs)
         inputs.bool("only_tagged", default=not bool(ctx.selected), label="Only tagged samples")
         inputs.str("tag", default=DEFAULT_TAG, label="Tag")

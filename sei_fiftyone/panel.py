@@ -18,7 +18,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from . import review
-from .core import list_sei_runs
+from .run_choice import sei_runs
 
 PLUGIN = "@sei/fiftyone"
 COMPUTE_URI = f"{PLUGIN}/compute_sei"
@@ -33,10 +33,6 @@ def get_comparison(dataset, brain_key):
     from .compare import get_comparison as _get
 
     return _get(dataset, brain_key)
-
-
-def _runs(ctx):
-    return [] if ctx.dataset is None else list_sei_runs(ctx.dataset)
 
 
 def _reported(method):
@@ -70,7 +66,7 @@ class ReviewPanel(foo.Panel):
         self.on_refresh(ctx)
 
     def on_refresh(self, ctx):
-        runs = _runs(ctx)
+        runs = sei_runs(ctx)
         key = ctx.panel.state.brain_key
         self._show_run(ctx, key if key in runs else (runs[0] if runs else None))
 
@@ -175,7 +171,7 @@ class ReviewPanel(foo.Panel):
 
     def render(self, ctx):
         panel = types.Object()
-        runs = _runs(ctx)
+        runs = sei_runs(ctx)
         if not runs:
             panel.message("no_runs", "No SEI run on this dataset: run 'Compute SEI' from the operator browser (`).")
             return types.Property(panel, view=types.GridView(orientation="vertical"))
