@@ -1,15 +1,12 @@
 """The label-review panel in the App, driven by Debian's chromium: open it, move the cutoff,
 click a cell of the label matrix, accept five suggestions.
 
-Same setup as ``test_browser.py`` (never `playwright install`; the App on 127.0.0.1 only).
+Same setup as the other browser tests (``browser_util``: never `playwright install`; the App on 127.0.0.1 only).
 Saves a screenshot; with SEI_UPDATE_DOCS=1 it replaces docs/fiftyone_review_panel.png.
 """
 
-import os
 import re
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,31 +15,20 @@ import fiftyone as fo
 
 import sei_fiftyone as sfo
 from sei_fiftyone import review
-from sei_fiftyone.db import free_port
 from sei_fiftyone.demo import load_sample
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS
+from browser_util import app_page, require_browser, screenshot, served
 
 pytestmark = pytest.mark.browser
-
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "fiftyone_review_panel.png"
 
 
 @pytest.fixture
 def app_with_run():
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        pytest.skip("chromium not installed (apt-get install -y chromium)")
-    pytest.importorskip("playwright.sync_api")
-    sfo.install_plugin()
+    require_browser()
     ds = load_sample(limit=200, name=f"sei-browser-panel-{int(time.time())}")
     sfo.compute_sei(ds, "ground_truth", epochs=10, image_size=64)
-    port = free_port()
-    session = fo.launch_app(ds, address="127.0.0.1", port=port, remote=True, auto=False)
-    try:
-        yield ds, session, f"http://127.0.0.1:{port}/datasets/{ds.name}"
-    finally:
-        session.close()
-        ds.delete()
+    with served(ds) as (session, url):
+        yield ds, session, url
 
 
 def _until(check, timeout=20.0):
@@ -137,33 +123,21 @@ def _accept_five_of_next_batch(page, ds):
 
 
 def test_review_panel_cutoff_cell_click_and_accept(app_with_run, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     ds, session, url = app_with_run
     cutoff = round(float(np.quantile(ds.values("sei"), 0.4)), 3)
     assert cutoff != ds.load_brain_results("sei").threshold
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(url, timeout=120_000)
-            page.get_by_text("ground_truth").first.wait_for(timeout=120_000)
-            dismiss = page.get_by_role("button", name="Dismiss")
-            if dismiss.count():
-                dismiss.first.click()
-            page.keyboard.press("Escape")
-            _open_panel(page, "SEI label review")  # from the "+" of the panel bar, as a user would
-            expect(page.get_by_text(f"{ds.load_brain_results('sei').num_flagged} flagged")).to_be_visible(
-                timeout=30_000)
-            _move_cutoff(page, ds, cutoff)
-            _click_largest_cell(page, ds, session)
-            _accept_five_of_next_batch(page, ds)
+    with app_page(url, width=1600, height=1000) as page:
+        page.keyboard.press("Escape")
+        _open_panel(page, "SEI label review")  # from the "+" of the panel bar, as a user would
+        expect(page.get_by_text(f"{ds.load_brain_results('sei').num_flagged} flagged")).to_be_visible(
+            timeout=30_000)
+        _move_cutoff(page, ds, cutoff)
+        _click_largest_cell(page, ds, session)
+        _accept_five_of_next_batch(page, ds)
 
-            page.set_viewport_size({"width": 1600, "height": 1500})  # the whole panel
-            page.get_by_text("SEI run").first.scroll_into_view_if_needed()
-            page.wait_for_timeout(1_500)
-            shot = DOCS_SCREENSHOT if os.environ.get("SEI_UPDATE_DOCS") == "1" else tmp_path / "review_panel.png"
-            page.screenshot(path=str(shot))
-            assert shot.stat().st_size > 10_000
-        finally:
-            browser.close()
+        page.set_viewport_size({"width": 1600, "height": 1500})  # the whole panel
+        page.get_by_text("SEI run").first.scroll_into_view_if_needed()
+        page.wait_for_timeout(1_500)
+        screenshot(page, tmp_path, "fiftyone_review_panel.png")

@@ -1,0 +1,114 @@
+"""What the browser tests share: Debian's chromium driven by Playwright against the App on
+127.0.0.1 (never `playwright install`), the operator browser and the form's rows.
+
+``SEI_UPDATE_DOCS=1`` makes :func:`screenshot` replace the picture in ``docs/``;
+``SEI_DEBUG_SHOT=<path>`` saves the page when a test fails inside :func:`app_page`.
+"""
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import fiftyone as fo
+
+import sei_fiftyone as sfo
+from sei_fiftyone.db import free_port
+
+CHROMIUM = os.environ.get("SEI_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def require_browser():
+    """Skip without chromium or playwright; install the plugin where the App finds it."""
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api")
+    sfo.install_plugin()
+
+
+@contextlib.contextmanager
+def served(ds):
+    """The App on ``ds`` at 127.0.0.1: ``(session, url)``; the session and ``ds`` go at the end."""
+    port = free_port()
+    session = fo.launch_app(ds, address="127.0.0.1", port=port, remote=True, auto=False)
+    try:
+        yield session, f"http://127.0.0.1:{port}/datasets/{ds.name}"
+    finally:
+        session.close()
+        ds.delete()
+
+
+@contextlib.contextmanager
+def app_page(url, width=1400, height=900):
+    """A chromium page on the App at ``url``, loaded and with FiftyOne's notices dismissed."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(url, timeout=120_000)
+            page.get_by_text("ground_truth").first.wait_for(timeout=120_000)
+            dismiss = page.get_by_role("button", name="Dismiss")
+            if dismiss.count():
+                dismiss.first.click()
+            try:
+                yield page
+            except Exception:
+                if os.environ.get("SEI_DEBUG_SHOT"):
+                    page.screenshot(path=os.environ["SEI_DEBUG_SHOT"])
+                raise
+        finally:
+            browser.close()
+
+
+def open_operator(page, search, label, ready):
+    """Open the operator browser (`), find ``search``, click the operator ``label`` and wait
+    for the text ``ready`` in its form."""
+    page.keyboard.press("`")
+    box = page.get_by_placeholder("Search operations by name...")
+    box.wait_for(timeout=30_000)
+    box.fill(search)
+    page.get_by_text(label).first.click()
+    page.get_by_text(ready).first.wait_for(timeout=30_000)
+
+
+def form_row(page, label):
+    """The form row whose label is ``label`` (its nearest grid item)."""
+    return page.locator(f"xpath=//p[text()={label!r}]/ancestor::div[contains(@class, 'MuiGrid-item')][1]")
+
+
+def choose(page, label, option, exact=False):
+    """Pick ``option`` in the form's dropdown labelled ``label``."""
+    form_row(page, label).get_by_role("combobox").click()
+    page.get_by_role("option", name=option, exact=exact).click()
+
+
+def close_progress(page, timeout):
+    """Wait for a run's progress dialog to finish (up to ``timeout`` ms), then close it."""
+    from playwright.sync_api import expect
+
+    done = page.get_by_role("button", name="Done")
+    done.wait_for(timeout=timeout)
+    page.wait_for_timeout(1_000)
+    for _ in range(5):
+        if not done.is_visible():
+            break
+        done.click(force=True)
+        page.wait_for_timeout(1_000)
+    expect(done).to_be_hidden(timeout=10_000)
+
+
+def screenshot(page, tmp_path, docs_name):
+    """Save the page: into ``docs/<docs_name>`` with SEI_UPDATE_DOCS=1, else under ``tmp_path``."""
+    shot = DOCS / docs_name if os.environ.get("SEI_UPDATE_DOCS") == "1" else tmp_path / docs_name
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    return shot
