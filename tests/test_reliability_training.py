@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import sei  # noqa: E402
+from sei.constants import HEAD_DEFAULTS  # noqa: E402
 from sei.active import RobustWeights  # noqa: E402
 from sei.training import train  # noqa: E402
 from test_training import NAMES, K, _fit  # noqa: E402,F401  (the training tests' helpers; _fit is used by _KILL_SCRIPT)
@@ -404,7 +405,9 @@ def test_train_fuzz_only_value_or_type_errors_before_training(kind, epochs, batc
         assert not trained, f"raised after training started: {e!r}"
         assert str(e)
         return
-    assert len(res.scores) == 24 and trained == list(range(epochs))
+    run_epochs = res.config["epochs"]  # epochs=None: the head's default (sei.constants.HEAD_DEFAULTS)
+    assert run_epochs == (epochs if epochs is not None else HEAD_DEFAULTS[res.config["head"]]["epochs"])
+    assert len(res.scores) == 24 and trained == list(range(run_epochs))
     assert kind in ("ok", "torch", "torch_bf16", "nan_rows", "int_features")
 
 

@@ -284,6 +284,17 @@ def test_auto_score_is_the_feature_default_except_when_fine_tuning(monkeypatch):
     assert TrainConfig().head == constants.DEFAULT_HEAD and TrainConfig(mode="finetune").head == "prompt"
 
 
+
+def test_auto_score_counts_only_the_readable_samples():
+    # 24 rows, 12 of them NaN: too few readable samples for 20 neighbours, so "auto" is the
+    # score of the dynamics alone (it used to pick the neighbour score and fail after training)
+    x, y, _ = _blobs(n=24, seed=1)
+    x[1::2] = np.nan
+    with pytest.warns(RuntimeWarning, match="12 unreadable"):
+        res = _fit(x, y, epochs=2)
+    assert res.score_name == sei.constants.DEFAULT_SCORE
+    assert np.isnan(res.scores[1::2]).all() and np.isfinite(res.scores[0::2]).all()
+
 def test_extra_scores_keep_per_class_state_for_reading_after_the_run():
     x, y, _ = _blobs(n=240, seed=3)
     res = _fit(x, y, epochs=3, score="aum_prob", aux_class=False)

@@ -204,8 +204,9 @@ class TrainConfig:
     def check_mode(self, mode: str, num_samples: Optional[int] = None) -> str:
         """The rules that tie options to the mode (also for a mode inferred from the data).
 
-        ``score="auto"`` is resolved here, once the mode and the number of samples are known
-        (:func:`sei.constants.resolve_score`: the feature default unless fine-tuning).
+        ``score="auto"`` is resolved here, once the mode and the number of readable samples
+        are known (:func:`sei.constants.resolve_score`: the feature default unless fine-tuning,
+        or with too few samples for the neighbours).
         """
         score = resolve_score(self.score, mode != "finetune", self.threshold, num_samples=num_samples)
         if num_samples is not None:  # the data is known: the score the run uses

@@ -33,7 +33,7 @@ def check_data(inputs, labels, cfg):
         raise ValueError(f"labels must lie in 0..{k - 1} (len(class_names) = {k}), got values in "
                          f"{labels.min()}..{labels.max()}; pass one name per class in class_names")
     inputs, mode = resolve_inputs(inputs, cfg.mode, n)
-    cfg.check_mode(mode, n)
+    cfg.check_mode(mode)  # the mode's rules now; score='auto' is resolved once the readable inputs are known
     return inputs, labels, list(class_names), k, mode
 
 

@@ -142,6 +142,7 @@ def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_thread
     bundle, size, class_init, features, store, valid = _load_data(inputs, cfg, mode, class_names, dev, rank)
     if not valid.any():
         raise no_readable_input(inputs, n)
+    cfg.check_mode(mode, int(valid.sum()))  # score='auto' for the samples that can be scored
     if num_threads and mode == "frozen":
         torch.set_num_threads(int(num_threads))
     st, amp_dtype = _build_state(cfg, mode, n, c, dev, world, bundle, class_init, features, weights)
