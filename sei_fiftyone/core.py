@@ -27,7 +27,7 @@ and :mod:`~sei_fiftyone.writeback` (the switch from the previous run to the new 
 
 from __future__ import annotations
 
-from sei.constants import AUTO_SCORE, HEADS, resolve_head, resolve_score
+from sei.constants import AUTO_SCORE, HEADS, resolve_head
 
 from . import _engine, inputs
 from .runs import (  # noqa: F401  (SEI, SEIConfig, SEIResults: the classes of runs stored by earlier versions)
@@ -166,8 +166,6 @@ def compute_sei(
         raise ValueError(f"head must be 'auto' or one of {HEADS}, got {head!r}")
     inputs.check_label_field(samples, label_field)
     labels = inputs.read_labels(samples, label_field, classes)
-    # recorded resolved, so that a later version's defaults cannot change what a stored run repeats
-    score = resolve_score(score, mode != "finetune", threshold, num_samples=len(labels.positions))
     config = SEIConfig(
         label_field=label_field, model=model, embeddings_field=embeddings_field, mode=mode,
         epochs=_engine.DEFAULT_EPOCHS[head] if epochs is None else int(epochs), threshold=threshold,
@@ -179,6 +177,9 @@ def compute_sei(
     brain_method.validate_run(samples, brain_key, overwrite=True)
     data = inputs.read_training_inputs(samples, config, labels.positions)
     result = _engine.train(data, labels.labels, config, train_kwargs=train_kwargs, progress=progress)
+    # the score the run used, recorded resolved ("auto" depends on the readable samples), so that a
+    # later version's defaults cannot change what a stored run repeats
+    config.score = str(result.score_name)
     values, results = _engine.assemble(samples, brain_method, brain_key, labels, result,
                                        store_embeddings=inputs.stores_embeddings(config))
     # Everything below writes; nothing above did.
