@@ -40,7 +40,10 @@ from sei import symmetric_noise, transition_matrix_noise  # noqa: E402
 from sei.active import KNNGraph, make_selector, plot_curves, simulate, train_linear  # noqa: E402
 
 METHODS = ["random", "entropy", "corractive", "lossent", "lossent_sum", "dalc", "kim", "sei", "sei_propagation",
-           "sei_alpha", "sei_fc"]
+           "sei_alpha", "sei_fc", "sei_fc_design", "dalc_regression"]
+# ablations: a selector of ``sei.active.SELECTORS`` with another transition estimate
+VARIANTS = {"sei_fc_design": ("sei_fc", {"transition_estimate": "design"}),
+            "dalc_regression": ("dalc", {"transition_estimate": "regression"})}
 SETTINGS = ("uniform80", "transition80", "cifar10n_worse")
 LR = 0.1  # the simulator's SGD step (batch 256, cosine); the engine's default 1e-3 is for 150-epoch runs
 
@@ -115,12 +118,18 @@ def noisy_labels(setting, clean, worse, k, seed):
     return worse, worse != clean
 
 
+def bench_selector(method):
+    """The selector called ``method``: a name of ``sei.active.SELECTORS`` or of ``VARIANTS``."""
+    base, options = VARIANTS.get(method, (method, {}))
+    return make_selector(base, **options, **({"name": method} if method in VARIANTS else {}))
+
+
 def run_one(data, graph, setting, method, seed, a):
     """One episode of one selector; prints a line and returns the simulator's result."""
     xtr, ytr, xte, yte, worse, k = data
     noisy, _ = noisy_labels(setting, ytr, worse, k, seed)
     t = time.time()
-    sel = make_selector(method) if isinstance(method, str) else method
+    sel = bench_selector(method) if isinstance(method, str) else method
     r = simulate(xtr, noisy, ytr, sel, budget=a.budget, batch_size=a.batch,
                  test_features=xte, test_labels=yte, graph=graph, epochs=a.epochs, seed=seed,
                  train_options={"lr": LR})

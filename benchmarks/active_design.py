@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import benchmarks.active as bench  # noqa: E402
-from sei.active import KNNGraph, SEISelector, UniformShareSelector, make_selector, train_linear  # noqa: E402
+from sei.active import KNNGraph, SEISelector, UniformShareSelector, train_linear  # noqa: E402
 
 
 def variant(name):
@@ -29,8 +29,9 @@ def variant(name):
         sel.uses_transition_matrix = True  # DALC's counted T
         return sel
     if name == "alpha":
-        return UniformShareSelector(SEISelector(candidates="alpha", name="sei_alpha"), share=0.1, name="alpha")
-    return make_selector(name)
+        return UniformShareSelector(SEISelector(candidates="alpha", name="sei_alpha"), share=0.1,
+                                    transition_estimate="design", name="alpha")
+    return bench.bench_selector(name)
 
 
 def main(argv=None):

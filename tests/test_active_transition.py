@@ -1,11 +1,11 @@
-"""The selection-bias-corrected transition estimate and the uniform-share selector (sei_fc)."""
+"""The transition estimates for forward-corrected training and the uniform-share selector (sei_fc)."""
 
 import numpy as np
 import pytest
 
 from sei.active import (
     SelectionContext, UniformShareSelector, design_transition_matrix, estimate_transition_matrix, make_selector,
-    simulate,
+    regression_transition_matrix, simulate,
 )
 
 
@@ -79,7 +79,65 @@ def test_uniform_share_selector_draws_its_share_outside_the_top_picks():
         UniformShareSelector(make_selector("entropy"), share=1.0)
 
 
-def test_sei_fc_runs_in_the_simulator_with_the_design_estimate():
+def _queries_by_features(n=8_000, k=4, rate=0.5, queries=1_500, share=0.1, seed=0):
+    """Clean classes as Gaussian blobs, symmetric noise, and queries decided from the features and
+    the given label only (as a selector does): the samples whose given label's centre is farthest
+    from them, plus a uniform ``share``. Returns the features, labels, queried mask and true T left."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, 6)) * 2.5
+    clean = rng.integers(0, k, n)
+    x = centres[clean] + rng.normal(size=(n, 6))
+    flip = rng.random(n) < rate
+    noisy = np.where(flip, (clean + rng.integers(1, k, n)) % k, clean)
+    d = ((x[:, None, :] - centres[None]) ** 2).sum(-1)
+    doubt = d[np.arange(n), noisy] - d.min(1)
+    m = int(share * queries)
+    top = np.argsort(-doubt)[: queries - m]
+    rest = np.setdiff1d(np.arange(n), top)
+    q = np.zeros(n, bool)
+    q[top] = True
+    q[rng.choice(rest, m, replace=False)] = True
+    true = np.zeros((k, k))
+    np.add.at(true, (clean[~q], noisy[~q]), 1.0)
+    return x, noisy, clean, q, k, true / true.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_regression_estimate_is_closer_to_the_true_transition_than_counting_queries(seed):
+    x, noisy, clean, q, k, true = _queries_by_features(seed=seed)
+    naive = estimate_transition_matrix(noisy, clean, q, k)
+    reg = regression_transition_matrix(x, noisy, clean, q, k)
+    np.testing.assert_allclose(reg.sum(1), 1.0)
+    assert (reg >= 0).all()
+    assert (noisy[q] != clean[q]).mean() > 0.85 > 0.55 > (noisy[~q] != clean[~q]).mean()  # biased queries
+    assert np.diag(naive).mean() < 0.15
+    assert abs(np.diag(reg).mean() - np.diag(true).mean()) < 0.05
+    assert np.abs(reg - true).max() < 0.25 * np.abs(naive - true).max()
+
+
+def test_regression_estimate_falls_back_to_counting_with_one_clean_class_queried():
+    x, noisy, clean, q, k, _ = _queries_by_features(n=400, queries=50)
+    q1 = q & (clean == clean[np.flatnonzero(q)[0]])
+    np.testing.assert_allclose(regression_transition_matrix(x, noisy, clean, q1, k),
+                               estimate_transition_matrix(noisy, clean, q1, k))
+
+
+def test_transition_estimate_names_are_checked():
+    from sei.active.transition import transition_estimate
+
+    with pytest.raises(ValueError, match="counted, design, regression"):
+        make_selector("dalc", transition_estimate="oracle")
+    with pytest.raises(ValueError, match="transition_estimate"):
+        make_selector("sei_fc", transition_estimate="counts")
+    with pytest.raises(ValueError, match="transition_estimate"):
+        transition_estimate("x", features=None, noisy_labels=[0], clean_labels=[0], query_round=[0], draws=[],
+                            num_classes=2)
+    assert make_selector("dalc", transition_estimate="regression").transition_estimate == "regression"
+    assert make_selector("sei_fc", transition_estimate="design").transition_estimate == "design"
+
+
+@pytest.mark.parametrize("estimate", ["regression", "design"])
+def test_sei_fc_runs_in_the_simulator(estimate):
     from sei import symmetric_noise
     from sei.active import KNNGraph
 
@@ -88,8 +146,8 @@ def test_sei_fc_runs_in_the_simulator_with_the_design_estimate():
     y = rng.integers(0, 4, 800)
     x = c[y] + rng.normal(size=(800, 8))
     noisy, mis = symmetric_noise(y, 0.6, num_classes=4, seed=0)
-    sel = make_selector("sei_fc")
-    assert sel.uses_transition_matrix and sel.transition_estimate == "design" and not sel.robust_training
+    sel = make_selector("sei_fc", **({} if estimate == "regression" else {"transition_estimate": estimate}))
+    assert sel.uses_transition_matrix and sel.transition_estimate == estimate and not sel.robust_training
     res = simulate(x, noisy, y, sel, budget=300, batch_size=100, test_features=x, test_labels=y,
                    graph=KNNGraph(x, k=10), epochs=3)
     assert list(res["labels_queried"]) == [0, 100, 200, 300]

@@ -29,14 +29,17 @@ from .selectors import (
 from .simulator import (
     Oracle, plot_curves, sei_train_trainer, simulate, summarize, train_linear,
 )
-from .transition import UniformShareSelector, design_transition_matrix, estimate_transition_matrix
+from .transition import (
+    TRANSITION_ESTIMATES, UniformShareSelector, design_transition_matrix, estimate_transition_matrix,
+    regression_transition_matrix,
+)
 from .propagation import BoundedPropagation
 from .weights import RobustWeights
 
 __all__ = [
-    "SELECTORS", "BoundedPropagation", "CorrActiveSelector", "DALCSelector", "EntropySelector", "KNNGraph", "KimSelector",
+    "SELECTORS", "TRANSITION_ESTIMATES", "BoundedPropagation", "CorrActiveSelector", "DALCSelector", "EntropySelector", "KNNGraph", "KimSelector",
     "LossEntSelector", "Oracle", "PropagationSelector", "RandomSelector", "RobustWeights", "SEISelector",
     "SelectionContext", "Selector", "UniformShareSelector", "dense_diffusion_reference", "design_transition_matrix",
-    "estimate_transition_matrix",
+    "estimate_transition_matrix", "regression_transition_matrix",
     "make_selector", "plot_curves", "sei_train_trainer", "simulate", "summarize", "train_linear",
 ]

@@ -11,7 +11,8 @@ CorrActive         highest cross-entropy loss w.r.t. the current label (Nallapat
 LossEnt            ``variant="bernhardt"``: CE/logK - max(H/logK - 0.3, 0) (active label
                    cleaning); ``variant="sum"``: CE + H (what the ALC paper ran)
 DALC               entropy selection; the simulator trains it with a transition-matrix
-                   corrected loss (``uses_transition_matrix``)
+                   corrected loss (``uses_transition_matrix``; T counted over the queries,
+                   ``transition_estimate=`` picks another estimate)
 Kim                robust weights alpha + candidates ranked by p^S ∝ 1 - alpha + entropy
                    propagation on the kNN graph (the ALC paper)
 SEI                SEI-guided: suspicion from the recorder's scores (lower SEI = more
@@ -19,8 +20,9 @@ SEI                SEI-guided: suspicion from the recorder's scores (lower SEI =
                    (``"sei_propagation"``: all samples are candidates; ``"sei_alpha"``:
                    candidates ranked by p^S as in Kim; ``"sei"``: no propagation)
 SEI-FC             ``"sei_fc"``: SEI-guided picks plus a uniform 10 % of each batch, trained
-                   with DALC's forward-corrected loss and a transition matrix corrected for
-                   the selection (:mod:`sei.active.transition`)
+                   with DALC's forward-corrected loss and a transition matrix estimated
+                   by regression on every query (:mod:`sei.active.transition`;
+                   ``transition_estimate="design"``: the uniform draws' unbiased one)
 =================  ==========================================================================
 
 Choices where the paper is vague (options of :class:`PropagationSelector`):
@@ -93,6 +95,7 @@ class Selector:
     name = "base"
     uses_graph = False
     uses_transition_matrix = False
+    transition_estimate = "counted"  # which T the simulator trains with, when uses_transition_matrix
     robust_training = False
     needs_sei = False
 
@@ -153,8 +156,17 @@ class LossEntSelector(Selector):
 
 
 class DALCSelector(EntropySelector):
+    """Entropy picks, forward-corrected training; ``transition_estimate``: one of
+    :data:`~sei.active.transition.TRANSITION_ESTIMATES` (DALC's own: ``"counted"``)."""
+
     name = "dalc"
     uses_transition_matrix = True
+
+    def __init__(self, transition_estimate="counted", name=None):
+        from .transition import check_transition_estimate
+
+        self.transition_estimate = check_transition_estimate(transition_estimate)
+        self.name = name or "dalc"
 
 
 class PropagationSelector(Selector):
@@ -311,15 +323,16 @@ SELECTORS = {
 }
 
 
-def _sei_fc(share=0.1, **kw):
+def _sei_fc(share=0.1, transition_estimate="regression", name="sei_fc", **kw):
     """SEI-guided picks with propagation (all samples candidates, no robust weights in the loss)
     plus a uniform ``share`` of each batch, trained with the forward-corrected loss and the
-    design-corrected transition estimate (:mod:`sei.active.transition`)."""
+    regression estimate of the transition matrix (:mod:`sei.active.transition`)."""
     from .transition import UniformShareSelector
 
     kw.setdefault("candidates", "all")
     kw.setdefault("robust_training", False)
-    return UniformShareSelector(SEISelector(name="sei_propagation", **kw), share=share, name="sei_fc")
+    return UniformShareSelector(SEISelector(name="sei_propagation", **kw), share=share,
+                                transition_estimate=transition_estimate, name=name)
 
 
 def make_selector(method: str, **options) -> Selector:

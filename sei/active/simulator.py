@@ -15,10 +15,10 @@ a forward-corrected loss with a transition matrix (DALC, applied to not-yet-quer
 only, since queried labels are clean) and feeds an :class:`sei.SEIRecorder` every epoch.
 Pass ``trainer=callable`` to use another one (e.g. :func:`sei_train_trainer`).
 
-DALC's transition matrix is estimated from the queried samples (clean vs original noisy
-label, add-one smoothing); a selector with ``transition_estimate = "design"`` (a
-:class:`~sei.active.transition.UniformShareSelector`) gets the selection-bias-corrected
-estimate of :mod:`sei.active.transition` instead. Round 0 has none and trains with plain
+A selector with ``uses_transition_matrix`` trains with the forward-corrected loss and the
+transition estimate its ``transition_estimate`` names (:mod:`sei.active.transition`):
+DALC's ``"counted"`` (clean vs original noisy label over the queries, add-one smoothing),
+``"design"`` or ``"regression"`` (``sei_fc``'s). Round 0 has none and trains with plain
 cross-entropy.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .selectors import SelectionContext, make_selector
-from .transition import design_transition_matrix, estimate_transition_matrix
+from .transition import transition_estimate
 from .weights import RobustWeights
 
 __all__ = ["Oracle", "train_linear", "sei_train_trainer", "simulate", "plot_curves", "summarize"]
@@ -164,7 +164,7 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
     from ..recorder import SEIRecorder
 
     sel = make_selector(selector) if isinstance(selector, str) else selector
-    ep = _Episode(noisy_labels, clean_labels, num_classes)
+    ep = _Episode(noisy_labels, clean_labels, num_classes, features=features)
     n, k = len(ep.noisy), ep.k
     train_fn = train_linear if trainer == "linear" else trainer
     out = {k_: [] for k_ in ("labels_queried", "test_accuracy", "batch_precision", "precision",
@@ -201,7 +201,8 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
 class _Episode:
     """The labels of one episode as the oracle corrects them, and what was queried when."""
 
-    def __init__(self, noisy_labels, clean_labels, num_classes=None):
+    def __init__(self, noisy_labels, clean_labels, num_classes=None, *, features=None):
+        self.features = features
         self.noisy = np.asarray(noisy_labels, np.int64)
         self.clean = np.asarray(clean_labels, np.int64)
         self.k = int(num_classes or max(self.noisy.max(), self.clean.max()) + 1)
@@ -216,9 +217,9 @@ class _Episode:
         """The round's T for a selector that trains with the forward-corrected loss (else None)."""
         if not (sel.uses_transition_matrix and self.queried.any()):
             return None
-        if getattr(sel, "transition_estimate", None) == "design":
-            return design_transition_matrix(self.noisy, self.clean, self.query_round, self.draws, self.k)
-        return estimate_transition_matrix(self.noisy, self.clean, self.queried, self.k)
+        return transition_estimate(getattr(sel, "transition_estimate", "counted"), features=self.features,
+                                   noisy_labels=self.noisy, clean_labels=self.clean, query_round=self.query_round,
+                                   draws=self.draws, num_classes=self.k)
 
     def record(self, out, acc, probs):
         q = int(self.queried.sum())

@@ -1,5 +1,11 @@
 """Noise transition estimates for forward-corrected training during label correction.
 
+Three estimates of T[i, j] = P(given = j | clean = i) among the samples *not yet queried*
+(the ones the forward-corrected loss applies to), one per ``transition_estimate`` of a
+selector: ``"counted"`` (:func:`estimate_transition_matrix`, DALC's), ``"design"``
+(:func:`design_transition_matrix`) and ``"regression"`` (:func:`regression_transition_matrix`,
+``sei_fc``'s). :func:`transition_estimate` dispatches on the name.
+
 DALC (``estimate_transition_matrix``) counts (clean, noisy) pairs over every queried
 sample. That is unbiased only when the queries are a uniform draw: a selector that
 queries mislabeled samples with 98 % precision makes the counted T say "98 % noise",
@@ -22,13 +28,28 @@ off-diagonal shape comes from every queried mislabeled sample (many more of them
 design corrects *how much* noise there is, the shape is far less sensitive to it)::
 
     T[i, i] = 1 - rho_i,   T[i, j] = rho_i * S[i, j] / sum_{j' != i} S[i, j']   (j != i)
+
+The design estimate is unbiased but rests on the uniform draws alone (100 per batch of
+1,000): its error on CIFAR-10 at 1,000 labels was about twice the regression estimate's.
+:func:`regression_transition_matrix` uses every query: a selector decides what to query
+from the features and the given labels (and the training they drive), not from the clean
+label, so a model of P(clean | features, given label) fitted on the queried samples applies
+to the samples not yet queried (selection on the covariates leaves a conditional model
+unbiased when it is well specified; the uniform share keeps the covariates covered).
+Summing its predictions over those samples counts their (clean, given) pairs::
+
+    C[i, j] = sum over not-yet-queried n with given label j of P(clean = i | x_n, j)
+    T[i, j] = (C[i, j] + smoothing) / sum_j' (C[i, j'] + smoothing)
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["estimate_transition_matrix", "design_transition_matrix", "UniformShareSelector"]
+__all__ = ["TRANSITION_ESTIMATES", "estimate_transition_matrix", "design_transition_matrix",
+           "regression_transition_matrix", "transition_estimate", "UniformShareSelector"]
+
+TRANSITION_ESTIMATES = ("counted", "design", "regression")
 
 
 def estimate_transition_matrix(noisy_labels, clean_labels, queried, num_classes, *, smoothing=1.0):
@@ -88,22 +109,76 @@ def design_transition_matrix(noisy_labels, clean_labels, query_round, draws, num
     return t
 
 
+def regression_transition_matrix(features, noisy_labels, clean_labels, queried, num_classes, *, C=1.0,
+                                 smoothing=1.0):
+    """T among the not-yet-queried samples from a regression on the queried ones (module docstring).
+
+    Parameters
+    ----------
+    features : (N, D) the features the selector saw (standardised here)
+    noisy_labels : (N,) the given labels;  clean_labels : (N,) known where ``queried``
+    queried : (N,) bool
+    num_classes : int
+    C : float, inverse L2 strength of the multinomial logistic regression (scikit-learn's)
+    smoothing : float, pseudo-count added to every (clean, given) pair
+
+    The regression's inputs are the standardised features and the one-hot given label.
+    Falls back to :func:`estimate_transition_matrix` while the queries hold fewer than two
+    clean classes or no sample is left unqueried.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    noisy, clean, k = np.asarray(noisy_labels, np.int64), np.asarray(clean_labels, np.int64), int(num_classes)
+    q = np.asarray(queried, bool)
+    qi, u = np.flatnonzero(q), np.flatnonzero(~q)
+    if len(u) == 0 or len(np.unique(clean[qi])) < 2:
+        return estimate_transition_matrix(noisy, clean, q, k, smoothing=smoothing)
+    x = np.asarray(features, np.float64)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    z = np.hstack([x, np.eye(k)[noisy] * 3.0])
+    model = LogisticRegression(C=C, max_iter=300).fit(z[qi], clean[qi])
+    p = np.zeros((len(u), k))
+    p[:, model.classes_] = model.predict_proba(z[u])
+    c = np.zeros((k, k))
+    np.add.at(c.T, noisy[u], p)  # c[i, j] += P(clean = i | x_n, j) for each n with given label j
+    c += float(smoothing)
+    return c / c.sum(1, keepdims=True)
+
+
+def transition_estimate(name, *, features, noisy_labels, clean_labels, query_round, draws, num_classes):
+    """The estimate called ``name`` (one of :data:`TRANSITION_ESTIMATES`) of T among the samples not yet queried."""
+    queried = np.asarray(query_round) >= 0
+    if check_transition_estimate(name) == "counted":
+        return estimate_transition_matrix(noisy_labels, clean_labels, queried, num_classes)
+    if name == "design":
+        return design_transition_matrix(noisy_labels, clean_labels, query_round, draws, num_classes)
+    return regression_transition_matrix(features, noisy_labels, clean_labels, queried, num_classes)
+
+
+def check_transition_estimate(name):
+    """``name`` if it is one of :data:`TRANSITION_ESTIMATES`, else a ValueError naming the choices."""
+    if name not in TRANSITION_ESTIMATES:
+        raise ValueError(f"transition_estimate must be one of {', '.join(TRANSITION_ESTIMATES)}, got {name!r}")
+    return name
+
+
 class UniformShareSelector:
     """A base selector's top picks plus a uniform draw of ``share`` of each batch.
 
     The uniform part makes the queries a sampling design with known inclusion
     probabilities (``last_draw = (drawn indices, size of the set drawn from)``), from which
-    :func:`design_transition_matrix` estimates T without the base selector's bias. With
-    ``uses_transition_matrix`` the simulator trains it with the forward-corrected loss and
-    that estimate (``transition_estimate = "design"``).
+    :func:`design_transition_matrix` estimates T without the base selector's bias, and
+    keeps the queries spread over the feature space for :func:`regression_transition_matrix`.
+    With ``uses_transition_matrix`` the simulator trains it with the forward-corrected loss
+    and the estimate named by ``transition_estimate`` (one of :data:`TRANSITION_ESTIMATES`).
     """
 
     uses_transition_matrix = True
-    transition_estimate = "design"
 
-    def __init__(self, base, *, share=0.1, name=None):
+    def __init__(self, base, *, share=0.1, transition_estimate="regression", name=None):
         if not 0.0 < float(share) < 1.0:
             raise ValueError(f"share must be in (0, 1) (the uniform part of each batch), got {share!r}")
+        self.transition_estimate = check_transition_estimate(transition_estimate)
         self.base, self.share = base, float(share)
         self.name = name or f"{base.name}_uniform"
         self.uses_graph, self.robust_training, self.needs_sei = base.uses_graph, base.robust_training, base.needs_sei
@@ -122,4 +197,5 @@ class UniformShareSelector:
         return np.concatenate([top, drawn]).astype(np.int64)
 
     def __repr__(self):
-        return f"UniformShareSelector({self.base!r}, share={self.share})"
+        return (f"UniformShareSelector({self.base!r}, share={self.share}, "
+                f"transition_estimate={self.transition_estimate!r})")
