@@ -49,7 +49,8 @@ def main(argv=None):
             for name in names:
                 r = bench.run_one((xtr, ytr, xte, yte, worse, 10), graph, setting, variant(name), seed, a)
                 print(f"   {setting} {name} seed {seed}: to target {bench._labels_to_target(r, target):,.0f}, acc "
-                      + " ".join(f"{x:.3f}" for x in r["test_accuracy"]), flush=True)
+                      + " ".join(f"{x:.3f}" for x in r["test_accuracy"]) + ", T error "
+                      + " ".join(f"{x:.3f}" for x in r["transition_error"][1:]), flush=True)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,8 @@ def test_sei_fc_runs_in_the_simulator(estimate):
                    graph=KNNGraph(x, k=10), epochs=3)
     assert list(res["labels_queried"]) == [0, 100, 200, 300]
     assert len(np.unique(res["picks"])) == 300
+    err = res["transition_error"]  # round 0 trains without T; then a row-stochastic T
+    assert np.isnan(err[0]) and np.isfinite(err[1:]).all() and (err[1:] < 2.0).all()
     assert res["batch_precision"].mean() > mis.mean()  # the SEI-alpha part finds mislabeled samples
 
 

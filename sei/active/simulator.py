@@ -168,13 +168,15 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
     n, k = len(ep.noisy), ep.k
     train_fn = train_linear if trainer == "linear" else trainer
     out = {k_: [] for k_ in ("labels_queried", "test_accuracy", "batch_precision", "precision",
-                             "remaining_mislabeled", "train_label_accuracy")}
+                             "remaining_mislabeled", "train_label_accuracy", "transition_error")}
     rnd = 0
     while True:
         weights = RobustWeights(n, **(robust_options or {})) if sel.robust_training else None
         rec = SEIRecorder(n, k)
+        t_round = ep.transition(sel)
+        out["transition_error"].append(ep.transition_error(t_round))
         trained = train_fn(features, ep.labels, k, epochs=epochs, sample_weights=weights,
-                           transition_matrix=ep.transition(sel), correct_mask=~ep.queried, recorder=rec,
+                           transition_matrix=t_round, correct_mask=~ep.queried, recorder=rec,
                            seed=seed * 1000 + rnd, **dict(train_options or {}))
         model, probs = trained[0], trained[1]
         if len(trained) > 3 and trained[3] is not None:
@@ -220,6 +222,17 @@ class _Episode:
         return transition_estimate(getattr(sel, "transition_estimate", "counted"), features=self.features,
                                    noisy_labels=self.noisy, clean_labels=self.clean, query_round=self.query_round,
                                    draws=self.draws, num_classes=self.k)
+
+    def transition_error(self, t):
+        """Mean over rows of the L1 distance from ``t`` to the true T among the samples not yet queried."""
+        left = ~self.queried
+        if t is None or not left.any():
+            return np.nan
+        true = np.zeros((self.k, self.k))
+        np.add.at(true, (self.clean[left], self.noisy[left]), 1.0)
+        seen = true.sum(1) > 0
+        true = true[seen] / true[seen].sum(1, keepdims=True)
+        return float(np.abs(np.asarray(t)[seen] - true).sum(1).mean())
 
     def record(self, out, acc, probs):
         q = int(self.queried.sum())
