@@ -113,9 +113,9 @@ def metrics(bad, score, signed, flagged=None):
 def sei_cell(x, y, bad, names, a):
     """One ``sei.train`` finetune run: every recorder score."""
     import sei
-    import sei.constants
+    import sei.scores
 
-    signed = set(getattr(sei.constants, "SIGNED_SCORES", ()))
+    signed = set(sei.scores.signed_names())
     last = [time.time()]
 
     def tick(epoch, total, m):

@@ -60,7 +60,7 @@ def __getattr__(name):
 
         return train
     if name in ("SCORE_NAMES", "FEATURE_SCORES"):  # read from the score registry (sei.scores)
-        from . import constants
+        from . import scores
 
-        return getattr(constants, name)
+        return getattr(scores, name)
     raise AttributeError(f"module 'sei' has no attribute {name!r}")

@@ -29,7 +29,7 @@ DEFAULT_SCORE = "aum_prob"
 #: F1 +12.7 to +18.0 over CL), F1 >= CL in regime a ``worse``; lost: the AUROC goal in regime a (0.2-0.3
 #: points above AUM, not 1) and F1 in regime a ``aggre`` / ``random1`` (1.5-2.0 points below CL). A
 #: recorder that did not keep the per-class log-probabilities it needs, or fewer than 21 samples,
-#: fall back to :data:`DEFAULT_SCORE` (see :func:`resolve_score`).
+#: fall back to :data:`DEFAULT_SCORE` (see :func:`sei.scores.resolve_score`).
 DEFAULT_FEATURE_SCORE = "poe_knn"
 
 #: Threshold used when none is named: works without auxiliary samples.
@@ -77,60 +77,5 @@ def default_score(has_features: bool) -> str:
     """
     return DEFAULT_FEATURE_SCORE if has_features else DEFAULT_SCORE
 
-
 #: Fewest samples the neighbour default needs (its 20 neighbours plus the sample itself).
-_MIN_SAMPLES_FOR_NEIGHBOURS = 21
-
-
-def resolve_score(score, has_features: bool, threshold=None, recorder=None, num_samples=None):
-    """``score`` as an entry point uses it: ``"auto"`` becomes :func:`default_score`, any other
-    value is returned as it is (and checked by the caller against the registry).
-
-    With a ``threshold`` computed from the auxiliary samples (``"aux_mean"``, ``"aux_quantile"``),
-    ``"auto"`` keeps to the scores of the dynamics alone: the auxiliary samples do not calibrate
-    the neighbours' labels. With a ``recorder`` that did not keep what the default needs (the
-    per-class log-probabilities of ``"poe_knn"``), or fewer than 21 samples (``num_samples``: too
-    few for 20 neighbours), ``"auto"`` is :data:`DEFAULT_SCORE`.
-    """
-    if not (isinstance(score, str) and score == AUTO_SCORE):
-        return score
-    aux = isinstance(threshold, str) and threshold.startswith("aux")
-    few = num_samples is not None and num_samples < _MIN_SAMPLES_FOR_NEIGHBOURS
-    name = default_score(has_features and not aux and not few)
-    if recorder is not None and not _keeps(recorder, name):
-        return DEFAULT_SCORE
-    return name
-
-
-def _keeps(recorder, name) -> bool:
-    """Whether ``recorder`` can compute score ``name`` (and the score it fuses with)."""
-    from . import scores
-
-    spec = scores.SCORES[name]
-    spec = scores.SCORES[spec.fuses_with] if spec.fuses_with else spec
-    check = getattr(recorder, "_check_recorded", None)
-    try:
-        if check is not None:
-            check(spec)
-    except ValueError:
-        return False
-    return True
-
-
-# Derived from the score registry (sei/scores.py), read when first asked for so that the
-# registry stays the one place a score is defined:
-#: SCORE_NAMES: every score a :class:`sei.SEIRecorder` can produce (lower = more likely mislabeled);
-#: FEATURE_SCORES: scores that also need the samples' features (see :mod:`sei.neighbors`);
-#: SIGNED_SCORES: scores whose sign carries meaning (negative = the model disagrees with the
-#: label), so that ``threshold="zero"`` is a principled cutoff for them.
-_FROM_REGISTRY = ("SCORE_NAMES", "FEATURE_SCORES", "SIGNED_SCORES")
-
-
-def __getattr__(name):
-    if name in _FROM_REGISTRY:
-        from . import scores
-
-        if name == "SIGNED_SCORES":
-            return scores.signed_names()
-        return scores.names(needs_features=name == "FEATURE_SCORES")
-    raise AttributeError(f"module 'sei.constants' has no attribute {name!r}")
+MIN_SAMPLES_FOR_NEIGHBOURS = 21

@@ -43,9 +43,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .constants import EPS
+from .constants import AUTO_SCORE, EPS, MIN_SAMPLES_FOR_NEIGHBOURS, default_score
 
-__all__ = ["Batch", "REDUCTIONS", "SCORES", "Score", "Statistic", "get", "names", "register_score"]
+__all__ = ["Batch", "REDUCTIONS", "SCORES", "Score", "Statistic", "get", "names", "register_score", "resolve_score",
+           "signed_names"]
 
 #: How a score turns its per-update statistic into one value per sample. The per-epoch value
 #: is the mean of the sample's updates in that epoch. "sum" / "mean": over the epochs that
@@ -394,3 +395,52 @@ def get(name, *, needs_features: Optional[bool] = None, what: str = "score") -> 
 def signed_names() -> frozenset:
     """Names of the scores whose sign carries meaning (``threshold="zero"``)."""
     return frozenset(n for n, s in SCORES.items() if s.signed)
+
+
+def resolve_score(score, has_features: bool, threshold=None, recorder=None, num_samples=None):
+    """``score`` as an entry point uses it: ``"auto"`` becomes :func:`default_score`, any other
+    value is returned as it is (and checked by the caller against the registry).
+
+    With a ``threshold`` computed from the auxiliary samples (``"aux_mean"``, ``"aux_quantile"``),
+    ``"auto"`` keeps to the scores of the dynamics alone: the auxiliary samples do not calibrate
+    the neighbours' labels. With a ``recorder`` that did not keep what the default needs (the
+    per-class log-probabilities of ``"poe_knn"``), or fewer than 21 samples (``num_samples``: too
+    few for 20 neighbours), ``"auto"`` is :data:`sei.constants.DEFAULT_SCORE`.
+    """
+    if not (isinstance(score, str) and score == AUTO_SCORE):
+        return score
+    aux = isinstance(threshold, str) and threshold.startswith("aux")
+    few = num_samples is not None and num_samples < MIN_SAMPLES_FOR_NEIGHBOURS
+    name = default_score(has_features and not aux and not few)
+    if recorder is not None and not _keeps(recorder, name):
+        return default_score(False)
+    return name
+
+
+def _keeps(recorder, name) -> bool:
+    """Whether ``recorder`` can compute score ``name`` (and the score it fuses with)."""
+    spec = SCORES[name]
+    spec = SCORES[spec.fuses_with] if spec.fuses_with else spec
+    check = getattr(recorder, "_check_recorded", None)
+    try:
+        if check is not None:
+            check(spec)
+    except ValueError:
+        return False
+    return True
+
+
+# Derived from the registry, read when first asked for (a score registered later is in them):
+#: SCORE_NAMES: every score a :class:`sei.SEIRecorder` can produce (lower = more likely mislabeled);
+#: FEATURE_SCORES: scores that also need the samples' features (see :mod:`sei.neighbors`);
+#: SIGNED_SCORES: scores whose sign carries meaning (negative = the model disagrees with the
+#: label), so that ``threshold="zero"`` is a principled cutoff for them.
+_FROM_REGISTRY = ("SCORE_NAMES", "FEATURE_SCORES", "SIGNED_SCORES")
+
+
+def __getattr__(name):
+    if name in _FROM_REGISTRY:
+        if name == "SIGNED_SCORES":
+            return signed_names()
+        return names(needs_features=name == "FEATURE_SCORES")
+    raise AttributeError(f"module 'sei.scores' has no attribute {name!r}")

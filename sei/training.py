@@ -123,7 +123,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         Recorder score returned in ``result.scores`` (see ``sei.SCORE_NAMES``), or a
         neighbour-label score (``sei.FEATURE_SCORES``; frozen / embeddings modes, computed
         on the features trained on; not with an auxiliary threshold). "auto"
-        (``sei.constants.resolve_score``): ``DEFAULT_FEATURE_SCORE`` ("poe_knn") in the
+        (``sei.scores.resolve_score``): ``DEFAULT_FEATURE_SCORE`` ("poe_knn") in the
         frozen / embeddings modes, ``DEFAULT_SCORE`` ("aum_prob") when fine-tuning, with an
         auxiliary threshold or below 21 samples; ``benchmarks/results/defaults.md`` lists the
         cells each won and lost.

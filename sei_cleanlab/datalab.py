@@ -26,7 +26,8 @@ from cleanlab.datalab.internal.issue_manager_factory import REGISTRY, register
 from cleanlab.datalab.internal.task import Task
 
 from sei import SEIRecorder, scores
-from sei.constants import AUTO_SCORE, DEFAULT_THRESHOLD, resolve_score
+from sei.constants import AUTO_SCORE, DEFAULT_THRESHOLD
+from sei.scores import resolve_score
 from sei.neighbors import DEFAULT_KNN_K, knn_indices
 from sei.validation import check_history_shape
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from sei import compute_threshold, flag_issues, scores
-from sei.constants import AUTO_SCORE, DEFAULT_THRESHOLD, resolve_score
+from sei.constants import AUTO_SCORE, DEFAULT_THRESHOLD
+from sei.scores import resolve_score
 from sei.neighbors import DEFAULT_KNN_K
 from sei.validation import check_indices
 
@@ -52,7 +53,7 @@ def find_label_issues(
         it) or retrain. Samples in ``threshold_samples`` keep the label trained on (the
         auxiliary pseudo-class), so passing the original labels there is fine.
     score : str, default "auto"
-        ``"auto"`` (:func:`sei.constants.resolve_score`): ``"poe_knn"`` with ``features`` /
+        ``"auto"`` (:func:`sei.scores.resolve_score`): ``"poe_knn"`` with ``features`` /
         ``neighbors`` (the product of experts of the training log-probabilities and the
         neighbours' labels), else ``"aum_prob"``; chosen by a fixed rule on CIFAR-10N
         (``benchmarks/results/defaults.md``, which lists the cells each won and lost). Or

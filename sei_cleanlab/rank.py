@@ -14,7 +14,8 @@ raw score's:
 from __future__ import annotations
 
 from sei import scores
-from sei.constants import AUTO_SCORE, resolve_score
+from sei.constants import AUTO_SCORE
+from sei.scores import resolve_score
 from sei.neighbors import DEFAULT_KNN_K
 
 from ._common import Scorer, as_recorder

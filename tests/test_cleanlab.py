@@ -162,7 +162,7 @@ def test_compare_without_pred_probs_warns():
 
 
 def test_auto_score_reads_the_core_default_with_and_without_features(monkeypatch):
-    from sei import constants
+    from sei import constants, scores
 
     hist, labels, _, _ = planted_history()
     x = np.random.default_rng(0).normal(size=(len(labels), 4))
@@ -180,4 +180,4 @@ def test_auto_score_reads_the_core_default_with_and_without_features(monkeypatch
     np.testing.assert_array_equal(
         find_label_issues(labels, rec, features=x, threshold="aux_mean", threshold_samples=aux),
         find_label_issues(labels, rec, score="sei", threshold="aux_mean", threshold_samples=aux))
-    assert constants.resolve_score("aum", True) == "aum"
+    assert scores.resolve_score("aum", True) == "aum"

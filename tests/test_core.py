@@ -8,7 +8,7 @@ import pytest
 
 import sei
 from sei import SEIRecorder, signed_entropy
-from sei.constants import SCORE_NAMES
+from sei.scores import SCORE_NAMES
 
 from dynamics import planted_history
 

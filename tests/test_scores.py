@@ -5,7 +5,7 @@ import pytest
 
 import sei
 from sei import SEIRecorder
-from sei.constants import FEATURE_SCORES, SCORE_NAMES, SIGNED_SCORES
+from sei.scores import FEATURE_SCORES, SCORE_NAMES, SIGNED_SCORES
 from sei.scores import SCORES, Score, Statistic, names
 
 import score_golden

@@ -17,8 +17,7 @@ from typing import Any, Callable, Optional, Union
 
 from ..validation import check_int_param, check_real_param
 from .. import scores as _scores
-from ..constants import (AUTO_SCORE, DEFAULT_THRESHOLD, HEAD_DEFAULTS, HEADS, THRESHOLD_METHODS, resolve_head,
-                         resolve_score)
+from ..constants import AUTO_SCORE, DEFAULT_THRESHOLD, HEAD_DEFAULTS, HEADS, THRESHOLD_METHODS, resolve_head
 
 __all__ = ["TrainConfig", "MODES", "LR_SCHEDULES", "DEFAULT_PROMPT_TEMPLATE", "DEFAULT_AUX_PROMPT",
            "PLACEMENTS"]
@@ -176,7 +175,7 @@ class TrainConfig:
     def _check_combinations(self):
         """Rules tying options together (score, threshold, auxiliary class, mode, resume, ...)."""
         # "auto" stays until the data is known (check_mode); checked here as the default with features
-        spec = _scores.get(resolve_score(self.score, self.mode != "finetune", self.threshold))
+        spec = _scores.get(_scores.resolve_score(self.score, self.mode != "finetune", self.threshold))
         self._check_threshold()
         if isinstance(self.threshold, str) and self.threshold.startswith("aux") and self.aux_class is False:
             raise ValueError(f"threshold={self.threshold!r} is computed from the auxiliary samples: use "
@@ -205,10 +204,10 @@ class TrainConfig:
         """The rules that tie options to the mode (also for a mode inferred from the data).
 
         ``score="auto"`` is resolved here, once the mode and the number of readable samples
-        are known (:func:`sei.constants.resolve_score`: the feature default unless fine-tuning,
+        are known (:func:`sei.scores.resolve_score`: the feature default unless fine-tuning,
         or with too few samples for the neighbours).
         """
-        score = resolve_score(self.score, mode != "finetune", self.threshold, num_samples=num_samples)
+        score = _scores.resolve_score(self.score, mode != "finetune", self.threshold, num_samples=num_samples)
         if num_samples is not None:  # the data is known: the score the run uses
             self.score = score
         if mode == "finetune" and _scores.SCORES[score].needs_features:
