@@ -5,7 +5,9 @@
 Variants: ``sei_fc`` (the selector as shipped); ``counted`` (the same SEI-guided picks with
 no uniform share, trained with DALC's T counted over the queries); ``alpha`` (SEI-alpha
 candidates, robust weights in the loss, uniform share and design-corrected T); any name of
-``sei.active.SELECTORS``. Same protocol as ``benchmarks/active.py`` (holdout test set,
+``sei.active.SELECTORS`` or of the benchmark's ``VARIANTS``; ``<name>+oracle``: that
+selector trained with the true T among the samples not yet queried (a diagnostic: how much
+of the gap is the estimate of T). Same protocol as ``benchmarks/active.py`` (holdout test set,
 10 epochs per round, batches of 1,000); prints labels to target and the accuracy curve.
 """
 
@@ -19,11 +21,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import benchmarks.active as bench  # noqa: E402
+import sei.active.simulator as simulator  # noqa: E402
 from sei.active import KNNGraph, SEISelector, UniformShareSelector, train_linear  # noqa: E402
+
+_ESTIMATED = simulator._Episode.transition
+
+
+def _oracle_transition(episode, sel):
+    """The true T among the samples not yet queried (add-one smoothed), for ``+oracle`` variants."""
+    if not (sel.uses_transition_matrix and episode.queried.any()):
+        return None
+    left = ~episode.queried
+    c = np.ones((episode.k, episode.k))
+    np.add.at(c, (episode.clean[left], episode.noisy[left]), 1.0)
+    return c / c.sum(1, keepdims=True)
 
 
 def variant(name):
     """The selector of a design variant (see the module docstring)."""
+    name, oracle = name.removesuffix("+oracle"), name.endswith("+oracle")
+    simulator._Episode.transition = _oracle_transition if oracle else _ESTIMATED
     if name == "counted":
         sel = SEISelector(candidates="all", robust_training=False, name="counted")
         sel.uses_transition_matrix = True  # DALC's counted T

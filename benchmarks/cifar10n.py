@@ -119,7 +119,7 @@ def load_embeddings(
 ) -> np.ndarray:
     """Frozen-encoder embeddings of one split, ``(n, D)`` float32, cached.
 
-    Computed with :func:`sei.models.load_model` / :func:`sei.models.embed_images` on the
+    Computed with :func:`sei.models.load_model` / :func:`sei.embedding.embed_images` on the
     images resized to ``size`` px, and cached as
     ``benchmarks/.cache/cifar10n_<split>_<model>_<size>.npy``.
     """

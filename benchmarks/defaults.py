@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
 
 import sei  # noqa: E402
 from benchmarks import defaults_data as data  # noqa: E402
+from benchmarks.defaults_data import B_CL_EPOCHS, B_EPOCHS, B_SIZE  # noqa: E402
 from benchmarks.detection_core import log  # noqa: E402
 from benchmarks.detection_core import margin  # noqa: E402
 from benchmarks.detection_methods import poe_score  # noqa: E402
@@ -57,7 +58,6 @@ FEATURE = ("aum_prob_knn", "knn_margin", "poe")
 NO_AUX, AUX = ("auto", "gmm"), ("aux_quantile", "aux_mean")
 SEEDS = (0, 1, 2)
 #: Regime b, scaled to the shared 2-core CPU (the detection benchmark uses 10,000 images, 40 epochs).
-B_SIZE, B_EPOCHS, B_CL_EPOCHS = 4000, 20, 10
 
 
 def candidates(heads=tuple(HEADS)):

@@ -24,6 +24,8 @@ from benchmarks.cifar10n import cache_dir
 SYNTHETIC_SETS = ("symmetric0.3", "confusion0.3")
 CIFAR_SETS = ("aggre", "random1", "worse")
 ADDED = ("digits", "mnist5k")
+#: Regime b of the defaults benchmark: images per cell, CNN epochs, epochs of confident learning's CV models.
+B_SIZE, B_EPOCHS, B_CL_EPOCHS = 4000, 20, 10
 
 
 def available(name):
@@ -77,7 +79,8 @@ def features(name):
     p = cache_dir() / f"defaults_{name}_efficientnet-lite0_96.npy"
     if p.exists():
         return np.load(p)
-    from sei.models import embed_images, load_model
+    from sei.embedding import embed_images
+    from sei.models import load_model
 
     x, _, _ = images_and_labels(name)
     f = np.asarray(embed_images(load_model("efficientnet-lite0"), x, image_size=96, batch_size=256), dtype=np.float32)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.defaults_data import B_CL_EPOCHS, B_EPOCHS, B_SIZE
 from benchmarks.defaults_rule import AUROC_MARGIN, AUX_THRESHOLDS, FEATURE_SCORES, _key, choose, choose_defaults, evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -143,8 +144,6 @@ it is evaluated on that run's non-auxiliary samples, a different random 9 % left
 
 def write_report(cells, path=None):
     """Apply the rule to the measured cells; write defaults.md and defaults.json. Returns the choice."""
-    from benchmarks import defaults as d
-
     path = Path(path) if path is not None else RESULTS / "defaults.md"
     chosen_on = rule_cells(cells, CHOOSE_ON)
     every = rule_cells(cells, {c["data"] for c in cells.values()})
@@ -155,7 +154,7 @@ def write_report(cells, path=None):
     choice["history_only"] = choose(chosen_on, history_only(cands))
     n_cells = {k: sum(1 for c in cells.values() if (c["regime"], c["data"]) == k) for k in
                {(c["regime"], c["data"]) for c in cells.values()}}
-    L = [HEADER.format(b_size=d.B_SIZE, b_epochs=d.B_EPOCHS, b_cl=d.B_CL_EPOCHS),
+    L = [HEADER.format(b_size=B_SIZE, b_epochs=B_EPOCHS, b_cl=B_CL_EPOCHS),
          "Cells measured: " + ", ".join(f"{r}/{n}: {k}" for (r, n), k in sorted(n_cells.items())) + ".", "",
          "## The choice", ""]
     for label, what in (("without features", "without_features"), ("with features", "with_features"),

@@ -1,5 +1,5 @@
 """Frozen embeddings of images with an encoder of :mod:`sei.models`, cached on disk
-(re-exported there: ``sei.models.embed_images``)."""
+"""
 
 from __future__ import annotations
 
@@ -133,7 +133,8 @@ def embed_images(model, images, *, image_size: Optional[int] = None, batch_size:
     Examples
     --------
     >>> import numpy as np
-    >>> from sei.models import load_model, embed_images
+    >>> from sei.models import load_model
+    >>> from sei.embedding import embed_images
     >>> enc = load_model("efficientnet-lite0")
     >>> x = np.zeros((4, 32, 32, 3), np.uint8)
     >>> embed_images(enc, x, image_size=96).shape

@@ -17,8 +17,7 @@ Three kinds of model are accepted everywhere a ``model=`` argument appears:
   :class:`torch.nn.Module` mapping ``(B, 3, H, W)`` images to ``(B, D)`` features.
 
 :func:`load_model` returns an :class:`EncoderBundle` (image tower, optional text tower,
-tokenizer, normalisation). :func:`embed_images` (defined in :mod:`sei.embedding`, re-exported
-here) computes frozen features batch-wise under ``torch.inference_mode`` and caches them on
+tokenizer, normalisation). :func:`sei.embedding.embed_images` computes frozen features batch-wise under ``torch.inference_mode`` and caches them on
 disk keyed by model, data and preprocessing. The offline probing of open_clip weights lives
 in :mod:`sei._weights_probe`.
 
@@ -52,9 +51,7 @@ __all__ = [
     "MissingWeightsError",
     "load_model",
     "weights_problem",
-    "embed_images",
     "encode_text",
-    "preprocess_batch",
     "MODEL_OPTIONS_HELP",
     "LITE0_WEIGHTS_ENV",
     "image_size_range",
@@ -383,4 +380,3 @@ def encode_text(bundle: EncoderBundle, prompts: Sequence[str], *, device="cpu") 
 
 
 # Re-exported (defined in sei/embedding.py, which imports this module).
-from .embedding import _data_fingerprint, embed_images, preprocess_batch  # noqa: E402,F401

@@ -24,12 +24,11 @@ import numpy as np
 
 import fiftyone.core.fields as fof
 import fiftyone.core.runs as fors
-from fiftyone import ViewField as F
 from sei.validation import check_int_param, check_pred_probs
 
 from .inputs import classification_fields, embeddings_fields, read_vectors
 from .runs import (CL_METHOD, SEI, _recordable, comparison_names, dataset_of, field_names, is_comparison_of,
-                   validate_comparison)
+                   save_disagreement_view, validate_comparison)
 
 
 def _phase(name):
@@ -247,18 +246,6 @@ def _metrics(view, brain_key, label_field, trusted):
     return out
 
 
-def disagreement_view(samples, brain_key="sei"):
-    """The compared samples flagged by exactly one of SEI and confident learning, lowest SEI score first."""
-    score_field, flag_field, _ = field_names(brain_key)
-    names = comparison_names(brain_key)
-    return samples.exists(names.flag).exists(flag_field).match(F(flag_field) != F(names.flag)).sort_by(score_field)
-
-
-def _save_view(dataset, brain_key):
-    dataset.save_view(comparison_names(brain_key).view, disagreement_view(dataset, brain_key), overwrite=True,
-                      description=f"SEI run '{brain_key}' vs confident learning: samples flagged by one only")
-
-
 # ----------------------------------------------------------------------------- writing
 @dataclass
 class _Previous:
@@ -284,7 +271,7 @@ def _write(dataset, brain_key, ids, quality, flags, config):
         dataset.set_values(names.score, scores)
         dataset.set_values(names.flag, marks)
         _phase("values")
-        _save_view(dataset, brain_key)
+        save_disagreement_view(dataset, brain_key)
         _phase("view")
         results = fors.RunResults(dataset, config, names.run_key, n_compared=len(ids), n_cl_flagged=int(np.sum(flags)))
         dataset.register_run(names.run_key, config, results=results, overwrite=True)
@@ -320,39 +307,6 @@ def _restore(dataset, names, previous):
         dataset.register_run(names.run_key, previous.run[0], results=previous.run[1], overwrite=True)
     elif names.run_key in dataset.list_runs():
         dataset.delete_run(names.run_key)
-
-
-# ----------------------------------------------------------------------------- the run's lifecycle
-def delete_comparison(samples, brain_key):
-    """Delete the comparison of run ``brain_key`` (fields, saved view, run); called when the
-    SEI run is deleted. Returns whether there was one."""
-    dataset = dataset_of(samples)
-    if not is_comparison_of(dataset, brain_key):
-        return False
-    names = comparison_names(brain_key)
-    schema = dataset.get_field_schema()
-    dataset.delete_sample_fields([f for f in names[:2] if f in schema])
-    if dataset.has_saved_view(names.view):
-        dataset.delete_saved_view(names.view)
-    dataset.delete_run(names.run_key)
-    return True
-
-
-def rename_comparison(samples, brain_key, new_key):
-    """Move the comparison of run ``brain_key`` to ``new_key``; called when the SEI run is renamed."""
-    dataset = dataset_of(samples)
-    if not is_comparison_of(dataset, brain_key):
-        return
-    old, new = comparison_names(brain_key), comparison_names(new_key)
-    schema = dataset.get_field_schema()
-    dataset.rename_sample_fields({o: n for o, n in zip(old[:2], new[:2]) if o in schema})
-    dataset.rename_run(old.run_key, new.run_key)
-    config = dataset.get_run_info(new.run_key).config
-    config.brain_key = new_key
-    dataset.update_run_config(new.run_key, config)
-    if dataset.has_saved_view(old.view):
-        dataset.delete_saved_view(old.view)
-    _save_view(dataset, new_key)
 
 
 def list_comparisons(samples):

@@ -155,6 +155,54 @@ def validate_comparison(samples, brain_key):
                          "comparison of this run; rename or delete them first")
 
 
+# The comparison with confident learning (sei_fiftyone.compare) is derived from a run: its
+# saved view, and its deletion and renaming with the run, live here beside its names.
+def disagreement_view(samples, brain_key="sei"):
+    """The compared samples flagged by exactly one of SEI and confident learning, lowest SEI score first."""
+    score_field, flag_field, _ = field_names(brain_key)
+    names = comparison_names(brain_key)
+    return samples.exists(names.flag).exists(flag_field).match(F(flag_field) != F(names.flag)).sort_by(score_field)
+
+
+def save_disagreement_view(dataset, brain_key):
+    """Save (or rewrite) the saved view ``<brain_key>_cl_disagreements`` of a run's comparison."""
+    dataset.save_view(comparison_names(brain_key).view, disagreement_view(dataset, brain_key), overwrite=True,
+                      description=f"SEI run '{brain_key}' vs confident learning: samples flagged by one only")
+
+
+def delete_comparison(samples, brain_key):
+    """Delete the comparison of run ``brain_key`` (fields, saved view, run); called when the
+    SEI run is deleted (:meth:`SEI.cleanup`). Returns whether there was one."""
+    dataset = dataset_of(samples)
+    if not is_comparison_of(dataset, brain_key):
+        return False
+    names = comparison_names(brain_key)
+    schema = dataset.get_field_schema()
+    dataset.delete_sample_fields([f for f in names[:2] if f in schema])
+    if dataset.has_saved_view(names.view):
+        dataset.delete_saved_view(names.view)
+    dataset.delete_run(names.run_key)
+    return True
+
+
+def rename_comparison(samples, brain_key, new_key):
+    """Move the comparison of run ``brain_key`` to ``new_key``; called when the SEI run is
+    renamed (:meth:`SEI.rename`)."""
+    dataset = dataset_of(samples)
+    if not is_comparison_of(dataset, brain_key):
+        return
+    old, new = comparison_names(brain_key), comparison_names(new_key)
+    schema = dataset.get_field_schema()
+    dataset.rename_sample_fields({o: n for o, n in zip(old[:2], new[:2]) if o in schema})
+    dataset.rename_run(old.run_key, new.run_key)
+    config = dataset.get_run_info(new.run_key).config
+    config.brain_key = new_key
+    dataset.update_run_config(new.run_key, config)
+    if dataset.has_saved_view(old.view):
+        dataset.delete_saved_view(old.view)
+    save_disagreement_view(dataset, new_key)
+
+
 def _recordable(value):
     """An option as a JSON value (arrays as lists, paths as strings); what has no JSON form
     (a callback, a weights object) is kept as ``{"unrecorded": repr}``."""
@@ -255,9 +303,7 @@ class SEI(fob.BrainMethod):
 
     def cleanup(self, samples, key):
         dataset = dataset_of(samples)
-        from .compare import delete_comparison  # the comparison is derived from the run: it goes with it
-
-        delete_comparison(dataset, key)
+        delete_comparison(dataset, key)  # the comparison is derived from the run: it goes with it
         schema = dataset.get_field_schema()
         existing = [f for f in field_names(key) if f in schema]
         if existing:
@@ -276,8 +322,6 @@ class SEI(fob.BrainMethod):
         if dataset.has_saved_view(old):
             dataset.delete_saved_view(old)
             save_sorted_view(dataset, new_key)
-        from .compare import rename_comparison
-
         rename_comparison(dataset, key, new_key)
 
 

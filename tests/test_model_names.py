@@ -8,7 +8,8 @@ import pytest
 
 open_clip = pytest.importorskip("open_clip")
 
-from sei.models import MissingWeightsError, embed_images, load_model, weights_problem  # noqa: E402
+from sei.embedding import embed_images  # noqa: E402
+from sei.models import MissingWeightsError, load_model, weights_problem  # noqa: E402
 from tiny_clip import save_tiny_clip_folder  # noqa: E402
 
 

@@ -7,7 +7,8 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
 from sei import models  # noqa: E402
-from sei.models import MissingWeightsError, embed_images, encode_text, load_model  # noqa: E402
+from sei.embedding import embed_images  # noqa: E402
+from sei.models import MissingWeightsError, encode_text, load_model  # noqa: E402
 
 
 def tiny_clip(seed=0):
@@ -47,7 +48,9 @@ def test_embeddings_are_cached_and_reused(lite, tmp_path, monkeypatch):
     def boom(*_a, **_k):
         raise AssertionError("recomputed despite the cache")
 
-    monkeypatch.setattr(models, "preprocess_batch", boom)
+    import sei.embedding
+
+    monkeypatch.setattr(sei.embedding, "preprocess_batch", boom)
     np.testing.assert_array_equal(embed_images(lite, x, image_size=32, cache_dir=tmp_path), a)
 
 

@@ -240,7 +240,8 @@ def test_torch_uint8_image_tensor_is_taken_as_images():
 
 # ----------------------------------------------------------------------------- embedding cache keys
 def test_changing_one_pixel_off_the_old_sampling_stride_gives_new_features(tmp_path):
-    from sei.models import embed_images, load_model
+    from sei.embedding import embed_images
+    from sei.models import load_model
 
     clip, tok = _tiny_clip()
     b = load_model(clip, tokenizer=tok)
@@ -257,7 +258,8 @@ def test_changing_one_pixel_off_the_old_sampling_stride_gives_new_features(tmp_p
 def test_a_file_rewritten_within_the_same_second_gives_new_features(tmp_path):
     from PIL import Image
 
-    from sei.models import embed_images, load_model
+    from sei.embedding import embed_images
+    from sei.models import load_model
 
     clip, tok = _tiny_clip()
     b = load_model(clip, tokenizer=tok)
@@ -276,7 +278,7 @@ def test_a_file_rewritten_within_the_same_second_gives_new_features(tmp_path):
 
 
 def test_array_fingerprint_is_fast():
-    from sei.models import _data_fingerprint
+    from sei.embedding import _data_fingerprint
 
     x = np.zeros((20000, 32, 32, 3), np.uint8)  # 61 MB
     t = time.perf_counter()

@@ -84,7 +84,8 @@ def _load_data(inputs, cfg, mode, class_names, dev, rank):
     if mode == "embeddings":
         features = np.asarray(inputs, dtype=np.float32)
         return bundle, size, class_init, features, store, np.isfinite(features).all(1)
-    from ..models import embed_images, encode_text, load_model
+    from ..embedding import embed_images
+    from ..models import encode_text, load_model
 
     bundle = load_model(cfg.model, pretrained=cfg.pretrained, tokenizer=cfg.tokenizer, arch=cfg.arch,
                         image_size=cfg.image_size)
