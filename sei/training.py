@@ -49,7 +49,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
           lr_schedule="none", logit_scale="learned", record="train", aux_class="auto", num_aux="paper",
           prompt_template=DEFAULT_PROMPT_TEMPLATE, aux_prompt=DEFAULT_AUX_PROMPT, proj_dim=None,
           center_features="auto", learn_class_emb=True, head="auto", score=AUTO_SCORE, threshold=DEFAULT_THRESHOLD,
-          sample_weights=None, transition_matrix=None, checkpoint_dir=None, resume=False, device="auto",
+          sample_weights=None, transition_matrix=None, transition_mask=None, checkpoint_dir=None, resume=False, device="auto",
           image_size=None, num_workers=0, cache_dir=None, seed=0, on_epoch_end=None, on_record=None,
           history_path=None, progress=True, amp=True, num_threads="auto", force_autograd=False,
           placement="auto", return_features=False, extra_scores=None):
@@ -137,6 +137,9 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
     transition_matrix : array (K, K), optional
         Row-stochastic noise transition T; the loss becomes forward-corrected CE,
         ``-log (softmax(logits) @ T)[y]``.
+    transition_mask : (N,) bool, optional
+        Where ``transition_matrix`` applies (plain CE elsewhere): e.g. ``~relabelled`` in
+        active label correction, where the labels a person checked are clean. Default: everywhere.
     checkpoint_dir : path, optional
         Write ``checkpoint.pt`` (model, optimizer, recorder, RNG and metrics) every epoch.
     resume : bool, default False
@@ -205,7 +208,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         lr_schedule=lr_schedule, logit_scale=logit_scale, record=record, aux_class=aux_class, num_aux=num_aux,
         prompt_template=prompt_template, aux_prompt=aux_prompt, proj_dim=proj_dim, center_features=center_features,
         learn_class_emb=learn_class_emb, head=head, score=score, threshold=threshold, sample_weights=sample_weights,
-        transition_matrix=transition_matrix, checkpoint_dir=checkpoint_dir, resume=resume, device=device,
+        transition_matrix=transition_matrix, transition_mask=transition_mask, checkpoint_dir=checkpoint_dir, resume=resume, device=device,
         image_size=image_size, num_workers=num_workers, cache_dir=cache_dir, seed=seed, on_epoch_end=on_epoch_end,
         on_record=on_record, history_path=history_path, progress=progress, amp=amp, num_threads=num_threads,
         force_autograd=force_autograd, placement=placement, return_features=return_features,

@@ -169,3 +169,36 @@ def test_train_linear_applies_the_transition_only_where_the_mask_says():
     corrected = train_linear(x, y, 3, epochs=3, transition_matrix=t)[1]
     np.testing.assert_allclose(masked_off, plain, atol=1e-6)  # the engine's loss: T nowhere = plain CE
     assert np.abs(corrected - plain).max() > 1e-3
+
+
+def test_sei_train_applies_the_transition_only_where_transition_mask_says():
+    import sei
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    x = (np.eye(3)[y] * 2 + rng.normal(size=(120, 3))).astype(np.float32)
+    t = np.full((3, 3), 0.25) + np.eye(3) * 0.25
+    kw = dict(mode="embeddings", class_names=["a", "b", "c"], epochs=3, progress=False, aux_class=False)
+    plain = sei.train(x, y, **kw).pred_probs
+    masked_off = sei.train(x, y, transition_matrix=t, transition_mask=np.zeros(120, bool), **kw).pred_probs
+    corrected = sei.train(x, y, transition_matrix=t, transition_mask=np.ones(120, bool), **kw).pred_probs
+    np.testing.assert_allclose(masked_off, plain, atol=1e-6)
+    assert np.abs(corrected - plain).max() > 1e-3
+    with pytest.raises(ValueError, match="transition_mask must be an \\(N,\\) boolean mask"):
+        sei.train(x, y, transition_matrix=t, transition_mask=np.ones(7, bool), **kw)
+    with pytest.raises(ValueError, match="pass transition_matrix too"):
+        sei.train(x, y, transition_mask=np.ones(120, bool), **kw)
+
+
+def test_select_for_relabeling_with_sei_fc_draws_the_uniform_share():
+    from sei.active import KNNGraph
+    from sei_cleanlab import select_for_relabeling
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    x = np.eye(3)[y] * 3 + rng.normal(size=(300, 3))
+    hist = rng.dirichlet(np.ones(3), size=(4, 300))
+    done = np.zeros(300, bool)
+    done[:20] = True
+    picks = select_for_relabeling(y, hist, budget=50, method="sei_fc", graph=KNNGraph(x, k=5), exclude=done)
+    assert len(picks) == 50 == len(np.unique(picks)) and not done[picks].any()

@@ -121,8 +121,8 @@ def _mask(mask, n):
 def sei_train_trainer(**train_kwargs):
     """A ``trainer=`` for :func:`simulate` that runs ``sei.train(mode="embeddings")``.
 
-    Robust weights go through ``sample_weights=`` and DALC's matrix through
-    ``transition_matrix=`` (applied to all samples: the engine has no per-sample mask).
+    Robust weights go through ``sample_weights=``, the transition matrix through
+    ``transition_matrix=`` and ``transition_mask=`` (the samples not yet queried).
     ``sei.train`` exposes no predictor for held-out data, so test accuracy is NaN; use the
     built-in ``"linear"`` trainer for accuracy curves. Imports torch on first call.
     """
@@ -133,7 +133,8 @@ def sei_train_trainer(**train_kwargs):
         kw = dict(mode="embeddings", aux_class=False, progress=False, threshold="zero")
         kw.update(train_kwargs)
         res = sei.train(features, labels, class_names=[f"class {i}" for i in range(num_classes)], epochs=epochs,
-                        sample_weights=sample_weights, transition_matrix=transition_matrix, seed=seed, **kw)
+                        sample_weights=sample_weights, transition_matrix=transition_matrix,
+                        transition_mask=None if transition_matrix is None else correct_mask, seed=seed, **kw)
         probs = np.asarray(res.pred_probs, dtype=np.float64)
         losses = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))
         return None, probs, losses, res.recorder

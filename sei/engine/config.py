@@ -78,6 +78,7 @@ class TrainConfig:
     threshold: Union[str, float] = DEFAULT_THRESHOLD
     sample_weights: Any = None
     transition_matrix: Any = None
+    transition_mask: Any = None
     checkpoint_dir: Any = None
     resume: bool = False
     device: Any = "auto"
@@ -96,7 +97,7 @@ class TrainConfig:
     return_features: bool = False
     extra_scores: Any = None
     #: options that are objects, not settings: kept out of ``to_dict``
-    _OBJECTS = ("tokenizer", "sample_weights", "transition_matrix", "on_epoch_end", "on_record")
+    _OBJECTS = ("tokenizer", "sample_weights", "transition_matrix", "transition_mask", "on_epoch_end", "on_record")
 
     def __post_init__(self):
         self.validate()
@@ -185,6 +186,9 @@ class TrainConfig:
                              "not calibrate: use threshold 'auto', 'zero', 'gmm' or a number.")
         if self.mode is not None:
             self.check_mode(self.mode)
+        if self.transition_mask is not None and self.transition_matrix is None:
+            raise ValueError("transition_mask says where transition_matrix applies: pass transition_matrix too "
+                             "(or drop transition_mask).")
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir (the folder holding checkpoint.pt).")
         sw = self.sample_weights

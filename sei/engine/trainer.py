@@ -18,6 +18,7 @@ import torch
 
 from ..recorder import SEIRecorder
 from ..thresholds import draw_auxiliary
+from ..validation import check_mask
 from .checkpoint import CKPT_NAME, clean_stale_tmp, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .heads import build_finetune, build_head, extend_transition, prepare_features
@@ -140,6 +141,8 @@ def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_thread
     c = k + 1 if cfg.uses_aux else k
     weights = SampleWeights(cfg.sample_weights, n, dev)  # shape checked before any model work
     T = extend_transition(cfg.transition_matrix, c, k).to(dev) if cfg.transition_matrix is not None else None
+    T_mask = None if cfg.transition_mask is None else torch.from_numpy(
+        check_mask(cfg.transition_mask, n, "transition_mask").copy()).to(dev)
     bundle, size, class_init, features, store, valid = _load_data(inputs, cfg, mode, class_names, dev, rank)
     if not valid.any():
         raise no_readable_input(inputs, n)
@@ -147,7 +150,7 @@ def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_thread
     if num_threads and mode == "frozen":
         torch.set_num_threads(int(num_threads))
     st, amp_dtype = _build_state(cfg, mode, n, c, dev, world, bundle, class_init, features, weights)
-    run = Run(cfg=cfg, n=n, c=c, dev=dev, y=torch.from_numpy(labels_used).to(dev), rank=rank, world=world, T=T,
+    run = Run(cfg=cfg, n=n, c=c, dev=dev, y=torch.from_numpy(labels_used).to(dev), rank=rank, world=world, T=T, T_mask=T_mask,
               store=store, size=size, mean=tuple(bundle.mean) if bundle else (0, 0, 0),
               std=tuple(bundle.std) if bundle else (1, 1, 1), amp_dtype=amp_dtype,
               valid=torch.from_numpy(np.flatnonzero(valid)).to(dev))
