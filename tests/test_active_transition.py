@@ -202,3 +202,18 @@ def test_select_for_relabeling_with_sei_fc_draws_the_uniform_share():
     done[:20] = True
     picks = select_for_relabeling(y, hist, budget=50, method="sei_fc", graph=KNNGraph(x, k=5), exclude=done)
     assert len(picks) == 50 == len(np.unique(picks)) and not done[picks].any()
+
+
+def test_regression_estimate_checks_its_inputs():
+    x, noisy, clean, q, k, _ = _queries_by_features(n=300, queries=60)
+    with pytest.raises(ValueError, match="features has 299 rows"):
+        regression_transition_matrix(x[:-1], noisy, clean, q, k)
+    with pytest.raises(ValueError, match="clean_labels must have one entry per sample"):
+        regression_transition_matrix(x, noisy, clean[q], q, k)
+    with pytest.raises(ValueError, match="queried must be an"):
+        regression_transition_matrix(x, noisy, clean, q[:10], k)
+    with pytest.raises(ValueError, match="noisy_labels must lie in 0..2"):
+        regression_transition_matrix(x, noisy, clean, q, 3)
+    unknown = np.where(q, clean, -1)  # labels not yet known may hold anything
+    np.testing.assert_allclose(regression_transition_matrix(x, noisy, unknown, q, k),
+                               regression_transition_matrix(x, noisy, clean, q, k))

@@ -110,32 +110,52 @@ def design_transition_matrix(noisy_labels, clean_labels, query_round, draws, num
 
 
 def regression_transition_matrix(features, noisy_labels, clean_labels, queried, num_classes, *, C=1.0,
-                                 smoothing=1.0):
+                                 label_scale=3.0, smoothing=1.0):
     """T among the not-yet-queried samples from a regression on the queried ones (module docstring).
 
     Parameters
     ----------
     features : (N, D) the features the selector saw (standardised here)
-    noisy_labels : (N,) the given labels;  clean_labels : (N,) known where ``queried``
-    queried : (N,) bool
+    noisy_labels : (N,) the given labels, 0..K-1
+    clean_labels : (N,) the corrected labels; read only where ``queried`` (other entries may be anything)
+    queried : (N,) bool, the samples whose clean label is known
     num_classes : int
-    C : float, inverse L2 strength of the multinomial logistic regression (scikit-learn's)
+    C : float, inverse L2 strength of scikit-learn's multinomial logistic regression (its default)
+    label_scale : float, the one-hot given label's scale among the standardised features (a
+        smaller scale penalises its weights more); 3 was the first value tried and kept (not tuned)
     smoothing : float, pseudo-count added to every (clean, given) pair
 
-    The regression's inputs are the standardised features and the one-hot given label.
     Falls back to :func:`estimate_transition_matrix` while the queries hold fewer than two
     clean classes or no sample is left unqueried.
+
+    Examples
+    --------
+    In a relabelling loop, train on the corrected labels with the forward correction where
+    labels are still the given ones::
+
+        T = regression_transition_matrix(features, given, labels, relabelled, K)
+        sei.train(features, labels, mode="embeddings", transition_matrix=T, transition_mask=~relabelled)
     """
     from sklearn.linear_model import LogisticRegression
 
-    noisy, clean, k = np.asarray(noisy_labels, np.int64), np.asarray(clean_labels, np.int64), int(num_classes)
-    q = np.asarray(queried, bool)
+    from ..validation import check_features, check_labels, check_mask, check_num_classes
+
+    k = check_num_classes(num_classes)
+    noisy = check_labels(noisy_labels, num_classes=k, name="noisy_labels")
+    n = len(noisy)
+    x = check_features(features, n).astype(np.float64)
+    q = check_mask(queried, n, "queried")
+    if np.shape(clean_labels) != (n,):
+        raise ValueError(f"clean_labels must have one entry per sample, shape ({n},), got shape "
+                         f"{np.shape(clean_labels)}; put anything where the label is not known yet.")
+    clean = np.zeros(n, np.int64)
+    if q.any():
+        clean[q] = check_labels(np.asarray(clean_labels)[q], num_classes=k, name="clean_labels (where queried)")
     qi, u = np.flatnonzero(q), np.flatnonzero(~q)
     if len(u) == 0 or len(np.unique(clean[qi])) < 2:
         return estimate_transition_matrix(noisy, clean, q, k, smoothing=smoothing)
-    x = np.asarray(features, np.float64)
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-    z = np.hstack([x, np.eye(k)[noisy] * 3.0])
+    z = np.hstack([x, np.eye(k)[noisy] * float(label_scale)])
     model = LogisticRegression(C=C, max_iter=300).fit(z[qi], clean[qi])
     p = np.zeros((len(u), k))
     p[:, model.classes_] = model.predict_proba(z[u])
