@@ -59,6 +59,9 @@ def parse_args(argv=None):
     ap.add_argument("--synthetic", action="store_true")
     ap.add_argument("--test", choices=("holdout", "cifar10"), default="holdout")
     ap.add_argument("--n", type=int, default=0, help="subsample the training set (0 = all)")
+    ap.add_argument("--features", default=None,
+                    help="(50000, D) features of the CIFAR-10N training images in their order, e.g. the fine-tuned "
+                         "ones of benchmarks/finetune_detection.py (finetuned_features_<labels>.npy); holdout test only")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds; partial results after it")
     ap.add_argument("--cut", default="", help="protocol cut stated in the results header")
     ap.add_argument("--out", default=str(_HERE / "results"))
@@ -66,19 +69,36 @@ def parse_args(argv=None):
     a = ap.parse_args(argv)
     a.seeds = [int(s) for s in str(a.seeds).split(",") if s != ""]
     a.settings, a.methods = a.settings.split(","), a.methods.split(",")
+    if a.features and a.test != "holdout":
+        raise ValueError("--features holds training images only: use --test holdout")
     for s in a.settings:
         if s not in SETTINGS:
             raise ValueError(f"--settings: unknown setting {s!r}; choose from {', '.join(SETTINGS)}")
     return a
 
 
-def load_data(synthetic=False, test="holdout"):
+def load_data(synthetic=False, test="holdout", features=None):
     """``(x_train, y_train, x_test, y_test, worse_labels, description)``; PCA-64 CIFAR-10 features.
 
     ``test="holdout"``: 10,000 training images (a fixed random draw, clean labels) are the test
     set and the other 40,000 the training set (needs only the cached training embeddings);
-    ``"cifar10"``: the CIFAR-10 test split (embeds it on first use).
+    ``"cifar10"``: the CIFAR-10 test split (embeds it on first use). ``features``: a ``.npy``
+    of (50,000, D) features of the training images in CIFAR-10N's order (e.g. the fine-tuned
+    tower's, already reduced; used as they are), with the holdout split.
     """
+    if features is not None:
+        from benchmarks.cifar10n import load_labels
+
+        lab, x = load_labels(), np.load(features).astype(np.float32)
+        ytr, worse = lab["train_clean"], lab["worse"]
+        if x.ndim != 2 or len(x) != len(ytr):
+            raise ValueError(f"--features {features}: expected ({len(ytr)}, D) features of the CIFAR-10N training "
+                             f"images, got shape {x.shape}")
+        perm = np.random.default_rng(0).permutation(len(ytr))
+        te, tr = perm[:10_000], perm[10_000:]
+        return (x[tr], ytr[tr], x[te], ytr[te], worse[tr],
+                f"CIFAR-10, features from {Path(features).name} ({x.shape[1]}-d), 40,000 training images; test: "
+                "10,000 held-out training images (clean labels)")
     from sklearn.decomposition import PCA
 
     if not synthetic:
@@ -242,7 +262,7 @@ def main(argv=None):
     if a.from_raw and "_info" in np.load(a.from_raw):
         return report_from_raw(a, out, {"argv": list(argv if argv is not None else sys.argv[1:])})
     guard = TimeGuard(a.time_limit)
-    xtr, ytr, xte, yte, worse, source = load_data(a.synthetic, a.test)
+    xtr, ytr, xte, yte, worse, source = load_data(a.synthetic, a.test, a.features)
     if a.n:
         keep = np.random.default_rng(0).permutation(len(ytr))[: a.n]
         xtr, ytr, worse = xtr[keep], ytr[keep], worse[keep]

@@ -9,7 +9,11 @@
 #   2. device tool: run(command="bash benchmarks/device_check.sh",
 #                       carry=["benchmarks/.device"], timeout_s=600)
 #   3. the tables come back under files_at (from $OUT): train_speed_cuda.md, finetune_detection.md
-#      + .json, device_check.log; copy them into benchmarks/results/ and commit.
+#      + .json, device_check.log; copy them into benchmarks/results/ and commit. The fine-tuned
+#      features come back too (finetuned_features_<labels>.npy, PCA-64 float16, 6.4 MB each): the
+#      active-label-correction benchmark in the fine-tuned regime (issue 14 item 3) then runs here,
+#      python benchmarks/active.py --features <files_at>/finetuned_features_worse.npy --budget 8000 \
+#        --methods sei_fc,dalc,kim,random --out /tmp/alc_ft   (then commit it as active_finetuned.md)
 #
 # Wall time on one H100: under 9 minutes, enforced. The whole script works to a budget of
 # SEI_DEVICE_BUDGET_S seconds (default 510 = 8.5 min); each step gets what is left, and the

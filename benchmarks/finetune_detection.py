@@ -19,6 +19,12 @@ Cells, in this order, for each label set (default ``worse``, ``aggre``, ``random
    ``sei.train``: each fold needs a model that predicts its held-out images, which one
    ``sei.train`` run does not return, so this baseline is benchmark-local.
 
+The fine-tuned tower's features of each ``sei`` cell are kept for the active-label-correction
+benchmark in the fine-tuned regime (issue 14 item 3): reduced by PCA to 64 dims (fitted on all
+images, as ``benchmarks/active.py`` reduces the frozen ones) and saved as float16 to
+``<out>/finetuned_features_<labels>.npy`` (6.4 MB for 50,000 images; copied to ``--mirror``).
+Back here: ``python benchmarks/active.py --features .../finetuned_features_worse.npy``.
+
 Seconds are wall-clock GPU seconds of each cell (model loading and data upload included).
 Results are written after every finished cell to ``<out>/finetune_detection.{md,json}`` (and
 copied to ``--mirror``, e.g. the device tool's ``$OUT``); ``--time-limit`` seconds is a guard:
@@ -110,8 +116,8 @@ def metrics(bad, score, signed, flagged=None):
     return {"auroc": _none(m["auroc"]), "f1": _none(m["f1"]) if flagged is not None else None}
 
 
-def sei_cell(x, y, bad, names, a):
-    """One ``sei.train`` finetune run: every recorder score."""
+def sei_cell(x, y, bad, names, a, labels="worse"):
+    """One ``sei.train`` finetune run: every recorder score; saves the tower's features (PCA-64)."""
     import sei
     import sei.scores
 
@@ -136,12 +142,30 @@ def sei_cell(x, y, bad, names, a):
             scores[name] = metrics(bad, res.recorder.scores(name), name in signed)
         except Exception as e:  # a score that needs what this run does not record
             scores[name] = {"error": f"{type(e).__name__}: {e}"}
+    save_features(res.features, a, labels)
     nbrs = knn_on_device(res.features, 20, a.device)  # neighbour scores on the fine-tuned features
     for name in sei.FEATURE_SCORES:
         sc = sei.feature_score(name, res.recorder.fusion_input(name, y), y, neighbors=nbrs, num_classes=K)
         scores[f"{name} (fine-tuned features)"] = metrics(bad, sc, True)
     return {"seconds": secs, "scores": scores, "train_accuracy": float(res.train_accuracy[-1]),
             "default_score": res.score_name}
+
+
+def save_features(features, a, labels):
+    """``<out>/finetuned_features_<labels>.npy``: the features reduced to 64 dims by PCA, float16."""
+    import shutil
+
+    from sklearn.decomposition import PCA
+
+    x = np.nan_to_num(np.asarray(features, np.float32))
+    dims = min(64, x.shape[0], x.shape[1])
+    path = Path(a.out) / f"finetuned_features_{labels}.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, PCA(dims, random_state=0).fit_transform(x).astype(np.float16))
+    if a.mirror is not None:
+        Path(a.mirror).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(a.mirror) / path.name)
+    return path
 
 
 def knn_on_device(features, k, device, chunk=4096):
@@ -277,7 +301,7 @@ def main(argv=None):
                 print(f"[finetune_detection] {labels} {kind}: {cell['skipped']}", flush=True)
             else:
                 print(f"[finetune_detection] {labels} {kind} (estimate {est and round(est)} s)", flush=True)
-                out = sei_cell(x, y, bad, names, a) if kind == "sei" else cl_cell(x, y, bad, a)
+                out = sei_cell(x, y, bad, names, a, labels) if kind == "sei" else cl_cell(x, y, bad, a)
                 cell.update(out)
                 rates[kind] = n * a.epochs * (1.0 if kind == "sei" else a.folds - 1) / max(out["seconds"] - 10, 1e-3)
                 best = {k: v.get("auroc") for k, v in out["scores"].items()}

@@ -122,6 +122,8 @@ def test_tiny_flow_runs_without_the_packages_missing_on_the_gpu_machine(tiny_pac
                                                                       for n in sei.FEATURE_SCORES}
     assert all(0 <= m["auroc"] <= 1 for c in res["cells"] for m in c["scores"].values())
     assert res["cells"][1]["folds"] == 2 and (tmp_path / "mirror" / "finetune_detection.md").exists()
+    feats = np.load(tmp_path / "mirror" / "finetuned_features_worse.npy")  # for the ALC benchmark
+    assert feats.shape == (64, 64) and feats.dtype == np.float16 and np.isfinite(feats).all()
     log = _run_without_absent_packages(
         ["benchmarks/train_speed.py", "--device", "cpu", "--n", "64", "--size", "32", "--probe-epochs", "2",
          "--pack", str(tiny_pack)], tiny_pack, gpu_like_site, tmp_path)
