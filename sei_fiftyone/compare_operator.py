@@ -8,6 +8,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from .compare import compare_with_confident_learning, get_comparison
+from .delegation import Delegable, delegate_input
 from .inputs import classification_fields, embeddings_fields
 from .run_choice import brain_key_dropdown, sei_runs
 from .runs import field_names, validate_comparison
@@ -20,7 +21,7 @@ def _dropdown(inputs, name, fields, label, description):
     inputs.enum(name, choices.values(), required=False, label=label, description=description, view=choices)
 
 
-class CompareWithConfidentLearning(foo.Operator):
+class CompareWithConfidentLearning(Delegable, foo.Operator):
     @property
     def config(self):
         return foo.OperatorConfig(
@@ -32,10 +33,6 @@ class CompareWithConfidentLearning(foo.Operator):
             allow_immediate_execution=True,
             allow_delegated_execution=True,
         )
-
-    def resolve_delegation(self, ctx):
-        # True forces delegation; None leaves the choice to the caller (App or API)
-        return True if ctx.params.get("delegate", False) else None
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -71,8 +68,7 @@ class CompareWithConfidentLearning(foo.Operator):
         if previous is not None:
             inputs.view("replaces", types.Notice(
                 label=f"Replaces the previous comparison ({previous['n_disagree']} disagreements)"))
-        inputs.bool("delegate", default=False, label="Delegate execution",
-                    description="Queue the comparison for a delegated-operations worker (large datasets)")
+        delegate_input(inputs, "the comparison (large datasets)")
         return types.Property(inputs, view=types.View(label="Compare with confident learning"))
 
     def execute(self, ctx):

@@ -17,6 +17,7 @@ import fiftyone.operators.types as types
 from . import core
 from .compute_form import SCORE_CHOICES, THRESHOLD_CHOICES, compute_kwargs, model_inputs, target_input  # noqa: F401
 from .compute_form import training_inputs
+from .delegation import Delegable, delegate_input
 from .inputs import classification_fields
 from .relabel import DEFAULT_TAG, apply_suggestions, suggest_relabels
 from .run_choice import brain_key_dropdown, sei_runs
@@ -43,7 +44,7 @@ def _brain_key_input(ctx, inputs):
             prop.error_message = str(e)
 
 
-class ComputeSEI(foo.Operator):
+class ComputeSEI(Delegable, foo.Operator):
     @property
     def config(self):
         return foo.OperatorConfig(
@@ -55,10 +56,6 @@ class ComputeSEI(foo.Operator):
             allow_immediate_execution=True,
             allow_delegated_execution=True,
         )
-
-    def resolve_delegation(self, ctx):
-        # True forces delegation; None leaves the choice to the caller (App or API)
-        return True if ctx.params.get("delegate", False) else None
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -88,8 +85,7 @@ class ComputeSEI(foo.Operator):
         training_inputs(ctx, inputs)
         _brain_key_input(ctx, inputs)
         inputs.bool("overwrite", default=False, label="Overwrite an existing run with this key")
-        inputs.bool("delegate", default=False, label="Delegate execution",
-                    description="Queue the run for a delegated-operations worker")
+        delegate_input(inputs, "the run")
         return types.Property(inputs, view=types.View(label="Compute SEI"))
 
     def execute(self, ctx):
@@ -157,7 +153,7 @@ class OpenSEIView(foo.Operator):
         return {"brain_key": brain_key}
 
 
-class SuggestRelabels(foo.Operator):
+class SuggestRelabels(Delegable, foo.Operator):
     @property
     def config(self):
         return foo.OperatorConfig(
@@ -176,11 +172,8 @@ class SuggestRelabels(foo.Operator):
                    description="How many samples to tag for relabelling")
         inputs.str("tag", default=DEFAULT_TAG, label="Tag")
         inputs.bool("flagged_only", default=False, label="Only samples flagged as mislabeled")
+        delegate_input(inputs, "the selection")
         return types.Property(inputs, view=types.View(label="Suggest relabels"))
-
-    def resolve_delegation(self, ctx):
-        # True forces delegation; None leaves the choice to the caller (App or API)
-        return True if ctx.params.get("delegate", False) else None
 
     def execute(self, ctx):
         ids = suggest_relabels(

@@ -31,6 +31,7 @@ from fiftyone import ViewField as F
 
 from .relabel import DEFAULT_TAG, apply_suggestions, suggest_relabels
 from .core import list_sei_runs
+from .delegation import DELEGATE
 from .runs import EMBEDDINGS_MODEL, field_names, save_sorted_view
 
 MAX_BINS = 60
@@ -260,4 +261,4 @@ def rerun_params(dataset, brain_key):
     else:
         params.update({k: kwargs[k] for k in ("mode", "image_size", "device") if kwargs.get(k) is not None})
     long_run = config.mode != "embeddings" and results.num_samples > DELEGATE_IMAGES_ABOVE
-    return {**params, "brain_key": brain_key, "overwrite": True, "delegate": bool(long_run)}
+    return {**params, "brain_key": brain_key, "overwrite": True, DELEGATE: bool(long_run)}
