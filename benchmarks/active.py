@@ -40,9 +40,10 @@ from sei import symmetric_noise, transition_matrix_noise  # noqa: E402
 from sei.active import KNNGraph, make_selector, plot_curves, simulate, train_linear  # noqa: E402
 
 METHODS = ["random", "entropy", "corractive", "lossent", "lossent_sum", "dalc", "kim", "sei", "sei_propagation",
-           "sei_alpha", "sei_fc", "sei_fc_design", "dalc_regression"]
+           "sei_alpha", "sei_fc", "sei_fc_ce0", "sei_fc_design", "dalc_regression"]
 # ablations: a selector of ``sei.active.SELECTORS`` with another transition estimate
-VARIANTS = {"sei_fc_design": ("sei_fc", {"transition_estimate": "design"}),
+VARIANTS = {"sei_fc_design": ("sei_fc", {"transition_estimate": "design", "robust_training": False}),
+            "sei_fc_ce0": ("sei_fc", {"robust_training": False}),
             "dalc_regression": ("dalc", {"transition_estimate": "regression"})}
 SETTINGS = ("uniform80", "transition80", "cifar10n_worse")
 LR = 0.1  # the simulator's SGD step (batch 256, cosine); the engine's default 1e-3 is for 150-epoch runs

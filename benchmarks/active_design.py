@@ -1,6 +1,7 @@
 """Design runs of ``sei_fc`` on tuning seeds (100+), never on the reported seeds 0, 1, 2.
 
     nice -n 10 python benchmarks/active_design.py 100 uniform80,transition80,cifar10n_worse sei_fc,counted 4000
+    ... 100,101,102 cifar10n_worse sei_fc,sei_fc_ce0,kim 3000 cifar10   # the full protocol's data split
 
 Variants: ``sei_fc`` (the selector as shipped); ``counted`` (the same SEI-guided picks with
 no uniform share, trained with DALC's T counted over the queries); ``alpha`` (SEI-alpha
@@ -8,7 +9,8 @@ candidates, robust weights in the loss, uniform share and design-corrected T); a
 ``sei.active.SELECTORS`` or of the benchmark's ``VARIANTS``; ``<name>+oracle``: that
 selector trained with the true T among the samples not yet queried (a diagnostic: how much
 of the gap is the estimate of T). Same protocol as ``benchmarks/active.py`` (holdout test set,
-10 epochs per round, batches of 1,000); prints labels to target and the accuracy curve.
+or ``cifar10`` as a fifth argument: all 50,000 images and the CIFAR-10 test split; 10 epochs
+per round, batches of 1,000); prints labels to target and the accuracy curve.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def main(argv=None):
     if any(s in (0, 1, 2) for s in seeds):
         raise ValueError("seeds 0, 1, 2 are the reported ones: tune on seeds 100 and up")
     a = bench.parse_args(["--epochs", "10", "--budget", argv[3] if len(argv) > 3 else "4000"])
-    xtr, ytr, xte, yte, worse, _ = bench.load_data(False, "holdout")
+    test = argv[4] if len(argv) > 4 else "holdout"  # "cifar10": all 50,000 images, the CIFAR-10 test split
+    xtr, ytr, xte, yte, worse, _ = bench.load_data(False, test)
     graph = KNNGraph(xtr, k=10)
     model, _, _ = train_linear(xtr, ytr, 10, epochs=a.epochs, lr=bench.LR)
     target = float(np.mean(model.predict_proba(xte).argmax(1) == yte)) - 0.02

@@ -147,7 +147,7 @@ def test_sei_fc_runs_in_the_simulator(estimate):
     x = c[y] + rng.normal(size=(800, 8))
     noisy, mis = symmetric_noise(y, 0.6, num_classes=4, seed=0)
     sel = make_selector("sei_fc", **({} if estimate == "regression" else {"transition_estimate": estimate}))
-    assert sel.uses_transition_matrix and sel.transition_estimate == estimate and not sel.robust_training
+    assert sel.uses_transition_matrix and sel.transition_estimate == estimate and sel.robust_training == "round0"
     res = simulate(x, noisy, y, sel, budget=300, batch_size=100, test_features=x, test_labels=y,
                    graph=KNNGraph(x, k=10), epochs=3)
     assert list(res["labels_queried"]) == [0, 100, 200, 300]
@@ -217,3 +217,26 @@ def test_regression_estimate_checks_its_inputs():
     unknown = np.where(q, clean, -1)  # labels not yet known may hold anything
     np.testing.assert_allclose(regression_transition_matrix(x, noisy, unknown, q, k),
                                regression_transition_matrix(x, noisy, clean, q, k))
+
+
+def test_round0_robust_training_weights_only_the_run_before_any_query(monkeypatch):
+    import sei.active.simulator as simulator
+
+    seen = []
+    real = simulator.train_linear
+
+    def spy(*args, sample_weights=None, transition_matrix=None, **kw):
+        seen.append((sample_weights is not None, transition_matrix is not None))
+        return real(*args, sample_weights=sample_weights, transition_matrix=transition_matrix, **kw)
+
+    monkeypatch.setattr(simulator, "train_linear", spy)
+    from sei.active import KNNGraph
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 300)
+    x = np.eye(3)[y] * 2 + rng.normal(size=(300, 3))
+    noisy = np.where(rng.random(300) < 0.4, rng.integers(0, 3, 300), y)
+    simulate(x, noisy, y, make_selector("sei_fc"), budget=60, batch_size=30, graph=KNNGraph(x, k=5), epochs=2)
+    assert seen == [(True, False), (False, True), (False, True)]  # never both together
+    with pytest.raises(ValueError, match="robust_training must be True, False or 'round0'"):
+        make_selector("sei_fc", robust_training="always")

@@ -22,7 +22,8 @@ SEI                SEI-guided: suspicion from the recorder's scores (lower SEI =
 SEI-FC             ``"sei_fc"``: SEI-guided picks plus a uniform 10 % of each batch, trained
                    with DALC's forward-corrected loss and a transition matrix estimated
                    by regression on every query (:mod:`sei.active.transition`;
-                   ``transition_estimate="design"``: the uniform draws' unbiased one)
+                   ``transition_estimate="design"``: the uniform draws' unbiased one),
+                   and with the robust weights before the first queries
 =================  ==========================================================================
 
 Choices where the paper is vague (options of :class:`PropagationSelector`):
@@ -96,7 +97,7 @@ class Selector:
     uses_graph = False
     uses_transition_matrix = False
     transition_estimate = "counted"  # which T the simulator trains with, when uses_transition_matrix
-    robust_training = False
+    robust_training = False  # True: robust weights every round; "round0": only before any query
     needs_sei = False
 
     def priority(self, ctx: SelectionContext) -> np.ndarray:
@@ -209,6 +210,9 @@ class PropagationSelector(Selector):
         self.steps, self.step_size, self.tol, self.mode = steps, step_size, tol, mode
         self.bound, self.flush_every, self.last_bound, self.last_propagation = bound, flush_every, None, None
         self.propagate, self.transform = propagate, transform
+        if robust_training not in (True, False, "round0"):
+            raise ValueError(f"robust_training must be True, False or 'round0' (robust weights before the first "
+                             f"queries only), got {robust_training!r}")
         self.robust_training = robust_training
         self.needs_sei = priority == "sei"
         self.name = name or ("kim" if priority == "entropy" else "sei_propagation")
@@ -324,13 +328,14 @@ SELECTORS = {
 
 
 def _sei_fc(share=0.1, transition_estimate="regression", name="sei_fc", **kw):
-    """SEI-guided picks with propagation (all samples candidates, no robust weights in the loss)
-    plus a uniform ``share`` of each batch, trained with the forward-corrected loss and the
-    regression estimate of the transition matrix (:mod:`sei.active.transition`)."""
+    """SEI-guided picks with propagation (all samples candidates) plus a uniform ``share`` of
+    each batch, trained with the forward-corrected loss and the regression estimate of the
+    transition matrix (:mod:`sei.active.transition`) once there are queries, and with the
+    robust weights before them (``robust_training="round0"``; never both together)."""
     from .transition import UniformShareSelector
 
     kw.setdefault("candidates", "all")
-    kw.setdefault("robust_training", False)
+    kw.setdefault("robust_training", "round0")
     return UniformShareSelector(SEISelector(name="sei_propagation", **kw), share=share,
                                 transition_estimate=transition_estimate, name=name)
 

@@ -172,7 +172,8 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
                              "remaining_mislabeled", "train_label_accuracy", "transition_error")}
     rnd = 0
     while True:
-        weights = RobustWeights(n, **(robust_options or {})) if sel.robust_training else None
+        robust = sel.robust_training is True or (sel.robust_training == "round0" and rnd == 0)
+        weights = RobustWeights(n, **(robust_options or {})) if robust else None
         rec = SEIRecorder(n, k)
         t_round = ep.transition(sel)
         out["transition_error"].append(ep.transition_error(t_round))
