@@ -114,7 +114,8 @@ def load_data(synthetic=False, test="holdout", features=None):
                 xte, yte, xtr, ytr, worse = xtr[te], ytr[te], xtr[tr], ytr[tr], worse[tr]
                 what = "40,000 training images; test: 10,000 held-out training images (clean labels)"
             else:
-                xte, yte, what = load_embeddings("test", verbose=True), lab["test"], "CIFAR-10 test split"
+                xte, yte = load_embeddings("test", verbose=True), lab["test"]
+                what = f"all {len(ytr):,} training images; test: the CIFAR-10 test split ({len(yte):,} images)"
             pca = PCA(64, random_state=0).fit(xtr)
             return (pca.transform(xtr).astype(np.float32), ytr, pca.transform(xte).astype(np.float32), yte, worse,
                     f"CIFAR-10, EfficientNet-Lite0 96px embeddings, PCA-64, {what}")
@@ -187,7 +188,7 @@ def setting_table(setting, runs, noise, target, clean_acc, budget):
         reached = [x for x in lt if np.isfinite(x)]
         lt_cell = (_cell(reached, "{:,.0f}") + ("" if len(reached) == len(lt) else f" ({len(lt) - len(reached)} "
                    f"of {len(lt)} not reached)")) if reached else "not reached"
-        per_seed = " / ".join("-" if not np.isfinite(x) else f"{x / 1000:g}k" for x in lt)
+        per_seed = " / ".join("-" if not np.isfinite(x) else f"{x / 1000:g}k" if x else "0" for x in lt)
         mean_curve = {"test_accuracy": np.mean([r["test_accuracy"] for r in rs], 0),
                       "labels_queried": rs[0]["labels_queried"]}
         lt_mean = _labels_to_target(mean_curve, target)

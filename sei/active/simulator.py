@@ -278,13 +278,15 @@ def plot_curves(results, path, *, metric="test_accuracy", title=None, ylabel=Non
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, runs in results.items():
+    colors = plt.get_cmap("tab10").colors
+    for i, (name, runs) in enumerate(results.items()):
         ys = np.array([r[metric] for r in runs], dtype=float)
         x = runs[0]["labels_queried"][: ys.shape[1]] if metric != "batch_precision" else \
             runs[0]["labels_queried"][1: ys.shape[1] + 1]
         m, s = np.nanmean(ys, 0), np.nanstd(ys, 0)
-        ax.plot(x, m, label=name, lw=1.6)
-        ax.fill_between(x, m - s, m + s, alpha=0.2)
+        color = colors[i % len(colors)]  # past ten selectors the colours repeat with another line style
+        ax.plot(x, m, label=name, lw=1.6, color=color, ls=("-", "--", ":")[i // len(colors) % 3])
+        ax.fill_between(x, m - s, m + s, alpha=0.2, color=color)
     ax.set_xlabel("labels queried")
     ax.set_ylabel(ylabel or metric)
     if title:
