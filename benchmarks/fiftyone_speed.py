@@ -155,7 +155,7 @@ def bench_compute(n, epochs, embeddings, head="linear"):
     m = _flag_metrics(ds)
     what = "compute_sei, " + ("stored embeddings field" if embeddings else "images, frozen efficientnet-lite0 @96px")
     _record("compute_sei", n, what, wall,
-            notes + f"{epochs} epochs, {head} head; CIFAR-10N worse: P {m['precision']:.2f} R {m['recall']:.2f} "
+            notes + f"{epochs} epochs, {head} head, score {res.score_name}; CIFAR-10N worse: P {m['precision']:.2f} R {m['recall']:.2f} "
             f"F1 {m['f1']:.2f}, {res.num_flagged} flagged")
     ds.delete()
 
