@@ -18,8 +18,9 @@ Pass ``trainer=callable`` to use another one (e.g. :func:`sei_train_trainer`).
 A selector with ``uses_transition_matrix`` trains with the forward-corrected loss and the
 transition estimate its ``transition_estimate`` names (:mod:`sei.active.transition`):
 DALC's ``"counted"`` (clean vs original noisy label over the queries, add-one smoothing),
-``"design"`` or ``"regression"`` (``sei_fc``'s). Round 0 has none and trains with plain
-cross-entropy.
+``"design"`` or ``"regression"`` (``sei_fc``'s). Round 0 has no T: it trains with plain
+cross-entropy, or with the robust weights for a selector whose ``robust_training`` is True
+(every round) or ``"round0"`` (``sei_fc``: before the first queries only).
 """
 
 from __future__ import annotations
