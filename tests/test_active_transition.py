@@ -240,3 +240,28 @@ def test_round0_robust_training_weights_only_the_run_before_any_query(monkeypatc
     assert seen == [(True, False), (False, True), (False, True)]  # never both together
     with pytest.raises(ValueError, match="robust_training must be True, False or 'round0'"):
         make_selector("sei_fc", robust_training="always")
+
+
+def test_sei_train_trainer_passes_the_mask_of_the_samples_not_yet_queried(monkeypatch):
+    import sei
+    from sei.active import KNNGraph, sei_train_trainer
+
+    calls = []
+    real = sei.train
+
+    def spy(*args, **kw):
+        calls.append({k: kw.get(k) for k in ("sample_weights", "transition_matrix", "transition_mask")})
+        return real(*args, **kw)
+
+    monkeypatch.setattr(sei, "train", spy)
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 200)
+    x = (np.eye(3)[y] * 2 + rng.normal(size=(200, 3))).astype(np.float32)
+    noisy = np.where(rng.random(200) < 0.4, rng.integers(0, 3, 200), y)
+    res = simulate(x, noisy, y, make_selector("sei_fc"), budget=40, batch_size=20, graph=KNNGraph(x, k=5), epochs=2,
+                   trainer=sei_train_trainer(head="linear", lr=0.05))
+    assert len(calls) == 3 and np.isnan(res["test_accuracy"]).all()  # sei.train predicts no held-out data
+    assert calls[0]["sample_weights"] is not None and calls[0]["transition_matrix"] is None  # round 0: robust
+    for c, queried in zip(calls[1:], (20, 40)):
+        assert c["sample_weights"] is None and c["transition_matrix"] is not None
+        assert (~c["transition_mask"]).sum() == queried
