@@ -8,6 +8,7 @@
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import fiftyone as fo
 
 import sei_fiftyone as sfo
 from sei_fiftyone.db import free_port
+from sei_fiftyone.demo import load_sample
 
 CHROMIUM = os.environ.get("SEI_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -43,6 +45,19 @@ def served(ds):
     finally:
         session.close()
         ds.delete()
+
+
+@contextlib.contextmanager
+def served_sample(name, *, limit=200, prepare=None):
+    """The browser tests' App: skip without a browser (:func:`require_browser`), load the bundled
+    sample's first ``limit`` images as dataset ``<name>-<time>``, ``prepare(ds)`` (e.g. an SEI run),
+    then :func:`served`: ``(ds, session, url)``."""
+    require_browser()
+    ds = load_sample(limit=limit, name=f"{name}-{int(time.time())}")
+    if prepare is not None:
+        prepare(ds)
+    with served(ds) as (session, url):
+        yield ds, session, url
 
 
 @contextlib.contextmanager

@@ -57,5 +57,14 @@ def dataset(tmp_path):
 
 
 @pytest.fixture
+def ds(base):
+    """A clone of the module's ``base`` dataset (a module-scoped fixture of the module that asks
+    for ``ds``), deleted after the test: each test may change it."""
+    clone = base.clone()
+    yield clone
+    clone.delete()
+
+
+@pytest.fixture
 def plugins_dir():
     return os.environ["FIFTYONE_PLUGINS_DIR"]

@@ -5,25 +5,20 @@ install`). The App server listens on 127.0.0.1 only and stops with the session.
 Saves a screenshot; with SEI_UPDATE_DOCS=1 it replaces docs/fiftyone_sorted_view.png.
 """
 
-import time
-
 import pytest
 
 import sei_fiftyone as sfo
-from sei_fiftyone.demo import load_sample
 
-from browser_util import app_page, close_progress, form_row, open_operator, require_browser, screenshot, served
+from browser_util import app_page, close_progress, form_row, open_operator, screenshot, served_sample
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def app():
-    require_browser()
     # 200 real CIFAR-10 images with CIFAR-10N 'worse' human labels, from the bundled sample
-    ds = load_sample(limit=200, name=f"sei-browser-{int(time.time())}")
-    with served(ds) as (session, url):
-        yield ds, session, url
+    with served_sample("sei-browser") as served_app:
+        yield served_app
 
 
 def test_compute_sei_from_the_operator_browser_shows_the_sorted_view(app, tmp_path):

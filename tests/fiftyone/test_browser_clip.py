@@ -7,14 +7,11 @@ sorted view. Saves a screenshot of the form; with SEI_UPDATE_DOCS=1 it replaces
 docs/fiftyone_clip_form.png. Needs `apt-get install chromium` and the `playwright` package.
 """
 
-import time
-
 import pytest
 
 import sei_fiftyone as sfo
-from sei_fiftyone.demo import load_sample
 
-from browser_util import app_page, choose, close_progress, form_row, open_operator, require_browser, screenshot, served
+from browser_util import app_page, choose, close_progress, form_row, open_operator, screenshot, served_sample
 
 pytestmark = pytest.mark.browser
 open_clip = pytest.importorskip("open_clip")
@@ -23,13 +20,11 @@ from tiny_clip import save_tiny_clip_folder  # noqa: E402
 
 @pytest.fixture
 def offline_app(tmp_path, monkeypatch):
-    require_browser()
     # the App server is a child process: it inherits an offline Hugging Face Hub with an empty cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    ds = load_sample(limit=60, name=f"sei-browser-clip-{int(time.time())}")
-    with served(ds) as (session, url):
-        yield ds, session, url
+    with served_sample("sei-browser-clip", limit=60) as served_app:
+        yield served_app
 
 
 def test_a_clip_checkpoint_chosen_in_the_form_sorts_the_grid_by_its_score(offline_app, tmp_path):

@@ -7,30 +7,28 @@ with 'clean' as the trusted labels. Saves a screenshot; with SEI_UPDATE_DOCS=1 i
 docs/fiftyone_compare_cl.png. Needs `apt-get install chromium` and the `playwright` package.
 """
 
-import time
-
 import pytest
 
 import sei_fiftyone as sfo
 from sei_fiftyone.compare import get_comparison
-from sei_fiftyone.demo import load_sample
 
-from browser_util import app_page, choose, open_operator, require_browser, screenshot, served
+from browser_util import app_page, choose, open_operator, screenshot, served_sample
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def app(monkeypatch):
-    require_browser()
     # The App server is a child process. On a busy 2-core machine OpenBLAS threads spinning
     # against other processes make the K-fold fits many times slower; one thread is enough here.
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    ds = load_sample(limit=200, name=f"sei-browser-cl-{int(time.time())}")
-    sfo.compute_sei(ds, "ground_truth", model="efficientnet-lite0", embeddings_field="lite0", image_size=64,
-                    epochs=4, progress=False)
-    with served(ds) as (session, url):
-        yield ds, session, url
+
+    def run(ds):
+        sfo.compute_sei(ds, "ground_truth", model="efficientnet-lite0", embeddings_field="lite0", image_size=64,
+                        epochs=4, progress=False)
+
+    with served_sample("sei-browser-cl", prepare=run) as served_app:
+        yield served_app
 
 
 def test_compare_from_the_operator_browser_opens_the_disagreements(app, tmp_path):

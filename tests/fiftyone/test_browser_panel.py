@@ -15,20 +15,19 @@ import fiftyone as fo
 
 import sei_fiftyone as sfo
 from sei_fiftyone import review
-from sei_fiftyone.demo import load_sample
 
-from browser_util import app_page, require_browser, screenshot, served
+from browser_util import app_page, screenshot, served_sample
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def app_with_run():
-    require_browser()
-    ds = load_sample(limit=200, name=f"sei-browser-panel-{int(time.time())}")
-    sfo.compute_sei(ds, "ground_truth", epochs=10, image_size=64)
-    with served(ds) as (session, url):
-        yield ds, session, url
+    def run(ds):
+        sfo.compute_sei(ds, "ground_truth", epochs=10, image_size=64)
+
+    with served_sample("sei-browser-panel", prepare=run) as served_app:
+        yield served_app
 
 
 def _until(check, timeout=20.0):

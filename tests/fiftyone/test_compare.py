@@ -44,13 +44,6 @@ def base():
     ds.delete()
 
 
-@pytest.fixture
-def ds(base):
-    clone = base.clone()
-    yield clone
-    clone.delete()
-
-
 def _labels(ds, field="ground_truth"):
     classes = list(ds.load_brain_results("sei").classes)
     return np.array([classes.index(v) for v in ds.values(f"{field}.label")]), classes

@@ -29,13 +29,6 @@ def base():
     ds.delete()
 
 
-@pytest.fixture
-def ds(base):
-    clone = base.clone()
-    yield clone
-    clone.delete()
-
-
 class Panel:
     """The App's side of a panel: keeps its state, applies the patches the callbacks send."""
 
