@@ -7,7 +7,9 @@
 """
 
 from . import datalab as _datalab  # noqa: F401  (registers the "sei" Datalab issue type)
-from .compare import compare_with_confident_learning, detection_metrics
+from sei.metrics import detection_metrics  # the one home of the metrics, re-exported here
+
+from .compare import compare_with_confident_learning
 from .datalab import SEIIssueManager
 from .filter import find_label_issues
 from .rank import get_label_quality_scores

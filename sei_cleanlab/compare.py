@@ -9,24 +9,11 @@ import pandas as pd
 
 from sei.validation import check_labels, check_pred_probs
 from sei.constants import DEFAULT_SCORE, DEFAULT_THRESHOLD
+from sei.metrics import detection_metrics
 
 from ._common import as_recorder
 from .filter import find_label_issues
 from .rank import get_label_quality_scores
-
-
-def detection_metrics(is_flagged, scores, is_mislabeled) -> dict:
-    """Precision, recall, F1 of a mask and AUROC / AUPRC of scores (lower = more suspect)."""
-    from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
-
-    is_mislabeled = np.asarray(is_mislabeled, dtype=bool)
-    p, r, f, _ = precision_recall_fscore_support(is_mislabeled, is_flagged, average="binary", zero_division=0)
-    out = {"precision": float(p), "recall": float(r), "f1": float(f), "auroc": np.nan, "auprc": np.nan}
-    if 0 < is_mislabeled.sum() < is_mislabeled.size:
-        suspicion = -np.nan_to_num(np.asarray(scores, dtype=float), nan=np.nanmax(scores))
-        out["auroc"] = float(roc_auc_score(is_mislabeled, suspicion))
-        out["auprc"] = float(average_precision_score(is_mislabeled, suspicion))
-    return out
 
 
 def compare_with_confident_learning(labels, pred_probs_history, pred_probs=None, *, true_labels=None,

@@ -24,6 +24,7 @@ import numpy as np
 
 import fiftyone.core.fields as fof
 import fiftyone.core.runs as fors
+from sei.metrics import detection_metrics
 from sei.validation import check_int_param, check_pred_probs
 
 from .inputs import classification_fields, embeddings_fields, read_vectors
@@ -227,9 +228,8 @@ def get_comparison(samples, brain_key="sei"):
 
 
 def _metrics(view, brain_key, label_field, trusted):
-    """Precision / recall / F1 of each detector's flags and AUROC of its score (sklearn's)."""
-    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
-
+    """Precision / recall / F1 of each detector's flags and AUROC of its score
+    (:func:`sei.metrics.detection_metrics`)."""
     score_field, flag_field, _ = field_names(brain_key)
     names = comparison_names(brain_key)
     given, truth_labels, sei_score, sei_flag, cl_score, cl_flag = view.values(
@@ -237,12 +237,8 @@ def _metrics(view, brain_key, label_field, trusted):
     truth = np.array([g != t for g, t in zip(given, truth_labels)], dtype=bool)
     out = {}
     for name, flags, score in (("sei", sei_flag, sei_score), ("cl", cl_flag, cl_score)):
-        p, r, f, _ = precision_recall_fscore_support(truth, np.array(flags, dtype=bool), average="binary",
-                                                     zero_division=0)
-        both = 0 < truth.sum() < truth.size
-        auroc = roc_auc_score(truth, -np.asarray(score, dtype=np.float64)) if both else float("nan")
-        out[name] = {"precision": float(p), "recall": float(r), "f1": float(f), "auroc": float(auroc),
-                     "n": int(truth.size)}
+        m = detection_metrics(flags, score, truth)
+        out[name] = {k: m[k] for k in ("precision", "recall", "f1", "auroc")} | {"n": int(truth.size)}
     return out
 
 

@@ -72,16 +72,16 @@ def load_sample(sample_dir=None, *, name=DATASET_NAME, limit=None):
 
 def detection_metrics(dataset, brain_key="sei"):
     """Precision, recall and F1 of ``<brain_key>_mislabeled`` against ``ground_truth != clean``."""
+    import numpy as np
+
+    from sei.metrics import detection_metrics as metrics
+
     given, clean, flags = dataset.values(["ground_truth.label", "clean.label", f"{brain_key}_mislabeled"])
-    truth = [g != c for g, c in zip(given, clean)]
-    tp = sum(1 for t, f in zip(truth, flags) if t and f)
-    fp = sum(1 for t, f in zip(truth, flags) if f and not t)
-    fn = sum(1 for t, f in zip(truth, flags) if t and not f)
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "flagged": tp + fp,
-            "mislabeled": tp + fn, "n": len(truth)}
+    truth = np.array([g != c for g, c in zip(given, clean)], dtype=bool)
+    flagged = np.array([bool(f) for f in flags], dtype=bool)  # an unscored sample (None) is not flagged
+    m = metrics(flagged, None, truth)
+    return {"precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "flagged": int(flagged.sum()),
+            "mislabeled": int(truth.sum()), "n": len(truth)}
 
 
 def run(args):
