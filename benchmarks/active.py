@@ -78,6 +78,12 @@ def parse_args(argv=None):
     return a
 
 
+def _holdout_split(n, size=10_000):
+    """``(test indices, training indices)``: a fixed random draw of ``size`` held-out images."""
+    perm = np.random.default_rng(0).permutation(n)
+    return perm[:size], perm[size:]
+
+
 def load_data(synthetic=False, test="holdout", features=None):
     """``(x_train, y_train, x_test, y_test, worse_labels, description)``; PCA-64 CIFAR-10 features.
 
@@ -95,8 +101,7 @@ def load_data(synthetic=False, test="holdout", features=None):
         if x.ndim != 2 or len(x) != len(ytr):
             raise ValueError(f"--features {features}: expected ({len(ytr)}, D) features of the CIFAR-10N training "
                              f"images, got shape {x.shape}")
-        perm = np.random.default_rng(0).permutation(len(ytr))
-        te, tr = perm[:10_000], perm[10_000:]
+        te, tr = _holdout_split(len(ytr))
         return (x[tr], ytr[tr], x[te], ytr[te], worse[tr],
                 f"CIFAR-10, features from {Path(features).name} ({x.shape[1]}-d), 40,000 training images; test: "
                 "10,000 held-out training images (clean labels)")
@@ -109,8 +114,7 @@ def load_data(synthetic=False, test="holdout", features=None):
             lab = load_labels()
             xtr, ytr, worse = load_embeddings("train", verbose=True), lab["train_clean"], lab["worse"]
             if test == "holdout":
-                perm = np.random.default_rng(0).permutation(len(ytr))
-                te, tr = perm[:10_000], perm[10_000:]
+                te, tr = _holdout_split(len(ytr))
                 xte, yte, xtr, ytr, worse = xtr[te], ytr[te], xtr[tr], ytr[tr], worse[tr]
                 what = "40,000 training images; test: 10,000 held-out training images (clean labels)"
             else:

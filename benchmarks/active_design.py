@@ -24,19 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import benchmarks.active as bench  # noqa: E402
 import sei.active.simulator as simulator  # noqa: E402
-from sei.active import KNNGraph, SEISelector, UniformShareSelector, train_linear  # noqa: E402
+from sei.active import (KNNGraph, SEISelector, UniformShareSelector, estimate_transition_matrix,  # noqa: E402
+                        train_linear)
 
 _ESTIMATED = simulator._Episode.transition
 
 
 def _oracle_transition(episode, sel):
-    """The true T among the samples not yet queried (add-one smoothed), for ``+oracle`` variants."""
+    """The true T among the samples not yet queried (DALC's count over them, add-one smoothed),
+    for ``+oracle`` variants."""
     if not (sel.uses_transition_matrix and episode.queried.any()):
         return None
-    left = ~episode.queried
-    c = np.ones((episode.k, episode.k))
-    np.add.at(c, (episode.clean[left], episode.noisy[left]), 1.0)
-    return c / c.sum(1, keepdims=True)
+    return estimate_transition_matrix(episode.noisy, episode.clean, ~episode.queried, episode.k)
 
 
 def variant(name):

@@ -153,8 +153,6 @@ def sei_cell(x, y, bad, names, a, labels="worse"):
 
 def save_features(features, a, labels):
     """``<out>/finetuned_features_<labels>.npy``: the features reduced to 64 dims by PCA, float16."""
-    import shutil
-
     from sklearn.decomposition import PCA
 
     x = np.nan_to_num(np.asarray(features, np.float32))
@@ -162,9 +160,7 @@ def save_features(features, a, labels):
     path = Path(a.out) / f"finetuned_features_{labels}.npy"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, PCA(dims, random_state=0).fit_transform(x).astype(np.float16))
-    if a.mirror is not None:
-        Path(a.mirror).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(a.mirror) / path.name)
+    harness.copy_to_mirror([path], a.mirror)
     return path
 
 

@@ -144,9 +144,15 @@ def write_table(md_path, text, json_obj=None, *, json_path=None, mirror=None):
         jp = Path(json_path) if json_path is not None else md_path.with_suffix(".json")
         jp.write_text(json.dumps(json_obj, indent=1))
         written.insert(0, jp)
-    if mirror is not None:
-        mirror = Path(mirror)
-        mirror.mkdir(parents=True, exist_ok=True)
-        for p in written:
-            shutil.copy(p, mirror / p.name)
+    copy_to_mirror(written, mirror)
     return written
+
+
+def copy_to_mirror(paths, mirror):
+    """Copy ``paths`` into the folder ``mirror`` (e.g. the device tool's ``$OUT``), creating it; None: nothing."""
+    if mirror is None:
+        return
+    mirror = Path(mirror)
+    mirror.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        shutil.copy(p, mirror / Path(p).name)

@@ -37,7 +37,8 @@ from .propagation import BoundedPropagation
 from .weights import RobustWeights
 
 __all__ = [
-    "SELECTORS", "TRANSITION_ESTIMATES", "BoundedPropagation", "CorrActiveSelector", "DALCSelector", "EntropySelector", "KNNGraph", "KimSelector",
+    "SELECTORS", "TRANSITION_ESTIMATES", "BoundedPropagation", "CorrActiveSelector", "DALCSelector", "EntropySelector",
+    "KNNGraph", "KimSelector",
     "LossEntSelector", "Oracle", "PropagationSelector", "RandomSelector", "RobustWeights", "SEISelector",
     "SelectionContext", "Selector", "UniformShareSelector", "dense_diffusion_reference", "design_transition_matrix",
     "estimate_transition_matrix", "regression_transition_matrix",

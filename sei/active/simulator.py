@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .selectors import SelectionContext, make_selector
-from .transition import transition_estimate
+from .transition import _pairs, transition_estimate
 from .weights import RobustWeights
 
 __all__ = ["Oracle", "train_linear", "sei_train_trainer", "simulate", "plot_curves", "summarize"]
@@ -231,8 +231,7 @@ class _Episode:
         left = ~self.queried
         if t is None or not left.any():
             return np.nan
-        true = np.zeros((self.k, self.k))
-        np.add.at(true, (self.clean[left], self.noisy[left]), 1.0)
+        true = _pairs(self.noisy, self.clean, np.flatnonzero(left), self.k)
         seen = true.sum(1) > 0
         true = true[seen] / true[seen].sum(1, keepdims=True)
         return float(np.abs(np.asarray(t)[seen] - true).sum(1).mean())
