@@ -18,6 +18,7 @@ import importlib
 # Lazy, so that `sei_fiftyone.db` can start a database before fiftyone is imported
 # (FiftyOne reads FIFTYONE_DATABASE_URI once, on import).
 _EXPORTS = {
+    "DatasetBusyError": "sei_fiftyone.lease",
     "MODEL_CHOICES": "sei_fiftyone.model_choices",
     "SEI": "sei_fiftyone.runs",
     "SEIConfig": "sei_fiftyone.runs",
@@ -49,6 +50,7 @@ def __dir__():
 
 
 __all__ = [
+    "DatasetBusyError",
     "MODEL_CHOICES",
     "SEI",
     "SEIConfig",

@@ -18,23 +18,20 @@ deleting or renaming the SEI run deletes or renames it too.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 
 import numpy as np
+from bson import ObjectId
 
-import fiftyone.core.fields as fof
 import fiftyone.core.runs as fors
 from sei.metrics import detection_metrics
 from sei.validation import check_int_param, check_pred_probs
 
 from .inputs import classification_fields, embeddings_fields, read_vectors
-from .runs import (CL_METHOD, SEI, _recordable, comparison_names, dataset_of, field_names, is_comparison_of,
-                   save_disagreement_view, validate_comparison)
-
-
-def _phase(name):
-    """Called between the writes (``"declared"``, ``"values"``, ``"view"``). A no-op; the tests
-    replace it to inject failures inside the write."""
+from .runs import (SEI, CLComparisonConfig, _recordable, comparison_names, dataset_of, field_names,
+                   is_comparison_of, validate_comparison)
+from .writeback import comparison_completion, exclusive, journaled_write
 
 
 @dataclass
@@ -79,7 +76,8 @@ def compare_with_confident_learning(samples, brain_key="sei", *, probs_field=Non
     from cleanlab.rank import get_label_quality_scores
 
     dataset = dataset_of(samples)
-    validate_comparison(dataset, brain_key)
+    with exclusive(dataset):  # a killed earlier write is repaired before the run is read
+        validate_comparison(dataset, brain_key)
     run = _run_samples(samples, brain_key)
     folds = check_int_param(folds, "folds", 2, "cross-validation needs at least 2 folds")
     _check_trusted_field(dataset, run, trusted_label_field)
@@ -94,11 +92,13 @@ def compare_with_confident_learning(samples, brain_key="sei", *, probs_field=Non
     # One process unless asked (same result): its default forks a multiprocessing pool, which
     # kills the App's server when the operator runs there.
     flags = find_label_issues(run.labels, probs, **{"n_jobs": 1, **find_label_issues_kwargs})
-    config = dataset.init_run(
-        method=CL_METHOD, brain_key=brain_key, label_field=run.label_field, classes=list(run.classes),
+    config = CLComparisonConfig(
+        brain_key=brain_key, label_field=run.label_field, classes=list(run.classes),
         probs_field=probs_field, embeddings_field=embeddings_field, trusted_label_field=trusted_label_field,
         folds=folds, seed=seed, find_label_issues_kwargs=_recordable(find_label_issues_kwargs))
-    _write(dataset, brain_key, run.ids, quality, flags, config)
+    with exclusive(dataset):  # checked again: another writer may have changed the names meanwhile
+        validate_comparison(dataset, brain_key)
+        _write(dataset, brain_key, run.ids, quality, flags, config)
     return get_comparison(dataset, brain_key)
 
 
@@ -123,7 +123,12 @@ def _run_samples(samples, brain_key):
 def _check_trusted_field(dataset, run, field):
     if field is None:
         return
-    fields = [f for f in classification_fields(dataset) if f != run.label_field]
+    written = {n for key in dataset.list_brain_runs(type=SEI) for n in field_names(key)}
+    if field in written:
+        raise ValueError(f"trusted_label_field '{field}' is written by an SEI run (its suggestions are the "
+                         "detector's own output, so measuring the detector against them is circular); name a "
+                         "field of labels checked independently")
+    fields = [f for f in classification_fields(dataset) if f != run.label_field and f not in written]
     if field not in fields:
         raise ValueError(f"trusted_label_field must be a Classification field other than the run's label field "
                          f"'{run.label_field}'; got {field!r}, available: {fields or 'none'}")
@@ -243,66 +248,17 @@ def _metrics(view, brain_key, label_field, trusted):
 
 
 # ----------------------------------------------------------------------------- writing
-@dataclass
-class _Previous:
-    fields: dict  # field -> values of every sample, for the fields that existed
-    view: tuple | None  # (view, description)
-    run: tuple | None  # (config, results)
-
-
 def _write(dataset, brain_key, ids, quality, flags, config):
-    """Replace the comparison's fields, saved view and run; a failure puts the previous ones back."""
+    """Replace the comparison's fields, run and saved view as one journaled switch
+    (:func:`sei_fiftyone.writeback.journaled_write`): a failure or a kill leaves the previous
+    comparison or the new one, never new flags under the old comparison's config."""
     names = comparison_names(brain_key)
-    previous = _snapshot(dataset, names)
-    position = {_id: k for k, _id in enumerate(dataset.values("id"))}
-    scores, marks = [None] * len(position), [None] * len(position)
-    for _id, q, f in zip(ids, quality, flags):
-        scores[position[_id]], marks[position[_id]] = float(q), bool(f)
-    try:
-        schema = dataset.get_field_schema()
-        for field, ftype in ((names.score, fof.FloatField), (names.flag, fof.BooleanField)):
-            if field not in schema:
-                dataset.add_sample_field(field, ftype)
-        _phase("declared")
-        dataset.set_values(names.score, scores)
-        dataset.set_values(names.flag, marks)
-        _phase("values")
-        save_disagreement_view(dataset, brain_key)
-        _phase("view")
-        results = fors.RunResults(dataset, config, names.run_key, n_compared=len(ids), n_cl_flagged=int(np.sum(flags)))
-        dataset.register_run(names.run_key, config, results=results, overwrite=True)
-    except BaseException:
-        _restore(dataset, names, previous)
-        raise
-
-
-def _snapshot(dataset, names):
-    schema = dataset.get_field_schema()
-    fields = {f: dataset.values(f) for f in names[:2] if f in schema}
-    view = None
-    if dataset.has_saved_view(names.view):
-        view = (dataset.load_saved_view(names.view), dataset.get_saved_view_info(names.view).get("description"))
-    run = None
-    if names.run_key in dataset.list_runs():
-        run = (dataset.get_run_info(names.run_key).config, dataset.load_run_results(names.run_key, cache=False))
-    return _Previous(fields, view, run)
-
-
-def _restore(dataset, names, previous):
-    schema = dataset.get_field_schema()
-    for field in names[:2]:
-        if field in previous.fields:
-            dataset.set_values(field, previous.fields[field])
-        elif field in schema:
-            dataset.delete_sample_field(field)
-    if previous.view is not None:
-        dataset.save_view(names.view, previous.view[0], description=previous.view[1], overwrite=True)
-    elif dataset.has_saved_view(names.view):
-        dataset.delete_saved_view(names.view)
-    if previous.run is not None:
-        dataset.register_run(names.run_key, previous.run[0], results=previous.run[1], overwrite=True)
-    elif names.run_key in dataset.list_runs():
-        dataset.delete_run(names.run_key)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    docs = [{"_id": ObjectId(_id), names.score: float(q), names.flag: bool(f), "last_modified_at": now}
+            for _id, q, f in zip(ids, quality, flags)]
+    results = fors.RunResults(dataset, config, names.run_key, n_compared=len(ids), n_cl_flagged=int(np.sum(flags)))
+    journaled_write(dataset, names.run_key, {names.score: "float", names.flag: "bool"}, docs,
+                    comparison_completion(brain_key, config, results))
 
 
 def list_comparisons(samples):

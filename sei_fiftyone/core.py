@@ -42,7 +42,7 @@ from .runs import (  # noqa: F401  (SEI, SEIConfig, SEIResults: the classes of r
     sorted_samples,
     validate_brain_key,
 )
-from .writeback import recover_interrupted_writes, write_values  # noqa: F401  (benchmarks/fiftyone_speed.py)
+from .writeback import exclusive, recover_interrupted_writes, write_values  # noqa: F401  (benchmarks/fiftyone_speed.py)
 
 
 def compute_sei(
@@ -182,8 +182,11 @@ def compute_sei(
     config.score = str(result.score_name)
     values, results = _engine.assemble(samples, brain_method, brain_key, labels, result,
                                        store_embeddings=inputs.stores_embeddings(config))
-    # Everything below writes; nothing above did.
-    write_values(samples, brain_key, **values, run=(brain_method, results))
+    # Everything below writes; nothing above did. Under the dataset's write lease the key is
+    # checked again: another writer may have created a field of that name while this one trained.
+    with exclusive(samples):
+        validate_brain_key(samples, brain_key)
+        write_values(samples, brain_key, **values, run=(brain_method, results))
     return results
 
 

@@ -10,6 +10,7 @@ These classes live in an importable module so that ``get_brain_info`` and
 
 from __future__ import annotations
 
+import contextvars
 import numbers
 import os
 from typing import NamedTuple
@@ -18,12 +19,18 @@ import numpy as np
 
 import fiftyone as fo
 import fiftyone.core.brain as fob
+import fiftyone.core.runs as fors
 from fiftyone import ViewField as F
 from sei.constants import AUTO_SCORE, DEFAULT_HEAD  # noqa: F401  (DEFAULT_HEAD re-exported: one home, the core)
+
+from .lease import writing
 
 DEFAULT_MODEL = "efficientnet-lite0"
 EMBEDDINGS_MODEL = "embeddings"
 SAVED_VIEW_SUFFIX = "_most_likely_mislabeled"
+#: The longest brain key: the names a run derives from it (fields, saved views, the comparison's
+#: run) must stay within MongoDB's and FiftyOne's name limits.
+MAX_BRAIN_KEY_LENGTH = 100
 CL_SUFFIX = "_cl"  # the confident-learning comparison of a run (sei_fiftyone.compare)
 CL_METHOD = "sei_confident_learning"
 
@@ -76,6 +83,43 @@ def save_sorted_view(samples, brain_key):
                                   description=f"SEI run '{brain_key}': flagged samples, most likely mislabeled first")
 
 
+def check_brain_key_syntax(brain_key):
+    """A brain key is an identifier of at most ``MAX_BRAIN_KEY_LENGTH`` characters (ValueError)."""
+    if not isinstance(brain_key, str) or not brain_key.isidentifier():
+        raise ValueError(f"brain_key must be a valid identifier (letters, digits, _), got {brain_key!r}")
+    if len(brain_key) > MAX_BRAIN_KEY_LENGTH:
+        raise ValueError(f"brain_key has {len(brain_key)} characters; use at most {MAX_BRAIN_KEY_LENGTH}")
+
+
+def rename_targets_taken(dataset, brain_key, new_key):
+    """What renaming SEI run ``brain_key`` to ``new_key`` would overwrite that is not the run's
+    own: fields, saved views and runs that exist under the new names (a list of descriptions)."""
+    schema = dataset.get_field_schema(include_private=True)
+    taken = [f"field '{n}'" for o, n in zip(field_names(brain_key), field_names(new_key))
+             if n in schema and n not in field_names(brain_key)]
+    new_view = saved_view_name(new_key)
+    if dataset.has_saved_view(new_view) and new_view != saved_view_name(brain_key):
+        taken.append(f"saved view '{new_view}'")
+    if is_comparison_of(dataset, brain_key):
+        old, new = comparison_names(brain_key), comparison_names(new_key)
+        taken += [f"field '{n}'" for o, n in zip(old[:2], new[:2]) if n in schema and n not in old[:2]]
+        if dataset.has_saved_view(new.view) and new.view != old.view:
+            taken.append(f"saved view '{new.view}'")
+        if new.run_key in dataset.list_runs() + dataset.list_brain_runs():
+            taken.append(f"run '{new.run_key}'")
+    return taken
+
+
+class RenameRefused(BaseException):
+    """Renaming an SEI run onto names it does not own.
+
+    A ``BaseException`` on purpose: FiftyOne's ``rename_brain_run`` catches every
+    ``Exception`` of a method's ``rename()`` and renames the run anyway, which would hand the
+    run the user's fields (rerunning it would then write scores into them, deleting it would
+    delete them). This one stops the rename before anything changed.
+    """
+
+
 def validate_brain_key(samples, brain_key):
     """Refuse a ``brain_key`` whose run would overwrite something that is not its own.
 
@@ -94,8 +138,7 @@ def validate_brain_key(samples, brain_key):
     Raises:
         ValueError: naming the key, what it collides with and what to do instead
     """
-    if not isinstance(brain_key, str) or not brain_key.isidentifier():
-        raise ValueError(f"brain_key must be a valid identifier (letters, digits, _), got {brain_key!r}")
+    check_brain_key_syntax(brain_key)
     dataset = dataset_of(samples)
     if brain_key in dataset.list_brain_runs():
         config = dataset.get_brain_info(brain_key).config
@@ -176,13 +219,22 @@ def delete_comparison(samples, brain_key):
     dataset = dataset_of(samples)
     if not is_comparison_of(dataset, brain_key):
         return False
+    _delete_comparison_outputs(dataset, brain_key)  # comparisons stored before CLComparison too
+    dataset.delete_run(comparison_names(brain_key).run_key)
+    return True
+
+
+def _delete_comparison_outputs(dataset, brain_key):
     names = comparison_names(brain_key)
     schema = dataset.get_field_schema()
-    dataset.delete_sample_fields([f for f in names[:2] if f in schema])
+    existing = [f for f in names[:2] if f in schema]
+    if existing:
+        dataset.delete_sample_fields(existing)
     if dataset.has_saved_view(names.view):
         dataset.delete_saved_view(names.view)
-    dataset.delete_run(names.run_key)
-    return True
+
+
+_RENAMING = contextvars.ContextVar("sei_renaming_comparison", default=False)
 
 
 def rename_comparison(samples, brain_key, new_key):
@@ -194,7 +246,11 @@ def rename_comparison(samples, brain_key, new_key):
     old, new = comparison_names(brain_key), comparison_names(new_key)
     schema = dataset.get_field_schema()
     dataset.rename_sample_fields({o: n for o, n in zip(old[:2], new[:2]) if o in schema})
-    dataset.rename_run(old.run_key, new.run_key)
+    token = _RENAMING.set(True)
+    try:
+        dataset.rename_run(old.run_key, new.run_key)
+    finally:
+        _RENAMING.reset(token)
     config = dataset.get_run_info(new.run_key).config
     config.brain_key = new_key
     dataset.update_run_config(new.run_key, config)
@@ -303,26 +359,64 @@ class SEI(fob.BrainMethod):
 
     def cleanup(self, samples, key):
         dataset = dataset_of(samples)
-        delete_comparison(dataset, key)  # the comparison is derived from the run: it goes with it
-        schema = dataset.get_field_schema()
-        existing = [f for f in field_names(key) if f in schema]
-        if existing:
-            dataset.delete_sample_fields(existing)
-        name = saved_view_name(key)
-        if dataset.has_saved_view(name):
-            dataset.delete_saved_view(name)
+        with writing(dataset):
+            delete_comparison(dataset, key)  # the comparison is derived from the run: it goes with it
+            schema = dataset.get_field_schema()
+            existing = [f for f in field_names(key) if f in schema]
+            if existing:
+                dataset.delete_sample_fields(existing)
+            name = saved_view_name(key)
+            if dataset.has_saved_view(name):
+                dataset.delete_saved_view(name)
 
     def rename(self, samples, key, new_key):
         dataset = dataset_of(samples)
-        schema = dataset.get_field_schema()
-        mapping = {o: n for o, n in zip(field_names(key), field_names(new_key)) if o in schema}
-        if mapping:
-            dataset.rename_sample_fields(mapping)
-        old = saved_view_name(key)
-        if dataset.has_saved_view(old):
-            dataset.delete_saved_view(old)
-            save_sorted_view(dataset, new_key)
-        rename_comparison(dataset, key, new_key)
+        try:
+            check_brain_key_syntax(new_key)
+        except ValueError as e:
+            raise RenameRefused(f"Cannot rename SEI run '{key}' to '{new_key}': {e}") from None
+        taken = rename_targets_taken(dataset, key, new_key)
+        if taken:
+            raise RenameRefused(
+                f"Cannot rename SEI run '{key}' to '{new_key}': the {', '.join(taken)} already exist(s) and "
+                f"are not this run's (the run would write into them and delete them with itself). Nothing "
+                "was renamed; choose another key, or rename or delete those first")
+        with writing(dataset):
+            schema = dataset.get_field_schema()
+            mapping = {o: n for o, n in zip(field_names(key), field_names(new_key)) if o in schema}
+            if mapping:
+                dataset.rename_sample_fields(mapping)
+            old = saved_view_name(key)
+            if dataset.has_saved_view(old):
+                dataset.delete_saved_view(old)
+                save_sorted_view(dataset, new_key)
+            rename_comparison(dataset, key, new_key)
+
+
+class CLComparisonConfig(fors.RunConfig):
+    """The custom run ``<brain_key>_cl`` recording a comparison of SEI run ``brain_key`` with
+    confident learning (:mod:`sei_fiftyone.compare`); its method deletes the comparison's
+    fields and saved view with it (``dataset.delete_run``)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("method", CL_METHOD)
+        super().__init__(**kwargs)
+
+
+class CLComparison(fors.Run):
+    """The method of :class:`CLComparisonConfig`: owns the comparison's two fields and saved view."""
+
+    def cleanup(self, samples, key):
+        brain_key = getattr(self.config, "brain_key", None)
+        if brain_key is not None and comparison_names(brain_key).run_key == key:
+            _delete_comparison_outputs(dataset_of(samples), brain_key)
+
+    def rename(self, samples, key, new_key):
+        if not _RENAMING.get():
+            raise RenameRefused(
+                f"Cannot rename the comparison run '{key}' on its own: it belongs to SEI run "
+                f"'{getattr(self.config, 'brain_key', None)}'; rename that run instead "
+                "(dataset.rename_brain_run), which renames its comparison too")
 
 
 class SEIResults(fob.BrainResults):

@@ -16,6 +16,7 @@ when FiftyOne changes one of them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -31,45 +32,50 @@ import fiftyone.core.brain as fob
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 import fiftyone.core.odm as foo
+import fiftyone.core.runs as fors
 import fiftyone.core.view as fov
 
-from sei.process import pid_alive
-
-from .runs import dataset_of, field_names, save_sorted_view
+from .lease import DatasetBusyError, held, writing
+from .runs import comparison_names, dataset_of, field_names, save_disagreement_view, save_sorted_view
 
 logger = logging.getLogger(__name__)
 
 # The protocol -------------------------------------------------------------------------------
 #
+# Every write runs while this process holds the dataset's write lease
+# (:mod:`sei_fiftyone.lease`: one writer per dataset, an owner token and an expiry in MongoDB,
+# never a pid), after the dataset was reloaded and what a killed writer left was repaired.
 # A run is written beside the previous one and then switched in, so that a failure or a
 # kill leaves either the previous run or the new one, never a mix (MongoDB's standalone
 # server has no multi-document transactions). The write goes through a temporary
 # collection ``tmp.sei_<token>``, which is also the journal of the write (its "meta"
-# document records the dataset, the fields, the phase, the owner process and, from the
-# commit on, the new run's config and results), and ``tmp.sei_<token>_old``:
+# document records the dataset, the fields, the phase, the owner's lease token and, from the
+# commit on, what completes the write: a brain run's or a comparison's config, results and
+# saved view), and ``tmp.sei_<token>_old``:
 #
 # 1. stage: the new values (one document per sample; samples left out of a run on a view
 #    that hold the run's fields get a ``_remove`` mark) go into ``tmp.sei_<token>`` with
 #    one ``insert_many``, and the previous values into ``..._old`` with one server-side
 #    aggregation. Nothing on the dataset changes; a failure drops both collections.
-# 2. switch (commit: phase "switch"): the fields are declared, then one ``$merge`` sets
-#    the new values on the samples by ``_id`` (each sample is updated atomically) and a
-#    second removes the fields from the marked samples. A failure rolls back: the fields
-#    are removed from the staged samples and the previous values merged back from ``_old``.
+# 2. switch (commit: phase "switch"): the lease is checked, the fields are declared, then one
+#    ``$merge`` sets the new values on the samples by ``_id`` (each sample is updated
+#    atomically) and a second removes the fields from the marked samples. A failure rolls
+#    back: the fields are removed from the staged samples and the previous values merged
+#    back from ``_old``.
 # 3. run (phase "run"): the run is registered, its results saved and its saved view
-#    written (single-document writes), then the collections are dropped.
+#    written, then the collections are dropped.
 #
-# A process killed during the write leaves the collections behind. The next compute_sei
-# (or write_values) on that dataset finds them, and once their owner is gone (same host:
-# the pid no longer runs; another host: no progress for STALE_AFTER_S seconds) drops a
-# staged write, rolls an interrupted switch back to the previous run, or completes a run
-# whose values were all switched in; collections of datasets that no longer exist are
-# dropped. Every step of a rollback or a completion can be repeated, so a kill during the
-# repair is repaired the same way.
+# A process killed during the write leaves the collections behind. The next writer of that
+# dataset (compute_sei, a comparison, the review desk) takes the lease, so the journal's
+# owner is gone, and drops a staged write, rolls an interrupted switch back to the previous
+# run, or completes a run whose values were all switched in, after repairing the dataset's
+# list of saved views (a kill inside FiftyOne's ``save_view`` can leave a reference to a
+# deleted view, a view twice, or a view nobody references); collections of datasets that no
+# longer exist are dropped. Every step of a rollback or a completion can be repeated, so a
+# kill during the repair is repaired the same way.
 
 TMP_PREFIX = "tmp.sei_"
 _OLD = "_old"  # suffix of the collection holding the previous run's values
-STALE_AFTER_S = 600
 _KINDS = {"float": (fof.FloatField, {}), "bool": (fof.BooleanField, {}),
           "classification": (fof.EmbeddedDocumentField, {"embedded_doc_type": fol.Classification}),
           "vector": (fof.VectorField, {})}
@@ -83,6 +89,19 @@ def _phase(name):
     """
 
 
+@contextlib.contextmanager
+def exclusive(samples, wait=None):
+    """Hold the dataset's write lease for the block, after repairing what a killed writer left.
+
+    Every multi-step change to a dataset goes through this (re-entrant within a thread).
+    Yields the dataset, reloaded.
+    """
+    dataset = dataset_of(samples)
+    with writing(dataset, wait) as lease:
+        _recover(dataset, lease)
+        yield dataset
+
+
 def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddings=None, run=None):
     """Write the fields of a run (and register the run) as one switch from the previous run.
 
@@ -90,7 +109,7 @@ def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddi
     (``(label, confidence)`` or None) are aligned lists; samples of the dataset that are
     not in ``ids`` lose the run's fields (as when a run is overwritten). A failure or a
     kill before the switch leaves the dataset as it was, a failure during it is rolled
-    back, and a kill is repaired by the next call on the dataset (see "The protocol").
+    back, and a kill is repaired by the next writer of the dataset (see "The protocol").
 
     Args:
         samples: the dataset or view of the run
@@ -100,48 +119,64 @@ def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddi
         run (None): ``(brain_method, results)`` to register the run, save its results and
             its saved view in the same switch
     """
-    dataset = dataset_of(samples)
-    recover_interrupted_writes(dataset)
     score_field, flag_field, sugg_field = field_names(brain_key)
     kinds = {score_field: "float", flag_field: "bool", sugg_field: "classification"}
     if embeddings is not None:
         kinds[embeddings[0]] = "vector"
     docs = _sample_docs(field_names(brain_key), ids, scores, flags, suggestions, embeddings)
-    meta = {"_id": "meta", "dataset": dataset._sample_collection_name, "brain_key": brain_key,
-            "kinds": kinds, "phase": "stage", "host": socket.gethostname(), "pid": os.getpid(),
-            "updated": time.time()}
-    name = f"{TMP_PREFIX}{uuid.uuid4().hex}"
-    tmp = _db()[name]
-    _ACTIVE.add(name)
-    try:
-        tmp.insert_one(meta)  # creates the collection: never one without its journal
+    completion = None if run is None else _sei_completion(samples, brain_key, *run)
+    journaled_write(samples, brain_key, kinds, docs, completion)
+
+
+def journaled_write(samples, key, kinds, docs, completion=None):
+    """Switch the fields ``kinds`` (name -> "float", "bool", "classification", "vector") of
+    the dataset to ``docs`` (one document per sample: ``_id`` and the fields), then complete
+    the write (``completion``: what :func:`_complete` registers), as one journaled change
+    under the dataset's lease (see "The protocol"). Samples holding one of the fields that
+    are not in ``docs`` lose them."""
+    with exclusive(samples) as dataset:
+        lease = held(dataset)
+        meta = {"_id": "meta", "dataset": dataset._sample_collection_name, "brain_key": key, "kinds": kinds,
+                "phase": "stage", "owner": lease.token, "host": socket.gethostname(), "pid": os.getpid(),
+                "updated": time.time()}
+        name = f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp = _db()[name]
+        _ACTIVE.add(name)
         try:
-            if docs:
-                tmp.insert_many(docs, ordered=False)
-            _backup_previous(dataset, tmp, list(kinds), len(docs) < len(dataset))
-            _phase("staged")
-        except BaseException:
-            _drop(tmp)
-            raise
-        commit = _commit(samples, dataset, tmp, kinds, run)
-        try:
-            _declare(dataset, kinds)
-            _switch(tmp, dataset)
-        except BaseException:
+            tmp.insert_one(meta)  # creates the collection: never one without its journal
             try:
-                _rollback(dataset, tmp, {**meta, **commit})
-            except Exception:  # the journal stays: the next run on this dataset rolls back
-                logger.exception("Rolling back SEI run '%s' failed; the next compute_sei on this "
-                                 "dataset restores the previous run", brain_key)
-            raise
-        tmp.update_one({"_id": "meta"}, {"$set": {"phase": "run", "updated": time.time()}})
-        _phase("switched")
-        if run is not None:
-            _register(samples, brain_key, *run)
-        _drop(tmp)
-    finally:
-        _ACTIVE.discard(name)
-        dataset._reload_docs()
+                if docs:
+                    tmp.insert_many(docs, ordered=False)
+                _backup_previous(dataset, tmp, list(kinds), len(docs) < len(dataset))
+                _phase("staged")
+            except BaseException:
+                _drop(tmp)
+                raise
+            commit = _commit(dataset, tmp, kinds, completion)
+            try:
+                lease.check()  # a writer paused past its lease's expiry stops here
+                _declare(dataset, kinds)
+                _switch(tmp, dataset)
+            except BaseException:
+                try:
+                    _rollback(dataset, tmp, {**meta, **commit})
+                except Exception:  # the journal stays: the next writer of this dataset rolls back
+                    logger.exception("Rolling back the write of '%s' failed; the next run on this dataset "
+                                     "restores the previous values", key)
+                raise
+            tmp.update_one({"_id": "meta"}, {"$set": {"phase": "run", "updated": time.time()}})
+            _phase("switched")
+            if completion is not None:
+                try:
+                    _complete(dataset, completion)
+                except Exception:  # the values are in: the journal lets the next writer finish it
+                    logger.exception("Registering '%s' failed after its values were written; the next "
+                                     "run on this dataset completes it", key)
+                    raise
+            _drop(tmp)
+        finally:
+            _ACTIVE.discard(name)
+            dataset._reload_docs()
 
 
 def _sample_docs(fields, ids, scores, flags, suggestions, embeddings):
@@ -166,44 +201,77 @@ def classification_doc(label, confidence):
     return {"_id": ObjectId(), "_cls": "Classification", "tags": [], "label": label, "confidence": confidence}
 
 
-def _commit(samples, dataset, tmp, kinds, run):
-    """Journal the switch (phase "switch"), with what a completion needs to register the run."""
+def _commit(dataset, tmp, kinds, completion):
+    """Journal the switch (phase "switch"), with what a completion needs."""
     schema = dataset.get_field_schema()
     commit = {"phase": "switch", "updated": time.time(), "declared": [f for f in kinds if f not in schema]}
-    if run is not None:
-        backend, results = run
-        commit["run"] = {
-            "config": json.dumps(backend.config.serialize()),
-            "results": json_util.dumps(results.serialize()),
-            "view_stages": _view_stages(samples),
-        }
+    if completion is not None:
+        commit["run"] = completion
     tmp.update_one({"_id": "meta"}, {"$set": commit})
     return commit
 
 
-def _register(samples, brain_key, backend, results):
-    """Register the run, save its results and its saved view (the values are already in)."""
-    try:
-        backend.register_run(samples, brain_key, overwrite=True, cleanup=False)
-        backend.save_run_results(samples, brain_key, results)
+def _sei_completion(samples, brain_key, backend, results):
+    """What registers an SEI brain run: its config, results and the view it ran on, as JSON."""
+    return {"kind": "sei", "key": brain_key, "config": json.dumps(backend.config.serialize()),
+            "results": json_util.dumps(results.serialize()), "view_stages": _view_stages(samples)}
+
+
+def comparison_completion(brain_key, config, results):
+    """What registers a confident-learning comparison of run ``brain_key`` (a custom run and
+    its saved view), as JSON."""
+    return {"kind": "cl", "key": brain_key, "config": json.dumps(config.serialize()),
+            "results": json_util.dumps(results.serialize())}
+
+
+def _complete(dataset, completion):
+    """Register what the values belong to (repeatable): an SEI brain run with its results
+    and saved view, or a comparison's custom run and saved view."""
+    key = completion.get("key") or completion.get("brain_key")
+    if completion.get("kind", "sei") == "cl":
+        config = fors.RunConfig.from_dict(json.loads(completion["config"]))
+        run_key = comparison_names(key).run_key
+        results = fors.RunResults.from_dict(json_util.loads(completion["results"]), dataset, config, run_key)
+        dataset.register_run(run_key, config, results=results, overwrite=True, cleanup=False)
         _phase("registered")
-        save_sorted_view(samples, brain_key)
-    except Exception:  # the values are in: the journal lets the next run finish it
-        logger.exception("Registering SEI run '%s' failed after its values were written; the "
-                         "next compute_sei on this dataset completes it", brain_key)
-        raise
+        save_disagreement_view(dataset, key)
+        return
+    config = fob.BrainMethodConfig.from_dict(json.loads(completion["config"]))
+    samples = dataset
+    if completion.get("view_stages"):
+        samples = fov.DatasetView._build(dataset, [json_util.loads(st) for st in completion["view_stages"]])
+    backend = config.build()
+    results = fob.BrainResults.from_dict(json_util.loads(completion["results"]), samples, config, key)
+    backend.register_run(samples, key, overwrite=True, cleanup=False)
+    backend.save_run_results(samples, key, results)
+    _phase("registered")
+    save_sorted_view(samples, key)
 
 
-def recover_interrupted_writes(samples):
-    """Repair what a killed write of an SEI run left on this dataset; returns the keys repaired.
+def recover_interrupted_writes(samples, wait=0):
+    """Repair what a killed write left on this dataset; returns the keys repaired.
 
-    Called by :func:`compute_sei` before it does anything else. A write collection
-    ``tmp.sei_*`` whose owner is gone is dropped, after rolling an interrupted switch back
-    to the previous run (phase ``"switch"``) or completing a run whose values were all
-    written (phase ``"run"``). Collections of other live datasets are left to them;
-    those of deleted datasets, and any without a journal, are dropped.
+    Called by every writer before it writes (:func:`exclusive`) and by the review desk before
+    it reads. It takes the dataset's write lease (waiting up to ``wait`` seconds; when a live
+    writer holds it, its write is in progress, nothing is stale and ``[]`` is returned). A
+    write collection ``tmp.sei_*`` of this dataset is then dropped, after rolling an
+    interrupted switch back to the previous values (phase ``"switch"``) or completing a write
+    whose values were all switched in (phase ``"run"``), the saved-view list repaired first.
+    Collections of other live datasets are left to them; those of deleted datasets, and any
+    without a journal, are dropped.
     """
     dataset = dataset_of(samples)
+    lease = held(dataset)
+    if lease is not None:
+        return _recover(dataset, lease)
+    try:
+        with writing(dataset, wait) as lease:
+            return _recover(dataset, lease)
+    except DatasetBusyError:
+        return []
+
+
+def _recover(dataset, lease):
     db = _db()
     repaired = []
     names = db.list_collection_names(filter={"name": {"$regex": "^" + TMP_PREFIX.replace(".", r"\.")}})
@@ -214,19 +282,21 @@ def recover_interrupted_writes(samples):
             continue
         tmp = db[name]
         meta = tmp.find_one({"_id": "meta"})
-        if meta is not None and not _stale(name, meta):
-            continue
         if meta is not None and meta.get("dataset") != dataset._sample_collection_name:
             if db.datasets.find_one({"sample_collection_name": meta.get("dataset")}, {"_id": 1}) is not None:
-                continue  # another dataset's: repaired by its own next run
+                continue  # another dataset's: repaired by its own next writer
         elif meta is not None:
-            dataset.reload()
-            if meta.get("phase") == "switch":
-                logger.warning("Rolling back the interrupted write of SEI run '%s' (previous run restored)",
+            if meta.get("owner") == lease.token and name in _ACTIVE:
+                continue  # this thread's write in progress
+            phase = meta.get("phase")
+            if phase in ("switch", "run"):
+                repair_saved_views(dataset)
+            if phase == "switch":
+                logger.warning("Rolling back the interrupted write of '%s' (previous values restored)",
                                meta["brain_key"])
                 _rollback(dataset, tmp, meta)
-            elif meta.get("phase") == "run":
-                logger.warning("Completing the interrupted write of SEI run '%s'", meta["brain_key"])
+            elif phase == "run":
+                logger.warning("Completing the interrupted write of '%s'", meta["brain_key"])
                 _roll_forward(dataset, tmp, meta)
             repaired.append(meta["brain_key"])
         _drop(tmp)
@@ -238,13 +308,36 @@ def _db():
     return foo.get_db_conn()
 
 
-def _stale(name, meta):
-    if meta.get("host") != socket.gethostname():
-        return time.time() - float(meta.get("updated", 0)) > STALE_AFTER_S
-    pid = int(meta.get("pid", -1))
-    if pid == os.getpid():
-        return name not in _ACTIVE
-    return not pid_alive(pid)
+def repair_saved_views(dataset):
+    """Make the dataset's saved-view list consistent after a kill inside ``save_view`` /
+    ``delete_saved_view``: references to deleted view documents are removed, a name held twice
+    keeps its last view, and the duplicates' documents are deleted. Returns whether anything
+    was repaired. Views nobody references are left alone (another FiftyOne user may be saving
+    one); the interrupted write's completion saves its own view again."""
+    db = _db()
+    doc = db.datasets.find_one({"_id": dataset._doc.id}, {"saved_views": 1})
+    refs = list((doc or {}).get("saved_views") or [])
+    views = {v["_id"]: v for v in db.views.find({"_id": {"$in": refs}}, {"name": 1, "slug": 1})}
+    keep, names, extra = [], set(), []
+    for ref in reversed(refs):
+        view = views.get(ref)
+        if view is None:
+            continue  # dangling: its document was deleted
+        if view.get("name") in names or view.get("slug") in names:
+            extra.append(ref)
+            continue
+        names.update((view.get("name"), view.get("slug")))
+        keep.append(ref)
+    keep.reverse()
+    if keep == refs:
+        return False
+    logger.warning("Repairing the saved-view list of dataset '%s' (%d stale reference(s))",
+                   dataset.name, len(refs) - len(keep))
+    db.datasets.update_one({"_id": dataset._doc.id}, {"$set": {"saved_views": keep}})
+    if extra:
+        db.views.delete_many({"_id": {"$in": extra}})
+    dataset.reload()
+    return True
 
 
 def _backup_previous(dataset, tmp, fields, partial):
@@ -314,21 +407,12 @@ def _rollback(dataset, tmp, meta):
 
 
 def _roll_forward(dataset, tmp, meta):
-    """Finish a write whose values were all switched in: fields, run, results, saved view."""
+    """Finish a write whose values were all switched in: fields, then what they belong to."""
     _declare(dataset, meta["kinds"])
     _switch(tmp, dataset)  # repeats the completed switch, to the same result
     run = meta.get("run")
     if run is not None:
-        key = meta["brain_key"]
-        config = fob.BrainMethodConfig.from_dict(json.loads(run["config"]))
-        samples = dataset
-        if run.get("view_stages"):
-            samples = fov.DatasetView._build(dataset, [json_util.loads(st) for st in run["view_stages"]])
-        backend = config.build()
-        results = fob.BrainResults.from_dict(json_util.loads(run["results"]), samples, config, key)
-        backend.register_run(samples, key, overwrite=True, cleanup=False)
-        backend.save_run_results(samples, key, results)
-        save_sorted_view(samples, key)
+        _complete(dataset, run)
     dataset._reload_docs()
 
 

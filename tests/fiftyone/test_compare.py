@@ -18,6 +18,8 @@ from threadpoolctl import threadpool_limits
 
 import sei_fiftyone as sfo
 import sei_fiftyone.compare as cmp
+import sei_fiftyone.runs as runs
+import sei_fiftyone.writeback as writeback
 from sei_fiftyone.__main__ import main as cli_main
 from sei_fiftyone.demo import load_sample
 
@@ -151,9 +153,13 @@ def test_rerunning_replaces_the_previous_comparison(ds):
     assert ds.get_run_info("sei_cl").config.trusted_label_field is None
 
 
-@pytest.mark.parametrize("phase", ["declared", "values", "view", "register"])
+@pytest.mark.parametrize("phase", ["staged", "switching", "switched", "registered"])
 @pytest.mark.parametrize("previous", [False, True])
-def test_a_failure_midway_leaves_the_dataset_as_it_was(ds, monkeypatch, phase, previous):
+def test_a_failure_midway_leaves_the_old_or_the_new_comparison(ds, monkeypatch, phase, previous):
+    """The comparison is one journaled switch (sei_fiftyone.writeback): a failure before or
+    during the switch leaves the dataset as it was; one after it (the values are in) leaves
+    a journal that the next writer completes into the new comparison, never new flags under
+    the old comparison's config."""
     if previous:
         cmp.compare_with_confident_learning(ds, "sei", trusted_label_field="clean")
     labels, classes = _labels(ds)
@@ -163,19 +169,23 @@ def test_a_failure_midway_leaves_the_dataset_as_it_was(ds, monkeypatch, phase, p
     def fail(name):
         if name == phase:
             raise RuntimeError(f"injected at {name}")
-    monkeypatch.setattr(cmp, "_phase", fail)
-    register, calls = fo.Dataset.register_run, []
-
-    def register_once_failing(self, *args, **kwargs):  # the rollback's own registration succeeds
-        calls.append(1)
-        if len(calls) == 1:
-            fail("register")
-        return register(self, *args, **kwargs)
-    monkeypatch.setattr(fo.Dataset, "register_run", register_once_failing)
+    monkeypatch.setattr(writeback, "_phase", fail)
+    if phase == "switching":
+        monkeypatch.setattr(writeback, "_switch", lambda *a: fail("switching"))
     with pytest.raises(RuntimeError, match="injected"):
         cmp.compare_with_confident_learning(ds, "sei", probs_field="oos_probs")
     monkeypatch.undo()
-    assert _state(ds) == before
+    if phase in ("staged", "switching"):
+        assert _state(ds) == before
+        assert sfo.recover_interrupted_writes(ds) == []
+        return
+    assert sfo.recover_interrupted_writes(ds) == ["sei_cl"]
+    after = _state(ds)
+    assert after["config"]["probs_field"] == "oos_probs" and after["config"]["trusted_label_field"] is None
+    assert after["view"] == runs.disagreement_view(ds, "sei").values("id")
+    assert after["views"].count("sei_cl_disagreements") == 1
+    assert after["results"]["n_compared"] == N and after["results"]["n_cl_flagged"] == sum(after["values"][1])
+    assert sfo.recover_interrupted_writes(ds) == []
 
 
 def test_bad_inputs_are_refused_before_anything_is_written(ds):
