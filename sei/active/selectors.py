@@ -41,6 +41,7 @@ from functools import partial
 
 import numpy as np
 
+from ..entropy import row_entropy
 from .propagation import BoundedPropagation
 
 __all__ = [
@@ -78,12 +79,6 @@ class SelectionContext:
     def available(self) -> np.ndarray:
         n = len(self.labels)
         return np.ones(n, bool) if self.exclude is None else ~np.asarray(self.exclude, bool)
-
-
-def _entropy(p):
-    # float64: in float16 the clip floor 1e-12 rounds to 0 and log(0) gives NaN
-    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0)
-    return -(p * np.log(p)).sum(1)
 
 
 def _ce(p, y):
@@ -129,7 +124,7 @@ class EntropySelector(Selector):
     name = "entropy"
 
     def priority(self, ctx):
-        return _entropy(ctx.pred_probs)
+        return row_entropy(ctx.pred_probs)
 
 
 class CorrActiveSelector(Selector):
@@ -149,7 +144,7 @@ class LossEntSelector(Selector):
         self.name = "lossent" if variant == "bernhardt" else "lossent_sum"
 
     def priority(self, ctx):
-        ce, h = _ce(ctx.pred_probs, ctx.labels), _entropy(ctx.pred_probs)
+        ce, h = _ce(ctx.pred_probs, ctx.labels), row_entropy(ctx.pred_probs)
         if self.variant == "sum":
             return ce + h
         logk = np.log(ctx.pred_probs.shape[1])
@@ -219,7 +214,7 @@ class PropagationSelector(Selector):
 
     def priority(self, ctx):
         if self.priority_name == "entropy":
-            return _entropy(ctx.pred_probs)
+            return row_entropy(ctx.pred_probs)
         if ctx.sei_scores is None:
             raise ValueError("SEI-guided selection needs ctx.sei_scores (e.g. SEIRecorder.scores('sei'))")
         s = np.asarray(ctx.sei_scores, dtype=np.float64)
