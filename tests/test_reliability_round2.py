@@ -61,3 +61,78 @@ def test_recorder_updates_in_float64_keep_the_sign():
         rec.end_epoch()
     for score in ("sei", "sei_mean", "se_last", "se_mid"):
         np.testing.assert_array_equal(np.flatnonzero(flag_issues(rec.scores(score), 0.0)), BAD)
+
+
+# ---------------------------------------------------------------- (2) embedding cache keyed by weights
+class _Tiny(__import__("torch").nn.Module):
+    """(B, 3, H, W) -> (B, 4): the same class (and bundle name) whatever its weights."""
+
+    def __init__(self, seed):
+        import torch
+
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def _bundle(seed, name="enc"):
+    from sei.models import EncoderBundle
+
+    return EncoderBundle(name=name, visual=_Tiny(seed), embed_dim=4, image_size=16)
+
+
+def _imgs():
+    return np.random.default_rng(0).integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)
+
+
+def test_same_name_other_weights_miss_the_embedding_cache_and_same_weights_hit(tmp_path):
+    from sei.embedding import embed_images
+
+    a, b = _bundle(0), _bundle(1)
+    fa = embed_images(a, _imgs(), cache_dir=tmp_path)
+    fb = embed_images(b, _imgs(), cache_dir=tmp_path)
+    assert not np.allclose(fa, fb), "the second encoder got the first one's cached features"
+    np.testing.assert_allclose(fb, embed_images(b, _imgs()), rtol=1e-5, atol=1e-6)
+    calls = []
+    a.visual.register_forward_hook(lambda *args: calls.append(1))
+    np.testing.assert_array_equal(embed_images(a, _imgs(), cache_dir=tmp_path), fa)
+    np.testing.assert_array_equal(embed_images(_bundle(0), _imgs(), cache_dir=tmp_path), fa)
+    assert not calls, "the same weights did not hit the cache"
+    assert len(list(tmp_path.glob("emb_*.npz"))) == 2
+
+
+def test_weights_changed_in_place_miss_the_embedding_cache(tmp_path):
+    import torch
+
+    from sei.embedding import embed_images
+
+    a = _bundle(0)
+    f0 = embed_images(a, _imgs(), cache_dir=tmp_path)
+    with torch.no_grad():
+        a.visual.conv.weight.add_(0.5)  # a retrained encoder under the same name
+    f1 = embed_images(a, _imgs(), cache_dir=tmp_path)
+    assert not np.allclose(f0, f1)
+    np.testing.assert_allclose(f1, embed_images(a, _imgs()), rtol=1e-5, atol=1e-6)
+
+
+def test_lite0_weight_files_of_the_same_name_have_their_own_cache_entries(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from sei.embedding import embed_images
+    from sei.models import load_model
+
+    base = load_model("efficientnet-lite0").visual.net.state_dict()
+    paths = []
+    for i, scale in enumerate((1.0, 0.5)):
+        d = tmp_path / f"w{i}"
+        d.mkdir()
+        torch.save({k: v * scale if v.is_floating_point() else v for k, v in base.items()}, d / "lite0.pt")
+        paths.append(str(d / "lite0.pt"))
+    imgs = _imgs()
+    f = [embed_images(load_model("efficientnet-lite0", pretrained=p), imgs, image_size=32,
+                      cache_dir=tmp_path / "cache") for p in paths]
+    assert not np.allclose(f[0], f[1])
+    assert len(list((tmp_path / "cache").glob("emb_*.npz"))) == 2
