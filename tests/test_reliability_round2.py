@@ -136,3 +136,55 @@ def test_lite0_weight_files_of_the_same_name_have_their_own_cache_entries(tmp_pa
                       cache_dir=tmp_path / "cache") for p in paths]
     assert not np.allclose(f[0], f[1])
     assert len(list((tmp_path / "cache").glob("emb_*.npz"))) == 2
+
+
+# ---------------------------------------------------------------- (3) resume refuses changed training
+def _resume_setup(tmp_path, **kw):
+    pytest.importorskip("torch")
+    from test_training import NAMES
+    from sei.training import train
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 40)
+    x = (rng.normal(size=(4, 6))[y] * 2 + rng.normal(size=(40, 6))).astype(np.float32)
+
+    def fit(**more):
+        args = dict(epochs=3, lr=0.05, batch_size=16, progress=False, checkpoint_dir=tmp_path,
+                    transition_matrix=np.eye(4) * 0.9 + 0.025, transition_mask=np.arange(40) % 2 == 0,
+                    sample_weights=np.ones(40), seed=0)
+        args.update(kw)
+        args.update(more)
+        return train(x, y, class_names=NAMES, **args)
+
+    fit(epochs=2)
+    return fit
+
+
+T_OTHER = np.eye(4) * 0.8 + 0.05
+
+
+@pytest.mark.parametrize("change, name", [
+    ({"transition_matrix": T_OTHER}, "transition_matrix changed"),
+    ({"transition_mask": np.arange(40) % 2 == 1}, "transition_mask changed"),
+    ({"sample_weights": np.linspace(0.5, 1.5, 40)}, "sample_weights changed"),
+    ({"lr": 0.01}, "lr: 0.05 -> 0.01"),
+    ({"seed": 1}, "seed: 0 -> 1"),
+])
+def test_resume_refuses_a_changed_option_naming_it_and_the_fix(tmp_path, change, name):
+    fit = _resume_setup(tmp_path)
+    with pytest.raises(ValueError, match=f"{name}.*resume=False"):
+        fit(resume=True, **change)
+    assert len(fit(resume=True).train_loss) == 3  # the same options continue
+    assert len(fit(resume=False, **change).train_loss) == 3  # and a fresh start is fine
+
+
+def test_resume_refuses_other_features(tmp_path):
+    pytest.importorskip("torch")
+    from test_training import NAMES
+    from sei.training import train
+
+    rng = np.random.default_rng(0)
+    y, x = rng.integers(0, 4, 30), rng.normal(size=(30, 5)).astype(np.float32)
+    train(x, y, class_names=NAMES, epochs=1, progress=False, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="inputs changed"):
+        train(x + 1, y, class_names=NAMES, epochs=2, progress=False, checkpoint_dir=tmp_path, resume=True)
