@@ -188,3 +188,20 @@ def test_resume_refuses_other_features(tmp_path):
     train(x, y, class_names=NAMES, epochs=1, progress=False, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="inputs changed"):
         train(x + 1, y, class_names=NAMES, epochs=2, progress=False, checkpoint_dir=tmp_path, resume=True)
+
+
+# ---------------------------------------------------------------- (5) sei_fc with features
+def _active_data(n=40, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    return y, rng.dirichlet(np.ones(k), (4, n)), rng.normal(size=(n, 5))
+
+
+def test_sei_fc_with_features_as_documented():
+    from sei_cleanlab import select_for_relabeling
+
+    y, hist, x = _active_data()
+    idx = select_for_relabeling(y, hist, x, budget=10, method="sei_fc")
+    assert idx.shape == (10,) and len(set(idx.tolist())) == 10
+    rec = SEIRecorder.from_history(hist, y)
+    np.testing.assert_array_equal(select_for_relabeling(y, rec, features=x, budget=10, method="sei_fc"), idx)

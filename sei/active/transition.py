@@ -202,6 +202,7 @@ class UniformShareSelector:
         self.base, self.share = base, float(share)
         self.name = name or f"{base.name}_uniform"
         self.uses_graph, self.robust_training, self.needs_sei = base.uses_graph, base.robust_training, base.needs_sei
+        self.propagate = getattr(base, "propagate", False)  # the base's kNN graph is built for it
         self.last_draw = None
 
     def select(self, ctx, batch_size):
