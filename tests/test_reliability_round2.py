@@ -205,3 +205,105 @@ def test_sei_fc_with_features_as_documented():
     assert idx.shape == (10,) and len(set(idx.tolist())) == 10
     rec = SEIRecorder.from_history(hist, y)
     np.testing.assert_array_equal(select_for_relabeling(y, rec, features=x, budget=10, method="sei_fc"), idx)
+
+
+# ---------------------------------------------------------------- (4) no silent outputs
+@pytest.mark.parametrize("threshold", [np.nan, np.inf, -np.inf, np.float32("nan")])
+def test_flag_issues_refuses_a_non_finite_threshold(threshold):
+    with pytest.raises(ValueError, match="finite"):
+        flag_issues(np.array([-1.0, 1.0]), threshold)
+
+
+def test_gmm_threshold_on_all_nan_scores_raises():
+    from sei.thresholds import compute_threshold
+
+    with pytest.raises(ValueError, match="gmm.*finite scores"):
+        compute_threshold(np.full(10, np.nan), "gmm")
+
+
+@pytest.mark.parametrize("method", ["aux_mean", "aux_quantile"])
+def test_auxiliary_thresholds_stay_finite_near_the_float64_range(method):
+    from sei.thresholds import compute_threshold
+
+    s = np.array([1.7e308, 1.6e308, -1.0, 2.0])
+    th = compute_threshold(s, method, aux_indices=[0, 1])
+    assert np.isfinite(th) and 1.6e308 <= th <= 1.7e308
+
+
+def test_end_epoch_without_any_update_raises_and_records_nothing():
+    rec = SEIRecorder(4, 2, max_epochs=3)
+    rec.update([0, 1, 2, 3], np.full((4, 2), 0.5), [0, 1, 0, 1])
+    rec.end_epoch()
+    with pytest.raises(ValueError, match="No sample was updated"):
+        rec.end_epoch()
+    assert rec.num_epochs == 1
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    ({"mid_epoch": -3}, ValueError, "mid_epoch"),
+    ({"mid_epoch": 1.5}, TypeError, "mid_epoch"),
+    ({"mid_epoch": 5, "max_epochs": 5}, ValueError, "mid_epoch=5"),
+    ({"max_epochs": 2.5}, TypeError, "max_epochs"),
+    ({"max_epochs": 0}, ValueError, "max_epochs"),
+])
+def test_recorder_refuses_bad_epoch_options(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        SEIRecorder(4, 2, **kw)
+
+
+def test_all_zero_sample_weights_are_refused_before_training():
+    pytest.importorskip("torch")
+    from test_training import NAMES
+    from sei.training import train
+
+    y = np.arange(20) % 4
+    x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="sample_weights are all zero"):
+        train(x, y, class_names=NAMES, epochs=1, sample_weights=np.zeros(20), progress=False)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    ({"method": "kim", "pool": -1}, ValueError, "pool"),
+    ({"method": "kim", "pool": 0}, ValueError, "pool"),
+    ({"method": "kim", "pool": 2.5}, ValueError, "pool"),
+    ({"method": "kim", "pool": 1.5}, ValueError, "pool"),
+    ({"method": "kim", "pool": True}, TypeError, "pool"),
+    ({"method": "kim", "steps": 0}, ValueError, "steps"),
+    ({"method": "kim", "steps": 2.5}, TypeError, "steps"),
+    ({"method": "kim", "step_size": 0.0}, ValueError, "step_size"),
+    ({"method": "kim", "tol": -1.0}, ValueError, "tol"),
+    ({"method": "kim", "flush_every": -1}, ValueError, "flush_every"),
+    ({"method": "kim", "flush_every": 2.5}, TypeError, "flush_every"),
+    ({"method": "lossent", "margin": np.nan}, ValueError, "margin"),
+    ({"method": "sei_fc", "share": 0.0}, ValueError, "share"),
+    ({"budget": -1}, ValueError, "budget"),
+    ({"budget": 2.5}, TypeError, "budget"),
+    ({"k": 0}, ValueError, "k must"),
+    ({"k": 2.5}, TypeError, "k must"),
+])
+def test_select_for_relabeling_refuses_bad_numeric_options(kw, exc, match):
+    from sei_cleanlab import select_for_relabeling
+
+    y, hist, x = _active_data()
+    kw = dict({"budget": 5}, **kw)
+    with pytest.raises(exc, match=match):
+        select_for_relabeling(y, hist, x, **kw)
+
+
+@pytest.mark.parametrize("method", ["random", "entropy", "kim", "sei_fc"])
+@pytest.mark.parametrize("batch_size, exc", [(2.5, TypeError), (-1, ValueError)])
+def test_selectors_refuse_a_bad_batch_size(method, batch_size, exc):
+    from sei.active import SelectionContext, make_selector, KNNGraph
+
+    y, hist, x = _active_data()
+    ctx = SelectionContext(y, hist[-1], graph=KNNGraph(x, k=5), sei_scores=np.zeros(len(y)), alpha=np.full(40, 1 / 40))
+    with pytest.raises(exc, match="batch_size"):
+        make_selector(method).select(ctx, batch_size)
+
+
+def test_pool_as_a_count_or_a_fraction_is_accepted():
+    from sei_cleanlab import select_for_relabeling
+
+    y, hist, x = _active_data()
+    for pool in (10, 0.5, 1.0, np.int64(8)):
+        assert len(select_for_relabeling(y, hist, x, budget=5, method="kim", pool=pool)) == 5
