@@ -307,3 +307,43 @@ def test_pool_as_a_count_or_a_fraction_is_accepted():
     y, hist, x = _active_data()
     for pool in (10, 0.5, 1.0, np.int64(8)):
         assert len(select_for_relabeling(y, hist, x, budget=5, method="kim", pool=pool)) == 5
+
+
+# ---------------------------------------------------------------- (6) deterministic neighbours
+def _duplicated_features(groups=60, copies=8, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(groups, d)).astype(np.float32)
+    group = rng.permutation(np.repeat(np.arange(groups), copies))
+    return base[group], group
+
+
+@pytest.mark.parametrize("backend", ["sklearn", "hnswlib"])
+def test_duplicated_rows_take_the_lowest_index_duplicates_as_neighbours(backend):
+    if backend == "hnswlib":
+        pytest.importorskip("hnswlib")
+    from sei.neighbors import knn_indices
+
+    x, group = _duplicated_features()
+    k = 4
+    nb = knn_indices(x, k, backend=backend)
+    for i in range(len(x)):
+        twins = np.flatnonzero(group == group[i])
+        np.testing.assert_array_equal(nb[i], twins[twins != i][:k])
+
+
+@pytest.mark.parametrize("backend", ["sklearn", "hnswlib"])
+def test_two_calls_give_identical_neighbours_and_poe_knn_scores(backend):
+    if backend == "hnswlib":
+        pytest.importorskip("hnswlib")
+    from sei.neighbors import feature_score, knn_indices
+
+    x, group = _duplicated_features(groups=400, copies=5, d=4, seed=1)
+    x = np.concatenate([x, x[:, :1] * 0 + x[::-1, :1]], axis=1)  # ties between distinct rows too
+    y = group % 3
+    hist = np.random.default_rng(2).dirichlet(np.ones(3), (3, len(y)))
+    m = SEIRecorder.from_history(hist, y).fusion_input("poe_knn")
+    runs = [knn_indices(x, 20, backend=backend, num_threads=2) for _ in range(3)]
+    for nb in runs[1:]:
+        np.testing.assert_array_equal(nb, runs[0])
+    s = [feature_score("poe_knn", m, y, x, backend=backend) for _ in range(2)]
+    np.testing.assert_array_equal(s[0], s[1])
