@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.detection_core import CIFAR_SETS, margin, softmax
+from sei.entropy import row_entropy, signed_row_entropy
 from benchmarks.detection_tables import _agg
 from benchmarks.harness import plt as _plt
 
@@ -16,9 +17,8 @@ def per_epoch_curves(hist_logits, labels_run):
     mg = np.empty((T, N), np.float32)
     for t in range(T):
         p = softmax(hist_logits[t])
-        h = -(p * np.log(p + 1e-8)).sum(1)
         m = margin(p, labels_run)
-        se[t] = np.where(m >= 0, h, -h)
+        se[t] = signed_row_entropy(row_entropy(p), m >= 0)
         mg[t] = m
     return se, mg
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Optional
@@ -11,7 +10,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .models import EncoderBundle, check_image_size, load_model
+from .fingerprint import hasher, update_array
+from .models import EncoderBundle, check_image_size, load_model, weights_fingerprint
 
 __all__ = ["embed_images", "preprocess_batch"]
 
@@ -53,15 +53,6 @@ def preprocess_batch(images, *, size: int, mean, std, device="cpu", channels_las
     return normalize(resize(x, size), mean, std, channels_last=channels_last)
 
 
-def _hasher():
-    try:  # ~10x faster than hashlib on large arrays, when installed
-        import xxhash
-
-        return xxhash.xxh3_128()
-    except ImportError:
-        return hashlib.blake2b(digest_size=16)
-
-
 def _data_fingerprint(images) -> str:
     """Cache key of the data: every byte of an array; path, size, mtime_ns, inode and ctime_ns of files.
 
@@ -69,14 +60,9 @@ def _data_fingerprint(images) -> str:
     changes the key. A file rewritten in place changes its mtime_ns or at least its ctime_ns
     (which cannot be set back), a file replaced by another its inode.
     """
-    h = _hasher()
+    h = hasher()
     if isinstance(images, np.ndarray):
-        h.update(str((images.shape, images.dtype.str)).encode())
-        flat = images.reshape(len(images), -1) if images.ndim else images.reshape(1, -1)
-        row = max(1, flat.shape[1] * flat.dtype.itemsize)
-        step = max(1, (64 << 20) // row)
-        for s in range(0, len(flat), step):
-            h.update(np.ascontiguousarray(flat[s:s + step]).data)
+        update_array(h, images)
     else:
         for p in images:
             p = str(p)
@@ -112,8 +98,10 @@ def embed_images(model, images, *, image_size: Optional[int] = None, batch_size:
     batch_size : int, default 256
     device : str, default "cpu"
     cache_dir : path, optional
-        When given, features are stored as ``<cache_dir>/emb_<model>_<size>_<datahash>.npz``
-        and reused on the next call with the same model, data and preprocessing.
+        When given, features are stored as ``<cache_dir>/emb_<model>_<size>_<hash>.npz``, the
+        hash covering every byte of the data and of the image tower's weights
+        (:func:`sei.models.weights_fingerprint`), and reused on the next call with the same
+        model weights, data and preprocessing.
     progress : bool, default False
         Show a tqdm bar.
     num_threads : int, optional
@@ -152,7 +140,9 @@ def embed_images(model, images, *, image_size: Optional[int] = None, batch_size:
     cache_path = None
     if cache_dir is not None and (isinstance(images, np.ndarray) or is_path_list(images)):
         safe = bundle.name.replace("/", "_").replace(":", "_")
-        cache_path = Path(cache_dir) / f"emb_{safe}_{size}_{_data_fingerprint(images)}.npz"
+        key = hasher()
+        key.update(f"{_data_fingerprint(images)}:{weights_fingerprint(bundle.visual)}".encode())
+        cache_path = Path(cache_dir) / f"emb_{safe}_{size}_{key.hexdigest()[:32]}.npz"
         if cache_path.exists():
             z = np.load(cache_path)
             return (z["features"], z["skipped"]) if return_skipped else z["features"]

@@ -17,6 +17,11 @@ features::
 Neighbours come from scikit-learn (exact) up to ``exact_max`` samples and from hnswlib
 (``pip install sei-labels[active]``) or faiss approximate search beyond; without either,
 scikit-learn's exact search is used with a warning (O(N^2) time, chunked memory).
+
+Every backend gives the same neighbours on every run: the approximate indices are built on
+one thread (a multithreaded build makes the graph, and so the neighbours, depend on thread
+timing), and the candidates of each row are ranked by their exact squared distance, ties
+broken by the lower index (:func:`_stable_order`), so that duplicated rows never swap.
 """
 
 from __future__ import annotations
@@ -41,34 +46,58 @@ def __getattr__(name):
 DEFAULT_KNN_K = 20
 
 
-def _knn_sklearn(x, k):
+# Values (rows x candidates x D) of one step of the exact re-ranking (16 MiB in float32).
+_RERANK_VALUES = 1 << 22
+
+
+def _knn_sklearn(x, m):
     from sklearn.neighbors import NearestNeighbors
 
-    nn = NearestNeighbors(n_neighbors=k + 1).fit(x)
-    dist, idx = nn.kneighbors(x)
-    return dist, idx
+    return NearestNeighbors(n_neighbors=m).fit(x).kneighbors(x, return_distance=False)
 
 
-def _knn_hnswlib(x, k, seed, num_threads):
+def _knn_hnswlib(x, m, seed, num_threads):
     import hnswlib
 
     n, d = x.shape
     index = hnswlib.Index(space="l2", dim=d)
     index.init_index(max_elements=n, ef_construction=100, M=16, random_seed=seed)
-    index.set_num_threads(num_threads)
+    index.set_num_threads(1)  # a deterministic graph; queries do not change it
     index.add_items(x, np.arange(n))
-    index.set_ef(max(2 * (k + 1), 50))
-    idx, d2 = index.knn_query(x, k=k + 1)
-    return np.sqrt(np.maximum(d2, 0)), idx.astype(np.int64)
+    index.set_num_threads(num_threads)
+    index.set_ef(max(m, 50))
+    idx, _ = index.knn_query(x, k=m)
+    return idx
 
 
-def _knn_faiss(x, k):
+def _knn_faiss(x, m):
     import faiss
 
-    index = faiss.IndexHNSWFlat(x.shape[1], 16)
-    index.add(x)
-    d2, idx = index.search(x, k + 1)
-    return np.sqrt(np.maximum(d2, 0)), idx.astype(np.int64)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # a deterministic graph
+    try:
+        index = faiss.IndexHNSWFlat(x.shape[1], 16)
+        index.add(x)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return index.search(x, m)[1]
+
+
+def _stable_order(x, idx, keep):
+    """``(dist, idx)`` of each row's ``keep`` nearest candidates among ``idx`` (N, m), ranked by
+    the exact squared distance (computed as ``sum (x_i - x_j)^2``, so that equal
+    rows tie exactly, at 0 from the row itself), ties by the lower index; -1 (missing) last."""
+    idx = np.asarray(idx, dtype=np.int64)
+    n, m = idx.shape
+    d2 = np.empty((n, m))
+    step = max(1, _RERANK_VALUES // max(1, m * x.shape[1]))
+    for s in range(0, n, step):
+        diff = x[s:s + step, None, :] - x[np.maximum(idx[s:s + step], 0)]
+        d2[s:s + step] = np.einsum("nmd,nmd->nm", diff, diff)
+    d2[idx < 0] = np.inf
+    order = np.lexsort((idx, d2), axis=-1)[:, :keep]
+    rows = np.arange(n)[:, None]
+    return np.sqrt(d2[rows, order]), idx[rows, order]
 
 
 def _approximate_backend():
@@ -85,18 +114,22 @@ def _approximate_backend():
 
 
 def search(x, k, *, backend="auto", exact_max=20_000, seed=0, num_threads=2):
-    """``(dist, idx, backend)``: each row's k + 1 nearest rows of ``x`` (itself included)."""
+    """``(dist, idx, backend)``: each row's k + 1 nearest rows of ``x`` (itself included, or a
+    duplicate of it of lower index), the same on every run: 2 (k + 1) candidates from the
+    backend, re-ranked by exact distance with ties broken by index (:func:`_stable_order`)."""
     n = x.shape[0]
+    m = min(n, 2 * (k + 1))
     if backend == "auto":
         backend = "sklearn" if n <= exact_max else _approximate_backend()
     if backend == "sklearn":
-        dist, idx = _knn_sklearn(x, k)
+        idx = _knn_sklearn(x, m)
     elif backend == "hnswlib":
-        dist, idx = _knn_hnswlib(x, k, seed, num_threads)
+        idx = _knn_hnswlib(x, m, seed, num_threads)
     elif backend == "faiss":
-        dist, idx = _knn_faiss(x, k)
+        idx = _knn_faiss(x, m)
     else:
         raise ValueError(f"backend must be 'auto', 'sklearn', 'hnswlib' or 'faiss', got {backend!r}")
+    dist, idx = _stable_order(x, idx, k + 1)
     return dist, idx, backend
 
 

@@ -22,6 +22,7 @@ from ._recorder_state import _EPOCHS, _LOGIT_EPOCHS, RecorderState
 from .validation import (
     as_float,
     check_history_path,
+    check_int_param,
     check_labels,
     check_num_classes,
     check_num_samples,
@@ -85,12 +86,14 @@ class SEIRecorder(RecorderState):
                  extra_scores=None):
         self.num_samples = check_num_samples(num_samples)
         self.num_classes = check_num_classes(num_classes)
-        if max_epochs is not None and int(max_epochs) < 1:
-            raise ValueError(f"max_epochs must be positive, got {max_epochs}.")
-        self.max_epochs = None if max_epochs is None else int(max_epochs)
+        self.max_epochs = None if max_epochs is None else check_int_param(max_epochs, "max_epochs", 1)
         if mid_epoch is None and self.max_epochs is not None:
             mid_epoch = max(self.max_epochs // 2 - 1, 0)
-        self.mid_epoch = None if mid_epoch is None else int(mid_epoch)
+        self.mid_epoch = None if mid_epoch is None else check_int_param(
+            mid_epoch, "mid_epoch", 0, "it is a 0-based epoch index")
+        if self.mid_epoch is not None and self.max_epochs is not None and self.mid_epoch >= self.max_epochs:
+            raise ValueError(f"mid_epoch={self.mid_epoch} is past the last epoch of max_epochs={self.max_epochs}: "
+                             f"pass a 0-based epoch below {self.max_epochs}, or leave mid_epoch=None.")
         if history_path is not None and self.max_epochs is None:
             raise ValueError("history_path needs max_epochs to size the (T, N, K) memmap; pass max_epochs=.")
         self.history_path = None if history_path is None else check_history_path(history_path)
@@ -201,9 +204,15 @@ class SEIRecorder(RecorderState):
         Under an initialised ``torch.distributed`` group with several ranks the epoch's
         accumulators are summed across ranks first, so every rank ends with the merged
         state (every rank must call ``end_epoch``).
+
+        An epoch in which no sample was updated (on any rank) raises a ValueError and records
+        nothing: it would count as an epoch and leave its single-epoch scores NaN.
         """
         self._flush()
         self._all_reduce_epoch()
+        if not (self._epoch[_COUNT] > 0).any():
+            raise ValueError(f"No sample was updated in epoch {self.num_epochs}: call update(...) with the epoch's "
+                             "batches before end_epoch() (nothing was recorded for it).")
         if self.history_path is not None and self.num_epochs < self.max_epochs and self._history is None:
             self._history = self._open_history()
         e, t = self._epoch, self._total

@@ -44,6 +44,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .constants import AUTO_SCORE, EPS, MIN_SAMPLES_FOR_NEIGHBOURS, default_score
+from .entropy import row_entropy, signed_row_entropy
 
 __all__ = ["Batch", "REDUCTIONS", "SCORES", "Score", "Statistic", "get", "names", "register_score", "resolve_score",
            "signed_names"]
@@ -136,7 +137,12 @@ class Batch:
 
     @cached_property
     def entropy(self) -> np.ndarray:
-        return -np.einsum("ij,ij->i", self.probs, self.log_probs)
+        """H(p) >= 0, exactly 0 for a one-hot row (:func:`sei.entropy.row_entropy`)."""
+        return row_entropy(self.probs)
+
+    @cached_property
+    def signed_entropy(self) -> np.ndarray:
+        return signed_row_entropy(self.entropy, self.aligned)
 
 
 @dataclass(frozen=True)
@@ -160,18 +166,15 @@ class Statistic:
 def _mistakenness(b: Batch) -> np.ndarray:
     # FiftyOne Brain: m = (s * exp(-H) + 1) / 2 with s = +1 when the prediction disagrees
     # with the label; 1 - m so that lower = suspicious.
-    p = b.probs
-    h = -(p * np.log(p + EPS)).sum(axis=1)
-    aligned = np.take_along_axis(p, b.labels[:, None], axis=1)[:, 0] >= _row_max(p)[:, 0]
-    s = np.where(aligned, -1.0, 1.0)
-    return 1.0 - (s * np.exp(-h) + 1.0) / 2.0
+    s = np.where(b.aligned, -1.0, 1.0)
+    return 1.0 - (s * np.exp(-b.entropy) + 1.0) / 2.0
 
 
-SIGNED_ENTROPY = Statistic("se", lambda b: b.sign * b.entropy)
+SIGNED_ENTROPY = Statistic("se", lambda b: b.signed_entropy)
 ENTROPY = Statistic("h", lambda b: b.entropy, uses_label=False)
 AGREEMENT = Statistic("aligned", lambda b: b.aligned.astype(np.float64))
 PROB_MARGIN = Statistic("margin", lambda b: b.margin)
-CROSS_ENTROPY = Statistic("loss", lambda b: -b.log_probs[b.rows, b.labels])
+CROSS_ENTROPY = Statistic("loss", lambda b: -np.log(b.probs[b.rows, b.labels] + EPS))
 SIGNED_CONFIDENCE = Statistic("sc", lambda b: b.sign * (1.0 - b.entropy / np.log(b.probs.shape[1])))
 LOGIT_MARGIN = Statistic("aum", lambda b: _margin(b.logits, b.logits[b.rows, b.labels]))
 MISTAKENNESS = Statistic("mistakenness", _mistakenness)

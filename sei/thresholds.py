@@ -19,12 +19,13 @@ so they are known to be mislabeled and calibrate the cutoff.
 from __future__ import annotations
 
 import numbers
+from functools import partial
 
 import numpy as np
 
 from . import scores as _scores
 from .constants import AUX_QUANTILE, THRESHOLD_METHODS
-from .validation import check_indices, check_labels, check_num_classes, check_scores
+from .validation import check_indices, check_labels, check_num_classes, check_scores, check_threshold_value
 
 
 def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_QUANTILE, score_name=None, seed=0) -> float:
@@ -56,9 +57,7 @@ def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_Q
     """
     scores = check_scores(scores)
     if isinstance(method, numbers.Real) and not isinstance(method, bool):
-        if not np.isfinite(method):
-            raise ValueError(f"A numeric threshold must be finite, got {method}.")
-        return float(method)
+        return check_threshold_value(method)
     if not isinstance(method, str) or method not in THRESHOLD_METHODS:
         raise ValueError(f"Unknown threshold {method!r}; use a number or one of {', '.join(THRESHOLD_METHODS)}.")
     if method == "auto":
@@ -77,19 +76,32 @@ def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_Q
     aux_scores = aux_scores[np.isfinite(aux_scores)]
     if aux_scores.size == 0:
         raise ValueError("No auxiliary sample has a finite score; record them during training.")
-    if method == "aux_mean":
-        return float(aux_scores.mean())
-    if not 0 < quantile < 1:
+    if not (method == "aux_mean" or 0 < quantile < 1):
         raise ValueError(f"quantile must lie in (0, 1), got {quantile}.")
-    return float(np.quantile(aux_scores, quantile))
+    return _finite_statistic(aux_scores, np.mean if method == "aux_mean" else partial(np.quantile, q=quantile))
+
+
+def _finite_statistic(x: np.ndarray, stat) -> float:
+    """``stat(x)`` of finite float64 ``x`` (mean, quantile), finite even where the sum or the
+    interpolation overflows (scores near the float64 range): then computed on ``x`` divided
+    by its largest magnitude, and scaled back."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = float(stat(x))
+    if np.isfinite(value):
+        return value
+    scale = float(np.abs(x).max())
+    return float(np.clip(stat(x / scale) * scale, x.min(), x.max()))
 
 
 def _gmm_threshold(scores: np.ndarray, seed: int = 0) -> float:
     from sklearn.mixture import GaussianMixture
 
     x = scores[np.isfinite(scores)]
+    if x.size == 0:
+        raise ValueError("threshold='gmm' needs finite scores, but every score is NaN or infinite (samples never "
+                         "recorded?): record the samples during training, or score a history that holds them.")
     if x.size < 4 or np.ptp(x) == 0:
-        return float(np.min(x)) if x.size else 0.0  # nothing to separate: flag nothing
+        return float(np.min(x))  # nothing to separate: flag nothing
     gmm = GaussianMixture(2, random_state=seed, reg_covar=1e-6 * max(np.var(x), 1e-12)).fit(x[:, None])
     low = int(np.argmin(gmm.means_[:, 0]))
     grid = np.linspace(x.min(), x.max(), 2048)
@@ -102,7 +114,8 @@ def _gmm_threshold(scores: np.ndarray, seed: int = 0) -> float:
 
 
 def flag_issues(scores, threshold) -> np.ndarray:
-    """Boolean mask: ``scores < threshold``; NaN scores are never flagged.
+    """Boolean mask: ``scores < threshold``; NaN scores are never flagged. ``threshold`` must be
+    a finite number (a NaN cutoff would silently flag nothing): ValueError otherwise.
 
     Examples
     --------
@@ -111,7 +124,7 @@ def flag_issues(scores, threshold) -> np.ndarray:
     """
     scores = check_scores(scores)
     with np.errstate(invalid="ignore"):
-        return np.asarray(scores < float(threshold)) & np.isfinite(scores)
+        return np.asarray(scores < check_threshold_value(threshold)) & np.isfinite(scores)
 
 
 def draw_auxiliary(labels, num_classes, *, num_aux=None, seed=0, exclude=None):

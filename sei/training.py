@@ -143,7 +143,10 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
     checkpoint_dir : path, optional
         Write ``checkpoint.pt`` (model, optimizer, recorder, RNG and metrics) every epoch.
     resume : bool, default False
-        Continue from ``checkpoint_dir``; gives the same scores as an uninterrupted run.
+        Continue from ``checkpoint_dir``; gives the same scores as an uninterrupted run. The
+        checkpoint records every option and input that changes the training (the array
+        options, the features or images and the encoder's weights by content hash); a resume
+        with any of them changed raises a ValueError naming it (``epochs`` may grow).
     device : str, default "auto"
         CUDA when present, else CPU.
     image_size : int, optional

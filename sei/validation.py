@@ -267,6 +267,9 @@ def check_sample_weights(weights, num_samples: int, name: str) -> np.ndarray:
     weights = as_float(weights)
     if not np.all(np.isfinite(weights)) or weights.min() < 0:
         raise ValueError(f"{name} must be finite and non-negative.")
+    if num_samples and not weights.any():
+        raise ValueError(f"{name} are all zero, so no sample would count: give the samples to use a positive "
+                         f"weight (or pass {name}=None for equal weights).")
     return weights
 
 
@@ -299,14 +302,41 @@ def check_int_param(value, name: str, minimum: int = 1, why: str = "") -> int:
     return _check_int(value, name, minimum, why or f"pass a whole number >= {minimum}")
 
 
-def check_real_param(value, name: str, minimum: float = 0.0) -> float:
-    """A finite real parameter (``lr``, ``momentum``, ...) of at least ``minimum``."""
+def check_real_param(value, name: str, minimum: float = 0.0, *, strict: bool = False) -> float:
+    """A finite real parameter (``lr``, ``momentum``, ...) of at least ``minimum`` (above it
+    with ``strict=True``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
     value = float(value)
-    if not np.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}.")
+    if not np.isfinite(value) or value < minimum or (strict and value == minimum):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {minimum}, got {value}.")
     return value
+
+
+def check_threshold_value(value, name: str = "threshold") -> float:
+    """A numeric cutoff: a finite real number (NaN would flag nothing, +-inf everything or nothing)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"A numeric {name} must be a real number, got {type(value).__name__}.")
+    if not np.isfinite(value):
+        raise ValueError(f"A numeric {name} must be finite, got {value}: pass a finite cutoff, or a method "
+                         "name such as 'auto'.")
+    return float(value)
+
+
+def check_count_or_fraction(value, name: str) -> float | int:
+    """A size given as a count (int >= 1) or as a fraction of a set (float in (0, 1]); ``2.5``
+    is refused, not truncated."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be an int (a count) or a float in (0, 1] (a fraction), "
+                        f"got {type(value).__name__}.")
+    if isinstance(value, numbers.Integral):
+        return check_int_param(value, name, 1, "pass a count of at least 1, or a fraction in (0, 1]")
+    if not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name} must be an int >= 1 (a count) or a float in (0, 1] (a fraction), got {value!r}; "
+                         "write a count as an int.")
+    return float(value)
 
 
 def check_history_path(path) -> str:

@@ -70,6 +70,7 @@ def select_for_relabeling(labels, pred_probs_history, features=None, *, budget, 
     # One validation step, shared with find_label_issues, before any work.
     sel = make_selector(method, **selector_options)
     budget = check_int_param(budget, "budget", 0, "the number of samples to pick")
+    k = check_int_param(k, "k", 1, "the neighbours of each sample in the kNN graph")
     if isinstance(pred_probs_history, SEIRecorder):
         rec = pred_probs_history
         if rec.num_epochs == 0:

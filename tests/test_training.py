@@ -160,11 +160,13 @@ def test_sample_weights_object_is_updated_with_per_sample_losses_each_epoch():
     assert len(w.calls) == 3 and all(c.shape == (200,) and np.isfinite(c).all() for c in w.calls)
 
 
-def test_zero_sample_weights_stop_learning():
+def test_vanishing_sample_weights_stop_learning_and_all_zero_ones_are_refused():
     x, noisy, _ = _blobs(n=200)
-    res = _fit(x, noisy, epochs=3, sample_weights=np.zeros(200), weight_decay=0.0)
+    res = _fit(x, noisy, epochs=3, sample_weights=np.full(200, 1e-12), weight_decay=0.0)
     first = res.train_loss[0]
     assert res.train_loss[-1] == pytest.approx(first, rel=1e-5)
+    with pytest.raises(ValueError, match="all zero"):  # would train nothing (issue 21)
+        _fit(x, noisy, epochs=3, sample_weights=np.zeros(200))
 
 
 def test_identity_transition_matrix_equals_plain_cross_entropy():

@@ -41,6 +41,8 @@ from functools import partial
 
 import numpy as np
 
+from ..entropy import row_entropy
+from ..validation import check_count_or_fraction, check_int_param, check_real_param
 from .propagation import BoundedPropagation
 
 __all__ = [
@@ -80,10 +82,11 @@ class SelectionContext:
         return np.ones(n, bool) if self.exclude is None else ~np.asarray(self.exclude, bool)
 
 
-def _entropy(p):
-    # float64: in float16 the clip floor 1e-12 rounds to 0 and log(0) gives NaN
-    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0)
-    return -(p * np.log(p)).sum(1)
+def _batch_size(batch_size, ctx) -> int:
+    """Picks to make: ``batch_size`` (an int >= 0; ``2.5`` is refused, not truncated), at
+    most the samples not yet queried."""
+    return min(check_int_param(batch_size, "batch_size", 0, "the number of samples to pick"),
+               int(ctx.available().sum()))
 
 
 def _ce(p, y):
@@ -105,7 +108,7 @@ class Selector:
 
     def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
         avail = ctx.available()
-        q = min(int(batch_size), int(avail.sum()))
+        q = _batch_size(batch_size, ctx)
         pr = np.where(avail, self.priority(ctx).astype(np.float64), -np.inf)
         if q <= 0:
             return np.zeros(0, dtype=np.int64)
@@ -122,14 +125,14 @@ class RandomSelector(Selector):
     def select(self, ctx, batch_size):
         idx = np.flatnonzero(ctx.available())
         rng = np.random.default_rng(ctx.seed)
-        return rng.permutation(idx)[: int(batch_size)].astype(np.int64)
+        return rng.permutation(idx)[: _batch_size(batch_size, ctx)].astype(np.int64)
 
 
 class EntropySelector(Selector):
     name = "entropy"
 
     def priority(self, ctx):
-        return _entropy(ctx.pred_probs)
+        return row_entropy(ctx.pred_probs)
 
 
 class CorrActiveSelector(Selector):
@@ -145,11 +148,11 @@ class LossEntSelector(Selector):
     def __init__(self, variant: str = "bernhardt", margin: float = 0.3):
         if variant not in ("bernhardt", "sum"):
             raise ValueError(f"variant must be 'bernhardt' or 'sum', got {variant!r}")
-        self.variant, self.margin = variant, margin
+        self.variant, self.margin = variant, check_real_param(margin, "margin", 0.0)
         self.name = "lossent" if variant == "bernhardt" else "lossent_sum"
 
     def priority(self, ctx):
-        ce, h = _ce(ctx.pred_probs, ctx.labels), _entropy(ctx.pred_probs)
+        ce, h = _ce(ctx.pred_probs, ctx.labels), row_entropy(ctx.pred_probs)
         if self.variant == "sum":
             return ce + h
         logk = np.log(ctx.pred_probs.shape[1])
@@ -204,10 +207,16 @@ class PropagationSelector(Selector):
             raise ValueError(f"priority must be 'entropy' or 'sei', got {priority!r}")
         if candidates not in ("alpha", "all"):
             raise ValueError(f"candidates must be 'alpha' or 'all', got {candidates!r}")
-        self.priority_name, self.candidates, self.pool = priority, candidates, pool
-        if not (bound == "auto" or (isinstance(bound, (int, float)) and 0 <= bound < 1)):
+        self.priority_name, self.candidates = priority, candidates
+        self.pool = check_count_or_fraction(pool, "pool")
+        if not (bound == "auto" or (isinstance(bound, (int, float)) and not isinstance(bound, bool)
+                                    and 0 <= bound < 1)):
             raise ValueError(f"bound must be 'auto' or a float in [0, 1), got {bound!r}")
-        self.steps, self.step_size, self.tol, self.mode = steps, step_size, tol, mode
+        self.steps = check_int_param(steps, "steps", 1, "the propagation's number of steps")
+        self.step_size = check_real_param(step_size, "step_size", 0.0, strict=True)
+        self.tol = None if tol is None else check_real_param(tol, "tol", 0.0)
+        flush_every = None if flush_every is None else check_int_param(flush_every, "flush_every", 0)
+        self.mode = mode
         self.bound, self.flush_every, self.last_bound, self.last_propagation = bound, flush_every, None, None
         self.propagate, self.transform = propagate, transform
         if robust_training not in (True, False, "round0"):
@@ -219,7 +228,7 @@ class PropagationSelector(Selector):
 
     def priority(self, ctx):
         if self.priority_name == "entropy":
-            return _entropy(ctx.pred_probs)
+            return row_entropy(ctx.pred_probs)
         if ctx.sei_scores is None:
             raise ValueError("SEI-guided selection needs ctx.sei_scores (e.g. SEIRecorder.scores('sei'))")
         s = np.asarray(ctx.sei_scores, dtype=np.float64)
@@ -238,7 +247,7 @@ class PropagationSelector(Selector):
     def select(self, ctx, batch_size):
         avail = ctx.available()
         n = len(avail)
-        q = min(int(batch_size), int(avail.sum()))
+        q = _batch_size(batch_size, ctx)
         if q <= 0:
             return np.zeros(0, dtype=np.int64)
         e = self.priority(ctx).astype(np.float64).copy()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validation import check_int_param
 from .selectors import SelectionContext, make_selector
 from .transition import _pairs, transition_estimate
 from .weights import RobustWeights
@@ -165,6 +166,8 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
     """
     from ..recorder import SEIRecorder
 
+    budget = check_int_param(budget, "budget", 1, "the number of labels to query")
+    batch_size = check_int_param(batch_size, "batch_size", 1, "the labels to query per round")
     sel = make_selector(selector) if isinstance(selector, str) else selector
     ep = _Episode(noisy_labels, clean_labels, num_classes, features=features)
     n, k = len(ep.noisy), ep.k

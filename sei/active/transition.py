@@ -44,6 +44,8 @@ Summing its predictions over those samples counts their (clean, given) pairs::
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 __all__ = ["TRANSITION_ESTIMATES", "estimate_transition_matrix", "design_transition_matrix",
@@ -196,17 +198,20 @@ class UniformShareSelector:
     uses_transition_matrix = True
 
     def __init__(self, base, *, share=0.1, transition_estimate="regression", name=None):
-        if not 0.0 < float(share) < 1.0:
+        if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0.0 < float(share) < 1.0:
             raise ValueError(f"share must be in (0, 1) (the uniform part of each batch), got {share!r}")
         self.transition_estimate = check_transition_estimate(transition_estimate)
         self.base, self.share = base, float(share)
         self.name = name or f"{base.name}_uniform"
         self.uses_graph, self.robust_training, self.needs_sei = base.uses_graph, base.robust_training, base.needs_sei
+        self.propagate = getattr(base, "propagate", False)  # the base's kNN graph is built for it
         self.last_draw = None
 
     def select(self, ctx, batch_size):
+        from .selectors import _batch_size
+
         avail = ctx.available()
-        q = min(int(batch_size), int(avail.sum()))
+        q = _batch_size(batch_size, ctx)
         m = min(max(int(round(self.share * q)), 1), q) if q else 0
         top = self.base.select(ctx, q - m) if q - m > 0 else np.zeros(0, np.int64)
         rest = avail.copy()

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..fingerprint import array_fingerprint, hasher, update_array
 from ..process import pid_alive
 
-__all__ = ["CKPT_NAME", "save_checkpoint", "load_checkpoint", "clean_stale_tmp"]
+__all__ = ["CKPT_NAME", "save_checkpoint", "load_checkpoint", "clean_stale_tmp", "run_fingerprint",
+           "check_same_run"]
 
 CKPT_NAME = "checkpoint.pt"
 _CKPT_FORMAT = "sei-checkpoint"
@@ -104,3 +106,66 @@ def clean_stale_tmp(ckpt_path):
             f.unlink()
         except OSError:
             pass
+
+
+# ----------------------------------------------------------------------------- resume checks
+def _state_fingerprint(obj) -> str:
+    """Hash of an object option (sample weights like :class:`sei.active.RobustWeights`): its
+    type and its ``state_dict()`` (settings and initial state) or else its ``weights``."""
+    h = hasher()
+    h.update(type(obj).__name__.encode())
+    state = obj.state_dict() if hasattr(obj, "state_dict") else {"weights": getattr(obj, "weights", None)}
+    for k in sorted(state):
+        v = state[k]
+        h.update(f";{k}=".encode())
+        if isinstance(v, (np.ndarray, torch.Tensor, list)):
+            update_array(h, v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v)
+        else:
+            h.update(repr(v).encode())
+    return h.hexdigest()[:32]
+
+
+def _option_fingerprint(value) -> str:
+    """An array option (transition matrix or mask, sample weights) by content; an object by state."""
+    if value is None:
+        return "none"
+    if hasattr(value, "weights"):
+        return _state_fingerprint(value)
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return array_fingerprint(np.asarray(value))
+
+
+def run_fingerprint(cfg, inputs: str, model_weights: str = "none") -> dict:
+    """What a run trains with, option by option: ``cfg.training_options()`` (as ``repr``), the
+    array options by content hash, the inputs' hash ``inputs`` (the features trained on, or
+    the images) and the encoder's ``model_weights``. A checkpoint stores it; :func:`check_same_run`
+    compares it on resume."""
+    out = {k: repr(v) for k, v in cfg.training_options().items()}
+    for name in ("sample_weights", "transition_matrix", "transition_mask"):
+        out[name] = _option_fingerprint(getattr(cfg, name))
+    out["inputs"], out["model weights"] = inputs, model_weights
+    return out
+
+
+_HASHED = ("sample_weights", "transition_matrix", "transition_mask", "inputs", "model weights")
+
+
+def check_same_run(path, checkpoint: dict, now: dict) -> None:
+    """ValueError naming every option or input of ``now`` (:func:`run_fingerprint`) that differs
+    from the fingerprint stored in ``checkpoint``, and the fix. A checkpoint written before
+    fingerprints were stored is compared on its plain options (``config``) only."""
+    saved = checkpoint.get("fingerprint")
+    if saved is None:
+        config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
+        saved = {k: repr(v) for k, v in config.items() if k in now and k not in _HASHED}
+        now = {k: v for k, v in now.items() if k in saved}
+    changed = []
+    for k in sorted(set(saved) | set(now)):
+        old, new = saved.get(k), now.get(k)
+        if old != new:
+            changed.append(f"{k} changed" if k in _HASHED else f"{k}: {old} -> {new}")
+    if changed:
+        raise ValueError(f"cannot resume from {path}: it was trained with other options or inputs "
+                         f"({'; '.join(changed)}); pass resume=False (or another checkpoint_dir) to train "
+                         "from scratch, or the checkpoint's options to continue it")

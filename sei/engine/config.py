@@ -98,6 +98,11 @@ class TrainConfig:
     extra_scores: Any = None
     #: options that are objects, not settings: kept out of ``to_dict``
     _OBJECTS = ("tokenizer", "sample_weights", "transition_matrix", "transition_mask", "on_epoch_end", "on_record")
+    #: options that do not change what is trained (where it runs and writes, how it reports and
+    #: scores, the epochs, checked on their own): a resumed run may change them, no other
+    _NOT_TRAINING = ("epochs", "score", "threshold", "extra_scores", "checkpoint_dir", "resume", "device",
+                     "num_workers", "cache_dir", "on_epoch_end", "on_record", "history_path", "progress",
+                     "num_threads", "force_autograd", "placement", "return_features")
 
     def __post_init__(self):
         self.validate()
@@ -268,6 +273,12 @@ class TrainConfig:
                 v = str(v)
             out[f.name] = v
         return out
+
+    def training_options(self) -> dict:
+        """:meth:`to_dict` restricted to the options that change the training (every option but
+        :attr:`_NOT_TRAINING`); what a resumed run must share with its checkpoint, the object
+        options (arrays, weights) hashed by :func:`sei.engine.checkpoint.run_fingerprint`."""
+        return {k: v for k, v in self.to_dict().items() if k not in self._NOT_TRAINING}
 
 
 def config_fields() -> tuple:

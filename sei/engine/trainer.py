@@ -19,7 +19,7 @@ import torch
 from ..recorder import SEIRecorder
 from ..thresholds import draw_auxiliary
 from ..validation import check_mask
-from .checkpoint import CKPT_NAME, clean_stale_tmp, load_checkpoint, save_checkpoint
+from .checkpoint import CKPT_NAME, check_same_run, clean_stale_tmp, load_checkpoint, run_fingerprint, save_checkpoint
 from .config import TrainConfig
 from .heads import build_finetune, build_head, extend_transition, prepare_features
 from .images import ImageStore
@@ -146,6 +146,7 @@ def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_thread
     bundle, size, class_init, features, store, valid = _load_data(inputs, cfg, mode, class_names, dev, rank)
     if not valid.any():
         raise no_readable_input(inputs, n)
+    fingerprint = _fingerprint(cfg, mode, inputs, features, bundle) if cfg.checkpoint_dir else None
     cfg.check_mode(mode, int(valid.sum()))  # score='auto' for the samples that can be scored
     if num_threads and mode == "frozen":
         torch.set_num_threads(int(num_threads))
@@ -162,8 +163,8 @@ def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_thread
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_tmp(ckpt_path)
     if cfg.resume and ckpt_path is not None and ckpt_path.exists():
-        _restore(ckpt_path, st, n, c, labels_used, cfg.epochs)
-    _epochs(run, st, mode, lambda: _save(ckpt_path, st, cfg, n, c, labels_used, valid)
+        _restore(ckpt_path, st, n, c, labels_used, cfg.epochs, fingerprint)
+    _epochs(run, st, mode, lambda: _save(ckpt_path, st, cfg, n, c, labels_used, valid, fingerprint)
             if ckpt_path is not None and rank == 0 else None)
     if mode == "finetune" and cfg.return_features:  # the fine-tuned tower's features
         features = finetuned_features(run, st)
@@ -175,6 +176,21 @@ def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_thread
                   model=getattr(bundle, "name", None) if bundle else "embeddings")
     return finish(st.rec, cfg, k=k, aux_indices=aux_indices, labels_used=labels_used, metrics=st.metrics,
                   features=features, skipped=skipped, class_names=class_names, t_start=t_start, config=config)
+
+
+def _fingerprint(cfg, mode, inputs, features, bundle):
+    """:func:`~sei.engine.checkpoint.run_fingerprint` of this run, before any training: the
+    features trained on (embeddings, frozen), or the images and the tower's initial weights."""
+    from ..fingerprint import array_fingerprint
+
+    if features is not None:
+        return run_fingerprint(cfg, array_fingerprint(features))
+    from ..embedding import _data_fingerprint
+    from ..models import weights_fingerprint
+    from .images import is_path_list
+
+    data = _data_fingerprint(inputs) if isinstance(inputs, np.ndarray) or is_path_list(inputs) else type(inputs).__name__
+    return run_fingerprint(cfg, data, weights_fingerprint(bundle.visual))
 
 
 def _epochs(run: Run, st: TrainState, mode, checkpoint):
@@ -206,7 +222,7 @@ def _epochs(run: Run, st: TrainState, mode, checkpoint):
         bar.close()
 
 
-def _save(path, st: TrainState, cfg, n, c, labels_used, valid):
+def _save(path, st: TrainState, cfg, n, c, labels_used, valid, fingerprint):
     w = st.weights
     save_checkpoint(path, {
         "epoch": st.epoch - 1, "n": n, "c": c, "labels_used": labels_used, "model": st.net.state_dict(),
@@ -216,14 +232,16 @@ def _save(path, st: TrainState, cfg, n, c, labels_used, valid):
         "skipped": np.flatnonzero(~valid).tolist(),
         "scaler": st.scaler.state_dict() if st.scaler is not None else None,
         "config": cfg.to_dict(),
+        "fingerprint": fingerprint,
     })
 
 
-def _restore(path, st: TrainState, n, c, labels_used, epochs):
+def _restore(path, st: TrainState, n, c, labels_used, epochs, fingerprint):
     ck = load_checkpoint(path)
     if ck["n"] != n or ck["c"] != c or not np.array_equal(ck["labels_used"], labels_used):
         raise ValueError(f"checkpoint {path} was written for other data (N, classes or labels differ): pass "
                          "another checkpoint_dir, or resume=False to train from scratch")
+    check_same_run(path, ck, fingerprint)
     done = int(ck["epoch"]) + 1
     if done > epochs:
         raise ValueError(f"checkpoint {path} has {done} epochs trained but epochs={epochs}: pass "
