@@ -79,3 +79,9 @@ def default_score(has_features: bool) -> str:
 
 #: Fewest samples the neighbour default needs (its 20 neighbours plus the sample itself).
 MIN_SAMPLES_FOR_NEIGHBOURS = 21
+
+#: Longest run key (``brain_key``) accepted: FiftyOne names database collections and saved
+#: views after the key, and a key of about 1,530 characters makes a MongoDB name too long, which
+#: blocks every later ``compute_sei`` on the dataset. Checked by the App's compute form
+#: (``sei_fiftyone.compute_form.check_brain_key_length``).
+MAX_BRAIN_KEY_LENGTH = 100

@@ -9,7 +9,7 @@ import fiftyone.operators.types as types
 
 from .compare import compare_with_confident_learning, get_comparison
 from .delegation import Delegable, delegate_input
-from .inputs import classification_fields, embeddings_fields
+from .inputs import check_count, classification_fields, embeddings_fields
 from .run_choice import brain_key_dropdown, sei_runs
 from .runs import field_names, validate_comparison
 
@@ -75,7 +75,7 @@ class CompareWithConfidentLearning(Delegable, foo.Operator):
         result = compare_with_confident_learning(
             ctx.dataset, ctx.params["brain_key"], probs_field=ctx.params.get("probs_field") or None,
             trusted_label_field=ctx.params.get("trusted_label_field") or None,
-            folds=int(ctx.params.get("folds") or 5))
+            folds=5 if ctx.params.get("folds") is None else check_count(ctx.params["folds"], "folds", minimum=2))
         if not ctx.delegated:
             ctx.ops.reload_dataset()
             # By stages, not by name: the App's list of saved views predates this comparison

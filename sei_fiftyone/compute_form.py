@@ -8,6 +8,13 @@ local checkpoint choice asks for ``checkpoint`` (a file or an open_clip model fo
 that tie options together are the engine's (:class:`sei.engine.TrainConfig`), checked
 as the form changes; model weights that cannot be had here are a warning in the form
 (:func:`sei_fiftyone.model_choices.weights_warning`), before anything is submitted.
+
+A path typed in the App names a file on the server, so the form takes only paths under
+:func:`path_roots` (the user's home folder and the dataset's media folders, or the folders
+of the ``SEI_FIFTYONE_PATH_ROOTS`` environment variable), resolved with ``os.path.realpath``,
+and answers every other path with one message (:func:`checked_path`): the form never tells
+whether a file exists elsewhere. The model is one of the form's choices. The Python
+``compute_sei(model=<path>)`` is not restricted.
 """
 
 from __future__ import annotations
@@ -17,12 +24,16 @@ import os
 
 import fiftyone.operators.types as types
 
-from sei.constants import AUTO_SCORE, DEFAULT_FEATURE_SCORE, DEFAULT_SCORE
+from sei.constants import AUTO_SCORE, DEFAULT_FEATURE_SCORE, DEFAULT_SCORE, MAX_BRAIN_KEY_LENGTH
 from sei.scores import SCORES
 
 from .inputs import embeddings_fields
-from .model_choices import CHECKPOINT, MODEL_CHOICES, weights_warning
-from .runs import DEFAULT_MODEL, EMBEDDINGS_MODEL
+from .model_choices import CHECKPOINT, MODEL_CHOICES, choice_names, weights_warning
+from .runs import DEFAULT_MODEL, EMBEDDINGS_MODEL, dataset_of
+
+#: Environment variable of the folders under which the App's forms take a path
+#: (``os.pathsep``-separated); unset: the home folder and the dataset's media folders.
+PATH_ROOTS_ENV = "SEI_FIFTYONE_PATH_ROOTS"
 
 THRESHOLD_CHOICES = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
 #: The App's short list of scores: "auto" (the library's default, chosen by the rule of
@@ -61,9 +72,12 @@ def model_inputs(ctx, inputs, target):
     choices.append((CHECKPOINT, "A local open_clip checkpoint (model folder, or weights file + architecture)"))
     if emb_fields:
         choices.append((EMBEDDINGS_MODEL, "A stored embeddings field"))
-    _dropdown(inputs, "model", choices, DEFAULT_MODEL, label="Model",
-              description="Image encoder (or stored vectors) the classifier trains on")
+    model_prop = _dropdown(inputs, "model", choices, DEFAULT_MODEL, label="Model",
+                           description="Image encoder (or stored vectors) the classifier trains on")
     model = ctx.params.get("model") or DEFAULT_MODEL
+    if model not in [value for value, _ in choices]:  # never probed: it may be a path
+        model_prop.invalid, model_prop.error_message = True, "Choose a model from the list"
+        return
     if model == EMBEDDINGS_MODEL and emb_fields:
         _dropdown(inputs, "embeddings_field", [(f, f) for f in emb_fields], emb_fields[0],
                   label="Embeddings field")
@@ -71,14 +85,22 @@ def model_inputs(ctx, inputs, target):
     problem = None
     if model == CHECKPOINT:
         path = ctx.params.get("checkpoint")
+        roots = path_roots(target)
         prop = inputs.str("checkpoint", required=True, label="Checkpoint",
                           description="A folder with open_clip_config.json and the weights (open_clip's "
-                          "local-dir), or a weights file (.pt, .bin, .safetensors) of an open_clip architecture")
-        if path and os.path.isfile(path):
-            _arch_input(inputs)
+                          "local-dir), or a weights file (.pt, .bin, .safetensors) of an open_clip architecture, "
+                          f"on the App server under {_roots_text(roots)}. The server's {PATH_ROOTS_ENV} environment "
+                          "variable (folders separated by " + repr(os.pathsep) + ") sets these folders; "
+                          "unset: the home folder and the dataset's media folders")
         if path:
-            problem = (weights_warning(path, arch=ctx.params.get("arch") or None) if os.path.exists(path)
-                       else f"No file or folder at {path!r} on the machine running the App server")
+            try:
+                real = checked_path(path, roots)
+            except ValueError as e:
+                problem = str(e)
+            else:
+                if os.path.isfile(real):
+                    _arch_input(inputs)
+                problem = weights_warning(real, arch=ctx.params.get("arch") or None)
             prop.invalid, prop.error_message = problem is not None, problem
     else:
         problem = weights_warning(model)
@@ -86,6 +108,79 @@ def model_inputs(ctx, inputs, target):
             inputs.view("weights_warning", types.Warning(
                 label="These weights are not available here",
                 description=f"{problem} Or choose 'A local open_clip checkpoint'."))
+
+
+def path_roots(samples=None):
+    """The folders (real paths, sorted) under which the App's forms take a path on the server.
+
+    The folders of the ``SEI_FIFTYONE_PATH_ROOTS`` environment variable (:data:`PATH_ROOTS_ENV`,
+    ``os.pathsep``-separated) when it is set, else the user's home folder and the media folders
+    of ``samples``' dataset (:func:`media_folders`); a default never includes a filesystem root.
+    Read on every call, so a change of the variable applies to the next form.
+    """
+    configured = os.environ.get(PATH_ROOTS_ENV, "")
+    if configured.strip():
+        roots = [os.path.realpath(os.path.expanduser(p.strip())) for p in configured.split(os.pathsep) if p.strip()]
+    else:
+        roots = [os.path.realpath(os.path.expanduser("~"))] + (media_folders(samples) if samples is not None else [])
+        roots = [r for r in roots if os.path.dirname(r) != r]
+    return sorted(set(roots))
+
+
+def media_folders(samples):
+    """The media folders of the dataset of ``samples``: the common parent folder of its local
+    samples' files (real paths), or, when that is a filesystem root, each distinct parent folder."""
+    dataset = dataset_of(samples)
+    paths = [p for p in dataset.distinct("filepath") if isinstance(p, str) and "://" not in p]
+    folders = {os.path.realpath(os.path.dirname(p)) for p in paths}
+    if not folders:
+        return []
+    common = os.path.commonpath(sorted(folders))
+    if os.path.dirname(common) != common:
+        return [common]
+    return sorted(f for f in folders if not any(f != g and _under(f, g) for g in folders))
+
+
+def _under(path, root):
+    return os.path.commonpath([path, root]) == root
+
+
+def _roots_text(roots):
+    return ", ".join(roots) if roots else "(no folder: set " + PATH_ROOTS_ENV + ")"
+
+
+def checked_path(path, roots):
+    """The real path of ``path`` if the App may use it: an absolute path of a readable file or
+    folder under one of ``roots`` (:func:`path_roots`) once links and ``..`` are resolved
+    (``os.path.realpath``). Otherwise one ValueError, whatever the reason (outside the roots,
+    missing, not a file or folder, unreadable), so the answer tells nothing about the server's
+    files outside the roots."""
+    problem = ValueError(f"Not a usable checkpoint: give the absolute path of an open_clip model folder or "
+                         f"weights file that the App server can read, under {_roots_text(roots)}")
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise problem
+    expanded = os.path.expanduser(path)
+    if not os.path.isabs(expanded):
+        raise problem
+    real = os.path.realpath(expanded)
+    if not any(_under(real, root) for root in roots):
+        raise problem
+    if os.path.isfile(real):
+        usable = os.access(real, os.R_OK)
+    else:
+        usable = os.path.isdir(real) and os.access(real, os.R_OK | os.X_OK)
+    if not usable:
+        raise problem
+    return real
+
+
+def check_brain_key_length(brain_key):
+    """Refuse a run key longer than :data:`sei.constants.MAX_BRAIN_KEY_LENGTH` characters
+    (ValueError): a longer one can make a MongoDB name too long for every later run."""
+    if isinstance(brain_key, str) and len(brain_key) > MAX_BRAIN_KEY_LENGTH:
+        raise ValueError(f"A brain key has at most {MAX_BRAIN_KEY_LENGTH} characters; this one has "
+                         f"{len(brain_key)}")
+    return brain_key
 
 
 def _arch_input(inputs):
@@ -152,9 +247,19 @@ def device_choices():
     return tuple(out)
 
 
-def compute_kwargs(params):
-    """The :func:`sei_fiftyone.compute_sei` arguments (after the collection) of the form's parameters."""
+def compute_kwargs(params, samples=None):
+    """The :func:`sei_fiftyone.compute_sei` arguments (after the collection) of the form's parameters.
+
+    The form's rules hold here too, as an operator can be called without its form: the model
+    is one of the form's choices, a checkpoint a usable path under :func:`path_roots` of
+    ``samples`` (:func:`checked_path`), the brain key at most
+    :data:`~sei.constants.MAX_BRAIN_KEY_LENGTH` characters; ValueError otherwise.
+    """
     model = params.get("model") or DEFAULT_MODEL
+    if model not in choice_names() + [CHECKPOINT, EMBEDDINGS_MODEL]:
+        raise ValueError(f"model must be one of the form's choices {choice_names() + [CHECKPOINT, EMBEDDINGS_MODEL]}"
+                         "; a local checkpoint goes in model='checkpoint', checkpoint=<path>")
+    check_brain_key_length(params.get("brain_key", "sei"))
     kwargs = dict(
         label_field=params["label_field"], brain_key=params.get("brain_key", "sei"), model=model,
         embeddings_field=params.get("embeddings_field") if model == EMBEDDINGS_MODEL else None,
@@ -166,8 +271,8 @@ def compute_kwargs(params):
         if not params.get("checkpoint"):
             raise ValueError("model='checkpoint' needs checkpoint=<an open_clip model folder, or a weights file "
                              "with arch=<its open_clip architecture>>")
-        kwargs["model"] = params["checkpoint"]
-        if params.get("arch") and os.path.isfile(params["checkpoint"]):
+        kwargs["model"] = checked_path(params["checkpoint"], path_roots(samples))
+        if params.get("arch") and os.path.isfile(kwargs["model"]):
             kwargs["arch"] = params["arch"]
     if model != EMBEDDINGS_MODEL:
         kwargs["mode"] = params.get("mode") or "frozen"

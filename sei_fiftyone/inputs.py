@@ -3,10 +3,16 @@ indices, and the images or the vectors of an embeddings field.
 
 Samples without a label are not trained on (and get no score); their positions are
 kept so that the run's values line up with ``samples.values("id")``.
+
+The checks of what the App sends are here too, one rule each for every panel callback and
+operator: :func:`check_count` for budgets, batch sizes and folds, :func:`check_sample_ids`
+for sample ids (a button's ``sample_id``, the queue in the panel's state, the selection).
 """
 
 from __future__ import annotations
 
+import numbers
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +21,53 @@ import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 
 from .runs import EMBEDDINGS_MODEL, dataset_of, field_names
+
+
+_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
+
+
+def check_count(value, name="budget", minimum=1):
+    """A count typed in the App (a budget, a batch size, folds) as an int.
+
+    A whole number of at least ``minimum``: bools, strings and fractions (``2.5``) are
+    refused, as are integral floats (``5.0``) and anything below ``minimum`` (``0``), with
+    a ValueError naming ``name``; nothing is rounded or replaced by a default.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_sample_ids(samples, ids, what="sample"):
+    """``ids`` (a list, or one id) as a list of ids of samples of the collection ``samples``.
+
+    Each must be a sample id as FiftyOne writes it (24 lowercase hexadecimal digits) of a
+    sample in ``samples`` (a dataset, or a view such as a run's scored samples; None checks
+    the form only); anything else (a forged id, junk in a list, an id of another dataset)
+    is refused with a ValueError that names it, before the database is asked anything with it.
+    """
+    one = isinstance(ids, str)
+    if one:
+        ids = [ids]
+    if not isinstance(ids, (list, tuple)):
+        raise ValueError(f"{what} ids must be a list of sample ids, got {type(ids).__name__}")
+    junk = [i for i in ids if not isinstance(i, str) or not _OBJECT_ID.fullmatch(i)]
+    if junk:
+        raise ValueError(f"Not a sample id: {_shown(junk[0])} (a sample id has 24 hexadecimal digits)")
+    if samples is None or not ids:
+        return list(ids)
+    found = set(samples.select(list(set(ids))).values("id"))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        name = getattr(samples, "dataset_name", None) or getattr(samples, "name", "")
+        raise ValueError(f"No {what} with id {missing[0]!r} in '{name}'"
+                         + (f" ({len(missing)} ids in all)" if len(missing) > 1 else ""))
+    return list(ids)
+
+
+def _shown(value, limit=40):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def classification_fields(samples):

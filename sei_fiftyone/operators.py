@@ -16,12 +16,20 @@ import fiftyone.operators.types as types
 
 from . import core
 from .compute_form import SCORE_CHOICES, THRESHOLD_CHOICES, compute_kwargs, model_inputs, target_input  # noqa: F401
-from .compute_form import training_inputs
+from .compute_form import check_brain_key_length, training_inputs
 from .delegation import Delegable, delegate_input
-from .inputs import classification_fields
-from .relabel import DEFAULT_TAG, apply_suggestions, suggest_relabels
+from .inputs import check_count, check_sample_ids, classification_fields
+from .relabel import DEFAULT_TAG, apply_suggestions, check_tag, suggest_relabels
 from .run_choice import brain_key_dropdown, sei_runs
 from .runs import field_names, validate_brain_key
+
+
+def target_samples(ctx):
+    """The operator's target view, the selected sample ids checked first
+    (:func:`~sei_fiftyone.inputs.check_sample_ids`): a forged selection is a clear error."""
+    if ctx.selected and ctx.dataset is not None:
+        check_sample_ids(ctx.dataset, ctx.selected, "selected sample")
+    return ctx.target_view()
 
 
 def _brain_key_input(ctx, inputs):
@@ -30,6 +38,11 @@ def _brain_key_input(ctx, inputs):
     overwrite = bool(ctx.params.get("overwrite", False))
     prop = inputs.str("brain_key", default="sei", label="Brain key",
                       description="Name of the run and of its score field")
+    try:
+        check_brain_key_length(brain_key)
+    except ValueError as e:
+        prop.invalid, prop.error_message = True, str(e)
+        return
     if brain_key in (ctx.dataset.list_brain_runs() if ctx.dataset is not None else []) and not overwrite:
         prop.invalid = True
         prop.error_message = f"Brain key '{brain_key}' already exists; choose another or tick 'overwrite'"
@@ -89,8 +102,8 @@ class ComputeSEI(Delegable, foo.Operator):
         return types.Property(inputs, view=types.View(label="Compute SEI"))
 
     def execute(self, ctx):
-        kwargs = compute_kwargs(ctx.params)
-        target = ctx.target_view()
+        target = target_samples(ctx)
+        kwargs = compute_kwargs(ctx.params, target)
         validate_brain_key(target, kwargs["brain_key"])  # refused before any training
         if ctx.delegated:
             results = core.compute_sei(
@@ -166,18 +179,25 @@ class SuggestRelabels(Delegable, foo.Operator):
     def resolve_input(self, ctx):
         inputs = types.Object()
         ctx.target_view()
-        if brain_key_dropdown(ctx, inputs) is None:
+        brain_key = brain_key_dropdown(ctx, inputs)
+        if brain_key is None:
             return types.Property(inputs)
-        inputs.int("budget", default=100, min=1, label="Budget",
-                   description="How many samples to tag for relabelling")
-        inputs.str("tag", default=DEFAULT_TAG, label="Tag")
+        budget = inputs.int("budget", default=100, min=1, label="Budget",
+                            description="How many samples to tag for relabelling")
+        tag = inputs.str("tag", default=DEFAULT_TAG, label="Tag")
+        for prop, check in ((budget, lambda: check_count(ctx.params.get("budget", 100))),
+                            (tag, lambda: check_tag(ctx.dataset, brain_key, ctx.params.get("tag", DEFAULT_TAG)))):
+            try:  # the rules execute() applies
+                check()
+            except ValueError as e:
+                prop.invalid, prop.error_message = True, str(e)
         inputs.bool("flagged_only", default=False, label="Only samples flagged as mislabeled")
         delegate_input(inputs, "the selection")
         return types.Property(inputs, view=types.View(label="Suggest relabels"))
 
     def execute(self, ctx):
         ids = suggest_relabels(
-            ctx.target_view(), ctx.params["brain_key"], budget=int(ctx.params.get("budget", 100)),
+            target_samples(ctx), ctx.params["brain_key"], budget=check_count(ctx.params.get("budget", 100)),
             tag=ctx.params.get("tag", DEFAULT_TAG), flagged_only=bool(ctx.params.get("flagged_only", False)),
         )
         if not ctx.delegated:
@@ -212,7 +232,7 @@ class ApplySuggestions(foo.Operator):
         return types.Property(inputs, view=types.View(label="Apply suggestions"))
 
     def execute(self, ctx):
-        view = ctx.target_view()
+        view = target_samples(ctx)
         if ctx.params.get("only_tagged", not bool(ctx.selected)):
             view = view.match_tags(ctx.params.get("tag", DEFAULT_TAG))
         changed = apply_suggestions(view, ctx.params["brain_key"])

@@ -8,6 +8,11 @@ button that runs the run again on the corrected labels.
 
 State (``ctx.panel.state``): ``brain_key``, ``cutoff``, ``budget``, ``queue`` (sample ids),
 ``cell`` and small render inputs; the plots go to ``ctx.panel.data``.
+
+Every callback and the rendering first repair an interrupted write of a run
+(:func:`sei_fiftyone.relabel.recovered`), and what the App sends is checked by one rule
+each (:func:`sei_fiftyone.inputs.check_count`, :func:`~sei_fiftyone.inputs.check_sample_ids`):
+a bad input is an error notification in the App, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from . import review
+from .inputs import check_count
+from .relabel import recovered
 from .run_choice import sei_runs
 
 PLUGIN = "@sei/fiftyone"
@@ -36,16 +43,25 @@ def get_comparison(dataset, brain_key):
 
 
 def _reported(method):
-    """Show a bad input (ValueError / TypeError from :mod:`.review`) as an App notification."""
+    """A callback: repair an interrupted write first (:func:`~sei_fiftyone.relabel.recovered`),
+    and show a bad input (ValueError / TypeError from :mod:`.review` and the input checks)
+    as an App notification."""
 
     @functools.wraps(method)
     def wrapper(self, ctx):
         try:
+            if ctx.dataset is not None:
+                recovered(ctx.dataset)
             return method(self, ctx)
         except (ValueError, TypeError) as e:
             ctx.ops.notify(str(e), variant="error")
 
     return wrapper
+
+
+def _budget(state):
+    """The batch size typed in the panel (:data:`DEFAULT_BUDGET` until one is typed)."""
+    return DEFAULT_BUDGET if state.budget is None else check_count(state.budget, "Batch size")
 
 
 class ReviewPanel(foo.Panel):
@@ -61,15 +77,18 @@ class ReviewPanel(foo.Panel):
 
     # -- events ---------------------------------------------------------------------------
 
+    @_reported
     def on_load(self, ctx):
         ctx.ops.split_panel(self.config.name, layout="horizontal")  # the grid beside the panel
         self.on_refresh(ctx)
 
+    @_reported
     def on_refresh(self, ctx):
         runs = sei_runs(ctx)
         key = ctx.panel.state.brain_key
         self._show_run(ctx, key if key in runs else (runs[0] if runs else None))
 
+    @_reported
     def on_change_dataset(self, ctx):
         ctx.panel.state.clear()
         self.on_refresh(ctx)
@@ -98,28 +117,27 @@ class ReviewPanel(foo.Panel):
 
     @_reported
     def on_next_batch(self, ctx):
-        budget = int(ctx.panel.state.budget or DEFAULT_BUDGET)
-        ctx.panel.state.queue = review.next_batch(ctx.dataset, ctx.panel.state.brain_key, budget)
+        ctx.panel.state.queue = review.next_batch(ctx.dataset, ctx.panel.state.brain_key, _budget(ctx.panel.state))
         self._refresh(ctx)
         ctx.ops.reload_samples()
 
     @_reported
     def on_show_queue(self, ctx):
-        ctx.ops.set_view(view=ctx.dataset.select(ctx.panel.state.queue or [], ordered=True))
+        ctx.ops.set_view(view=ctx.dataset.select(review.check_queue(ctx.panel.state.queue), ordered=True))
 
     @_reported
     def on_accept(self, ctx):
-        review.accept(ctx.dataset, ctx.panel.state.brain_key, ctx.params["sample_id"])
-        self._dequeue(ctx, ctx.params["sample_id"])
+        review.accept(ctx.dataset, ctx.panel.state.brain_key, ctx.params.get("sample_id"))
+        self._dequeue(ctx, ctx.params.get("sample_id"))
 
     @_reported
     def on_reject(self, ctx):
-        review.reject(ctx.dataset, ctx.panel.state.brain_key, ctx.params["sample_id"])
-        self._dequeue(ctx, ctx.params["sample_id"])
+        review.reject(ctx.dataset, ctx.panel.state.brain_key, ctx.params.get("sample_id"))
+        self._dequeue(ctx, ctx.params.get("sample_id"))
 
     @_reported
     def on_skip(self, ctx):
-        ctx.panel.state.queue = review.skip(ctx.panel.state.queue or [], ctx.params["sample_id"])
+        ctx.panel.state.queue = review.skip(ctx.panel.state.queue, ctx.params.get("sample_id"))
         self._refresh(ctx)
 
     @_reported
@@ -127,9 +145,11 @@ class ReviewPanel(foo.Panel):
         params = review.rerun_params(ctx.dataset, ctx.panel.state.brain_key)
         ctx.prompt(COMPUTE_URI, params=params, on_success=self.on_refresh)
 
+    @_reported
     def on_compare(self, ctx):
         ctx.prompt(COMPARE_URI, params={"brain_key": ctx.panel.state.brain_key}, on_success=self.on_refresh)
 
+    @_reported
     def on_show_disagreements(self, ctx):
         ctx.ops.set_view(name=get_comparison(ctx.dataset, ctx.panel.state.brain_key)["view_name"])
 
@@ -143,7 +163,7 @@ class ReviewPanel(foo.Panel):
             self._refresh(ctx)
 
     def _dequeue(self, ctx, sample_id):
-        ctx.panel.state.queue = [i for i in ctx.panel.state.queue or [] if i != sample_id]
+        ctx.panel.state.queue = [i for i in review.check_queue(ctx.panel.state.queue) if i != sample_id]
         self._refresh(ctx)
         ctx.ops.reload_samples()
 
@@ -171,6 +191,8 @@ class ReviewPanel(foo.Panel):
 
     def render(self, ctx):
         panel = types.Object()
+        if ctx.dataset is not None:
+            recovered(ctx.dataset)
         runs = sei_runs(ctx)
         if not runs:
             panel.message("no_runs", "No SEI run on this dataset: run 'Compute SEI' from the operator browser (`).")
@@ -183,9 +205,23 @@ class ReviewPanel(foo.Panel):
         if state.brain_key not in runs:
             return types.Property(panel, view=types.GridView(orientation="vertical"))
         self._render_cutoff(panel, review.summary(ctx.dataset, state.brain_key))
-        cell = state.cell and {**state.cell, "count": len(review.cell_view(ctx.dataset, state.brain_key, **state.cell))}
+        try:  # the state comes from the App: what a callback would refuse is not shown
+            cell = state.cell
+            if cell and not isinstance(cell, dict):
+                raise ValueError(f"A cell of the matrix is a pair of class names, got {cell!r}"[:120])
+            cell = cell and {"given": cell.get("given"), "suggested": cell.get("suggested")}
+            cell = cell and {**cell, "count": len(review.cell_view(ctx.dataset, state.brain_key, **cell))}
+        except (TypeError, ValueError) as e:
+            cell = None
+            panel.view("cell_error", types.Error(label="Grid cell not shown", description=str(e)))
         self._render_confusion(panel, cell)
-        self._render_queue(panel, state, review.queue_items(ctx.dataset, state.brain_key, state.queue or [])[:SHOWN])
+        try:
+            items = review.queue_items(ctx.dataset, state.brain_key, state.queue)[:SHOWN]
+        except (TypeError, ValueError) as e:
+            items = []
+            panel.view("queue_error", types.Error(label="Relabel queue not shown (press 'Next batch')",
+                                                  description=str(e)))
+        self._render_queue(panel, state, items)
         self._render_compare(panel, self._comparison(ctx.dataset, state.brain_key))
         panel.btn("rerun", label="Run again on the corrected labels", icon="replay", variant="outlined",
                   on_click=self.on_rerun)

@@ -7,7 +7,12 @@ for the kNN graph along which each pick lowers the suspicion of its neighbours
 (``"sei_propagation"``). A run on images has no stored vectors: the lowest scores first.
 
 ``apply_suggestions`` writes ``<brain_key>_suggestion`` into the label field and keeps the
-label it replaces in ``<label_field>_original``, so nothing is lost.
+label it replaces in ``<label_field>_original``, so nothing is lost (a ``<label_field>_original``
+field of another type is refused before anything is written).
+
+Every function here, and every function of the review desk (:mod:`.review`, :mod:`.panel`),
+first repairs an interrupted write of a run (:func:`recovered`), so none of them reads or
+re-flags the mix of two runs that a killed ``compute_sei`` leaves.
 """
 
 from __future__ import annotations
@@ -17,12 +22,52 @@ import numpy as np
 import fiftyone.core.labels as fol
 from sei.active import KNNGraph, SelectionContext, make_selector
 
-from .inputs import read_vectors
+from . import writeback
+from .inputs import check_count, classification_fields, read_vectors
 from .runs import dataset_of, field_names
 
 DEFAULT_TAG = "sei_relabel"
 METHODS = ("auto", "sei_propagation", "lowest_score")
 NEIGHBORS = 10  # of each sample in the kNN graph, as sei_cleanlab.select_for_relabeling
+
+
+def recovered(samples):
+    """The dataset of ``samples``, after repairing what a killed write of an SEI run left on it.
+
+    The one entry of the review desk: :func:`suggest_relabels`, :func:`apply_suggestions`,
+    every function of :mod:`.review` and every callback of the review panel call it before
+    they read or write a run, so a cutoff moved, a batch picked or a suggestion accepted
+    after a kill works on the previous run or the new one
+    (:func:`sei_fiftyone.writeback.recover_interrupted_writes`), never on their mix.
+    """
+    dataset = dataset_of(samples)
+    writeback.recover_interrupted_writes(dataset)
+    return dataset
+
+
+def review_tags(label_field):
+    """The sample tags recording a review decision on ``label_field``: (accepted, rejected)."""
+    return f"{label_field}_accepted", f"{label_field}_rejected"
+
+
+def check_tag(samples, brain_key, tag):
+    """``tag`` if it can mark suggestions: a non-empty string that is not a review decision.
+
+    The review desk reads ``<label_field>_accepted`` / ``_rejected`` (:func:`review_tags`)
+    as a person's decision, for the run's label field and every ``Classification`` field
+    of the dataset; tagging suggestions with one would fake reviews (ValueError).
+    """
+    if not isinstance(tag, str) or not tag.strip():
+        raise ValueError(f"tag must be a non-empty string, got {tag!r}")
+    dataset = dataset_of(samples)
+    fields = set(classification_fields(dataset))
+    if brain_key in dataset.list_brain_runs():
+        fields.add(dataset.get_brain_info(brain_key).config.label_field)
+    decisions = {t for f in fields for t in review_tags(f)}
+    if tag in decisions:
+        raise ValueError(f"tag '{tag}' records a review decision of the label review; choose another tag for "
+                         f"suggestions (default '{DEFAULT_TAG}')")
+    return tag
 
 
 def suggest_relabels(samples, brain_key="sei", *, budget=100, tag=DEFAULT_TAG, flagged_only=False,
@@ -44,17 +89,21 @@ def suggest_relabels(samples, brain_key="sei", *, budget=100, tag=DEFAULT_TAG, f
         the list of tagged sample ids, in selection order
 
     Raises:
-        ValueError: an unknown ``method``, no SEI run ``brain_key``, or
-            ``"sei_propagation"`` for a run without stored vectors
+        ValueError: an unknown ``method``, no SEI run ``brain_key``, a ``budget`` that is
+            not a whole number >= 0, a ``tag`` that is a review decision
+            (:func:`check_tag`), or ``"sei_propagation"`` for a run without stored vectors
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    budget = check_count(budget, "budget", minimum=0)
+    recovered(samples)
+    check_tag(samples, brain_key, tag)
     score_field, flag_field, _ = field_names(brain_key)
     view = samples.exists(score_field)
     if flagged_only:
         view = view.match({flag_field: True})
     ids, scores = view.values(["id", score_field])
-    budget = int(min(max(budget, 0), len(ids)))
+    budget = min(budget, len(ids))
     if budget == 0:
         return []
     order = select(view, brain_key, budget, method=method)
@@ -120,14 +169,25 @@ def apply_suggestions(samples, brain_key="sei", *, label_field=None):
 
     Returns:
         the number of samples whose label changed
+
+    Raises:
+        ValueError: ``<label_field>_original`` exists and is not a ``Classification``
+            field (its values are not labels this function wrote); nothing is written
     """
+    dataset = recovered(samples)
     if label_field is None:
-        label_field = dataset_of(samples).get_brain_info(brain_key).config.label_field
+        label_field = dataset.get_brain_info(brain_key).config.label_field
     _, _, sugg_field = field_names(brain_key)
     original_field = f"{label_field}_original"
+    schema = dataset.get_field_schema()
+    if original_field in schema and original_field not in classification_fields(dataset):
+        raise ValueError(
+            f"Field '{original_field}' exists and is a {type(schema[original_field]).__name__}, not the "
+            f"Classification field where the labels of '{label_field}' that a suggestion replaces are kept; "
+            f"rename or delete '{original_field}' first (nothing was written)")
     view = samples.exists(sugg_field)
     ids, current, suggestions = view.values(["id", label_field, sugg_field])
-    if original_field in dataset_of(samples).get_field_schema():
+    if original_field in schema:
         originals = view.values(original_field)
     else:
         originals = [None] * len(ids)

@@ -16,6 +16,10 @@ operators and every step can be called (and tested) from Python:
   label field (:func:`review_tags`), so they outlive the panel and a rerun of the run;
 - :func:`rerun_params`: the ``compute_sei`` operator's parameters that repeat the run on
   the corrected labels, delegated when the run is long.
+
+Each function first repairs an interrupted write of a run (:func:`~sei_fiftyone.relabel.recovered`,
+through :func:`_run`), so a kill of ``compute_sei`` never leaves the desk working on a mix of
+two runs. Budgets and sample ids are checked by the rules of :mod:`.inputs`.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from sklearn.metrics import confusion_matrix
 
 from fiftyone import ViewField as F
 
-from .relabel import DEFAULT_TAG, apply_suggestions, suggest_relabels
+from .relabel import DEFAULT_TAG, apply_suggestions, recovered, review_tags, suggest_relabels  # noqa: F401
 from .core import list_sei_runs
 from .delegation import DELEGATE
+from .inputs import check_count, check_sample_ids
+from .model_choices import CHECKPOINT, choice_names
 from .runs import EMBEDDINGS_MODEL, field_names, save_sorted_view
 
 MAX_BINS = 60
@@ -41,14 +47,11 @@ DELEGATE_IMAGES_ABOVE = 10_000
 FLAGGED_COLOR, KEPT_COLOR = "#d62728", "#7f7f7f"
 
 
-def review_tags(label_field):
-    """The sample tags recording a review decision on ``label_field``: (accepted, rejected)."""
-    return f"{label_field}_accepted", f"{label_field}_rejected"
-
-
 def _run(dataset, brain_key):
-    """(config, results) of an SEI run of the dataset; ValueError naming the runs there are."""
-    if brain_key not in list_sei_runs(dataset):
+    """(config, results) of an SEI run of the dataset, after repairing an interrupted write
+    (:func:`~sei_fiftyone.relabel.recovered`); ValueError naming the runs there are."""
+    recovered(dataset)
+    if not isinstance(brain_key, str) or brain_key not in list_sei_runs(dataset):
         raise ValueError(f"No SEI run '{brain_key}' on dataset '{dataset.name}'; its SEI runs are "
                          f"{list_sei_runs(dataset)} (run compute_sei first)")
     # not cached: another process (the App's server, a worker) may have moved the cutoff
@@ -169,8 +172,12 @@ def confusion(dataset, brain_key):
 
 
 def cell_view(dataset, brain_key, given, suggested):
-    """The flagged samples labelled ``given`` whose suggestion is ``suggested``, lowest score first."""
+    """The flagged samples labelled ``given`` whose suggestion is ``suggested``, lowest score
+    first; ValueError unless both are class names (strings)."""
     config, _ = _run(dataset, brain_key)
+    for value in (given, suggested):
+        if not isinstance(value, str):
+            raise ValueError(f"A cell of the matrix is a pair of class names, got {value!r}"[:120])
     score_field, _, sugg_field = field_names(brain_key)
     view = _flagged(dataset, brain_key).match(
         (F(f"{config.label_field}.label") == given) & (F(f"{sugg_field}.label") == suggested))
@@ -191,18 +198,19 @@ def next_batch(dataset, brain_key, budget):
     """Pick and tag (``sei_relabel``) the next ``budget`` flagged samples not reviewed yet, by
     active label correction as :func:`~sei_fiftyone.relabel.suggest_relabels`; their ids in
     pick order (empty when every flagged sample was reviewed)."""
-    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1:
-        raise ValueError(f"budget must be a positive integer (samples per batch), got {budget!r}")
+    budget = check_count(budget, "budget (samples per batch)")
     config, _ = _run(dataset, brain_key)
     unreviewed = dataset.match_tags(list(review_tags(config.label_field)), bool=False)
-    return suggest_relabels(unreviewed, brain_key, budget=int(budget), tag=DEFAULT_TAG, flagged_only=True)
+    return suggest_relabels(unreviewed, brain_key, budget=budget, tag=DEFAULT_TAG, flagged_only=True)
 
 
 def queue_items(dataset, brain_key, ids):
     """One row per queued sample id (in queue order): id, file name, given and suggested
-    label, suggestion confidence and score. Ids no longer in the dataset are dropped."""
+    label, suggestion confidence and score. Ids no longer in the dataset are dropped;
+    anything that is not a sample id is refused (ValueError, :func:`~sei_fiftyone.inputs.check_sample_ids`)."""
     config, _ = _run(dataset, brain_key)
     score_field, _, sugg_field = field_names(brain_key)
+    ids = check_queue(ids)
     view = dataset.select(ids, ordered=True)
     rows = view.values(["id", "filepath", f"{config.label_field}.label", f"{sugg_field}.label",
                         f"{sugg_field}.confidence", score_field])
@@ -212,11 +220,25 @@ def queue_items(dataset, brain_key, ids):
             for i, p, g, s, c, v in zip(*rows)]
 
 
+def check_queue(ids):
+    """The relabel queue (a list of sample ids, as the panel keeps it in its state) with the
+    form of its ids checked (:func:`~sei_fiftyone.inputs.check_sample_ids`); a queued sample
+    deleted since is no error (it is no longer shown)."""
+    return [] if ids is None else check_sample_ids(None, ids, "queued sample")
+
+
+def run_sample(dataset, brain_key, sample_id):
+    """``sample_id`` if it is the id of a sample scored by the run; ValueError otherwise
+    (:func:`~sei_fiftyone.inputs.check_sample_ids`)."""
+    if not isinstance(sample_id, str):
+        raise ValueError(f"Not a sample id: {sample_id!r}"[:80])
+    return check_sample_ids(_scored(dataset, brain_key), sample_id, f"sample of SEI run '{brain_key}'")[0]
+
+
 def _decide(dataset, brain_key, sample_id, accepted):
     config, _ = _run(dataset, brain_key)
+    sample_id = run_sample(dataset, brain_key, sample_id)
     sample = dataset.select([sample_id])
-    if len(sample) != 1:
-        raise ValueError(f"No sample with id {sample_id!r} in dataset '{dataset.name}'")
     keep, drop = review_tags(config.label_field) if accepted else review_tags(config.label_field)[::-1]
     decided = [t for t in review_tags(config.label_field) if t in sample.first().tags]
     if decided:  # e.g. a second click on a row already answered
@@ -240,6 +262,7 @@ def reject(dataset, brain_key, sample_id):
 
 def skip(queue, sample_id):
     """The queue with ``sample_id`` moved to its end (decided later; nothing is written)."""
+    queue = check_queue(queue)
     if sample_id not in queue:
         raise ValueError(f"Sample {sample_id!r} is not in the relabel queue")
     return [i for i in queue if i != sample_id] + [sample_id]
@@ -247,7 +270,8 @@ def skip(queue, sample_id):
 
 def rerun_params(dataset, brain_key):
     """Parameters of ``@sei/fiftyone/compute_sei`` that repeat the run on the current labels
-    (same key, overwriting it); ``delegate`` is set for a run on more than
+    (same key, overwriting it; a run on a local checkpoint as the form's ``checkpoint`` and
+    ``arch``); ``delegate`` is set for a run on more than
     :data:`DELEGATE_IMAGES_ABOVE` images.
 
     Raises:
@@ -260,5 +284,9 @@ def rerun_params(dataset, brain_key):
         params.update(model=EMBEDDINGS_MODEL, embeddings_field=kwargs["embeddings_field"])
     else:
         params.update({k: kwargs[k] for k in ("mode", "image_size", "device") if kwargs.get(k) is not None})
+        if params["model"] not in choice_names():  # a local checkpoint: the form's own fields
+            params.update(model=CHECKPOINT, checkpoint=params["model"])
+            if kwargs.get("arch") is not None:
+                params["arch"] = kwargs["arch"]
     long_run = config.mode != "embeddings" and results.num_samples > DELEGATE_IMAGES_ABOVE
     return {**params, "brain_key": brain_key, "overwrite": True, DELEGATE: bool(long_run)}

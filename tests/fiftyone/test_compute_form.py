@@ -28,6 +28,12 @@ def installed_plugin():
     fop.core._plugins_cache = None if hasattr(fop.core, "_plugins_cache") else None
 
 
+@pytest.fixture(autouse=True)
+def path_roots(monkeypatch, tmp_path_factory):
+    """The form takes paths under SEI_FIFTYONE_PATH_ROOTS only: here, pytest's temporary folders."""
+    monkeypatch.setenv("SEI_FIFTYONE_PATH_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     return save_tiny_clip_folder(tmp_path_factory.mktemp("tiny_clip"))
@@ -98,7 +104,7 @@ def test_a_local_checkpoint_folder_needs_no_architecture(dataset, tiny_folder):
     props = _form(dataset, model="checkpoint", checkpoint=tiny_folder)
     assert not props["checkpoint"].invalid and "arch" not in props
     props = _form(dataset, model="checkpoint", checkpoint=os.path.join(tiny_folder, "missing"))
-    assert props["checkpoint"].invalid and "No file or folder" in props["checkpoint"].error_message
+    assert props["checkpoint"].invalid and "Not a usable checkpoint" in props["checkpoint"].error_message
     props = _form(dataset, model="checkpoint", checkpoint=os.path.dirname(tiny_folder))
     assert props["checkpoint"].invalid and "open_clip_config.json" in props["checkpoint"].error_message
 
