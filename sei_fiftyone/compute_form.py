@@ -24,12 +24,12 @@ import os
 
 import fiftyone.operators.types as types
 
-from sei.constants import AUTO_SCORE, DEFAULT_FEATURE_SCORE, DEFAULT_SCORE, MAX_BRAIN_KEY_LENGTH
+from sei.constants import AUTO_SCORE, DEFAULT_FEATURE_SCORE, DEFAULT_SCORE
 from sei.scores import SCORES
 
 from .inputs import embeddings_fields
 from .model_choices import CHECKPOINT, MODEL_CHOICES, choice_names, weights_warning
-from .runs import DEFAULT_MODEL, EMBEDDINGS_MODEL, dataset_of
+from .runs import DEFAULT_MODEL, EMBEDDINGS_MODEL, check_brain_key_syntax, dataset_of
 
 #: Environment variable of the folders under which the App's forms take a path
 #: (``os.pathsep``-separated); unset: the home folder and the dataset's media folders.
@@ -174,15 +174,6 @@ def checked_path(path, roots):
     return real
 
 
-def check_brain_key_length(brain_key):
-    """Refuse a run key longer than :data:`sei.constants.MAX_BRAIN_KEY_LENGTH` characters
-    (ValueError): a longer one can make a MongoDB name too long for every later run."""
-    if isinstance(brain_key, str) and len(brain_key) > MAX_BRAIN_KEY_LENGTH:
-        raise ValueError(f"A brain key has at most {MAX_BRAIN_KEY_LENGTH} characters; this one has "
-                         f"{len(brain_key)}")
-    return brain_key
-
-
 def _arch_input(inputs):
     import open_clip
 
@@ -259,7 +250,7 @@ def compute_kwargs(params, samples=None):
     if model not in choice_names() + [CHECKPOINT, EMBEDDINGS_MODEL]:
         raise ValueError(f"model must be one of the form's choices {choice_names() + [CHECKPOINT, EMBEDDINGS_MODEL]}"
                          "; a local checkpoint goes in model='checkpoint', checkpoint=<path>")
-    check_brain_key_length(params.get("brain_key", "sei"))
+    check_brain_key_syntax(params.get("brain_key", "sei"))
     kwargs = dict(
         label_field=params["label_field"], brain_key=params.get("brain_key", "sei"), model=model,
         embeddings_field=params.get("embeddings_field") if model == EMBEDDINGS_MODEL else None,

@@ -16,12 +16,12 @@ import fiftyone.operators.types as types
 
 from . import core
 from .compute_form import SCORE_CHOICES, THRESHOLD_CHOICES, compute_kwargs, model_inputs, target_input  # noqa: F401
-from .compute_form import check_brain_key_length, training_inputs
+from .compute_form import training_inputs
 from .delegation import Delegable, delegate_input
 from .inputs import check_count, check_sample_ids, classification_fields
 from .relabel import DEFAULT_TAG, apply_suggestions, check_tag, suggest_relabels
 from .run_choice import brain_key_dropdown, sei_runs
-from .runs import field_names, validate_brain_key
+from .runs import check_brain_key_syntax, field_names, validate_brain_key
 
 
 def target_samples(ctx):
@@ -38,18 +38,15 @@ def _brain_key_input(ctx, inputs):
     overwrite = bool(ctx.params.get("overwrite", False))
     prop = inputs.str("brain_key", default="sei", label="Brain key",
                       description="Name of the run and of its score field")
-    try:
-        check_brain_key_length(brain_key)
+    try:  # letters, digits and _, at most MAX_BRAIN_KEY_LENGTH characters
+        check_brain_key_syntax(brain_key)
     except ValueError as e:
         prop.invalid, prop.error_message = True, str(e)
         return
     if brain_key in (ctx.dataset.list_brain_runs() if ctx.dataset is not None else []) and not overwrite:
         prop.invalid = True
         prop.error_message = f"Brain key '{brain_key}' already exists; choose another or tick 'overwrite'"
-    elif brain_key and not str(brain_key).isidentifier():
-        prop.invalid = True
-        prop.error_message = "A brain key must be a valid identifier (letters, digits, _)"
-    elif brain_key and ctx.dataset is not None:
+    elif ctx.dataset is not None:
         try:  # one rule for the form, execute() and compute_sei
             validate_brain_key(ctx.dataset, brain_key)
         except ValueError as e:

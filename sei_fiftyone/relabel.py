@@ -96,7 +96,11 @@ def suggest_relabels(samples, brain_key="sei", *, budget=100, tag=DEFAULT_TAG, f
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     budget = check_count(budget, "budget", minimum=0)
-    recovered(samples)
+    with writeback.exclusive(samples):  # tags are a write: one writer per dataset
+        return _suggest(samples, brain_key, budget, tag, flagged_only, method)
+
+
+def _suggest(samples, brain_key, budget, tag, flagged_only, method):
     check_tag(samples, brain_key, tag)
     score_field, flag_field, _ = field_names(brain_key)
     view = samples.exists(score_field)
@@ -174,7 +178,11 @@ def apply_suggestions(samples, brain_key="sei", *, label_field=None):
         ValueError: ``<label_field>_original`` exists and is not a ``Classification``
             field (its values are not labels this function wrote); nothing is written
     """
-    dataset = recovered(samples)
+    with writeback.exclusive(samples) as dataset:  # one writer per dataset
+        return _apply(samples, dataset, brain_key, label_field)
+
+
+def _apply(samples, dataset, brain_key, label_field):
     if label_field is None:
         label_field = dataset.get_brain_info(brain_key).config.label_field
     _, _, sugg_field = field_names(brain_key)

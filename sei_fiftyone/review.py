@@ -38,7 +38,8 @@ from .core import list_sei_runs
 from .delegation import DELEGATE
 from .inputs import check_count, check_sample_ids
 from .model_choices import CHECKPOINT, choice_names
-from .runs import EMBEDDINGS_MODEL, field_names, save_sorted_view
+from .runs import EMBEDDINGS_MODEL, field_names
+from .writeback import cutoff_completion, exclusive, flag_docs, journaled_write
 
 MAX_BINS = 60
 #: A run on images of more samples than this is delegated when run again: the demo's 2,000
@@ -127,29 +128,26 @@ def summary(dataset, brain_key):
 def set_cutoff(dataset, brain_key, cutoff):
     """Re-flag the run's samples at ``cutoff`` and record it in the run's results.
 
-    ``<brain_key>_mislabeled`` becomes ``score < cutoff`` on every scored sample, in one
-    server-side update through FiftyOne's public ``set_field(...).save()``; the score and
-    the suggestion are untouched, and samples without a score stay unflagged. The run's
+    ``<brain_key>_mislabeled`` becomes ``score < cutoff`` on every scored sample; the score
+    and the suggestion are untouched, and samples without a score keep their flag. The run's
     results get the new ``threshold`` and ``num_flagged`` (the first change keeps the
-    computed cutoff in ``computed_threshold``), and the saved view is rewritten. Repeating
-    a call gives the same result, so an interrupted one is repaired by calling it again.
+    computed cutoff in ``computed_threshold``), and the saved view is rewritten. One
+    journaled switch under the dataset's write lease
+    (:func:`sei_fiftyone.writeback.journaled_write`): a kill leaves the old cutoff or the new
+    one, flags and results in step.
 
     Returns:
         the number of flagged samples
     """
     cutoff = check_cutoff(cutoff)
-    _, results = _run(dataset, brain_key)
-    score_field, flag_field, _ = field_names(brain_key)
-    _scored(dataset, brain_key).set_field(flag_field, F(score_field) < cutoff).save(flag_field)
-    num_flagged = len(_flagged(dataset, brain_key))
-    if (results.threshold, results.num_flagged) != (cutoff, num_flagged):
-        if getattr(results, "computed_threshold", None) is None:
-            results.computed_threshold = float(results.threshold)
-        results.threshold = cutoff
-        results.num_flagged = num_flagged
-        results.save()
-    save_sorted_view(dataset.load_brain_view(brain_key), brain_key)  # as compute_sei saved it
-    return num_flagged
+    with exclusive(dataset):
+        _run(dataset, brain_key)
+        score_field, flag_field, _ = field_names(brain_key)
+        ids, scores = _scored(dataset, brain_key).values(["id", score_field])
+        flags = [bool(s < cutoff) for s in scores]
+        journaled_write(dataset, brain_key, {flag_field: "bool"}, flag_docs(flag_field, ids, flags),
+                        cutoff_completion(brain_key, cutoff, int(sum(flags))), remove_others=False)
+    return int(sum(flags))
 
 
 def confusion(dataset, brain_key):
@@ -236,6 +234,11 @@ def run_sample(dataset, brain_key, sample_id):
 
 
 def _decide(dataset, brain_key, sample_id, accepted):
+    with exclusive(dataset):
+        return _decide_one(dataset, brain_key, sample_id, accepted)
+
+
+def _decide_one(dataset, brain_key, sample_id, accepted):
     config, _ = _run(dataset, brain_key)
     sample_id = run_sample(dataset, brain_key, sample_id)
     sample = dataset.select([sample_id])

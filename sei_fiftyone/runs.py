@@ -21,16 +21,14 @@ import fiftyone as fo
 import fiftyone.core.brain as fob
 import fiftyone.core.runs as fors
 from fiftyone import ViewField as F
-from sei.constants import AUTO_SCORE, DEFAULT_HEAD  # noqa: F401  (DEFAULT_HEAD re-exported: one home, the core)
+from sei.constants import AUTO_SCORE, DEFAULT_HEAD, MAX_BRAIN_KEY_LENGTH  # noqa: F401  (DEFAULT_HEAD re-exported)
 
+from . import journal
 from .lease import writing
 
 DEFAULT_MODEL = "efficientnet-lite0"
 EMBEDDINGS_MODEL = "embeddings"
 SAVED_VIEW_SUFFIX = "_most_likely_mislabeled"
-#: The longest brain key: the names a run derives from it (fields, saved views, the comparison's
-#: run) must stay within MongoDB's and FiftyOne's name limits.
-MAX_BRAIN_KEY_LENGTH = 100
 CL_SUFFIX = "_cl"  # the confident-learning comparison of a run (sei_fiftyone.compare)
 CL_METHOD = "sei_confident_learning"
 
@@ -84,11 +82,14 @@ def save_sorted_view(samples, brain_key):
 
 
 def check_brain_key_syntax(brain_key):
-    """A brain key is an identifier of at most ``MAX_BRAIN_KEY_LENGTH`` characters (ValueError)."""
+    """A brain key is an identifier of at most :data:`sei.constants.MAX_BRAIN_KEY_LENGTH`
+    characters (ValueError): a longer one can make a MongoDB name too long for every later run.
+    The one rule of compute_sei, the App's form and its operators."""
+    if isinstance(brain_key, str) and len(brain_key) > MAX_BRAIN_KEY_LENGTH:
+        raise ValueError(f"A brain key has at most {MAX_BRAIN_KEY_LENGTH} characters; this one has "
+                         f"{len(brain_key)}")
     if not isinstance(brain_key, str) or not brain_key.isidentifier():
         raise ValueError(f"brain_key must be a valid identifier (letters, digits, _), got {brain_key!r}")
-    if len(brain_key) > MAX_BRAIN_KEY_LENGTH:
-        raise ValueError(f"brain_key has {len(brain_key)} characters; use at most {MAX_BRAIN_KEY_LENGTH}")
 
 
 def rename_targets_taken(dataset, brain_key, new_key):
@@ -235,28 +236,63 @@ def _delete_comparison_outputs(dataset, brain_key):
 
 
 _RENAMING = contextvars.ContextVar("sei_renaming_comparison", default=False)
+_FINISHING = contextvars.ContextVar("sei_finishing_an_intent", default=False)  # journal.py
 
 
 def rename_comparison(samples, brain_key, new_key):
     """Move the comparison of run ``brain_key`` to ``new_key``; called when the SEI run is
-    renamed (:meth:`SEI.rename`)."""
+    renamed (:meth:`SEI.rename`). Repeatable: a rename interrupted half-way is finished."""
     dataset = dataset_of(samples)
-    if not is_comparison_of(dataset, brain_key):
-        return
     old, new = comparison_names(brain_key), comparison_names(new_key)
+    runs = dataset.list_runs()
+    moved = new.run_key in runs and getattr(dataset.get_run_info(new.run_key).config, "brain_key", None) in (
+        brain_key, new_key) and dataset.get_run_info(new.run_key).config.method == CL_METHOD
+    if not (is_comparison_of(dataset, brain_key) or moved):
+        return
     schema = dataset.get_field_schema()
-    dataset.rename_sample_fields({o: n for o, n in zip(old[:2], new[:2]) if o in schema})
-    token = _RENAMING.set(True)
-    try:
-        dataset.rename_run(old.run_key, new.run_key)
-    finally:
-        _RENAMING.reset(token)
+    mapping = {o: n for o, n in zip(old[:2], new[:2]) if o in schema and n not in schema}
+    if mapping:
+        dataset.rename_sample_fields(mapping)
+    if not moved:
+        token = _RENAMING.set(True)
+        try:
+            dataset.rename_run(old.run_key, new.run_key)
+        finally:
+            _RENAMING.reset(token)
     config = dataset.get_run_info(new.run_key).config
-    config.brain_key = new_key
-    dataset.update_run_config(new.run_key, config)
+    if config.brain_key != new_key:
+        config.brain_key = new_key
+        dataset.update_run_config(new.run_key, config)
     if dataset.has_saved_view(old.view):
         dataset.delete_saved_view(old.view)
     save_disagreement_view(dataset, new_key)
+
+
+def finish_delete(dataset, key):
+    """Finish deleting SEI run ``key`` if FiftyOne did not (a kill during ``delete_brain_run``);
+    returns whether there was anything left to do."""
+    if key not in dataset.list_brain_runs(type=SEI):
+        return False
+    token = _FINISHING.set(True)
+    try:
+        dataset.delete_brain_run(key)
+    finally:
+        _FINISHING.reset(token)
+    return True
+
+
+def finish_rename(dataset, key, new_key):
+    """Finish renaming SEI run ``key`` to ``new_key`` if FiftyOne did not (a kill during
+    ``rename_brain_run``); returns whether there was anything left to do."""
+    runs = dataset.list_brain_runs(type=SEI)
+    if key not in runs or new_key in dataset.list_brain_runs():
+        return False
+    token = _FINISHING.set(True)
+    try:
+        dataset.rename_brain_run(key, new_key)
+    finally:
+        _FINISHING.reset(token)
+    return True
 
 
 def _recordable(value):
@@ -360,6 +396,8 @@ class SEI(fob.BrainMethod):
     def cleanup(self, samples, key):
         dataset = dataset_of(samples)
         with writing(dataset):
+            if not _FINISHING.get():  # FiftyOne deletes the run's document after this returns
+                journal.record(dataset, "delete", key=key)
             delete_comparison(dataset, key)  # the comparison is derived from the run: it goes with it
             schema = dataset.get_field_schema()
             existing = [f for f in field_names(key) if f in schema]
@@ -375,20 +413,24 @@ class SEI(fob.BrainMethod):
             check_brain_key_syntax(new_key)
         except ValueError as e:
             raise RenameRefused(f"Cannot rename SEI run '{key}' to '{new_key}': {e}") from None
-        taken = rename_targets_taken(dataset, key, new_key)
-        if taken:
-            raise RenameRefused(
-                f"Cannot rename SEI run '{key}' to '{new_key}': the {', '.join(taken)} already exist(s) and "
-                f"are not this run's (the run would write into them and delete them with itself). Nothing "
-                "was renamed; choose another key, or rename or delete those first")
         with writing(dataset):
+            finishing = _FINISHING.get()  # then the new names half-moved are the run's own
+            taken = [] if finishing else rename_targets_taken(dataset, key, new_key)
+            if taken:
+                raise RenameRefused(
+                    f"Cannot rename SEI run '{key}' to '{new_key}': the {', '.join(taken)} already exist(s) and "
+                    f"are not this run's (the run would write into them and delete them with itself). Nothing "
+                    "was renamed; choose another key, or rename or delete those first")
+            if not finishing:  # FiftyOne renames the run's document after this returns
+                journal.record(dataset, "rename", key=key, new_key=new_key)
             schema = dataset.get_field_schema()
-            mapping = {o: n for o, n in zip(field_names(key), field_names(new_key)) if o in schema}
+            mapping = {o: n for o, n in zip(field_names(key), field_names(new_key)) if o in schema and n not in schema}
             if mapping:
                 dataset.rename_sample_fields(mapping)
             old = saved_view_name(key)
             if dataset.has_saved_view(old):
                 dataset.delete_saved_view(old)
+            if field_names(new_key)[0] in dataset.get_field_schema():
                 save_sorted_view(dataset, new_key)
             rename_comparison(dataset, key, new_key)
 

@@ -35,8 +35,10 @@ import fiftyone.core.odm as foo
 import fiftyone.core.runs as fors
 import fiftyone.core.view as fov
 
+from . import journal
 from .lease import DatasetBusyError, held, writing
-from .runs import comparison_names, dataset_of, field_names, save_disagreement_view, save_sorted_view
+from .runs import (comparison_names, dataset_of, field_names, finish_delete, finish_rename, save_disagreement_view,
+                   save_sorted_view)
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +130,12 @@ def write_values(samples, brain_key, ids, scores, flags, suggestions, *, embeddi
     journaled_write(samples, brain_key, kinds, docs, completion)
 
 
-def journaled_write(samples, key, kinds, docs, completion=None):
+def journaled_write(samples, key, kinds, docs, completion=None, *, remove_others=True):
     """Switch the fields ``kinds`` (name -> "float", "bool", "classification", "vector") of
     the dataset to ``docs`` (one document per sample: ``_id`` and the fields), then complete
     the write (``completion``: what :func:`_complete` registers), as one journaled change
-    under the dataset's lease (see "The protocol"). Samples holding one of the fields that
-    are not in ``docs`` lose them."""
+    under the dataset's lease (see "The protocol"). With ``remove_others``, samples holding
+    one of the fields that are not in ``docs`` lose them."""
     with exclusive(samples) as dataset:
         lease = held(dataset)
         meta = {"_id": "meta", "dataset": dataset._sample_collection_name, "brain_key": key, "kinds": kinds,
@@ -147,7 +149,7 @@ def journaled_write(samples, key, kinds, docs, completion=None):
             try:
                 if docs:
                     tmp.insert_many(docs, ordered=False)
-                _backup_previous(dataset, tmp, list(kinds), len(docs) < len(dataset))
+                _backup_previous(dataset, tmp, list(kinds), remove_others and len(docs) < len(dataset))
                 _phase("staged")
             except BaseException:
                 _drop(tmp)
@@ -224,10 +226,32 @@ def comparison_completion(brain_key, config, results):
             "results": json_util.dumps(results.serialize())}
 
 
+def flag_docs(flag_field, ids, flags):
+    """Sample documents setting one bool field (the review desk's cutoff)."""
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    return [{"_id": ObjectId(_id), flag_field: bool(f), "last_modified_at": now} for _id, f in zip(ids, flags)]
+
+
+def cutoff_completion(brain_key, cutoff, num_flagged):
+    """What records a cutoff moved by the review desk in the run's results."""
+    return {"kind": "cutoff", "key": brain_key, "cutoff": float(cutoff), "num_flagged": int(num_flagged)}
+
+
 def _complete(dataset, completion):
     """Register what the values belong to (repeatable): an SEI brain run with its results
-    and saved view, or a comparison's custom run and saved view."""
+    and saved view, a comparison's custom run and saved view, or a moved cutoff."""
     key = completion.get("key") or completion.get("brain_key")
+    if completion.get("kind") == "cutoff":
+        results = dataset.load_brain_results(key, cache=False)
+        cutoff, num_flagged = completion["cutoff"], completion["num_flagged"]
+        if (results.threshold, results.num_flagged) != (cutoff, num_flagged):
+            if getattr(results, "computed_threshold", None) is None:
+                results.computed_threshold = float(results.threshold)
+            results.threshold, results.num_flagged = cutoff, num_flagged
+            results.save()
+        _phase("registered")
+        save_sorted_view(dataset.load_brain_view(key), key)  # as compute_sei saved it
+        return
     if completion.get("kind", "sei") == "cl":
         config = fors.RunConfig.from_dict(json.loads(completion["config"]))
         run_key = comparison_names(key).run_key
@@ -285,6 +309,7 @@ def _recover(dataset, lease):
         if meta is not None and meta.get("dataset") != dataset._sample_collection_name:
             if db.datasets.find_one({"sample_collection_name": meta.get("dataset")}, {"_id": 1}) is not None:
                 continue  # another dataset's: repaired by its own next writer
+            journal.forget_dataset(meta.get("dataset"))
         elif meta is not None:
             if meta.get("owner") == lease.token and name in _ACTIVE:
                 continue  # this thread's write in progress
@@ -300,7 +325,45 @@ def _recover(dataset, lease):
                 _roll_forward(dataset, tmp, meta)
             repaired.append(meta["brain_key"])
         _drop(tmp)
+    repaired += _finish_intents(dataset)
     return repaired
+
+
+def _finish_intents(dataset):
+    """Finish the deletions and renames of runs that FiftyOne did not (:mod:`.journal`)."""
+    intents = journal.pending(dataset)
+    if not intents:
+        return []
+    repair_run_refs(dataset)
+    done = []
+    for intent in intents:
+        op, args = intent.get("op"), intent.get("args", {})
+        finish = {"delete": finish_delete, "rename": finish_rename}.get(op)
+        if finish is not None and finish(dataset, **args):
+            logger.warning("Finished the interrupted %s of SEI run '%s'", op, args.get("key"))
+            done.append(args.get("key"))
+        journal.forget(intent["_id"])
+    return done
+
+
+def repair_run_refs(dataset):
+    """Drop the dataset's references to run documents that no longer exist (a kill inside
+    FiftyOne's ``delete_brain_run`` / ``delete_run`` between deleting the run's document and
+    saving the dataset's); returns whether anything was repaired."""
+    db = _db()
+    doc = db.datasets.find_one({"_id": dataset._doc.id}, {"runs": 1, "brain_methods": 1})
+    unset = {}
+    for field in ("runs", "brain_methods"):
+        refs = (doc or {}).get(field) or {}
+        ids = [v for v in refs.values() if v is not None]
+        found = {d["_id"] for d in db.runs.find({"_id": {"$in": ids}}, {"_id": 1})}
+        unset.update({f"{field}.{k}": "" for k, v in refs.items() if v not in found})
+    if not unset:
+        return False
+    logger.warning("Dropping references to deleted runs of dataset '%s': %s", dataset.name, sorted(unset))
+    db.datasets.update_one({"_id": dataset._doc.id}, {"$unset": unset})
+    dataset.reload()
+    return True
 
 
 def _db():

@@ -5,6 +5,7 @@ import os
 import pytest
 
 import fiftyone as fo
+import fiftyone.core.brain as fob
 import fiftyone.operators as foo
 import fiftyone.plugins as fop
 from fiftyone.operators.delegated import DelegatedOperationService
@@ -151,8 +152,7 @@ def test_suggest_relabels_without_embeddings_takes_the_lowest_scores(dataset):
     sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=5)
     info = dataset.get_brain_info("sei")
     info.config.embeddings_field = None  # as for a run on the images
-    dataset._doc.brain_methods["sei"].config = info.config.serialize()
-    dataset.save()
+    fob.BrainMethod.update_run_config(dataset, "sei", info.config)
     ids = sfo.suggest_relabels(dataset, budget=6, tag="low")
     assert ids == sfo.sorted_view(dataset, flagged_only=False).limit(6).values("id")
 
