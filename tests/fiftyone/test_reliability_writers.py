@@ -233,7 +233,19 @@ _KILLED = textwrap.dedent("""
         open(flag, "w").close()
         time.sleep(600)
 
-    if where == "save_view:after_delete":  # the old view's document deleted, the list not saved
+    if where.startswith("after:"):  # pause right after a call returns: after:<module>:<Class.method>
+        import importlib
+        module, attr = where[len("after:"):].split(":")
+        owner_name, method = attr.rsplit(".", 1)
+        owner = importlib.import_module(module)
+        for part in owner_name.split("."):
+            owner = getattr(owner, part)
+        orig = getattr(owner, method)
+        def paused(*a, **k):
+            out = orig(*a, **k)
+            pause()
+        setattr(owner, method, paused)
+    elif where == "save_view:after_delete":  # the old view's document deleted, the list not saved
         orig = foodm.SavedViewDocument.delete
         def delete(self, *a, **k):
             orig(self, *a, **k)
@@ -249,8 +261,15 @@ _KILLED = textwrap.dedent("""
         writeback._phase = lambda p: pause() if p == where else None
     if what == "run":
         sfo.compute_sei(ds, "ground_truth", embeddings_field="embedding", epochs=6, progress=False)
-    else:
+    elif what == "compare":
         sfo.compare_with_confident_learning(ds, "sei", folds=4)
+    elif what == "cutoff":
+        from sei_fiftyone import review
+        review.set_cutoff(ds, "sei", -0.05)
+    elif what == "delete":
+        ds.delete_brain_run("sei")
+    elif what == "rename":
+        ds.rename_brain_run("sei", "moved")
     print("finished without a kill", flush=True)
 """)
 
@@ -329,3 +348,54 @@ def test_a_stale_journal_whose_pid_is_reused_is_repaired_before_the_next_write(d
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.mark.parametrize("where", ["after:sei_fiftyone.runs:SEI.cleanup",
+                                   "after:fiftyone.core.dataset:Dataset.delete_sample_fields",
+                                   "after:fiftyone.core.odm:RunDocument.delete"])
+def test_a_kill_inside_delete_brain_run_is_finished_by_the_next_writer(dataset, tmp_path, where):
+    dataset.persistent = True
+    sfo.compute_sei(dataset, "ground_truth", **RUN)
+    sfo.compare_with_confident_learning(dataset, "sei", folds=3)
+    run_and_kill(dataset, "delete", where, tmp_path)
+    assert sfo.recover_interrupted_writes(dataset) in (["sei"], [])
+    ds = _consistent(dataset)
+    assert ds.list_brain_runs() == [] and ds.list_runs() == [] and ds.list_saved_views() == []
+    assert not [f for f in ds.get_field_schema() if f.startswith("sei")]
+    assert foodm.get_db_conn()[ds._sample_collection_name].count_documents({"sei": {"$exists": True}}) == 0
+
+
+@pytest.mark.parametrize("where", ["after:sei_fiftyone.runs:SEI.rename",
+                                   "after:fiftyone.core.dataset:Dataset.rename_sample_fields",
+                                   "after:fiftyone.core.dataset:Dataset.delete_saved_view"])
+def test_a_kill_inside_rename_brain_run_is_finished_by_the_next_writer(dataset, tmp_path, where):
+    dataset.persistent = True
+    sfo.compute_sei(dataset, "ground_truth", **RUN)
+    sfo.compare_with_confident_learning(dataset, "sei", folds=3)
+    flags = dataset.values("sei_mislabeled")
+    run_and_kill(dataset, "rename", where, tmp_path)
+    assert sfo.recover_interrupted_writes(dataset) == ["sei"]
+    ds = _consistent(dataset)
+    assert ds.list_brain_runs() == ["moved"] and ds.list_runs() == ["moved_cl"]
+    assert ds.values("moved_mislabeled") == flags
+    assert sorted(ds.list_saved_views()) == ["moved_cl_disagreements", "moved_most_likely_mislabeled"]
+    assert sfo.get_comparison(ds, "moved")["n_compared"] == len(ds)
+    assert not [f for f in ds.get_field_schema() if f.startswith("sei")]
+
+
+@pytest.mark.parametrize("where", ["staged", "switched", "registered"])
+def test_a_kill_while_moving_the_cutoff_leaves_flags_and_results_in_step(dataset, tmp_path, where):
+    dataset.persistent = True
+    sfo.compute_sei(dataset, "ground_truth", **RUN)
+    assert dataset.load_brain_results("sei", cache=False).threshold != -0.05
+    run_and_kill(dataset, "cutoff", where, tmp_path)
+    sfo.recover_interrupted_writes(dataset)
+    ds = _consistent(dataset)
+    res = ds.load_brain_results("sei", cache=False)
+    scores, flags = ds.values(["sei", "sei_mislabeled"])
+    if where == "staged":
+        assert res.computed_threshold is None  # the old cutoff
+    else:
+        assert res.threshold == -0.05 and res.computed_threshold is not None  # the new one
+    assert flags == [s < res.threshold for s in scores] and res.num_flagged == sum(flags)
+    assert ds.load_saved_view("sei_most_likely_mislabeled").values("id") == sfo.sorted_view(ds).values("id")
