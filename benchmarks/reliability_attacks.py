@@ -9,8 +9,9 @@ readable, each saved view exists once and loads, and no journal is left.
 
 ``kills``: a process runs one write path (``compute_sei`` over a previous run, a comparison
 with confident learning over a previous one, the review desk's cutoff, deleting a run,
-renaming a run) and is killed with SIGKILL at a random moment after it took the dataset's
-write lease (uniform over the path's measured duration). The next writer's repair runs; a
+renaming a run) and is killed with SIGKILL at a random moment of its write: uniform between
+the moment it takes the dataset's write lease for the write and the end of the path, as
+measured on an unkilled run. The next writer's repair runs; a
 trial passes when the dataset loads, every saved view loads once, and the path's state is
 exactly the old one or the new one (the new one computed beforehand by the same write,
 unkilled, on a clone).
@@ -137,7 +138,7 @@ def concurrent(trials):
 
 # ----------------------------------------------------------------------------------------- kills
 _KILLED = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     import fiftyone as fo
     import sei_fiftyone as sfo
     import sei_fiftyone.lease as lease
@@ -146,15 +147,19 @@ _KILLED = textwrap.dedent("""
     name, path, flag = sys.argv[1:4]
     ds = fo.load_dataset(name)
     orig = lease.Lease.acquire
+    taken = [0, 0.0]
 
-    def acquire(self, *a, **k):
+    def acquire(self, *a, **k):  # the n-th time this process takes the lease, written to `flag`
         out = orig(self, *a, **k)
-        open(flag, "w").close()
+        taken[0] += 1
+        taken[1] = time.time()
+        with open(flag + ".tmp", "w") as f:
+            f.write(str(taken[0]))
+        os.replace(flag + ".tmp", flag)
         return out
     lease.Lease.acquire = acquire
-    t0 = time.time()
     PATHS[path](ds)
-    print("duration", time.time() - t0, flush=True)
+    print("acquires", taken[0], "duration", time.time() - taken[1], flush=True)
 """)
 
 _PATHS = textwrap.dedent("""
@@ -209,19 +214,23 @@ def state(ds):
     return out
 
 
-def _run_path(ds, path, delay=None, flag=None):
-    cmd = [sys.executable, "-c", _PATHS + _KILLED, ds.name, path, str(flag or "/dev/null")]
+def _run_path(ds, path, flag, delay=None, acquires=None):
+    """Run a write path in a process; unkilled (``delay`` None): its number of lease acquisitions
+    and the seconds from the last one to the end. Else kill it ``delay`` seconds after its
+    ``acquires``-th acquisition (the write's own)."""
+    cmd = [sys.executable, "-c", _PATHS + _KILLED, ds.name, path, str(flag)]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if delay is None:
         out = proc.communicate(timeout=600)[0]
         if proc.returncode:
             raise RuntimeError(out[-2000:])
-        return float(out.rsplit("duration", 1)[1])
+        tail = out.rsplit("acquires", 1)[1].split()
+        return int(tail[0]), float(tail[2])
     deadline = time.time() + 300
-    while not Path(flag).exists():
+    while not (Path(flag).exists() and Path(flag).read_text() == str(acquires)):
         if proc.poll() is not None or time.time() > deadline:
-            return "finished before the lease"
-        time.sleep(0.01)
+            return "finished before the write"
+        time.sleep(0.002)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -235,11 +244,11 @@ def kills(trials, seed=0):
     paths = ["run", "compare", "cutoff", "delete", "rename"]
     tmp = Path(tempfile.mkdtemp(prefix="sei-kills-"))
     # the new state of each path, and its duration, from one unkilled write on a fresh copy
-    reference, durations = {}, {}
+    reference, durations, acquires = {}, {}, {}
     for path in paths:
         ds = _prepare(f"ref-{path}", 0)
         old = state(ds)
-        durations[path] = _run_path(ds, path)
+        acquires[path], durations[path] = _run_path(ds, path, tmp / f"ref-{path}")
         reference[path] = (old, state(ds))
         ds.delete()
     counts = {p: [0, 0, 0, 0] for p in paths}  # trials, old, new, broken
@@ -250,7 +259,7 @@ def kills(trials, seed=0):
         old, new = reference[path]
         flag = tmp / f"flag-{t}"
         delay = rng.uniform(0, durations[path])
-        _run_path(ds, path, delay, flag)
+        _run_path(ds, path, flag, delay, acquires[path])
         repaired = sfo.recover_interrupted_writes(ds, wait=120)
         problems = consistent(ds)
         now = state(ds) if not problems else None
@@ -267,14 +276,14 @@ def kills(trials, seed=0):
         print(path, f"{delay:.2f}", "old" if now == old else "new" if now == new else f"BROKEN {failures[-1]}",
               flush=True)
         ds.delete()
-    lines = ["| write path | duration unkilled (s) | kills | old state | new state | neither |",
+    lines = ["| write path | write under the lease, unkilled (s) | kills | old state | new state | neither |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {p} | {durations[p]:.2f} | {c[0]} | {c[1]} | {c[2]} | {c[3]} |" for p, c in counts.items()]
     tot = np.sum(list(counts.values()), axis=0)
     lines.append(f"| **all** | | {tot[0]} | {tot[1]} | {tot[2]} | {tot[3]} |")
     if failures:
         lines += ["", "Failures:", ""] + [f"- {f}" for f in failures]
-    _write_section("kills", f"SIGKILL at a uniform random moment of each write path after it took the lease "
+    _write_section("kills", f"SIGKILL at a uniform random moment of each write path's write (under the lease) "
                    f"({N} samples; seed {seed}); then the next writer's repair", lines)
 
 

@@ -24,6 +24,7 @@ import fiftyone.operators.types as types
 
 from . import review
 from .inputs import check_count
+from .lease import DatasetBusyError
 from .relabel import recovered
 from .run_choice import sei_runs
 
@@ -45,7 +46,7 @@ def get_comparison(dataset, brain_key):
 def _reported(method):
     """A callback: repair an interrupted write first (:func:`~sei_fiftyone.relabel.recovered`),
     and show a bad input (ValueError / TypeError from :mod:`.review` and the input checks)
-    as an App notification."""
+    as an App notification, as is a dataset another process kept writing for the whole wait."""
 
     @functools.wraps(method)
     def wrapper(self, ctx):
@@ -53,7 +54,7 @@ def _reported(method):
             if ctx.dataset is not None:
                 recovered(ctx.dataset)
             return method(self, ctx)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, DatasetBusyError) as e:
             ctx.ops.notify(str(e), variant="error")
 
     return wrapper

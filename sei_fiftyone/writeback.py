@@ -315,7 +315,7 @@ def _recover(dataset, lease):
                 continue  # this thread's write in progress
             phase = meta.get("phase")
             if phase in ("switch", "run"):
-                repair_saved_views(dataset)
+                repair_references(dataset)
             if phase == "switch":
                 logger.warning("Rolling back the interrupted write of '%s' (previous values restored)",
                                meta["brain_key"])
@@ -334,7 +334,7 @@ def _finish_intents(dataset):
     intents = journal.pending(dataset)
     if not intents:
         return []
-    repair_run_refs(dataset)
+    repair_references(dataset)
     done = []
     for intent in intents:
         op, args = intent.get("op"), intent.get("args", {})
@@ -346,61 +346,35 @@ def _finish_intents(dataset):
     return done
 
 
-def repair_run_refs(dataset):
-    """Drop the dataset's references to run documents that no longer exist (a kill inside
-    FiftyOne's ``delete_brain_run`` / ``delete_run`` between deleting the run's document and
-    saving the dataset's); returns whether anything was repaired."""
-    db = _db()
-    doc = db.datasets.find_one({"_id": dataset._doc.id}, {"runs": 1, "brain_methods": 1})
-    unset = {}
-    for field in ("runs", "brain_methods"):
-        refs = (doc or {}).get(field) or {}
-        ids = [v for v in refs.values() if v is not None]
-        found = {d["_id"] for d in db.runs.find({"_id": {"$in": ids}}, {"_id": 1})}
-        unset.update({f"{field}.{k}": "" for k, v in refs.items() if v not in found})
-    if not unset:
-        return False
-    logger.warning("Dropping references to deleted runs of dataset '%s': %s", dataset.name, sorted(unset))
-    db.datasets.update_one({"_id": dataset._doc.id}, {"$unset": unset})
-    dataset.reload()
-    return True
-
-
 def _db():
     """FiftyOne's database (a pymongo ``Database``)."""
     return foo.get_db_conn()
 
 
-def repair_saved_views(dataset):
-    """Make the dataset's saved-view list consistent after a kill inside ``save_view`` /
-    ``delete_saved_view``: references to deleted view documents are removed, a name held twice
-    keeps its last view, and the duplicates' documents are deleted. Returns whether anything
-    was repaired. Views nobody references are left alone (another FiftyOne user may be saving
-    one); the interrupted write's completion saves its own view again."""
+def repair_references(dataset):
+    """Make the dataset's lists of saved views and runs consistent after a kill inside one of
+    FiftyOne's own calls (``save_view``, ``delete_saved_view``, ``register_run``,
+    ``delete_brain_run``): FiftyOne's repairs (``patch_saved_views``, ``patch_brain_runs``,
+    ``patch_runs``: references to deleted documents dropped, unreferenced ones of the dataset
+    put back), then a saved-view name held twice keeps its last view. The interrupted change's
+    own completion then writes its view and run again."""
+    import fiftyone.core.odm.database as food
+
+    for patch in (food.patch_saved_views, food.patch_brain_runs, food.patch_runs):
+        patch(dataset.name)
     db = _db()
-    doc = db.datasets.find_one({"_id": dataset._doc.id}, {"saved_views": 1})
-    refs = list((doc or {}).get("saved_views") or [])
-    views = {v["_id"]: v for v in db.views.find({"_id": {"$in": refs}}, {"name": 1, "slug": 1})}
-    keep, names, extra = [], set(), []
+    refs = list((db.datasets.find_one({"_id": dataset._doc.id}, {"saved_views": 1}) or {}).get("saved_views") or [])
+    names = {v["_id"]: v.get("name") for v in db.views.find({"_id": {"$in": refs}}, {"name": 1})}
+    keep, seen, extra = [], set(), []
     for ref in reversed(refs):
-        view = views.get(ref)
-        if view is None:
-            continue  # dangling: its document was deleted
-        if view.get("name") in names or view.get("slug") in names:
-            extra.append(ref)
-            continue
-        names.update((view.get("name"), view.get("slug")))
-        keep.append(ref)
-    keep.reverse()
-    if keep == refs:
-        return False
-    logger.warning("Repairing the saved-view list of dataset '%s' (%d stale reference(s))",
-                   dataset.name, len(refs) - len(keep))
-    db.datasets.update_one({"_id": dataset._doc.id}, {"$set": {"saved_views": keep}})
+        (extra if names.get(ref) in seen else keep).append(ref)
+        seen.add(names.get(ref))
     if extra:
+        logger.warning("Dataset '%s': saved view(s) %s held twice; keeping the last", dataset.name,
+                       sorted({names[r] for r in extra}))
+        db.datasets.update_one({"_id": dataset._doc.id}, {"$set": {"saved_views": keep[::-1]}})
         db.views.delete_many({"_id": {"$in": extra}})
     dataset.reload()
-    return True
 
 
 def _backup_previous(dataset, tmp, fields, partial):

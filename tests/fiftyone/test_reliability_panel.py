@@ -346,3 +346,40 @@ def test_a_brain_key_longer_than_the_limit_is_refused_by_the_form(dataset):
             label_field="ground_truth", model="embeddings", embeddings_field="embedding", epochs=1, brain_key=key))
     dataset.reload()
     assert dataset.list_brain_runs() == []
+
+
+# forged input, at random ------------------------------------------------------------------------
+
+_CALLBACKS = ["on_refresh", "on_change_run", "on_cutoff", "on_reset_cutoff", "on_cell_click", "on_next_batch",
+              "on_show_queue", "on_accept", "on_reject", "on_skip", "on_show_disagreements"]
+
+
+def _junk(rng, ids):
+    pool = [None, "", "x", "0" * 24, "f" * 24, ids[0], ids[0][:-1] + "z", -1, 0, 2.5, 1e308, float("nan"),
+            True, [], [ids[1], "junk"], {"$gt": ""}, "sei", "ground_truth", "k" * 2000, ["0" * 24] * 3,
+            {"given": "red", "suggested": {"$ne": 1}}]
+    return pool[rng.integers(len(pool))]
+
+
+def test_forged_panel_input_at_random_is_a_message_never_a_traceback(run):
+    """200 callbacks with forged state and parameters (ids, keys, cutoffs, batch sizes, queues,
+    cells, operator-injection dicts): every one answers without an error result (a bad value
+    is a notification), and the run's values are those a valid callback could leave."""
+    rng = np.random.default_rng(21)
+    ids = run.values("id")
+    scores = run.values("sei")
+    answered = notified = 0
+    for _ in range(200):
+        p = Panel(run)
+        p.state.update(brain_key=rng.choice(["sei", None]) if rng.random() < 0.7 else _junk(rng, ids),
+                       cutoff=_junk(rng, ids) if rng.random() < 0.5 else float(rng.normal()),
+                       budget=_junk(rng, ids), queue=_junk(rng, ids), cell=_junk(rng, ids))
+        method = _CALLBACKS[rng.integers(len(_CALLBACKS))]
+        p(method, sample_id=_junk(rng, ids), value=_junk(rng, ids), x=_junk(rng, ids), y=_junk(rng, ids))
+        answered += 1
+        notified += bool(_notified(p))
+    assert answered == 200 and notified > 50
+    run.reload()
+    assert run.values("sei") == scores  # scores are never written by the desk
+    cutoff, in_step = _in_step(run)
+    assert in_step
