@@ -104,11 +104,12 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def concurrent(trials):
-    import sei_fiftyone as sfo
+KEY_SETS = {"two": ("a", "b"), "one": ("sei", "sei")}
 
+
+def concurrent(trials, which=("two", "one")):
     rows = []
-    for keys in (("a", "b"), ("sei", "sei")):
+    for keys in (KEY_SETS[w] for w in which):
         ok = 0
         failures = []
         for t in range(trials):
@@ -132,8 +133,8 @@ def concurrent(trials):
         print(rows[-1], flush=True)
     lines = ["| keys | trials | nothing lost | failures |", "| --- | ---: | ---: | --- |"]
     lines += [f"| {k} | {n} | {ok} | {f or '-'} |" for k, n, ok, f in rows]
-    _write_section("concurrent", "Two `compute_sei` processes started together on one dataset "
-                   f"({N} samples, 8-d embeddings; epochs 3 and 4)", lines)
+    _write_section("concurrent-" + "-".join(which), "Two `compute_sei` processes started together on one "
+                   f"dataset ({N} samples, 8-d embeddings; epochs 3 and 4)", lines)
 
 
 # ----------------------------------------------------------------------------------------- kills
@@ -310,6 +311,8 @@ def main(argv=None):
     ap.add_argument("mode", choices=["concurrent", "kills"])
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keys", choices=["two", "one", "both"], default="both",
+                    help="concurrent: two runs with two keys, with one key, or both")
     args = ap.parse_args(argv)
     from sei_fiftyone.db import temporary_mongod
 
@@ -319,7 +322,7 @@ def main(argv=None):
         os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
         os.environ["FIFTYONE_SHOW_PROGRESS_BARS"] = "false"
         if args.mode == "concurrent":
-            concurrent(args.trials)
+            concurrent(args.trials, ("two", "one") if args.keys == "both" else (args.keys,))
         else:
             kills(args.trials, args.seed)
 
