@@ -113,7 +113,10 @@ class RecorderState:
         return mm
 
     def _all_reduce_epoch(self):
-        """Sum the epoch accumulators over the ranks of an initialised torch.distributed group."""
+        """Merge the epoch over the ranks of an initialised torch.distributed group: the
+        accumulators are summed (so a sample seen on several ranks, e.g. DDP's padding, has
+        every update counted), labels taken from any rank that saw the sample, and each
+        sample's latest probabilities from the highest rank that saw it this epoch."""
         dist_mod = sys.modules.get("torch.distributed")  # never import torch ourselves
         if dist_mod is None or not dist_mod.is_available() or not dist_mod.is_initialized():
             return
@@ -121,17 +124,21 @@ class RecorderState:
             return
         import torch
 
-        tensor = torch.from_numpy(self._acc.ravel())
-        if dist_mod.get_backend() == "nccl":
-            tensor = tensor.cuda()
-        dist_mod.all_reduce(tensor, op=dist_mod.ReduceOp.SUM)
-        self._acc[:] = tensor.cpu().numpy().reshape(self._acc.shape)
-        # Labels are per-rank: take, for each sample, the label from any rank that saw it.
-        lab = torch.from_numpy(self.labels.copy())
-        if dist_mod.get_backend() == "nccl":
-            lab = lab.cuda()
-        dist_mod.all_reduce(lab, op=dist_mod.ReduceOp.MAX)
-        self.labels[:] = lab.cpu().numpy()
+        device = "cuda" if dist_mod.get_backend() == "nccl" else "cpu"
+
+        def reduce(array, op):
+            tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+            dist_mod.all_reduce(tensor, op=op)
+            return tensor.cpu().numpy()
+
+        rank = dist_mod.get_rank()
+        seen_here = self._acc[:, self._layout.column("count")] > 0
+        self._acc[:] = reduce(self._acc.ravel(), dist_mod.ReduceOp.SUM).reshape(self._acc.shape)
+        self.labels[:] = reduce(self.labels, dist_mod.ReduceOp.MAX)
+        owner = reduce(np.where(seen_here, rank + 1, 0).astype(np.int64), dist_mod.ReduceOp.MAX)
+        rows = np.flatnonzero(owner > 0)  # the same on every rank
+        mine = (owner[rows] == rank + 1)[:, None]
+        self.last_probs[rows] = reduce(np.where(mine, self.last_probs[rows], 0.0), dist_mod.ReduceOp.SUM)
 
     def state_dict(self) -> dict:
         """All state as numpy arrays and scalars (for checkpoints); copies."""
@@ -206,20 +213,24 @@ class RecorderState:
         return self
 
     def _restored_accumulator(self, state) -> np.ndarray:
-        """The saved (N, fields + K) accumulator, its columns matched to this layout by name."""
+        """The saved (N, fields [+ K]) accumulator, its columns matched to this layout by name
+        (the K probability columns, which states saved before this version always hold, are
+        kept only where this recorder keeps them: with ``history_path``)."""
         acc = np.array(state["epoch_acc"], dtype=np.float64)
         saved = str(state["epoch_fields"]).split(",") if "epoch_fields" in state else list(_LEGACY_EPOCH_FIELDS)
         fields, n, k = self._layout.fields, self.num_samples, self.num_classes
-        if acc.shape != (n, len(saved) + k):
-            raise ValueError(f"epoch_acc has shape {acc.shape}, expected ({n}, {len(saved) + k}) for fields "
-                             f"{', '.join(saved)} and {k} classes; the state is damaged.")
-        if list(fields) == saved:
+        if acc.ndim != 2 or acc.shape[0] != n or acc.shape[1] not in (len(saved), len(saved) + k):
+            raise ValueError(f"epoch_acc has shape {acc.shape}, expected ({n}, {len(saved)}) or ({n}, "
+                             f"{len(saved) + k}) for fields {', '.join(saved)} and {k} classes; the state is damaged.")
+        width = len(fields) + (k if self._keep_epoch_probs else 0)
+        if list(fields) == saved and acc.shape[1] == width:
             return acc
-        out = np.zeros((n, len(fields) + k))
+        out = np.zeros((n, width))
         for i, f in enumerate(fields):
             if f in saved:
                 out[:, i] = acc[:, saved.index(f)]
-        out[:, len(fields):] = acc[:, len(saved):]
+        if self._keep_epoch_probs and acc.shape[1] == len(saved) + k:
+            out[:, len(fields):] = acc[:, len(saved):]
         return out
 
     def save(self, path) -> None:
