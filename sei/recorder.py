@@ -1,9 +1,9 @@
 """Streaming recorder of training dynamics: the Signed Entropy Integral and its peers.
 
 Feed it every mini-batch's predictions while a model trains; it keeps O(N) running sums
-per sample (plus the last epoch's (N, K) probabilities, and (N, K) log-probability sums
-when a score that needs them is asked for) and turns them into one score per sample,
-lower = more likely mislabeled.
+per sample (plus each sample's latest (N, K) float32 probabilities, and (N, K)
+log-probability sums when a score that needs them is asked for) and turns them into one
+score per sample, lower = more likely mislabeled.
 
 What is recorded, and how each score reduces it, is read from the score registry
 (:data:`sei.scores.SCORES`, where the formulas are): a score added there is recorded by

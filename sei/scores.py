@@ -52,7 +52,7 @@ __all__ = ["Batch", "REDUCTIONS", "SCORES", "Score", "Statistic", "get", "names"
 #: How a score turns its per-update statistic into one value per sample. The per-epoch value
 #: is the mean of the sample's updates in that epoch. "sum" / "mean": over the epochs that
 #: saw the sample; "last": the last such epoch; "middle": epoch ``mid_epoch`` (default
-#: ``T // 2 - 1``); "last_probs": the statistic of the last epoch's mean probabilities, read
+#: ``T // 2 - 1``); "last_probs": the statistic of each sample's latest probabilities, read
 #: at scoring time (so it can be computed for other labels); "neighbors": from the labels
 #: of each sample's nearest neighbours in feature space (no statistic is recorded).
 REDUCTIONS = ("sum", "mean", "last", "middle", "last_probs", "neighbors")
