@@ -77,3 +77,35 @@ def test_a_state_saved_with_the_epochs_probability_columns_loads():
         assert "damaged" in str(e)
     else:
         raise AssertionError("a damaged accumulator was accepted")
+
+
+def test_features_with_a_recorder_of_per_sample_sums_are_read_and_the_fallback_said():
+    import warnings
+
+    import pytest
+    from sei_cleanlab import find_label_issues, get_label_quality_scores
+
+    rng = np.random.default_rng(3)
+    n, k = 300, 3
+    labels = rng.integers(0, k, n)
+    feats = np.eye(k)[labels] * 3 + rng.normal(0, 1, (n, k))
+    rec = sei.SEIRecorder(n, k)
+    for _ in range(3):
+        rec.update(np.arange(n), _probs(rng, n, k), labels)
+        rec.end_epoch()
+    with pytest.warns(UserWarning, match="extra_scores='poe_knn'"):
+        auto = get_label_quality_scores(labels, rec, features=feats)
+    with pytest.warns(UserWarning, match="extra_scores='poe_knn'"):
+        find_label_issues(labels, rec, features=feats)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = get_label_quality_scores(labels, rec, method="aum_prob_knn", features=feats)
+        dynamics_only = get_label_quality_scores(labels, rec, method="aum_prob")
+    np.testing.assert_array_equal(auto, same)
+    assert not np.allclose(auto, dynamics_only)  # the features were read
+    full = sei.SEIRecorder(n, k, extra_scores="poe_knn")
+    full.update(np.arange(n), _probs(rng, n, k), labels)
+    full.end_epoch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        find_label_issues(labels, full, features=feats)
