@@ -140,6 +140,74 @@ class RecorderState:
         mine = (owner[rows] == rank + 1)[:, None]
         self.last_probs[rows] = reduce(np.where(mine, self.last_probs[rows], 0.0), dist_mod.ReduceOp.SUM)
 
+    @classmethod
+    def merge(cls, recorders) -> "SEIRecorder":
+        """One recorder from shards that each recorded a part of the samples.
+
+        For a job that scores its partitions anywhere (a Spark or Ray task per partition,
+        processes without torch.distributed): each shard is an ``SEIRecorder(N, K, ...)`` of
+        the full size, updated with the global ids of its partition's samples, ended after
+        the same epochs, and saved (:meth:`save`) or passed on; the merge equals one recorder
+        that saw every update. Per sample, the shard that saw it gives its sums, its kept
+        epochs and its latest probabilities; a sample recorded by two shards is refused (its
+        epochs would count twice: repeated views of a sample within an epoch are merged per
+        epoch by ``end_epoch`` under torch.distributed instead). Memory: one more recorder.
+
+        Examples
+        --------
+        >>> p = np.array([[.9, .1], [.2, .8]])
+        >>> a, b = SEIRecorder(2, 2), SEIRecorder(2, 2)
+        >>> a.update([0], p[:1], [0]); a.end_epoch(); b.update([1], p[1:], [0]); b.end_epoch()
+        >>> SEIRecorder.merge([a, b]).scores("sei").round(2)
+        array([ 0.33, -0.5 ])
+        """
+        recorders = list(recorders)
+        if not recorders or not all(isinstance(r, cls) for r in recorders):
+            raise TypeError(f"merge takes a non-empty list of {cls.__name__} objects, got "
+                            f"{[type(r).__name__ for r in recorders]}")
+        first = recorders[0]
+        for r in recorders[1:]:
+            same = (r.num_samples, r.num_classes, r.num_epochs, r.mid_epoch, r.max_epochs, r._layout.fields)
+            want = (first.num_samples, first.num_classes, first.num_epochs, first.mid_epoch, first.max_epochs,
+                    first._layout.fields)
+            if same != want:
+                raise ValueError(
+                    "Shards to merge must be recorders of the same (num_samples, num_classes, epochs recorded, "
+                    f"mid_epoch, max_epochs, extra_scores): {want[:5]} vs {same[:5]}; create every shard "
+                    "with the full N and the same options, and end the same epochs on each")
+        for r in recorders:
+            r._flush()
+            if (r._acc != 0).any():
+                raise ValueError("A shard has updates in an epoch it did not end; call end_epoch() on every shard "
+                                 "before merging")
+        seen = np.stack([r._total[_EPOCHS] > 0 for r in recorders])
+        both = np.flatnonzero(seen.sum(0) > 1)
+        if both.size:
+            raise ValueError(f"{both.size} sample(s) were recorded by more than one shard (e.g. sample "
+                             f"{int(both[0])}); give each sample to one shard, or record repeated views under "
+                             "torch.distributed, whose end_epoch merges them per epoch")
+        out = cls(first.num_samples, first.num_classes, mid_epoch=first.mid_epoch, max_epochs=first.max_epochs,
+                  extra_scores=[n for n, sc in _scores.SCORES.items()
+                                if sc.per_class and sc.statistic.name in first._per_class_names()])
+        out.num_epochs = first.num_epochs
+        for r, rows in zip(recorders, seen):
+            rows = np.flatnonzero(rows)
+            out.labels[rows] = r.labels[rows]
+            out.last_probs[rows] = r.last_probs[rows]
+            out.last_losses[rows] = r.last_losses[rows]
+            for f in out._total:
+                out._total[f][rows] = r._total[f][rows]
+            for d in ("_last", "_mid"):
+                for name, v in getattr(out, d).items():
+                    v[rows] = getattr(r, d)[name][rows]
+        for name in out._per_epoch:
+            epochs = [np.full(first.num_samples, np.nan, np.float32) for _ in first._per_epoch[name]]
+            for r, rows in zip(recorders, seen):
+                for e, v in zip(epochs, r._per_epoch[name]):
+                    e[rows] = v[rows]
+            out._per_epoch[name] = epochs
+        return out
+
     def state_dict(self) -> dict:
         """All state as numpy arrays and scalars (for checkpoints); copies."""
         return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self._state().items()}

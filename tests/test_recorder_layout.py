@@ -109,3 +109,46 @@ def test_features_with_a_recorder_of_per_sample_sums_are_read_and_the_fallback_s
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         find_label_issues(labels, full, features=feats)
+
+
+def _shards(parts, n=90, k=4, epochs=3, seed=5, **kw):
+    """Shards recording ``parts`` of the samples, and one recorder of all of them."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    hist = np.stack([_probs(rng, n, k) for _ in range(epochs)])
+    single = sei.SEIRecorder(n, k, max_epochs=epochs, **kw)
+    shards = [sei.SEIRecorder(n, k, max_epochs=epochs, **kw) for _ in parts]
+    for t in range(epochs):
+        for rec, part in zip(shards, parts):
+            rec.update(part, hist[t, part], labels[part])
+            rec.end_epoch()
+        single.update(np.concatenate(parts), hist[t, np.concatenate(parts)], labels[np.concatenate(parts)])
+        single.end_epoch()
+    return shards, single
+
+
+def test_merging_shards_of_disjoint_samples_equals_one_recorder(tmp_path):
+    parts = [np.arange(0, 90, 3), np.arange(1, 90, 3), np.arange(2, 90, 3)]
+    shards, single = _shards(parts, extra_scores="mean_logp")
+    for i, s in enumerate(shards):
+        s.save(tmp_path / f"{i}.npz")
+    merged = sei.SEIRecorder.merge([sei.SEIRecorder.load(tmp_path / f"{i}.npz") for i in range(3)])
+    for name in ("sei", "sei_mean", "se_last", "se_mid", "aum_prob", "mistakenness", "mean_logp"):
+        np.testing.assert_allclose(merged.scores(name), single.scores(name), rtol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(merged.predicted_labels(), single.predicted_labels())
+
+
+def test_merge_refuses_overlapping_mismatched_or_unended_shards():
+    import pytest
+
+    shards, _ = _shards([np.arange(0, 50), np.arange(40, 90)])
+    with pytest.raises(ValueError, match="10 sample\\(s\\) were recorded by more than one shard"):
+        sei.SEIRecorder.merge(shards)
+    a, b = _shards([np.arange(0, 45), np.arange(45, 90)])[0]
+    with pytest.raises(ValueError, match="same"):
+        sei.SEIRecorder.merge([a, sei.SEIRecorder(90, 5)])
+    b.update([50], _probs(np.random.default_rng(0), 1, 4), [1])
+    with pytest.raises(ValueError, match="did not end"):
+        sei.SEIRecorder.merge([a, b])
+    with pytest.raises(TypeError, match="non-empty list"):
+        sei.SEIRecorder.merge([])
