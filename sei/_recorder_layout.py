@@ -83,11 +83,13 @@ def build_layout(num_classes: int, per_class_names: set) -> Layout:
                   tuple(middle), int(num_classes))
 
 
-def fill_block(layout: Layout, values: np.ndarray, labels: np.ndarray, from_logits: bool) -> np.ndarray:
-    """(B, fields + K) accumulator rows of one (or many buffered) updates."""
-    batch = _scores.Batch(values, labels, from_logits)
+def fill_block(layout: Layout, batch, with_probs: bool) -> np.ndarray:
+    """(B, fields) accumulator rows of one (or many buffered) updates (a :class:`sei.scores.Batch`),
+    and the K probabilities after them ``with_probs`` (only a recorder with ``history_path``
+    keeps each epoch's mean probabilities)."""
     fields, k = layout.fields, layout.num_classes
-    block = np.empty((values.shape[0], len(fields) + k))
+    from_logits = batch.logits is not None
+    block = np.empty((batch.probs.shape[0], len(fields) + (k if with_probs else 0)))
     block[:, 0] = 1.0
     col = 1
     for stat in layout.probs:
@@ -101,7 +103,8 @@ def fill_block(layout: Layout, values: np.ndarray, labels: np.ndarray, from_logi
     for stat in layout.per_class:
         block[:, col:col + k] = stat.compute(batch)
         col += k
-    block[:, col:] = batch.probs
+    if with_probs:
+        block[:, col:] = batch.probs
     return block
 
 
@@ -140,13 +143,17 @@ class Pending:
         return self.ids[:r], self.values[:r], self.labels[:r], self.from_logits
 
 
-def scatter_add(acc: np.ndarray, ids: np.ndarray, block: np.ndarray, marker: np.ndarray) -> None:
-    """``acc[ids] += block`` with repeated ids summed, as ``np.add.at`` does but at the speed
-    of plain fancy indexing for one row per distinct id (found with ``marker``, an (N,) int
-    scratch array); only the repeats go through ``np.add.at``."""
+def last_occurrence(ids: np.ndarray, marker: np.ndarray) -> np.ndarray:
+    """(B,) bool: the last row of each distinct id (``marker``: an (N,) int scratch array)."""
     pos = np.arange(ids.shape[0], dtype=marker.dtype)
     marker[ids] = pos
-    last = marker[ids] == pos  # one row per distinct id: its last occurrence
+    return marker[ids] == pos
+
+
+def scatter_add(acc: np.ndarray, ids: np.ndarray, block: np.ndarray, last: np.ndarray) -> None:
+    """``acc[ids] += block`` with repeated ids summed, as ``np.add.at`` does but at the speed
+    of plain fancy indexing for one row per distinct id (``last``: :func:`last_occurrence`);
+    only the repeats go through ``np.add.at``."""
     if last.all():
         acc[ids] += block
         return

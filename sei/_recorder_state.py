@@ -113,7 +113,10 @@ class RecorderState:
         return mm
 
     def _all_reduce_epoch(self):
-        """Sum the epoch accumulators over the ranks of an initialised torch.distributed group."""
+        """Merge the epoch over the ranks of an initialised torch.distributed group: the
+        accumulators are summed (so a sample seen on several ranks, e.g. DDP's padding, has
+        every update counted), labels taken from any rank that saw the sample, and each
+        sample's latest probabilities from the highest rank that saw it this epoch."""
         dist_mod = sys.modules.get("torch.distributed")  # never import torch ourselves
         if dist_mod is None or not dist_mod.is_available() or not dist_mod.is_initialized():
             return
@@ -121,17 +124,89 @@ class RecorderState:
             return
         import torch
 
-        tensor = torch.from_numpy(self._acc.ravel())
-        if dist_mod.get_backend() == "nccl":
-            tensor = tensor.cuda()
-        dist_mod.all_reduce(tensor, op=dist_mod.ReduceOp.SUM)
-        self._acc[:] = tensor.cpu().numpy().reshape(self._acc.shape)
-        # Labels are per-rank: take, for each sample, the label from any rank that saw it.
-        lab = torch.from_numpy(self.labels.copy())
-        if dist_mod.get_backend() == "nccl":
-            lab = lab.cuda()
-        dist_mod.all_reduce(lab, op=dist_mod.ReduceOp.MAX)
-        self.labels[:] = lab.cpu().numpy()
+        device = "cuda" if dist_mod.get_backend() == "nccl" else "cpu"
+
+        def reduce(array, op):
+            tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+            dist_mod.all_reduce(tensor, op=op)
+            return tensor.cpu().numpy()
+
+        rank = dist_mod.get_rank()
+        seen_here = self._acc[:, self._layout.column("count")] > 0
+        self._acc[:] = reduce(self._acc.ravel(), dist_mod.ReduceOp.SUM).reshape(self._acc.shape)
+        self.labels[:] = reduce(self.labels, dist_mod.ReduceOp.MAX)
+        owner = reduce(np.where(seen_here, rank + 1, 0).astype(np.int64), dist_mod.ReduceOp.MAX)
+        rows = np.flatnonzero(owner > 0)  # the same on every rank
+        mine = (owner[rows] == rank + 1)[:, None]
+        self.last_probs[rows] = reduce(np.where(mine, self.last_probs[rows], 0.0), dist_mod.ReduceOp.SUM)
+
+    @classmethod
+    def merge(cls, recorders) -> "SEIRecorder":
+        """One recorder from shards that each recorded a part of the samples.
+
+        For a job that scores its partitions anywhere (a Spark or Ray task per partition,
+        processes without torch.distributed): each shard is an ``SEIRecorder(N, K, ...)`` of
+        the full size, updated with the global ids of its partition's samples, ended after
+        the same epochs, and saved (:meth:`save`) or passed on; the merge equals one recorder
+        that saw every update. Per sample, the shard that saw it gives its sums, its kept
+        epochs and its latest probabilities; a sample recorded by two shards is refused (its
+        epochs would count twice: repeated views of a sample within an epoch are merged per
+        epoch by ``end_epoch`` under torch.distributed instead). Memory: one more recorder.
+
+        Examples
+        --------
+        >>> p = np.array([[.9, .1], [.2, .8]])
+        >>> a, b = SEIRecorder(2, 2), SEIRecorder(2, 2)
+        >>> a.update([0], p[:1], [0]); a.end_epoch(); b.update([1], p[1:], [0]); b.end_epoch()
+        >>> SEIRecorder.merge([a, b]).scores("sei").round(2)
+        array([ 0.33, -0.5 ])
+        """
+        recorders = list(recorders)
+        if not recorders or not all(isinstance(r, cls) for r in recorders):
+            raise TypeError(f"merge takes a non-empty list of {cls.__name__} objects, got "
+                            f"{[type(r).__name__ for r in recorders]}")
+        first = recorders[0]
+        for r in recorders[1:]:
+            same = (r.num_samples, r.num_classes, r.num_epochs, r.mid_epoch, r.max_epochs, r._layout.fields)
+            want = (first.num_samples, first.num_classes, first.num_epochs, first.mid_epoch, first.max_epochs,
+                    first._layout.fields)
+            if same != want:
+                raise ValueError(
+                    "Shards to merge must be recorders of the same (num_samples, num_classes, epochs recorded, "
+                    f"mid_epoch, max_epochs, extra_scores): {want[:5]} vs {same[:5]}; create every shard "
+                    "with the full N and the same options, and end the same epochs on each")
+        for r in recorders:
+            r._flush()
+            if (r._acc != 0).any():
+                raise ValueError("A shard has updates in an epoch it did not end; call end_epoch() on every shard "
+                                 "before merging")
+        seen = np.stack([r._total[_EPOCHS] > 0 for r in recorders])
+        both = np.flatnonzero(seen.sum(0) > 1)
+        if both.size:
+            raise ValueError(f"{both.size} sample(s) were recorded by more than one shard (e.g. sample "
+                             f"{int(both[0])}); give each sample to one shard, or record repeated views under "
+                             "torch.distributed, whose end_epoch merges them per epoch")
+        out = cls(first.num_samples, first.num_classes, mid_epoch=first.mid_epoch, max_epochs=first.max_epochs,
+                  extra_scores=[n for n, sc in _scores.SCORES.items()
+                                if sc.per_class and sc.statistic.name in first._per_class_names()])
+        out.num_epochs = first.num_epochs
+        for r, rows in zip(recorders, seen):
+            rows = np.flatnonzero(rows)
+            out.labels[rows] = r.labels[rows]
+            out.last_probs[rows] = r.last_probs[rows]
+            out.last_losses[rows] = r.last_losses[rows]
+            for f in out._total:
+                out._total[f][rows] = r._total[f][rows]
+            for d in ("_last", "_mid"):
+                for name, v in getattr(out, d).items():
+                    v[rows] = getattr(r, d)[name][rows]
+        for name in out._per_epoch:
+            epochs = [np.full(first.num_samples, np.nan, np.float32) for _ in first._per_epoch[name]]
+            for r, rows in zip(recorders, seen):
+                for e, v in zip(epochs, r._per_epoch[name]):
+                    e[rows] = v[rows]
+            out._per_epoch[name] = epochs
+        return out
 
     def state_dict(self) -> dict:
         """All state as numpy arrays and scalars (for checkpoints); copies."""
@@ -206,20 +281,24 @@ class RecorderState:
         return self
 
     def _restored_accumulator(self, state) -> np.ndarray:
-        """The saved (N, fields + K) accumulator, its columns matched to this layout by name."""
+        """The saved (N, fields [+ K]) accumulator, its columns matched to this layout by name
+        (the K probability columns, which states saved before this version always hold, are
+        kept only where this recorder keeps them: with ``history_path``)."""
         acc = np.array(state["epoch_acc"], dtype=np.float64)
         saved = str(state["epoch_fields"]).split(",") if "epoch_fields" in state else list(_LEGACY_EPOCH_FIELDS)
         fields, n, k = self._layout.fields, self.num_samples, self.num_classes
-        if acc.shape != (n, len(saved) + k):
-            raise ValueError(f"epoch_acc has shape {acc.shape}, expected ({n}, {len(saved) + k}) for fields "
-                             f"{', '.join(saved)} and {k} classes; the state is damaged.")
-        if list(fields) == saved:
+        if acc.ndim != 2 or acc.shape[0] != n or acc.shape[1] not in (len(saved), len(saved) + k):
+            raise ValueError(f"epoch_acc has shape {acc.shape}, expected ({n}, {len(saved)}) or ({n}, "
+                             f"{len(saved) + k}) for fields {', '.join(saved)} and {k} classes; the state is damaged.")
+        width = len(fields) + (k if self._keep_epoch_probs else 0)
+        if list(fields) == saved and acc.shape[1] == width:
             return acc
-        out = np.zeros((n, len(fields) + k))
+        out = np.zeros((n, width))
         for i, f in enumerate(fields):
             if f in saved:
                 out[:, i] = acc[:, saved.index(f)]
-        out[:, len(fields):] = acc[:, len(saved):]
+        if self._keep_epoch_probs and acc.shape[1] == len(saved) + k:
+            out[:, len(fields):] = acc[:, len(saved):]
         return out
 
     def save(self, path) -> None:

@@ -28,9 +28,15 @@ DEFAULT_SCORE = "aum_prob"
 #: all candidates. Won: both goals in the three regime b cells (AUROC +2.8 to +4.0 points over AUM,
 #: F1 +12.7 to +18.0 over CL), F1 >= CL in regime a ``worse``; lost: the AUROC goal in regime a (0.2-0.3
 #: points above AUM, not 1) and F1 in regime a ``aggre`` / ``random1`` (1.5-2.0 points below CL). A
-#: recorder that did not keep the per-class log-probabilities it needs, or fewer than 21 samples,
-#: fall back to :data:`DEFAULT_SCORE` (see :func:`sei.scores.resolve_score`).
+#: recorder that did not keep the per-class log-probabilities it needs falls back, with a warning,
+#: to :data:`DEFAULT_STREAMING_FEATURE_SCORE`; fewer than 21 samples to :data:`DEFAULT_SCORE` (see
+#: :func:`sei.scores.resolve_score`).
 DEFAULT_FEATURE_SCORE = "poe_knn"
+
+#: Score of ``score="auto"`` with features and a recorder that kept per-sample sums only (no
+#: ``extra_scores="poe_knn"``): the mean of ``"aum_prob"`` and the neighbours' label margin, which
+#: needs nothing per class, so the features the user passed are still read.
+DEFAULT_STREAMING_FEATURE_SCORE = "aum_prob_knn"
 
 #: Threshold used when none is named: works without auxiliary samples.
 DEFAULT_THRESHOLD = "auto"

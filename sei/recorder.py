@@ -1,9 +1,9 @@
 """Streaming recorder of training dynamics: the Signed Entropy Integral and its peers.
 
 Feed it every mini-batch's predictions while a model trains; it keeps O(N) running sums
-per sample (plus the last epoch's (N, K) probabilities, and (N, K) log-probability sums
-when a score that needs them is asked for) and turns them into one score per sample,
-lower = more likely mislabeled.
+per sample (plus each sample's latest (N, K) float32 probabilities, and (N, K)
+log-probability sums when a score that needs them is asked for) and turns them into one
+score per sample, lower = more likely mislabeled.
 
 What is recorded, and how each score reduces it, is read from the score registry
 (:data:`sei.scores.SCORES`, where the formulas are): a score added there is recorded by
@@ -17,7 +17,7 @@ import numpy as np
 
 from . import scores as _scores
 from ._recorder_layout import COUNT as _COUNT, LOGIT_COUNT as _LOGIT_COUNT, Pending, build_layout, fill_block
-from ._recorder_layout import requested_per_class, scatter_add
+from ._recorder_layout import last_occurrence, requested_per_class, scatter_add
 from ._recorder_state import _EPOCHS, _LOGIT_EPOCHS, RecorderState
 from .validation import (
     as_float,
@@ -72,6 +72,16 @@ class SEIRecorder(RecorderState):
     are computed together when it is full and before the accumulator is read
     (``end_epoch``, ``state_dict``, ``save``), so the per-step cost stays small.
 
+    Memory per sample: about 8 bytes per recorded statistic (a dozen by default) for the
+    epoch's sums and as many for the totals, plus ``last_probs``: the (N, K) float32
+    probabilities of each sample's latest update (4 bytes per sample and class, what
+    cleanlab's ``pred_probs`` costs in float32). A score asked for with ``extra_scores``
+    that sums a per-class statistic adds 16 bytes per sample and class, ``history_path``
+    8 more (the epoch's probability sums). A sample updated several times in one epoch
+    (augmented views, DDP padding) has every update's statistics averaged into that epoch
+    exactly; its ``last_probs`` are those of its last update (the history file, when
+    ``history_path`` is set, holds the epoch's mean).
+
     Examples
     --------
     >>> rec = SEIRecorder(4, 2)
@@ -102,9 +112,11 @@ class SEIRecorder(RecorderState):
         self.num_epochs = 0
         n, k = self.num_samples, self.num_classes
         self._layout = build_layout(k, requested_per_class(extra_scores))
-        # One (N, fields + K) block so that buffered batches are scattered at once and
-        # ranks are merged with a single all_reduce; the dicts and probs are views.
-        self._acc = np.zeros((n, len(self._layout.fields) + k))
+        # One (N, fields) block so that buffered batches are scattered at once and ranks are
+        # merged with a single all_reduce; the dicts are views. Only with history_path does
+        # it hold the K probabilities too (their epoch mean is the history's row).
+        self._keep_epoch_probs = self.history_path is not None
+        self._acc = np.zeros((n, len(self._layout.fields) + (k if self._keep_epoch_probs else 0)))
         self._bind_views()
         self._pending = Pending(k)
         self._marker = np.zeros(n, np.int32)  # scatter_add's scratch
@@ -135,7 +147,7 @@ class SEIRecorder(RecorderState):
         fields = lay.fields
         self._epoch = {f: self._acc[:, i] for i, f in enumerate(fields) if ":" not in f}
         self._epoch.update({s: self._acc[:, lay.column(s):lay.column(s) + k] for s in self._per_class_names()})
-        self._epoch_probs = self._acc[:, len(fields):]
+        self._epoch_probs = self._acc[:, len(fields):] if self._keep_epoch_probs else None
 
     # ------------------------------------------------------------------ recording
     def update(self, sample_ids, probs_or_logits, labels, *, from_logits=False):
@@ -196,7 +208,12 @@ class SEIRecorder(RecorderState):
             self._scatter(*self._pending.take())
 
     def _scatter(self, ids, values, labels, from_logits):
-        scatter_add(self._acc, ids, fill_block(self._layout, values, labels, from_logits), self._marker)
+        batch = _scores.Batch(values, labels, from_logits)
+        last = last_occurrence(ids, self._marker)
+        scatter_add(self._acc, ids, fill_block(self._layout, batch, self._keep_epoch_probs), last)
+        # The latest probabilities of each sample: its last update (O(B K) per batch; the
+        # epoch's (N, K) sums are not kept, see the class notes).
+        self.last_probs[ids[last]] = batch.probs[last]
 
     def end_epoch(self):
         """Close the current epoch: fold each seen sample's mean update into the totals.
@@ -228,20 +245,21 @@ class SEIRecorder(RecorderState):
             t[stat.name] += np.where(has_logits, e[stat.name] / logit_cnt, 0.0)
         self._keep_epoch_slices(seen, cnt, has_logits, logit_cnt)
         self.last_losses = np.where(seen, e["loss"] / cnt, self.last_losses)
-        # The (N, K) part works in place, in row chunks: the epoch's probability sums
-        # become means inside the accumulator (cleared below anyway), then are copied
-        # out; no full-size temporary (at N = 1e6, K = 100 each would be 800 MB).
+        # The (N, K) parts work in row chunks, so that no full-size temporary is allocated (at
+        # N = 1e6, K = 100 each would be 800 MB): the per-class totals, and with history_path
+        # the epoch's mean probabilities, divided in place inside the accumulator (cleared
+        # below anyway) and copied out.
         row = self._history[self.num_epochs] if self._history is not None and self.num_epochs < self.max_epochs else None
-        for start in range(0, self.num_samples, _CHUNK_ROWS):
-            sl = slice(start, start + _CHUNK_ROWS)
-            probs, s = self._epoch_probs[sl], seen[sl]
-            probs /= cnt[sl, None]
-            for name in self._per_class_names():  # unseen rows add 0 / 1
-                t[name][sl] += e[name][sl] / cnt[sl, None]
-            np.copyto(self.last_probs[sl], probs, casting="same_kind", where=s[:, None])
-            if row is not None:
-                row[sl] = probs
-                row[sl][~s] = np.nan
+        if self._per_class_names() or row is not None:
+            for start in range(0, self.num_samples, _CHUNK_ROWS):
+                sl = slice(start, start + _CHUNK_ROWS)
+                for name in self._per_class_names():  # unseen rows add 0 / 1
+                    t[name][sl] += e[name][sl] / cnt[sl, None]
+                if row is not None:
+                    probs = self._epoch_probs[sl]
+                    probs /= cnt[sl, None]
+                    row[sl] = probs
+                    row[sl][~seen[sl]] = np.nan
         if row is not None:
             self._history.flush()
         self._acc.fill(0.0)

@@ -37,13 +37,16 @@ Examples
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable, Optional
 
 import numpy as np
 
-from .constants import AUTO_SCORE, EPS, MIN_SAMPLES_FOR_NEIGHBOURS, default_score
+from .constants import (AUTO_SCORE, DEFAULT_FEATURE_SCORE, DEFAULT_STREAMING_FEATURE_SCORE, EPS,
+                        MIN_SAMPLES_FOR_NEIGHBOURS, default_score)
 from .entropy import row_entropy, signed_row_entropy
 
 __all__ = ["Batch", "REDUCTIONS", "SCORES", "Score", "Statistic", "get", "names", "register_score", "resolve_score",
@@ -52,7 +55,7 @@ __all__ = ["Batch", "REDUCTIONS", "SCORES", "Score", "Statistic", "get", "names"
 #: How a score turns its per-update statistic into one value per sample. The per-epoch value
 #: is the mean of the sample's updates in that epoch. "sum" / "mean": over the epochs that
 #: saw the sample; "last": the last such epoch; "middle": epoch ``mid_epoch`` (default
-#: ``T // 2 - 1``); "last_probs": the statistic of the last epoch's mean probabilities, read
+#: ``T // 2 - 1``); "last_probs": the statistic of each sample's latest probabilities, read
 #: at scoring time (so it can be computed for other labels); "neighbors": from the labels
 #: of each sample's nearest neighbours in feature space (no statistic is recorded).
 REDUCTIONS = ("sum", "mean", "last", "middle", "last_probs", "neighbors")
@@ -407,8 +410,10 @@ def resolve_score(score, has_features: bool, threshold=None, recorder=None, num_
     With a ``threshold`` computed from the auxiliary samples (``"aux_mean"``, ``"aux_quantile"``),
     ``"auto"`` keeps to the scores of the dynamics alone: the auxiliary samples do not calibrate
     the neighbours' labels. With a ``recorder`` that did not keep what the default needs (the
-    per-class log-probabilities of ``"poe_knn"``), or fewer than 21 samples (``num_samples``: too
-    few for 20 neighbours), ``"auto"`` is :data:`sei.constants.DEFAULT_SCORE`.
+    per-class log-probabilities of ``"poe_knn"``), ``"auto"`` with features is
+    :data:`sei.constants.DEFAULT_STREAMING_FEATURE_SCORE` (the features are still read) and a
+    UserWarning says how to get the default; with fewer than 21 samples (``num_samples``: too
+    few for 20 neighbours) it is :data:`sei.constants.DEFAULT_SCORE`.
     """
     if not (isinstance(score, str) and score == AUTO_SCORE):
         return score
@@ -416,7 +421,15 @@ def resolve_score(score, has_features: bool, threshold=None, recorder=None, num_
     few = num_samples is not None and num_samples < MIN_SAMPLES_FOR_NEIGHBOURS
     name = default_score(has_features and not aux and not few)
     if recorder is not None and not _keeps(recorder, name):
-        return default_score(False)
+        if name != DEFAULT_FEATURE_SCORE:
+            return default_score(False)
+        warnings.warn(
+            f"score='auto' with features is {DEFAULT_FEATURE_SCORE!r}, which needs the per-class log-probability "
+            f"sums this recorder did not keep; scoring with {DEFAULT_STREAMING_FEATURE_SCORE!r} (per-sample sums "
+            f"and the features' neighbours) instead. For {DEFAULT_FEATURE_SCORE!r}, create the recorder with "
+            f"SEIRecorder(..., extra_scores='{DEFAULT_FEATURE_SCORE}') (8 bytes per sample and class), or pass "
+            f"score='{DEFAULT_STREAMING_FEATURE_SCORE}' to silence this.", UserWarning, stacklevel=3)
+        return DEFAULT_STREAMING_FEATURE_SCORE
     return name
 
 

@@ -24,3 +24,8 @@ def test_active_relabeling_example():
     pytest.importorskip("hnswlib")
     out = _run("active_relabeling.py")
     assert "round 3" in out and "relabelled" in out
+
+
+def test_shard_merge_example():
+    out = _run("shard_merge.py")
+    assert "3 shards merged: scores equal to one recorder: True" in out

@@ -1,4 +1,4 @@
-"""Under torch.distributed the recorder merges ranks: two gloo CPU processes, each seeing
+"""Under torch.distributed the recorder merges ranks: two or three gloo CPU processes, each seeing
 a shard (with DistributedSampler-style padding repeats), end with the single-process result."""
 
 import socket
@@ -38,12 +38,13 @@ def _worker(rank, world, port, out_dir):
     dist.destroy_process_group()
 
 
-def test_two_gloo_ranks_merge_to_the_single_process_result(tmp_path):
+@pytest.mark.parametrize("world", [2, 3])
+def test_gloo_ranks_merge_to_the_single_process_result(tmp_path, world):
     import torch.multiprocessing as mp
 
     import sei
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
     merged = sei.SEIRecorder.load(tmp_path / "rank0.npz")
     hist, labels, _, _ = planted_history(epochs=6)
     ref = sei.SEIRecorder.from_history(hist, labels)
