@@ -48,3 +48,30 @@ def build_dataset(folder, n=90, *, seed=0, with_embeddings=True, name=None):
     dataset.info["flipped_ids"] = [dataset.values("id")[i] for i in np.flatnonzero(flipped)]
     dataset.save()
     return dataset
+
+
+def kill_at_flag(script, args, flag, timeout=120):
+    """Run ``python -c script *args`` (with this checkout on the path) until it creates the
+    file ``flag`` (its kill point), then SIGKILL it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + timeout
+        while not Path(flag).exists():
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() < deadline, "the kill point was not reached"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

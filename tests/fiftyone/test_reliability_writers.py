@@ -4,7 +4,6 @@ comparison, a stale journal whose pid now belongs to a live process, and the lea
 one writer per dataset."""
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ import sei_fiftyone as sfo
 import sei_fiftyone.lease as lease
 import sei_fiftyone.runs as runs
 import sei_fiftyone.writeback as writeback
+from sei_fo_testutil import kill_at_flag
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = dict(embeddings_field="embedding", epochs=3, progress=False)
@@ -276,20 +276,7 @@ _KILLED = textwrap.dedent("""
 
 def run_and_kill(dataset, what, where, tmp_path):
     flag = tmp_path / f"in_{what}"
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED, dataset.name, what, where, str(flag)], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 120
-        while not flag.exists():
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() < deadline, "the kill point was not reached"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_at_flag(_KILLED, [dataset.name, what, where, flag], flag)
 
 
 @pytest.mark.parametrize("where", ["save_view:after_delete", "save_view:after_insert"])

@@ -3,11 +3,7 @@ a failure or a kill -9 during the write leaves the previous run (real mongod, no
 the database: failures are injected into pymongo's write calls)."""
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +15,7 @@ import pymongo.collection
 
 import sei_fiftyone as sfo
 import sei_fiftyone._engine as engine
-from sei_fo_testutil import build_dataset
+from sei_fo_testutil import build_dataset, kill_at_flag
 from sei_fiftyone.__main__ import main as cli_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -228,22 +224,7 @@ _KILLED_RUN = textwrap.dedent("""
 
 
 def _run_and_kill(dataset, where, tmp_path):
-    flag = tmp_path / "in_write"
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, dataset.name, where, str(flag)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 120
-        while not flag.exists():
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() < deadline, "the write phase was not reached"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_at_flag(_KILLED_RUN, [dataset.name, where, tmp_path / "in_write"], tmp_path / "in_write")
 
 
 @pytest.mark.parametrize("where", ["staging", "switching"])
