@@ -178,7 +178,7 @@ def _config(a, TrainConfig, out):
 def _run_train(a):
     import numpy as np
 
-    from .data import IMAGE_EXTENSIONS, scan_image_folder
+    from .engine.data import IMAGE_EXTENSIONS, scan_image_folder
     from .engine import TrainConfig, fit
 
     out = Path(a.output)

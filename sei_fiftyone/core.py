@@ -97,8 +97,8 @@ def compute_sei(
             architecture>``) or an open_clip model folder (``open_clip_config.json`` and
             the weights), anything else ``sei.train`` loads; or ``"embeddings"`` together
             with ``embeddings_field``. Weights that are neither cached nor downloadable
-            raise ``sei.models.MissingWeightsError`` before training
-            (``sei.models.weights_problem`` asks without loading)
+            raise ``sei.engine.encoders.MissingWeightsError`` before training
+            (``sei.engine.encoders.weights_problem`` asks without loading)
         embeddings_field (None): a vector field to train on instead of the images. If
             no such field exists yet, ``model`` embeds the images (frozen) and the
             vectors are stored there when the run succeeds, so later runs and

@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import sei  # noqa: E402
-from sei.training import TrainResult, train  # noqa: E402
+from sei.engine.training import TrainResult, train  # noqa: E402
 
 K = 4
 NAMES = ["cat", "dog", "ship", "truck"]
@@ -135,7 +135,7 @@ def test_protocol_options_train_and_score(opts):
 
 
 def test_step_schedule_divides_lr_at_half_and_77_percent():
-    from sei.training import _lr_factor
+    from sei.engine.training import _lr_factor
 
     f = [_lr_factor("step", e, 150) for e in range(150)]
     assert f[74] == 1 and f[75] == pytest.approx(0.1) and f[114] == pytest.approx(0.1)
@@ -231,7 +231,7 @@ def test_train_is_exported_lazily():
 
 
 def test_linear_head_is_softmax_regression_on_standardised_features():
-    from sei.training import LinearHead
+    from sei.engine.training import LinearHead
 
     x, noisy, is_bad = _blobs(n=400)
     shifted = x * 50.0 + 1000.0  # standardisation makes the head blind to scale and offset

@@ -27,18 +27,18 @@ Protocol switches (defaults first, the paper's / authors' values one argument aw
 "eval" (a separate pass after each epoch); ``aux_class`` on/off; ``num_aux`` "paper"
 (N // (K+1)) | "code" (N // K) | int.
 
-The options are declared and validated once, in :class:`sei.engine.TrainConfig`; torch and
-open_clip are imported here only, so ``import sei`` stays light.
+The options are declared and validated once, in :class:`sei.engine.TrainConfig`. This module
+imports torch (through the trainer); ``import sei`` reaches it only on first use of ``sei.train``.
 """
 
 from __future__ import annotations
 
-from .constants import AUTO_SCORE, DEFAULT_THRESHOLD
-from .engine.config import DEFAULT_AUX_PROMPT, DEFAULT_PROMPT_TEMPLATE, TrainConfig
-from .engine.trainer import fit
-from .engine.heads import LinearHead, PromptHead
-from .engine.loop import lr_factor as _lr_factor  # noqa: F401  (kept for callers of the old private name)
-from .engine.result import TrainResult
+from ..constants import AUTO_SCORE, DEFAULT_THRESHOLD
+from .config import DEFAULT_AUX_PROMPT, DEFAULT_PROMPT_TEMPLATE, TrainConfig
+from .trainer import fit
+from .heads import LinearHead, PromptHead
+from .loop import lr_factor as _lr_factor  # noqa: F401  (kept for callers of the old private name)
+from .result import TrainResult
 
 __all__ = ["train", "TrainResult", "TrainConfig", "PromptHead", "LinearHead", "DEFAULT_PROMPT_TEMPLATE",
            "DEFAULT_AUX_PROMPT"]
@@ -66,7 +66,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
     class_names : list of str, optional
         K names used in the prompts; default ``["class 0", ...]``.
     model : str or torch.nn.Module, default "efficientnet-lite0"
-        See :func:`sei.models.load_model`; unused in mode ``"embeddings"``.
+        See :func:`sei.engine.encoders.load_model`; unused in mode ``"embeddings"``.
     pretrained, tokenizer, arch : optional
         open_clip pretrained tag or checkpoint path; tokenizer of a model object;
         architecture of a checkpoint path.
