@@ -179,7 +179,7 @@ def _run_train(a):
     import numpy as np
 
     from .engine.data import IMAGE_EXTENSIONS, scan_image_folder
-    from .engine import TrainConfig, fit
+    from .engine import TrainConfig, train_scoring_every_sample
 
     out = Path(a.output)
     cfg = _config(a, TrainConfig, out)  # every option checked before any data is read
@@ -215,7 +215,7 @@ def _run_train(a):
         raise CLIError(f"label {int(labels.max())} has no name: --class-names lists {len(names)} classes "
                        f"({names}); give one name per class 0..{int(labels.max())}")
     out.mkdir(parents=True, exist_ok=True)
-    res = fit(inputs, labels, cfg.replace(class_names=names, mode=a.mode or mode))
+    res = train_scoring_every_sample(inputs, labels, cfg.replace(class_names=names, mode=a.mode or mode))
     aux = np.zeros(len(labels), dtype=bool)
     aux[res.aux_indices] = True
     with open(out / "scores.csv", "w", newline="") as fh:

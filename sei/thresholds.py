@@ -214,18 +214,13 @@ def combine_runs(scores_per_run, aux_per_run) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-# The auxiliary class in an adapter: every sample scored -----------------------------------
+# The auxiliary class: every sample scored ---------------------------------------------------
 #
-# A run with the auxiliary pseudo-class leaves its auxiliary samples unscored (their own
-# label was never trained). An adapter that must score every sample (one value per sample
-# in a dataset field) trains a second run WITHOUT the pseudo-class and takes only the
-# auxiliary samples' values from it; every other sample keeps the first run's values, and
-# the cutoff stays the first run's (the one the auxiliary samples calibrated):
-#
-#     if uses_auxiliary(threshold, aux_class) and first.aux_indices.size:
-#         second = train(..., aux_class=False, threshold=first.threshold)
-#         scores = fill_auxiliary(first.scores, second.scores, first.aux_indices)
-#         mislabeled = flag_issues(scores, first.threshold)
+# A run with the auxiliary pseudo-class leaves its auxiliary samples unscored (their own label
+# was never trained). The engine's protocol (sei.engine.protocols.train_scoring_every_sample,
+# what sei.train runs) trains a second run WITHOUT the pseudo-class and takes only the auxiliary
+# samples' values from it (fill_auxiliary); the cutoff stays the first run's (flag_issues with
+# the first run's threshold). The two helpers below are its numpy part.
 
 
 def uses_auxiliary(threshold, aux_class="auto") -> bool:

@@ -13,7 +13,10 @@
 - :mod:`~sei.engine.heads`: the heads, the fine-tuning network and the one training loss;
 - :mod:`~sei.engine.loop`: the run's typed state and the epoch runners;
 - :mod:`~sei.engine.checkpoint`: checkpoints that load with ``weights_only=True``;
-- :mod:`~sei.engine.trainer`: one run from a config; :mod:`~sei.engine.result`: what it returns.
+- :mod:`~sei.engine.trainer`: one run from a config; :mod:`~sei.engine.result`: what it returns;
+- :mod:`~sei.engine.protocols`: what is built on runs: every sample scored with the auxiliary
+  class (:func:`train_scoring_every_sample`, behind :func:`sei.train`) and the linear head as a
+  predictor of held-out features (:func:`fit_head`, behind :func:`sei.active.train_linear`).
 
 The engine knows no adapter: ``sei_cleanlab`` and ``sei_fiftyone`` call :func:`sei.train`.
 Nothing outside this package imports torch at module level; ``import sei`` and
@@ -23,7 +26,7 @@ Nothing outside this package imports torch at module level; ``import sei`` and
 from .config import TrainConfig
 from .result import TrainResult
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "train"]
+__all__ = ["TrainConfig", "TrainResult", "fit", "fit_head", "train", "train_scoring_every_sample"]
 
 
 def __getattr__(name):
@@ -32,6 +35,10 @@ def __getattr__(name):
         from .trainer import fit
 
         return fit
+    if name in ("fit_head", "train_scoring_every_sample"):
+        from . import protocols
+
+        return getattr(protocols, name)
     if name == "train":
         from .training import train
 

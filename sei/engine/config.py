@@ -15,6 +15,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
+import numpy as np
+
 from ..validation import check_int_param, check_real_param
 from .. import scores as _scores
 from ..constants import AUTO_SCORE, DEFAULT_THRESHOLD, HEAD_DEFAULTS, HEADS, THRESHOLD_METHODS, resolve_head
@@ -96,13 +98,14 @@ class TrainConfig:
     placement: str = "auto"
     return_features: bool = False
     extra_scores: Any = None
+    score_aux_samples: bool = True
     #: options that are objects, not settings: kept out of ``to_dict``
     _OBJECTS = ("tokenizer", "sample_weights", "transition_matrix", "transition_mask", "on_epoch_end", "on_record")
     #: options that do not change what is trained (where it runs and writes, how it reports and
     #: scores, the epochs, checked on their own): a resumed run may change them, no other
     _NOT_TRAINING = ("epochs", "score", "threshold", "extra_scores", "checkpoint_dir", "resume", "device",
                      "num_workers", "cache_dir", "on_epoch_end", "on_record", "history_path", "progress",
-                     "num_threads", "force_autograd", "placement", "return_features")
+                     "num_threads", "force_autograd", "placement", "return_features", "score_aux_samples")
 
     def __post_init__(self):
         self.validate()
@@ -175,6 +178,9 @@ class TrainConfig:
         if not isinstance(self.prompt_template, str) or "{}" not in self.prompt_template:
             raise ValueError(f"prompt_template must be a str with a '{{}}' for the class name, "
                              f"got {self.prompt_template!r}.")
+        if not isinstance(self.score_aux_samples, (bool, np.bool_)):
+            raise TypeError(f"score_aux_samples must be True or False, got {self.score_aux_samples!r}.")
+        self.score_aux_samples = bool(self.score_aux_samples)
         for name in ("on_epoch_end", "on_record"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise TypeError(f"{name} must be callable, got {type(getattr(self, name)).__name__}.")
