@@ -24,8 +24,9 @@ from functools import partial
 import numpy as np
 
 from . import scores as _scores
-from .constants import AUX_QUANTILE, THRESHOLD_METHODS
-from .validation import check_indices, check_labels, check_num_classes, check_scores, check_threshold_value
+from .constants import AUX_QUANTILE, is_aux_threshold
+from .validation import check_indices, check_labels, check_num_classes, check_scores, check_threshold, \
+    check_threshold_value
 
 
 def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_QUANTILE, score_name=None, seed=0) -> float:
@@ -56,10 +57,9 @@ def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_Q
     -2.0
     """
     scores = check_scores(scores)
-    if isinstance(method, numbers.Real) and not isinstance(method, bool):
-        return check_threshold_value(method)
-    if not isinstance(method, str) or method not in THRESHOLD_METHODS:
-        raise ValueError(f"Unknown threshold {method!r}; use a number or one of {', '.join(THRESHOLD_METHODS)}.")
+    method = check_threshold(method)
+    if isinstance(method, float):
+        return method
     if method == "auto":
         method = "zero" if (score_name is None or score_name in _scores.signed_names()) else "gmm"
     if method == "zero":
@@ -235,7 +235,7 @@ def uses_auxiliary(threshold, aux_class="auto") -> bool:
     (True, False, True)
     """
     if aux_class == "auto":
-        return isinstance(threshold, str) and threshold.startswith("aux")
+        return is_aux_threshold(threshold)
     return bool(aux_class)
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..constants import AUTO_SCORE, DEFAULT_THRESHOLD
+from ..constants import AUTO_SCORE, DEFAULT_MODEL, DEFAULT_THRESHOLD
 from .config import DEFAULT_AUX_PROMPT, DEFAULT_PROMPT_TEMPLATE, TrainConfig
 from .protocols import train_scoring_every_sample
 from .heads import LinearHead, PromptHead
@@ -46,7 +46,7 @@ __all__ = ["train", "TrainResult", "TrainConfig", "PromptHead", "LinearHead", "D
            "DEFAULT_AUX_PROMPT"]
 
 
-def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretrained=None, tokenizer=None,
+def train(inputs, labels, *, class_names=None, model=DEFAULT_MODEL, pretrained=None, tokenizer=None,
           arch=None, mode=None, epochs=None, batch_size=128, lr=None, momentum=0.9, weight_decay=1e-4,
           lr_schedule="none", logit_scale="learned", record="train", aux_class="auto", num_aux="paper",
           prompt_template=DEFAULT_PROMPT_TEMPLATE, aux_prompt=DEFAULT_AUX_PROMPT, proj_dim=None,
@@ -67,7 +67,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         Given (possibly noisy) labels in 0..K-1.
     class_names : list of str, optional
         K names used in the prompts; default ``["class 0", ...]``.
-    model : str or torch.nn.Module, default "efficientnet-lite0"
+    model : str or torch.nn.Module, default ``sei.constants.DEFAULT_MODEL`` ("efficientnet-lite0")
         See :func:`sei.engine.encoders.load_model`; unused in mode ``"embeddings"``.
     pretrained, tokenizer, arch : optional
         open_clip pretrained tag or checkpoint path; tokenizer of a model object;

@@ -202,3 +202,17 @@ def test_python_compute_sei_takes_the_forms_names(dataset, tiny_folder, offline_
     assert time.perf_counter() - t < 10
     dataset.reload()
     assert "offline" not in dataset.list_brain_runs() and "offline" not in dataset.get_field_schema()
+
+
+def test_the_forms_choices_are_the_engines():
+    """The form reads its choices from sei.constants / the engine's config, never a copy (issue 24)."""
+    from sei import constants
+    from sei.engine.config import MODES
+    from sei_fiftyone import compute_form as form
+
+    assert form.THRESHOLD_CHOICES == constants.THRESHOLD_METHODS
+    assert [h for h, _ in form.HEAD_CHOICES] == ["auto", *constants.HEADS]
+    assert [m for m, _ in form.MODE_CHOICES] + ["embeddings"] == sorted(MODES, key=lambda m: m == "embeddings")
+    assert form.DEFAULT_MODEL == constants.DEFAULT_MODEL
+    assert compute_kwargs({"label_field": "ground_truth", "epochs": 10.0})["epochs"] == 10
+    assert compute_kwargs({"label_field": "ground_truth", "epochs": 2.5})["epochs"] == 2.5  # the engine refuses it
