@@ -206,3 +206,22 @@ def test_config_refuses_sgd_settings_that_diverge(kw, needle):
     # lr=3.4e38 overflowed inside torch's SGD after training had started (found by the fuzz test)
     with pytest.raises(ValueError, match=needle):
         TrainConfig(**kw)
+
+
+def test_fit_head_is_a_predictor_standardised_once_by_the_engine():
+    """sei.engine.fit_head: the public door of the ALC simulator (no hand-built run state)."""
+    from sei import SEIRecorder
+    from sei.engine import fit_head
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    x = (np.eye(3)[y] * 4 + rng.normal(size=(120, 3)) + 10).astype(np.float32)
+    rec = SEIRecorder(120, 3)
+    cfg = TrainConfig(mode="embeddings", head="linear", epochs=5, lr=0.1, progress=False)
+    model = fit_head(x, y, cfg, num_classes=3, recorder=rec)
+    assert model.recorder is rec and rec.num_epochs == 5 and model.transition is None
+    np.testing.assert_allclose(model.predict_proba(x), model.train_probs, atol=1e-6)
+    np.testing.assert_allclose(model.net.input_mean.cpu().numpy()[0], x.mean(0), rtol=1e-5)
+    assert (model.predict_proba(x).argmax(1) == y).mean() > 0.9
+    with pytest.raises(ValueError, match="head='linear'"):
+        fit_head(x, y, TrainConfig(head="prompt"))
