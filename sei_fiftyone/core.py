@@ -150,8 +150,8 @@ def compute_sei(
             ``pretrained``, ``arch``, ``lr_schedule``, ``weight_decay``,
             ``checkpoint_dir``, ...)
 
-    Every option is recorded in the run's config, defaults resolved (``epochs``, ``lr``,
-    ``classes``), so ``compute_sei(samples, **dataset.get_brain_info(key).config.compute_kwargs())``
+    Every option is recorded in the run's config, with the values the engine resolved its
+    defaults to (``head``, ``epochs``, ``lr``, ``score``; ``classes``), so ``compute_sei(samples, **dataset.get_brain_info(key).config.compute_kwargs())``
     repeats a run (see :meth:`SEIConfig.compute_kwargs`; an option without a JSON form,
     such as a callback, is recorded by its ``repr`` only).
 
