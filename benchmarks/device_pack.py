@@ -10,7 +10,7 @@ checkout plus the ignored paths named in ``carry``, 64 MiB in all. This writes:
 * ``labels.npz``: ``class_names``, ``train_clean`` and the noisy sets ``aggre``, ``random1``,
   ``random2``, ``random3``, ``worse`` (uint8);
 * ``lite0_fp16.pt``: the EfficientNet-Lite0 ImageNet state dict in fp16 (about 9.4 MB),
-  read by :func:`sei.models.load_model` through ``SEI_LITE0_WEIGHTS`` (cast back to fp32);
+  read by :func:`sei.engine.encoders.load_model` through ``SEI_LITE0_WEIGHTS`` (cast back to fp32);
 * ``site/``: the pure-Python package the engine needs there (``efficientnet_lite_pytorch``,
   copied from this environment; ``device_check.sh`` puts it on ``PYTHONPATH``).
 

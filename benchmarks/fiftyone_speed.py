@@ -121,7 +121,7 @@ def bench_compute(n, epochs, embeddings, head="linear"):
     import fiftyone as fo
 
     import sei_fiftyone as sfo
-    from sei.embedding import embed_images
+    from sei.engine.embedding import embed_images
 
     lab = np.load(_cifar_dir() / "labels.npz")
     names = [str(s) for s in lab["class_names"]]

@@ -183,7 +183,7 @@ def _fold_probs(x_dev, y_dev, tr, te, a, seed):
 
     from benchmarks.finetune_speed import reference_embed, reference_epoch
     from sei.engine.loop import autocast_dtype
-    from sei.models import load_model
+    from sei.engine.encoders import load_model
 
     dev = x_dev.device
     torch.manual_seed(seed)

@@ -103,8 +103,8 @@ def finetune_table(device, n, size, batch_sizes=(128, 512), epochs=3, deadline=N
 
     import sei
     from sei.engine.loop import autocast_dtype
-    from sei.embedding import embed_images
-    from sei.models import load_model
+    from sei.engine.embedding import embed_images
+    from sei.engine.encoders import load_model
 
     dev = torch.device(device)
     x, y, src = _images_for_speed(n, pack=pack)
@@ -164,6 +164,6 @@ def finetune_table(device, n, size, batch_sizes=(128, 512), epochs=3, deadline=N
         ref_e = time.time() - t
         lines += ["", "| frozen embedding | batch | sei images / s | reference images / s | ratio (time) |",
                   "| --- | ---: | ---: | ---: | ---: |",
-                  f"| `sei.embedding.embed_images` | 512 | {n / sei_e:,.0f} | {n / ref_e:,.0f} | {sei_e / ref_e:.2f}x |"]
+                  f"| `sei.engine.embedding.embed_images` | 512 | {n / sei_e:,.0f} | {n / ref_e:,.0f} | {sei_e / ref_e:.2f}x |"]
         print(lines[-1], flush=True)
     return lines

@@ -96,7 +96,7 @@ def naive_loop_epoch(x, y, k, batch_size=128, seed=0):
 def finetune_images_per_s(n=256, size=64, epochs=1):
     import torch
 
-    from sei.training import train
+    from sei.engine.training import train
 
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 255, size=(n, size, size, 3), dtype=np.uint8)
@@ -112,7 +112,7 @@ def protocol_table(epochs=30):
 
     AUROC of the SEI ranking against the clean labels and F1 of the zero / aux-mean cutoffs.
     """
-    from sei.training import train
+    from sei.engine.training import train
 
     data = _cifar10n("protocol")
     if isinstance(data, str):
@@ -137,7 +137,8 @@ def protocol_table(epochs=30):
         y = np.asarray(z[lab], dtype=np.int64)
         bad = y != np.asarray(z["train_clean"])
         for name, kw in variants:
-            r = train(x, y, class_names=names, epochs=epochs, progress=False, **kw)
+            # one run, as measured: the auxiliary samples unscored (not the second run of sei.engine.protocols)
+            r = train(x, y, class_names=names, epochs=epochs, progress=False, score_aux_samples=False, **kw)
             m = np.isfinite(r.scores)
             q = detection_metrics(r.scores, bad, r.mislabeled, valid=m)
             auc, f1 = q["auroc"], q["f1"]
@@ -164,7 +165,7 @@ def heads_table(seeds=(0, 1, 2)):
     score (``sei.DEFAULT_SCORE``) and of the library's neighbour-label fusion ``aum_prob_knn``
     (k = 20 on the same features), mean over seeds, and seconds per run."""
     import sei
-    from sei.training import train
+    from sei.engine.training import train
 
     data = _cifar10n("heads")
     if isinstance(data, str):
@@ -249,13 +250,13 @@ def _heads_run(a):
 
 def _embeddings_rows(a, k=10):
     """sei.train in embeddings mode against a naive DataLoader loop on the same features."""
-    from sei.training import train
+    from sei.engine.training import train
 
     x, src = _features(a.n, a.dim)
     y = _labels(a.n, k)
     t = time.time()
     res = train(x, y, class_names=[f"class {i}" for i in range(k)], mode="embeddings", epochs=a.epochs,
-                progress=False, lr=1e-3, aux_class=True)
+                progress=False, lr=1e-3, aux_class=True, score_aux_samples=False)  # one run, as measured
     total = time.time() - t
     per = np.mean([naive_loop_epoch(x, y, k, seed=s) for s in range(a.probe_epochs)])
     rows = [("sei.train embeddings, prompt head, 1 thread", a.epochs, total, total / a.epochs),

@@ -56,7 +56,7 @@ __all__ = [
 def __getattr__(name):
     # Lazy: importing the training engine pulls in torch.
     if name == "train":
-        from .training import train
+        from .engine.training import train
 
         return train
     if name in ("SCORE_NAMES", "FEATURE_SCORES"):  # read from the score registry (sei.scores)

@@ -36,6 +36,9 @@ def _default(name):
 
 
 def _add_train_args(p):
+    from .constants import HEADS, THRESHOLD_METHODS
+    from .engine.config import LR_SCHEDULES, MODES, PLACEMENTS, RECORDS
+
     src = p.add_argument_group("data")
     g = src.add_mutually_exclusive_group(required=True)
     g.add_argument("--images", metavar="DIR", help="image folder: DIR/<class>/<image> (labels from folders), "
@@ -50,35 +53,36 @@ def _add_train_args(p):
                    "(with --pretrained), or a checkpoint path (with --arch)")
     m.add_argument("--pretrained", help="open_clip pretrained tag or checkpoint path")
     m.add_argument("--arch", help="open_clip architecture of a checkpoint given as --model")
-    m.add_argument("--mode", choices=["frozen", "finetune", "embeddings"], help="default: embeddings for "
+    m.add_argument("--mode", choices=MODES, help="default: embeddings for "
                    "--embeddings, frozen for --images")
     m.add_argument("--image-size", type=int, help="input size in pixels (default: the model's)")
-    m.add_argument("--head", choices=["prompt", "linear"], default=_default("head"),
-                   help="prompt: the paper's cosine prompt head (default); linear: softmax regression on "
-                   "standardised features (frozen / embeddings modes)")
+    m.add_argument("--head", choices=("auto",) + HEADS, default=_default("head"),
+                   help="auto (default): linear on fixed features, prompt when fine-tuning; prompt: the paper's "
+                   "cosine prompt head; linear: softmax regression on standardised features (frozen / embeddings "
+                   "modes)")
     t = p.add_argument_group("training protocol")
     t.add_argument("--epochs", type=int, default=_default("epochs"))
     t.add_argument("--batch-size", type=int, default=_default("batch_size"),
                    help="the paper's 128; with larger batches scale --lr by batch/128")
     t.add_argument("--lr", type=float, default=_default("lr"))
-    t.add_argument("--lr-schedule", choices=["none", "step", "cosine"], default=_default("lr_schedule"),
+    t.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=_default("lr_schedule"),
                    help="none: constant lr (authors' code, the default); step: /10 at 50%% and 77%% of the "
                    "epochs (paper)")
     t.add_argument("--logit-scale", default=_default("logit_scale"), help="learned | raw | <float>")
-    t.add_argument("--record", choices=["train", "eval"], default=_default("record"))
+    t.add_argument("--record", choices=RECORDS, default=_default("record"))
     t.add_argument("--no-aux", action="store_true", help="no auxiliary pseudo-class (default: one only when --threshold is aux_mean or aux_quantile)")
     t.add_argument("--num-aux", default=_default("num_aux"), help="paper (N//(K+1)) | code (N//K) | <int>")
     t.add_argument("--prompt-template", default=None, help="default 'a photo of a {}.'")
     t.add_argument("--aux-prompt", default=None)
     t.add_argument("--seed", type=int, default=_default("seed"))
     t.add_argument("--device", default=_default("device"))
-    t.add_argument("--placement", choices=["auto", "device", "host"], default=_default("placement"),
+    t.add_argument("--placement", choices=PLACEMENTS, default=_default("placement"),
                    help="fine-tuning: decoded images on the device, or in pinned host memory (default: auto)")
     t.add_argument("--num-workers", type=int, default=_default("num_workers"),
                    help="image decoding threads (0: one per core)")
     s = p.add_argument_group("scoring and output")
     s.add_argument("--score", default=None, help="recorder score (default: sei.DEFAULT_SCORE)")
-    s.add_argument("--threshold", default=_default("threshold"), help="auto | aux_mean | aux_quantile | zero | gmm | <float>")
+    s.add_argument("--threshold", default=_default("threshold"), help=" | ".join(THRESHOLD_METHODS) + " | <float>")
     s.add_argument("--output", "-o", required=True, metavar="DIR", help="writes scores.csv, recorder.npz, "
                    "summary.json and checkpoint/ here")
     s.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
@@ -178,8 +182,8 @@ def _config(a, TrainConfig, out):
 def _run_train(a):
     import numpy as np
 
-    from .data import IMAGE_EXTENSIONS, scan_image_folder
-    from .engine import TrainConfig, fit
+    from .engine.data import IMAGE_EXTENSIONS, scan_image_folder
+    from .engine import TrainConfig, train_scoring_every_sample
 
     out = Path(a.output)
     cfg = _config(a, TrainConfig, out)  # every option checked before any data is read
@@ -215,7 +219,7 @@ def _run_train(a):
         raise CLIError(f"label {int(labels.max())} has no name: --class-names lists {len(names)} classes "
                        f"({names}); give one name per class 0..{int(labels.max())}")
     out.mkdir(parents=True, exist_ok=True)
-    res = fit(inputs, labels, cfg.replace(class_names=names, mode=a.mode or mode))
+    res = train_scoring_every_sample(inputs, labels, cfg.replace(class_names=names, mode=a.mode or mode))
     aux = np.zeros(len(labels), dtype=bool)
     aux[res.aux_indices] = True
     with open(out / "scores.csv", "w", newline="") as fh:

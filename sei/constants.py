@@ -41,7 +41,27 @@ DEFAULT_STREAMING_FEATURE_SCORE = "aum_prob_knn"
 #: Threshold used when none is named: works without auxiliary samples.
 DEFAULT_THRESHOLD = "auto"
 
+#: Every threshold method by name (:func:`sei.compute_threshold`; a number is a cutoff used as is).
 THRESHOLD_METHODS = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
+
+#: The methods computed from the auxiliary samples (the pseudo-class's known-bad samples).
+AUX_THRESHOLDS = ("aux_mean", "aux_quantile")
+
+
+def is_aux_threshold(threshold) -> bool:
+    """Whether ``threshold`` is computed from the auxiliary samples (:data:`AUX_THRESHOLDS`): the
+    one home of the auxiliary rule (``aux_class="auto"`` trains the pseudo-class for these only).
+
+    >>> is_aux_threshold("aux_mean"), is_aux_threshold("auto"), is_aux_threshold(0.0)
+    (True, False, False)
+    """
+    return isinstance(threshold, str) and threshold in AUX_THRESHOLDS
+
+
+#: Image model of every entry point when none is named (:func:`sei.train`, the command line,
+#: ``sei_fiftyone.compute_sei`` and its App form): ImageNet EfficientNet-Lite0, whose weights ship
+#: with pip (offline).
+DEFAULT_MODEL = "efficientnet-lite0"
 
 #: Classifier heads of :func:`sei.train` on fixed features: the paper's cosine prompt
 #: head and softmax regression.

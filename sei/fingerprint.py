@@ -1,6 +1,6 @@
 """Content hashes for cache keys and resume checks: one hasher, arrays hashed in full.
 
-numpy only (torch tensors are hashed by :func:`sei.models.weights_fingerprint`, which
+numpy only (torch tensors are hashed by :func:`sei.engine.encoders.weights_fingerprint`, which
 feeds their bytes to :func:`hasher`).
 """
 

@@ -24,8 +24,9 @@ from functools import partial
 import numpy as np
 
 from . import scores as _scores
-from .constants import AUX_QUANTILE, THRESHOLD_METHODS
-from .validation import check_indices, check_labels, check_num_classes, check_scores, check_threshold_value
+from .constants import AUX_QUANTILE, is_aux_threshold
+from .validation import check_indices, check_labels, check_num_classes, check_scores, check_threshold, \
+    check_threshold_value
 
 
 def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_QUANTILE, score_name=None, seed=0) -> float:
@@ -56,10 +57,9 @@ def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_Q
     -2.0
     """
     scores = check_scores(scores)
-    if isinstance(method, numbers.Real) and not isinstance(method, bool):
-        return check_threshold_value(method)
-    if not isinstance(method, str) or method not in THRESHOLD_METHODS:
-        raise ValueError(f"Unknown threshold {method!r}; use a number or one of {', '.join(THRESHOLD_METHODS)}.")
+    method = check_threshold(method)
+    if isinstance(method, float):
+        return method
     if method == "auto":
         method = "zero" if (score_name is None or score_name in _scores.signed_names()) else "gmm"
     if method == "zero":
@@ -214,18 +214,13 @@ def combine_runs(scores_per_run, aux_per_run) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-# The auxiliary class in an adapter: every sample scored -----------------------------------
+# The auxiliary class: every sample scored ---------------------------------------------------
 #
-# A run with the auxiliary pseudo-class leaves its auxiliary samples unscored (their own
-# label was never trained). An adapter that must score every sample (one value per sample
-# in a dataset field) trains a second run WITHOUT the pseudo-class and takes only the
-# auxiliary samples' values from it; every other sample keeps the first run's values, and
-# the cutoff stays the first run's (the one the auxiliary samples calibrated):
-#
-#     if uses_auxiliary(threshold, aux_class) and first.aux_indices.size:
-#         second = train(..., aux_class=False, threshold=first.threshold)
-#         scores = fill_auxiliary(first.scores, second.scores, first.aux_indices)
-#         mislabeled = flag_issues(scores, first.threshold)
+# A run with the auxiliary pseudo-class leaves its auxiliary samples unscored (their own label
+# was never trained). The engine's protocol (sei.engine.protocols.train_scoring_every_sample,
+# what sei.train runs) trains a second run WITHOUT the pseudo-class and takes only the auxiliary
+# samples' values from it (fill_auxiliary); the cutoff stays the first run's (flag_issues with
+# the first run's threshold). The two helpers below are its numpy part.
 
 
 def uses_auxiliary(threshold, aux_class="auto") -> bool:
@@ -240,7 +235,7 @@ def uses_auxiliary(threshold, aux_class="auto") -> bool:
     (True, False, True)
     """
     if aux_class == "auto":
-        return isinstance(threshold, str) and threshold.startswith("aux")
+        return is_aux_threshold(threshold)
     return bool(aux_class)
 
 

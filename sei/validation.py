@@ -325,6 +325,21 @@ def check_threshold_value(value, name: str = "threshold") -> float:
     return float(value)
 
 
+def check_threshold(value, name: str = "threshold"):
+    """A threshold: a method name of :data:`sei.constants.THRESHOLD_METHODS` (returned as is) or a
+    finite real number (returned as float); the one check of :func:`sei.compute_threshold` and
+    :class:`sei.engine.TrainConfig`. ValueError otherwise."""
+    from .constants import THRESHOLD_METHODS
+
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return check_threshold_value(value, name)
+    if isinstance(value, str) and value in THRESHOLD_METHODS:
+        return value
+    raise ValueError(f"Unknown {name} {value!r}; use a number or one of {', '.join(THRESHOLD_METHODS)}.")
+
+
 def check_count_or_fraction(value, name: str) -> float | int:
     """A size given as a count (int >= 1) or as a fraction of a set (float in (0, 1]); ``2.5``
     is refused, not truncated."""

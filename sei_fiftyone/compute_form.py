@@ -24,7 +24,9 @@ import os
 
 import fiftyone.operators.types as types
 
-from sei.constants import AUTO_SCORE, DEFAULT_FEATURE_SCORE, DEFAULT_SCORE
+from sei.constants import AUTO_SCORE, DEFAULT_FEATURE_SCORE, DEFAULT_HEAD, DEFAULT_SCORE, HEAD_DEFAULTS, HEADS, \
+    THRESHOLD_METHODS
+from sei.engine.config import MODES
 from sei.scores import SCORES
 
 from .inputs import embeddings_fields
@@ -35,7 +37,7 @@ from .runs import DEFAULT_MODEL, EMBEDDINGS_MODEL, check_brain_key_syntax, datas
 #: (``os.pathsep``-separated); unset: the home folder and the dataset's media folders.
 PATH_ROOTS_ENV = "SEI_FIFTYONE_PATH_ROOTS"
 
-THRESHOLD_CHOICES = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
+THRESHOLD_CHOICES = THRESHOLD_METHODS
 #: The App's short list of scores: "auto" (the library's default, chosen by the rule of
 #: benchmarks/defaults_rule.py), the two it resolves to, the neighbour-label AUM variant and the
 #: paper's SEI; names and descriptions come from the core's registry.
@@ -44,11 +46,16 @@ SCORE_CHOICES = ((AUTO_SCORE, f"auto (default): {DEFAULT_FEATURE_SCORE} on froze
                               f"{DEFAULT_SCORE} when fine-tuning or with an auxiliary-class threshold"),) + tuple(
     (name, f"{name}: {SCORES[name].description}") for name in CURATED_SCORES
 )
-HEAD_CHOICES = (("auto", "auto (default): linear on frozen features, prompt when fine-tuning"),
-                ("linear", "Linear (softmax regression; fast)"),
-                ("prompt", "Prompt (the paper's cosine prompt head)"))
-MODE_CHOICES = (("frozen", "Frozen encoder (embed once, train the head; fast)"),
-                ("finetune", "Fine-tune the image tower (prompt head; slow without a GPU)"))
+#: Labels of the engine's choices (the choices themselves are ``sei.constants.HEADS`` and
+#: ``sei.engine.config.MODES``; a test checks that every one has a label).
+HEAD_LABELS = {"auto": f"auto (default): {DEFAULT_HEAD} on frozen features, prompt when fine-tuning",
+               "linear": "Linear (softmax regression; fast)",
+               "prompt": "Prompt (the paper's cosine prompt head)"}
+MODE_LABELS = {"frozen": "Frozen encoder (embed once, train the head; fast)",
+               "finetune": "Fine-tune the image tower (prompt head; slow without a GPU)"}
+HEAD_CHOICES = tuple((h, HEAD_LABELS[h]) for h in ("auto",) + HEADS)
+#: The image modes (``"embeddings"`` is chosen by the model dropdown's stored-embeddings entry).
+MODE_CHOICES = tuple((m, MODE_LABELS[m]) for m in MODES if m != "embeddings")
 
 
 def target_input(ctx, inputs):
@@ -201,7 +208,8 @@ def training_inputs(ctx, inputs):
     _dropdown(inputs, "score", SCORE_CHOICES, AUTO_SCORE, label="Score",
               description="Lower = more likely mislabeled")
     inputs.int("epochs", min=1, label="Epochs",
-               description="Default: 10 (linear head) or 150 (prompt head, the paper's)")
+               description=f"Default: {HEAD_DEFAULTS['linear']['epochs']} (linear head) or "
+               f"{HEAD_DEFAULTS['prompt']['epochs']} (prompt head, the paper's)")
     thr_prop = _dropdown(inputs, "threshold", [(t, t) for t in THRESHOLD_CHOICES], "auto", label="Threshold",
                          description="'auto': zero for SEI; 'aux_mean': the paper's auxiliary-class mean")
     problem = options_problem(ctx.params)
@@ -238,6 +246,11 @@ def device_choices():
     return tuple(out)
 
 
+def _whole(value):
+    """A whole number the App sent as a float (``10.0``) as an int; anything else as it is."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def compute_kwargs(params, samples=None):
     """The :func:`sei_fiftyone.compute_sei` arguments (after the collection) of the form's parameters.
 
@@ -254,7 +267,7 @@ def compute_kwargs(params, samples=None):
     kwargs = dict(
         label_field=params["label_field"], brain_key=params.get("brain_key", "sei"), model=model,
         embeddings_field=params.get("embeddings_field") if model == EMBEDDINGS_MODEL else None,
-        epochs=int(params["epochs"]) if params.get("epochs") else None,
+        epochs=_whole(params["epochs"]) if params.get("epochs") else None,  # 2.5 left for the engine to refuse
         threshold=params.get("threshold", "auto"), head=params.get("head") or "auto",
         score=params.get("score") or AUTO_SCORE,
     )

@@ -19,19 +19,30 @@ Writes three fields, in bulk, only after training succeeded:
 
 and a saved view ``<brain_key>_most_likely_mislabeled`` (flagged samples, lowest first).
 
-The method lives in internal modules: :mod:`~sei_fiftyone.runs` (the Config / Method /
-Results triad, the run's fields and saved view), :mod:`~sei_fiftyone.inputs` (labels,
-vectors, images), :mod:`~sei_fiftyone._engine` (``sei.train`` and the values of a run)
-and :mod:`~sei_fiftyone.writeback` (the switch from the previous run to the new one).
+The adapter converts fields and calls the core: the options are the engine's
+(:class:`sei.engine.TrainConfig` validates them and resolves their defaults before any data is
+read, and the run's config records the values the engine used); :func:`sei.train` trains and,
+with an auxiliary-class threshold, scores every sample by a second run without the
+pseudo-class (:mod:`sei.engine.protocols`). This module keeps what is FiftyOne's: the progress
+convention (:func:`progress_hook`) and the per-sample values of a run (:func:`assemble`). The
+rest lives in internal modules: :mod:`~sei_fiftyone.runs` (the Config / Method / Results triad,
+the run's fields and saved view), :mod:`~sei_fiftyone.inputs` (labels, vectors, images) and
+:mod:`~sei_fiftyone.writeback` (the switch from the previous run to the new one).
 """
 
 from __future__ import annotations
 
-from sei.constants import AUTO_SCORE, HEADS, resolve_head
+import logging
 
-from . import _engine, inputs
+import numpy as np
+
+import sei
+from sei.constants import AUTO_SCORE
+from sei.engine import TrainConfig
+
+from . import inputs
+from .model_choices import resolve_model
 from .runs import (  # noqa: F401  (SEI, SEIConfig, SEIResults: the classes of runs stored by earlier versions)
-    DEFAULT_HEAD,
     DEFAULT_MODEL,
     SEI,
     SEIConfig,
@@ -40,9 +51,12 @@ from .runs import (  # noqa: F401  (SEI, SEIConfig, SEIResults: the classes of r
     field_names,
     saved_view_name,
     sorted_samples,
+    summarize_scores,
     validate_brain_key,
 )
 from .writeback import exclusive, recover_interrupted_writes, write_values  # noqa: F401  (benchmarks/fiftyone_speed.py)
+
+logger = logging.getLogger(__name__)
 
 
 def compute_sei(
@@ -97,8 +111,8 @@ def compute_sei(
             architecture>``) or an open_clip model folder (``open_clip_config.json`` and
             the weights), anything else ``sei.train`` loads; or ``"embeddings"`` together
             with ``embeddings_field``. Weights that are neither cached nor downloadable
-            raise ``sei.models.MissingWeightsError`` before training
-            (``sei.models.weights_problem`` asks without loading)
+            raise ``sei.engine.encoders.MissingWeightsError`` before training
+            (``sei.engine.encoders.weights_problem`` asks without loading)
         embeddings_field (None): a vector field to train on instead of the images. If
             no such field exists yet, ``model`` embeds the images (frozen) and the
             vectors are stored there when the run succeeds, so later runs and
@@ -136,8 +150,8 @@ def compute_sei(
             ``pretrained``, ``arch``, ``lr_schedule``, ``weight_decay``,
             ``checkpoint_dir``, ...)
 
-    Every option is recorded in the run's config, defaults resolved (``epochs``, ``lr``,
-    ``classes``), so ``compute_sei(samples, **dataset.get_brain_info(key).config.compute_kwargs())``
+    Every option is recorded in the run's config, with the values the engine resolved its
+    defaults to (``head``, ``epochs``, ``lr``, ``score``; ``classes``), so ``compute_sei(samples, **dataset.get_brain_info(key).config.compute_kwargs())``
     repeats a run (see :meth:`SEIConfig.compute_kwargs`; an option without a JSON form,
     such as a callback, is recorded by its ``repr`` only).
 
@@ -161,27 +175,29 @@ def compute_sei(
     validate_brain_key(samples, brain_key)
     model, mode = inputs.resolve_source(samples, brain_key, model=model, embeddings_field=embeddings_field,
                                         mode=mode)
-    head = resolve_head(head, mode)  # recorded resolved: the default epochs and lr depend on it
-    if head not in HEADS:
-        raise ValueError(f"head must be 'auto' or one of {HEADS}, got {head!r}")
     inputs.check_label_field(samples, label_field)
     labels = inputs.read_labels(samples, label_field, classes)
+    # the engine's rules and defaults (head, epochs, lr), before any data is read
+    options = dict(class_names=labels.classes, model=resolve_model(model) if mode != "embeddings" else None,
+                   mode=mode, epochs=epochs, batch_size=batch_size, lr=lr, head=head, score=score,
+                   threshold=threshold, seed=seed, **train_kwargs)
+    resolved = TrainConfig(**options)
     config = SEIConfig(
         label_field=label_field, model=model, embeddings_field=embeddings_field, mode=mode,
-        epochs=_engine.DEFAULT_EPOCHS[head] if epochs is None else int(epochs), threshold=threshold,
-        score=score, batch_size=batch_size, lr=_engine.DEFAULT_LR[head] if lr is None else lr, seed=seed,
-        classes=labels.classes, head=head, train_kwargs=train_kwargs,
+        epochs=resolved.epochs, threshold=threshold, score=score, batch_size=batch_size, lr=resolved.lr, seed=seed,
+        classes=labels.classes, head=resolved.head, train_kwargs=train_kwargs,
     )
     brain_method = config.build()
     brain_method.ensure_requirements()
     brain_method.validate_run(samples, brain_key, overwrite=True)
     data = inputs.read_training_inputs(samples, config, labels.positions)
-    result = _engine.train(data, labels.labels, config, train_kwargs=train_kwargs, progress=progress)
-    # the score the run used, recorded resolved ("auto" depends on the readable samples), so that a
-    # later version's defaults cannot change what a stored run repeats
+    result = train(data, labels.labels, options, progress=progress)
+    # what the engine used, recorded resolved ("auto" scores depend on the readable samples), so that
+    # a later version's defaults cannot change what a stored run repeats
     config.score = str(result.score_name)
-    values, results = _engine.assemble(samples, brain_method, brain_key, labels, result,
-                                       store_embeddings=inputs.stores_embeddings(config))
+    config.epochs, config.lr, config.head = result.config["epochs"], result.config["lr"], result.config["head"]
+    values, results = assemble(samples, brain_method, brain_key, labels, result,
+                               store_embeddings=inputs.stores_embeddings(config))
     # Everything below writes; nothing above did. Under the dataset's write lease the key is
     # checked again: another writer may have created a field of that name while this one trained.
     with exclusive(samples):
@@ -210,3 +226,119 @@ def sorted_view(samples, brain_key="sei", *, flagged_only=True):
 def list_sei_runs(samples):
     """Brain keys of the SEI runs on a collection."""
     return samples.list_brain_runs(type=SEI)
+
+
+def train(data, labels, options, *, progress=None):
+    """:func:`sei.train` with the run's options (``options``: its keyword arguments, as
+    :func:`compute_sei` resolved the fields into them); returns its ``TrainResult``, every
+    readable sample scored.
+
+    ``progress`` follows FiftyOne's convention (True/False/None, or a callable
+    ``progress(fraction, label)``); the epochs of both runs of an auxiliary-class threshold
+    count towards it.
+    """
+    on_epoch_end, bar = progress_hook(progress)
+    hook = None
+    if on_epoch_end is not None:
+        def hook(epoch, total, m):
+            runs = m.get("runs", 1)
+            on_epoch_end(m.get("run", 0) * total + epoch + 1, runs * total, m.get("accuracy"))
+    try:
+        return sei.train(data, labels, **options, on_epoch_end=hook,
+                         progress=bool(progress) if not callable(progress) else False)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def progress_hook(progress):
+    """``(on_epoch_end(done, total, accuracy), closer or None)`` from FiftyOne's ``progress``."""
+    if callable(progress):
+        def hook(done, total, acc):
+            label = f"epoch {done}/{total}" + (f", train accuracy {acc:.3f}" if acc is not None else "")
+            progress(done / max(total, 1), label)
+        return hook, None
+    import fiftyone as fo
+    import fiftyone.core.utils as fou
+
+    if not (fo.config.show_progress_bars if progress is None else bool(progress)):
+        return None, None
+    state = {}
+
+    class _Closer:
+        def close(self):
+            if "bar" in state:
+                state["bar"].__exit__(None, None, None)
+
+    def hook(done, total, acc):
+        if "bar" not in state:
+            state["bar"] = fou.ProgressBar(total=total, progress=True, iters_str="epochs").__enter__()
+        state["bar"].set_iteration(min(done, total))
+    return hook, _Closer()
+
+
+def assemble(samples, backend, brain_key, labels, result, *, store_embeddings=False):
+    """The values to write and the :class:`SEIResults` of a run.
+
+    Args:
+        samples: the run's collection
+        backend: the run's :class:`sei_fiftyone.SEI`
+        brain_key: the run key
+        labels: the :class:`sei_fiftyone.inputs.Labels` trained on
+        result: what :func:`train` returned
+        store_embeddings (False): also return the trained features to store in
+            ``config.embeddings_field``
+
+    Returns:
+        ``(values, results)``: ``values`` holds the keyword arguments of
+        :func:`sei_fiftyone.writeback.write_values` (``ids``, ``scores``, ``flags``,
+        ``suggestions``, ``embeddings``)
+
+    Raises:
+        ValueError: no sample received a finite score (nothing is written then)
+    """
+    ids, pos, classes = labels.ids, labels.positions, labels.classes
+    n = len(ids)
+    scores = np.full(n, np.nan)
+    scores[pos] = np.asarray(result.scores, dtype=np.float64)
+    flags = np.zeros(n, dtype=bool)
+    flags[pos] = np.asarray(result.mislabeled, dtype=bool)
+    skipped = np.asarray(result.skipped, dtype=np.int64)
+    _check_usable(samples, ids, pos, pos[skipped], scores)
+    suggestions = [None] * n
+    readable = np.ones(len(pos), dtype=bool)
+    readable[skipped] = False
+    pred_probs = np.asarray(result.pred_probs, dtype=np.float64)
+    for j, k in enumerate(np.asarray(result.predicted_labels, dtype=np.int64)):
+        if readable[j] and k >= 0:
+            suggestions[pos[j]] = (classes[k], float(pred_probs[j, k]))
+    embeddings = None
+    if store_embeddings:
+        feats = np.asarray(result.features, dtype=np.float32)
+        keep = np.flatnonzero(readable & np.isfinite(feats).all(axis=1))
+        embeddings = (backend.config.embeddings_field, ids[pos[keep]].tolist(), list(feats[keep]))
+    aux = np.asarray(result.aux_indices, dtype=np.int64)
+    results = SEIResults(
+        samples, backend.config, brain_key, threshold=float(result.threshold), score_name=str(result.score_name),
+        classes=list(classes), num_samples=int(n), num_flagged=int(flags.sum()),
+        scores_summary=summarize_scores(scores), aux_ids=ids[pos[aux]].tolist(),
+        skipped_ids=ids[pos[skipped]].tolist(), train_accuracy=[float(a) for a in result.train_accuracy],
+        train_loss=[float(a) for a in result.train_loss], backend=backend,
+    )
+    values = dict(ids=ids.tolist(), scores=[float(s) if np.isfinite(s) else None for s in scores],
+                  flags=[bool(f) for f in flags], suggestions=suggestions, embeddings=embeddings)
+    return values, results
+
+
+def _check_usable(samples, ids, positions, skipped, scores):
+    """Warn about unreadable images; raise when no sample received a finite score."""
+    def paths(k):
+        return ", ".join(samples.select(ids[skipped[:k]].tolist()).values("filepath"))
+
+    if skipped.size:
+        logger.warning("SEI skipped %d unreadable image(s) (scored None, not flagged): %s", skipped.size, paths(5))
+    if not np.isfinite(scores).any():
+        what = (f"all {skipped.size} image(s) could not be read (e.g. {paths(3)})"
+                if skipped.size == positions.size else "no sample received a finite score")
+        raise ValueError(f"SEI found no usable sample: {what}; nothing was written. Fix the file paths "
+                         "(or the embeddings), or restrict the view to usable samples")

@@ -7,14 +7,14 @@ form and by ``compute_sei`` (``model=<name>``), so the two accept the same names
   weights (``"ViT-B-32:openai"``, ``"RN50:openai"``) and a few others. Any other open_clip
   ``"<arch>:<tag>"``, ``model=<arch>, pretrained=<tag or file>``, a checkpoint file with
   ``arch=``, or an open_clip model folder (``open_clip_config.json`` and the weights) works
-  from Python too (:mod:`sei.models`);
+  from Python too (:mod:`sei.engine.encoders`);
 * FiftyOne zoo CLIP models by their zoo name. The zoo's ``clip-vit-base32-torch`` is
   OpenAI's ``ViT-B-32.pt`` (the zoo manifest's URL is the ``url`` of open_clip's
   ``ViT-B-32:openai``), so it is loaded through open_clip under that name, where the
   engine can fine-tune it and read its text tower.
 
 :func:`weights_warning` is what the form shows when a model's weights can be had neither
-from a local cache nor by download (:func:`sei.models.weights_problem`); answers that
+from a local cache nor by download (:func:`sei.engine.encoders.weights_problem`); answers that
 needed a network probe are kept for :data:`PROBE_CACHE_S` seconds, as the form re-renders
 on every change.
 """
@@ -64,7 +64,7 @@ def choice_names():
 
 def resolve_model(name):
     """The model :func:`sei.train` loads for ``compute_sei(model=name)``: the table's entry, else
-    ``name`` itself (any name or path :func:`sei.models.load_model` accepts)."""
+    ``name`` itself (any name or path :func:`sei.engine.encoders.load_model` accepts)."""
     if isinstance(name, str) and name in _BY_NAME:
         return _BY_NAME[name].model
     return name
@@ -84,7 +84,7 @@ def weights_warning(model, pretrained=None, arch=None):
     hit = _ANSWERS.get(key)
     if not local and hit is not None and time.monotonic() - hit[0] < PROBE_CACHE_S:
         return hit[1]
-    from sei.models import weights_problem
+    from sei.engine.encoders import weights_problem
 
     answer = weights_problem(loaded, pretrained, arch=arch)
     if not local:

@@ -21,12 +21,11 @@ import fiftyone as fo
 import fiftyone.core.brain as fob
 import fiftyone.core.runs as fors
 from fiftyone import ViewField as F
-from sei.constants import AUTO_SCORE, DEFAULT_HEAD, MAX_BRAIN_KEY_LENGTH  # noqa: F401  (DEFAULT_HEAD re-exported)
+from sei.constants import AUTO_SCORE, DEFAULT_HEAD, DEFAULT_MODEL, MAX_BRAIN_KEY_LENGTH  # noqa: F401  (DEFAULT_HEAD, DEFAULT_MODEL re-exported)
 
 from . import journal
 from .lease import writing
 
-DEFAULT_MODEL = "efficientnet-lite0"
 EMBEDDINGS_MODEL = "embeddings"
 SAVED_VIEW_SUFFIX = "_most_likely_mislabeled"
 CL_SUFFIX = "_cl"  # the confident-learning comparison of a run (sei_fiftyone.compare)

@@ -22,7 +22,7 @@ WORKER = textwrap.dedent(r"""
     torch.set_num_threads(1)
     sys.path.insert(0, sys.argv[2])
     import sei
-    from sei.training import train
+    from sei.engine.training import train
 
     out = sys.argv[1]
     mode = sys.argv[3]

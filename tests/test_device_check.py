@@ -101,7 +101,7 @@ def _run_without_absent_packages(args, pack, site, tmp_path, timeout=600):
 
 
 def test_the_gpu_like_environment_lacks_the_absent_packages(tiny_pack, gpu_like_site, tmp_path):
-    code = ("import importlib.util as u, sys; import sei, sei.models, torch; "
+    code = ("import importlib.util as u, sys; import sei, sei.engine.encoders, torch; "
             f"print([m for m in {ABSENT!r} if u.find_spec(m)])")
     out = _run_without_absent_packages(["-c", code], tiny_pack, gpu_like_site, tmp_path)
     assert out.strip() == "[]"
@@ -127,7 +127,7 @@ def test_tiny_flow_runs_without_the_packages_missing_on_the_gpu_machine(tiny_pac
     log = _run_without_absent_packages(
         ["benchmarks/train_speed.py", "--device", "cpu", "--n", "64", "--size", "32", "--probe-epochs", "2",
          "--pack", str(tiny_pack)], tiny_pack, gpu_like_site, tmp_path)
-    assert "| `sei.train` finetune | 128 |" in log and "| `sei.embedding.embed_images` | 512 |" in log
+    assert "| `sei.train` finetune | 128 |" in log and "| `sei.engine.embedding.embed_images` | 512 |" in log
 
 
 def test_time_guard_skips_cells_and_still_writes_the_table(tiny_pack, tmp_path):

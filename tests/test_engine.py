@@ -43,6 +43,55 @@ def test_config_defaults_are_the_papers_and_its_dict_is_plain():
         cfg.replace(epochs=0)
 
 
+def test_sei_train_parameters_are_train_configs_fields_with_its_defaults():
+    """One declaration of the options (issue 24): sei.train's keyword parameters are TrainConfig's
+    fields, in its order, with its defaults; the command line and the App form read the choices."""
+    import dataclasses
+    import inspect
+
+    import sei
+    from sei import constants
+    from sei.__main__ import build_parser
+    from sei.engine import config as engine_config
+
+    params = list(inspect.signature(sei.train).parameters.values())
+    assert [p.name for p in params[:2]] == ["inputs", "labels"]
+    assert all(p.kind is p.KEYWORD_ONLY for p in params[2:])
+    fields = dataclasses.fields(TrainConfig)
+    assert [p.name for p in params[2:]] == [f.name for f in fields]
+    for p, f in zip(params[2:], fields):
+        assert p.default == f.default, f"sei.train's {p.name}={p.default!r} but TrainConfig's is {f.default!r}"
+    assert TrainConfig().model == constants.DEFAULT_MODEL
+    # the command line: every choice list is the engine's
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    choices = {a.dest: tuple(a.choices) for a in train_parser._actions if a.choices}
+    assert choices == {"mode": engine_config.MODES, "head": ("auto",) + constants.HEADS,
+                       "lr_schedule": engine_config.LR_SCHEDULES, "record": engine_config.RECORDS,
+                       "placement": engine_config.PLACEMENTS}
+    assert train_parser.get_default("model") == constants.DEFAULT_MODEL
+
+
+def test_the_auxiliary_rule_and_the_threshold_check_have_one_home():
+    from sei.constants import AUX_THRESHOLDS, THRESHOLD_METHODS, is_aux_threshold
+    from sei.thresholds import compute_threshold, uses_auxiliary
+    from sei.validation import check_threshold
+
+    assert set(AUX_THRESHOLDS) <= set(THRESHOLD_METHODS)
+    for t in THRESHOLD_METHODS + (0.5,):
+        assert TrainConfig(threshold=t, score="sei").uses_aux == uses_auxiliary(t) == is_aux_threshold(t)
+    assert not is_aux_threshold("aux_other") and [t for t in THRESHOLD_METHODS if is_aux_threshold(t)] == list(
+        AUX_THRESHOLDS)
+    for bad in ("median", "aux_other", True, None):
+        with pytest.raises(ValueError, match="Unknown threshold"):
+            check_threshold(bad)
+        with pytest.raises(ValueError, match="Unknown threshold"):
+            TrainConfig(threshold=bad)
+        with pytest.raises(ValueError, match="Unknown threshold"):
+            compute_threshold(np.zeros(3), bad)
+    with pytest.raises(ValueError, match="finite"):
+        TrainConfig(threshold=float("nan"))
+
+
 def test_train_result_and_checkpoint_carry_the_config(tmp_path):
     import sei
     from sei.engine.checkpoint import load_checkpoint
@@ -157,3 +206,22 @@ def test_config_refuses_sgd_settings_that_diverge(kw, needle):
     # lr=3.4e38 overflowed inside torch's SGD after training had started (found by the fuzz test)
     with pytest.raises(ValueError, match=needle):
         TrainConfig(**kw)
+
+
+def test_fit_head_is_a_predictor_standardised_once_by_the_engine():
+    """sei.engine.fit_head: the public door of the ALC simulator (no hand-built run state)."""
+    from sei import SEIRecorder
+    from sei.engine import fit_head
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    x = (np.eye(3)[y] * 4 + rng.normal(size=(120, 3)) + 10).astype(np.float32)
+    rec = SEIRecorder(120, 3)
+    cfg = TrainConfig(mode="embeddings", head="linear", epochs=5, lr=0.1, progress=False)
+    model = fit_head(x, y, cfg, num_classes=3, recorder=rec)
+    assert model.recorder is rec and rec.num_epochs == 5 and model.transition is None
+    np.testing.assert_allclose(model.predict_proba(x), model.train_probs, atol=1e-6)
+    np.testing.assert_allclose(model.net.input_mean.cpu().numpy()[0], x.mean(0), rtol=1e-5)
+    assert (model.predict_proba(x).argmax(1) == y).mean() > 0.9
+    with pytest.raises(ValueError, match="head='linear'"):
+        fit_head(x, y, TrainConfig(head="prompt"))

@@ -1,4 +1,4 @@
-"""sei.models: the open_clip names an adapter form offers ("<arch>:<tag>", a model folder, a
+"""sei.engine.encoders: the open_clip names an adapter form offers ("<arch>:<tag>", a model folder, a
 checkpoint file with arch=) and weights_problem, which says without loading whether they load."""
 
 import os
@@ -8,8 +8,8 @@ import pytest
 
 open_clip = pytest.importorskip("open_clip")
 
-from sei.embedding import embed_images  # noqa: E402
-from sei.models import MissingWeightsError, load_model, weights_problem  # noqa: E402
+from sei.engine.embedding import embed_images  # noqa: E402
+from sei.engine.encoders import MissingWeightsError, load_model, weights_problem  # noqa: E402
 from tiny_clip import save_tiny_clip_folder  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def test_a_folder_without_config_or_weights_is_refused_naming_what_is_missing(ti
 
 
 def test_arch_colon_tag_is_open_clips_pretrained_string(monkeypatch):
-    from sei import _weights_probe
+    from sei.engine import weights_probe as _weights_probe
 
     assert _weights_probe.open_clip_spec(open_clip, "ViT-B-32:openai") == ("ViT-B-32", "openai")
     assert _weights_probe.open_clip_spec(open_clip, "RN50:openai") == ("RN50", "openai")

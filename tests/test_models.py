@@ -1,4 +1,4 @@
-"""sei.models: offline EfficientNet-Lite0, open_clip bundles, cached embeddings, fail-fast weights."""
+"""sei.engine.encoders: offline EfficientNet-Lite0, open_clip bundles, cached embeddings, fail-fast weights."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,9 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from sei import models  # noqa: E402
-from sei.embedding import embed_images  # noqa: E402
-from sei.models import MissingWeightsError, encode_text, load_model  # noqa: E402
+from sei.engine import encoders as models  # noqa: E402
+from sei.engine.embedding import embed_images  # noqa: E402
+from sei.engine.encoders import MissingWeightsError, encode_text, load_model  # noqa: E402
 
 
 def tiny_clip(seed=0):
@@ -48,9 +48,9 @@ def test_embeddings_are_cached_and_reused(lite, tmp_path, monkeypatch):
     def boom(*_a, **_k):
         raise AssertionError("recomputed despite the cache")
 
-    import sei.embedding
+    import sei.engine.embedding
 
-    monkeypatch.setattr(sei.embedding, "preprocess_batch", boom)
+    monkeypatch.setattr(sei.engine.embedding, "preprocess_batch", boom)
     np.testing.assert_array_equal(embed_images(lite, x, image_size=32, cache_dir=tmp_path), a)
 
 

@@ -79,7 +79,7 @@ class _Tiny(__import__("torch").nn.Module):
 
 
 def _bundle(seed, name="enc"):
-    from sei.models import EncoderBundle
+    from sei.engine.encoders import EncoderBundle
 
     return EncoderBundle(name=name, visual=_Tiny(seed), embed_dim=4, image_size=16)
 
@@ -89,7 +89,7 @@ def _imgs():
 
 
 def test_same_name_other_weights_miss_the_embedding_cache_and_same_weights_hit(tmp_path):
-    from sei.embedding import embed_images
+    from sei.engine.embedding import embed_images
 
     a, b = _bundle(0), _bundle(1)
     fa = embed_images(a, _imgs(), cache_dir=tmp_path)
@@ -107,7 +107,7 @@ def test_same_name_other_weights_miss_the_embedding_cache_and_same_weights_hit(t
 def test_weights_changed_in_place_miss_the_embedding_cache(tmp_path):
     import torch
 
-    from sei.embedding import embed_images
+    from sei.engine.embedding import embed_images
 
     a = _bundle(0)
     f0 = embed_images(a, _imgs(), cache_dir=tmp_path)
@@ -121,8 +121,8 @@ def test_weights_changed_in_place_miss_the_embedding_cache(tmp_path):
 def test_lite0_weight_files_of_the_same_name_have_their_own_cache_entries(tmp_path):
     torch = pytest.importorskip("torch")
     pytest.importorskip("efficientnet_lite_pytorch")
-    from sei.embedding import embed_images
-    from sei.models import load_model
+    from sei.engine.embedding import embed_images
+    from sei.engine.encoders import load_model
 
     base = load_model("efficientnet-lite0").visual.net.state_dict()
     paths = []
@@ -142,7 +142,7 @@ def test_lite0_weight_files_of_the_same_name_have_their_own_cache_entries(tmp_pa
 def _resume_setup(tmp_path, **kw):
     pytest.importorskip("torch")
     from test_training import NAMES
-    from sei.training import train
+    from sei.engine.training import train
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 40)
@@ -181,7 +181,7 @@ def test_resume_refuses_a_changed_option_naming_it_and_the_fix(tmp_path, change,
 def test_resume_refuses_other_features(tmp_path):
     pytest.importorskip("torch")
     from test_training import NAMES
-    from sei.training import train
+    from sei.engine.training import train
 
     rng = np.random.default_rng(0)
     y, x = rng.integers(0, 4, 30), rng.normal(size=(30, 5)).astype(np.float32)
@@ -254,7 +254,7 @@ def test_recorder_refuses_bad_epoch_options(kw, exc, match):
 def test_all_zero_sample_weights_are_refused_before_training():
     pytest.importorskip("torch")
     from test_training import NAMES
-    from sei.training import train
+    from sei.engine.training import train
 
     y = np.arange(20) % 4
     x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 import sei  # noqa: E402
 from sei.constants import HEAD_DEFAULTS  # noqa: E402
 from sei.active import RobustWeights  # noqa: E402
-from sei.training import train  # noqa: E402
+from sei.engine.training import train  # noqa: E402
 from test_training import NAMES, K, _fit  # noqa: E402,F401  (the training tests' helpers; _fit is used by _KILL_SCRIPT)
 
 
@@ -240,8 +240,8 @@ def test_torch_uint8_image_tensor_is_taken_as_images():
 
 # ----------------------------------------------------------------------------- embedding cache keys
 def test_changing_one_pixel_off_the_old_sampling_stride_gives_new_features(tmp_path):
-    from sei.embedding import embed_images
-    from sei.models import load_model
+    from sei.engine.embedding import embed_images
+    from sei.engine.encoders import load_model
 
     clip, tok = _tiny_clip()
     b = load_model(clip, tokenizer=tok)
@@ -258,8 +258,8 @@ def test_changing_one_pixel_off_the_old_sampling_stride_gives_new_features(tmp_p
 def test_a_file_rewritten_within_the_same_second_gives_new_features(tmp_path):
     from PIL import Image
 
-    from sei.embedding import embed_images
-    from sei.models import load_model
+    from sei.engine.embedding import embed_images
+    from sei.engine.encoders import load_model
 
     clip, tok = _tiny_clip()
     b = load_model(clip, tokenizer=tok)
@@ -278,7 +278,7 @@ def test_a_file_rewritten_within_the_same_second_gives_new_features(tmp_path):
 
 
 def test_array_fingerprint_is_fast():
-    from sei.embedding import _data_fingerprint
+    from sei.engine.embedding import _data_fingerprint
 
     x = np.zeros((20000, 32, 32, 3), np.uint8)  # 61 MB
     t = time.perf_counter()
@@ -312,7 +312,7 @@ def offline(monkeypatch, tmp_path):
                                         ("hf-hub:timm/ViT-B-16-SigLIP", None)])
 def test_open_clip_tag_offline_fails_in_under_two_seconds(offline, model, tag):
     pytest.importorskip("open_clip")
-    from sei.models import MissingWeightsError, load_model
+    from sei.engine.encoders import MissingWeightsError, load_model
 
     t = time.perf_counter()
     with pytest.raises(MissingWeightsError, match="not in the local cache.*pretrained=<path>"):
@@ -327,7 +327,7 @@ def test_a_host_that_never_answers_is_given_up_after_the_probe_timeout(offline, 
     import threading
 
     pytest.importorskip("open_clip")
-    from sei import models
+    from sei.engine import encoders as models
 
     gate = threading.Event()
 
@@ -350,7 +350,7 @@ def test_cached_tag_loads_offline_without_network_retries(offline, monkeypatch):
     open_clip = pytest.importorskip("open_clip")
     from open_clip import factory, pretrained as oc_pretrained
 
-    from sei.models import load_model
+    from sei.engine.encoders import load_model
 
     cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
                                            "patch_size": 8},

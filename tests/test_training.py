@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import sei  # noqa: E402
-from sei.training import TrainResult, train  # noqa: E402
+from sei.engine.training import TrainResult, train  # noqa: E402
 
 K = 4
 NAMES = ["cat", "dog", "ship", "truck"]
@@ -62,13 +62,33 @@ def test_result_fields_have_documented_shapes():
 
 def test_auxiliary_samples_are_relabelled_and_set_the_threshold():
     x, noisy, _ = _blobs(n=200)
-    res = _fit(x, noisy, epochs=3, threshold="aux_mean")
+    res = _fit(x, noisy, epochs=3, threshold="aux_mean", score_aux_samples=False)
     assert len(res.aux_indices) == 200 // (K + 1)
     assert (res.labels_used[res.aux_indices] == K).all()
     raw = res.recorder.scores(res.score_name)
     assert res.threshold == pytest.approx(raw[res.aux_indices].mean())
     assert np.isnan(res.scores[res.aux_indices]).all()
     assert not res.mislabeled[res.aux_indices].any()
+
+
+@pytest.mark.parametrize("threshold", ["aux_mean", "aux_quantile"])
+def test_an_auxiliary_threshold_scores_every_sample_by_a_second_run(threshold):
+    """The protocol of sei.engine.protocols: the auxiliary samples' rows come from a run without the
+    pseudo-class, every other row and the cutoff from the first run (issue 24)."""
+    x, noisy, _ = _blobs(n=200)
+    seen = []
+    one = _fit(x, noisy, epochs=3, threshold=threshold, score_aux_samples=False)
+    res = _fit(x, noisy, epochs=3, threshold=threshold, on_epoch_end=lambda e, t, m: seen.append((m["run"], e)))
+    aux = res.aux_indices
+    assert len(aux) and np.isfinite(res.scores).all() and (res.predicted_labels >= 0).all()
+    rest = np.setdiff1d(np.arange(200), aux)
+    np.testing.assert_array_equal(res.scores[rest], one.scores[rest])
+    assert res.threshold == one.threshold and res.recorder.num_classes == K + 1
+    np.testing.assert_array_equal(res.mislabeled, res.scores < res.threshold)
+    second = _fit(res.features, noisy, epochs=3, aux_class=False, threshold=res.threshold, score=res.score_name)
+    np.testing.assert_array_equal(res.scores[aux], second.scores[aux])
+    np.testing.assert_array_equal(res.pred_probs[aux], second.pred_probs[aux])
+    assert seen == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
 
 
 def test_num_aux_code_uses_n_over_k_and_aux_off_uses_k_columns():
@@ -128,14 +148,14 @@ def test_protocol_options_train_and_score(opts):
     x, noisy, is_bad = _blobs(n=300)
     res = _fit(x, noisy, epochs=10, aux_class=True, **opts)
     ok = np.isfinite(res.scores)
-    assert ok.sum() == 300 - len(res.aux_indices)
+    assert ok.all() and len(res.aux_indices)  # the auxiliary samples scored by a second run
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(is_bad[ok], -res.scores[ok]) > 0.75
 
 
 def test_step_schedule_divides_lr_at_half_and_77_percent():
-    from sei.training import _lr_factor
+    from sei.engine.training import _lr_factor
 
     f = [_lr_factor("step", e, 150) for e in range(150)]
     assert f[74] == 1 and f[75] == pytest.approx(0.1) and f[114] == pytest.approx(0.1)
@@ -231,7 +251,7 @@ def test_train_is_exported_lazily():
 
 
 def test_linear_head_is_softmax_regression_on_standardised_features():
-    from sei.training import LinearHead
+    from sei.engine.training import LinearHead
 
     x, noisy, is_bad = _blobs(n=400)
     shifted = x * 50.0 + 1000.0  # standardisation makes the head blind to scale and offset

@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from sei.training import train  # noqa: E402
+from sei.engine.training import train  # noqa: E402
 
 NAMES = ["red", "green", "blue"]
 

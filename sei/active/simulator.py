@@ -8,9 +8,9 @@ selection precision (share of the batch, and of all queries, that was mislabeled
 number of mislabeled samples left.
 
 The classifier is the training engine's softmax-regression head (``trainer="linear"``,
-:func:`train_linear`: :class:`~sei.engine.heads.LinearHead`, the engine's one loss
-:func:`~sei.engine.heads.loss_terms` and epoch runner, SGD on cached embeddings, one
-torch thread); it honours per-sample weights (:class:`~sei.active.weights.RobustWeights`),
+:func:`train_linear` through the engine's public :func:`sei.engine.fit_head`:
+:class:`~sei.engine.heads.LinearHead`, the engine's one loss and epoch runner, SGD on cached
+embeddings, one torch thread); it honours per-sample weights (:class:`~sei.active.weights.RobustWeights`),
 a forward-corrected loss with a transition matrix (DALC, applied to not-yet-queried samples
 only, since queried labels are clean) and feeds an :class:`sei.SEIRecorder` every epoch.
 Pass ``trainer=callable`` to use another one (e.g. :func:`sei_train_trainer`).
@@ -48,70 +48,34 @@ class Oracle:
         return self.clean_labels[indices]
 
 
-class LinearModel:
-    """The trained engine head with its feature standardisation: ``predict_proba(x) -> (n, K)``."""
-
-    def __init__(self, net, mean, std):
-        self.net, self.mean, self.std = net, mean, std
-
-    def predict_proba(self, x):
-        import torch
-
-        x = torch.from_numpy(np.asarray(x, np.float32)).to(self.mean.device)
-        with torch.no_grad():
-            return torch.softmax(self.net((x - self.mean) / self.std).float(), -1).cpu().numpy().astype(np.float64)
-
-
 def train_linear(features, labels, num_classes, *, epochs=20, lr=0.1, batch_size=256, weight_decay=1e-4,
                  momentum=0.9, sample_weights=None, transition_matrix=None, correct_mask=None,
                  recorder=None, seed=0, device="cpu"):
     """Softmax regression through the training engine; returns ``(model, probs (N,K), losses (N,))``.
 
-    The engine's :class:`~sei.engine.heads.LinearHead` on standardised features, its one loss
-    (:func:`~sei.engine.heads.loss_terms`), its epoch runner and SGD with a cosine schedule:
-    what ``sei.train(mode="embeddings", head="linear")`` trains, kept in-process so that the
-    model predicts held-out data. ``sample_weights``: None, (N,) array, or an object with
-    ``.weights`` and ``.update(losses)`` (updated after every epoch from the recorder's losses).
-    ``transition_matrix`` (K, K): forward-corrected CE ``-log (p T)_y`` on the ``correct_mask``
-    samples (plain CE on the others). ``recorder`` is fed every epoch. ``probs`` / ``losses``
-    are the final model's on all samples (losses forward-corrected where T applies).
+    :func:`sei.engine.fit_head`: the engine's :class:`~sei.engine.heads.LinearHead` on
+    standardised features, its one loss (:func:`~sei.engine.heads.loss_terms`), its epoch runner
+    and SGD with a cosine schedule: what ``sei.train(mode="embeddings", head="linear")`` trains,
+    returned as a predictor of held-out data (``model.predict_proba``). ``sample_weights``: None,
+    (N,) array, or an object with ``.weights`` and ``.update(losses)`` (updated after every epoch
+    from the recorder's losses). ``transition_matrix`` (K, K): forward-corrected CE
+    ``-log (p T)_y`` on the ``correct_mask`` samples (plain CE on the others). ``recorder`` is fed
+    every epoch. ``probs`` / ``losses`` are the final model's on all samples (losses
+    forward-corrected where T applies). Imports torch on first call.
     """
-    import torch
-
-    from ..engine.config import TrainConfig
-    from ..engine.heads import LinearHead, extend_transition, prepare_features
-    from ..engine.loop import Run, SampleWeights, TrainState
-    from ..engine.trainer import _epochs
-    from ..recorder import SEIRecorder
+    from ..engine import TrainConfig, fit_head
 
     y = np.asarray(labels, np.int64)
-    n, k = len(y), int(num_classes)
+    n = len(y)
     cfg = TrainConfig(mode="embeddings", head="linear", epochs=epochs, lr=lr, batch_size=batch_size,
                       weight_decay=weight_decay, momentum=momentum, lr_schedule="cosine", seed=seed,
-                      aux_class=False, threshold="zero", progress=False, device=device)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as sei.train on CPU: the head's small products lose to thread sync
-    try:
-        torch.manual_seed(seed)
-        dev = torch.device(device)
-        net = LinearHead(np.shape(features)[1], k).to(dev)
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-        st = TrainState(net=net, opt=opt, rec=recorder if recorder is not None else SEIRecorder(n, k),
-                        weights=SampleWeights(sample_weights, n, dev))
-        x = np.asarray(features, np.float32)
-        run = Run(cfg=cfg, n=n, c=k, dev=dev, y=torch.from_numpy(y).to(dev),
-                  T=None if transition_matrix is None else extend_transition(transition_matrix, k, k).to(dev),
-                  T_mask=None if correct_mask is None else torch.from_numpy(np.asarray(correct_mask, bool)).to(dev),
-                  valid=torch.arange(n, device=dev))
-        run.X = prepare_features(x, np.ones(n, bool), net, dev)
-        _epochs(run, st, "embeddings", lambda: None)
-        xt = torch.from_numpy(x).to(dev)
-        model = LinearModel(net, xt.mean(0, keepdim=True), xt.std(0, unbiased=False, keepdim=True) + 1e-6)
-        with torch.no_grad():
-            probs = torch.softmax(net(run.X).float(), -1).cpu().numpy().astype(np.float64)
-    finally:
-        torch.set_num_threads(old_threads)
-    pe = probs if run.T is None else np.where(_mask(correct_mask, n)[:, None], probs @ run.T.cpu().numpy(), probs)
+                      aux_class=False, threshold="zero", progress=False, device=device,
+                      sample_weights=sample_weights, transition_matrix=transition_matrix,
+                      transition_mask=None if transition_matrix is None else correct_mask)
+    model = fit_head(features, y, cfg, num_classes=num_classes, recorder=recorder)
+    probs = model.train_probs
+    pe = probs if model.transition is None else np.where(_mask(correct_mask, n)[:, None], probs @ model.transition,
+                                                          probs)
     losses = -np.log(np.clip(pe[np.arange(n), y], 1e-12, 1.0))
     return model, probs, losses
 

@@ -15,11 +15,15 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
-from ..validation import check_int_param, check_real_param
-from .. import scores as _scores
-from ..constants import AUTO_SCORE, DEFAULT_THRESHOLD, HEAD_DEFAULTS, HEADS, THRESHOLD_METHODS, resolve_head
+import numpy as np
 
-__all__ = ["TrainConfig", "MODES", "LR_SCHEDULES", "DEFAULT_PROMPT_TEMPLATE", "DEFAULT_AUX_PROMPT",
+from ..validation import check_int_param, check_real_param, check_threshold
+from .. import scores as _scores
+from ..thresholds import uses_auxiliary
+from ..constants import AUTO_SCORE, DEFAULT_MODEL, DEFAULT_THRESHOLD, HEAD_DEFAULTS, HEADS, is_aux_threshold, \
+    resolve_head
+
+__all__ = ["TrainConfig", "MODES", "LR_SCHEDULES", "RECORDS", "DEFAULT_PROMPT_TEMPLATE", "DEFAULT_AUX_PROMPT",
            "PLACEMENTS"]
 
 #: Largest learning rate accepted (SGD on these heads and towers diverges long before).
@@ -53,7 +57,7 @@ class TrainConfig:
     """
 
     class_names: Optional[list] = None
-    model: Any = "efficientnet-lite0"
+    model: Any = DEFAULT_MODEL
     pretrained: Optional[str] = None
     tokenizer: Any = None
     arch: Optional[str] = None
@@ -96,13 +100,14 @@ class TrainConfig:
     placement: str = "auto"
     return_features: bool = False
     extra_scores: Any = None
+    score_aux_samples: bool = True
     #: options that are objects, not settings: kept out of ``to_dict``
     _OBJECTS = ("tokenizer", "sample_weights", "transition_matrix", "transition_mask", "on_epoch_end", "on_record")
     #: options that do not change what is trained (where it runs and writes, how it reports and
     #: scores, the epochs, checked on their own): a resumed run may change them, no other
     _NOT_TRAINING = ("epochs", "score", "threshold", "extra_scores", "checkpoint_dir", "resume", "device",
                      "num_workers", "cache_dir", "on_epoch_end", "on_record", "history_path", "progress",
-                     "num_threads", "force_autograd", "placement", "return_features")
+                     "num_threads", "force_autograd", "placement", "return_features", "score_aux_samples")
 
     def __post_init__(self):
         self.validate()
@@ -175,6 +180,9 @@ class TrainConfig:
         if not isinstance(self.prompt_template, str) or "{}" not in self.prompt_template:
             raise ValueError(f"prompt_template must be a str with a '{{}}' for the class name, "
                              f"got {self.prompt_template!r}.")
+        if not isinstance(self.score_aux_samples, (bool, np.bool_)):
+            raise TypeError(f"score_aux_samples must be True or False, got {self.score_aux_samples!r}.")
+        self.score_aux_samples = bool(self.score_aux_samples)
         for name in ("on_epoch_end", "on_record"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise TypeError(f"{name} must be callable, got {type(getattr(self, name)).__name__}.")
@@ -182,11 +190,11 @@ class TrainConfig:
         """Rules tying options together (score, threshold, auxiliary class, mode, resume, ...)."""
         # "auto" stays until the data is known (check_mode); checked here as the default with features
         spec = _scores.get(_scores.resolve_score(self.score, self.mode != "finetune", self.threshold))
-        self._check_threshold()
-        if isinstance(self.threshold, str) and self.threshold.startswith("aux") and self.aux_class is False:
+        check_threshold(self.threshold)
+        if is_aux_threshold(self.threshold) and self.aux_class is False:
             raise ValueError(f"threshold={self.threshold!r} is computed from the auxiliary samples: use "
                              "aux_class='auto' (or True), or another threshold ('auto', 'zero', 'gmm' or a number).")
-        if spec.needs_features and isinstance(self.threshold, str) and self.threshold.startswith("aux"):
+        if spec.needs_features and is_aux_threshold(self.threshold):
             raise ValueError(f"score={self.score!r} mixes in the neighbours' labels, which the auxiliary samples do "
                              "not calibrate: use threshold 'auto', 'zero', 'gmm' or a number.")
         if self.mode is not None:
@@ -228,21 +236,11 @@ class TrainConfig:
                              "or head='prompt' to fine-tune the image tower.")
         return mode
 
-    def _check_threshold(self):
-        t = self.threshold
-        if isinstance(t, numbers.Real) and not isinstance(t, bool):
-            if t != t or t in (float("inf"), float("-inf")):
-                raise ValueError(f"threshold must be finite, got {t}.")
-        elif not (isinstance(t, str) and t in THRESHOLD_METHODS):
-            raise ValueError(f"threshold must be a number or one of {', '.join(THRESHOLD_METHODS)}, got {t!r}.")
-
     # ------------------------------------------------------------------ derived
     @property
     def uses_aux(self) -> bool:
         """Whether the auxiliary pseudo-class is trained ("auto": only for an ``aux_*`` threshold)."""
-        if self.aux_class == "auto":
-            return isinstance(self.threshold, str) and self.threshold.startswith("aux")
-        return bool(self.aux_class)
+        return uses_auxiliary(self.threshold, self.aux_class)
 
     def lr_for_batch(self, batch_size: Optional[int] = None) -> float:
         """The linear scaling rule: ``lr * batch_size / 128`` (Goyal et al., 2017).

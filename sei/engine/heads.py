@@ -198,7 +198,10 @@ def prepare_features(features, valid, head, dev):
     x = torch.from_numpy(np.nan_to_num(features, nan=0.0)).to(dev)
     ok = torch.from_numpy(valid).to(dev)
     if isinstance(head, LinearHead):  # standardise over the readable samples
-        x = (x - x[ok].mean(0, keepdim=True)) / (x[ok].std(0, unbiased=False, keepdim=True) + 1e-6)
+        # kept on the head (plain attributes, not in its state dict): what a predictor applies to new features
+        head.input_mean = x[ok].mean(0, keepdim=True)
+        head.input_std = x[ok].std(0, unbiased=False, keepdim=True) + 1e-6
+        x = (x - head.input_mean) / head.input_std
         return x.contiguous()
     if head.center:
         x = x - x[ok].mean(0, keepdim=True)

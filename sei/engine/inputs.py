@@ -55,7 +55,7 @@ def resolve_inputs(inputs, mode, n):
     elif isinstance(inputs, (list, tuple)) and len(inputs) and isinstance(inputs[0], (numbers.Number, np.generic)):
         inputs = to_numpy(inputs, "inputs")
     if inputs is None or isinstance(inputs, (str, bytes, os.PathLike, dict, set, numbers.Number)):
-        hint = " (one path? pass a list of paths, e.g. from sei.data.scan_image_folder)" \
+        hint = " (one path? pass a list of paths, e.g. from sei.engine.data.scan_image_folder)" \
             if isinstance(inputs, (str, os.PathLike)) else ""
         raise TypeError(f"inputs must hold N samples, got {type(inputs).__name__}{hint}; {_INPUTS_HELP}")
     if not hasattr(inputs, "__len__") or not hasattr(inputs, "__getitem__"):

@@ -24,8 +24,10 @@ class TrainResult:
     ----------
     scores : np.ndarray, shape (N,)
         The chosen score (``score_name``), lower = more likely mislabeled. NaN for samples
-        never seen (unreadable images) and for auxiliary samples (their real label was not
-        trained; score them with a second run, see :func:`sei.two_run_auxiliary`).
+        never seen (unreadable images). Auxiliary samples (their real label is not trained)
+        are scored by a second run without the pseudo-class
+        (:func:`sei.engine.protocols.train_scoring_every_sample`, ``sei.train``'s default), or
+        NaN with ``score_aux_samples=False``.
     mislabeled : np.ndarray of bool, shape (N,)
         ``scores < threshold``; False where the score is NaN.
     threshold : float

@@ -85,8 +85,8 @@ def _load_data(inputs, cfg, mode, class_names, dev, rank):
     if mode == "embeddings":
         features = np.asarray(inputs, dtype=np.float32)
         return bundle, size, class_init, features, store, np.isfinite(features).all(1)
-    from ..embedding import embed_images
-    from ..models import encode_text, load_model
+    from .embedding import embed_images
+    from .encoders import encode_text, load_model
 
     bundle = load_model(cfg.model, pretrained=cfg.pretrained, tokenizer=cfg.tokenizer, arch=cfg.arch,
                         image_size=cfg.image_size)
@@ -185,8 +185,8 @@ def _fingerprint(cfg, mode, inputs, features, bundle):
 
     if features is not None:
         return run_fingerprint(cfg, array_fingerprint(features))
-    from ..embedding import _data_fingerprint
-    from ..models import weights_fingerprint
+    from .embedding import _data_fingerprint
+    from .encoders import weights_fingerprint
     from .images import is_path_list
 
     data = _data_fingerprint(inputs) if isinstance(inputs, np.ndarray) or is_path_list(inputs) else type(inputs).__name__

@@ -80,11 +80,11 @@ def test_the_zoo_clip_is_opened_by_open_clip_under_its_own_name():
 
 
 def test_weights_neither_cached_nor_downloadable_are_a_warning_in_the_form(dataset, offline_cache, monkeypatch):
-    import sei.models
+    import sei.engine.encoders
 
     calls = []
-    real = sei.models.weights_problem
-    monkeypatch.setattr(sei.models, "weights_problem", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = sei.engine.encoders.weights_problem
+    monkeypatch.setattr(sei.engine.encoders, "weights_problem", lambda *a, **k: calls.append(a) or real(*a, **k))
     for model, arch in (("RN50:openai", "RN50"), ("clip-vit-base32-torch", "ViT-B-32")):
         props = _form(dataset, model=model)
         warning = props["weights_warning"].view
@@ -193,7 +193,7 @@ def test_python_compute_sei_takes_the_forms_names(dataset, tiny_folder, offline_
     sfo.compute_sei(dataset, "ground_truth", model=tiny_folder, epochs=2, image_size=32, brain_key="py_clip")
     again = dataset.get_brain_info("py_clip").config.compute_kwargs()
     assert again["model"] == tiny_folder and again["image_size"] == 32
-    from sei.models import MissingWeightsError
+    from sei.engine.encoders import MissingWeightsError
 
     t = time.perf_counter()
     for name in ("clip-vit-base32-torch", "RN50:openai"):
@@ -202,3 +202,17 @@ def test_python_compute_sei_takes_the_forms_names(dataset, tiny_folder, offline_
     assert time.perf_counter() - t < 10
     dataset.reload()
     assert "offline" not in dataset.list_brain_runs() and "offline" not in dataset.get_field_schema()
+
+
+def test_the_forms_choices_are_the_engines():
+    """The form reads its choices from sei.constants / the engine's config, never a copy (issue 24)."""
+    from sei import constants
+    from sei.engine.config import MODES
+    from sei_fiftyone import compute_form as form
+
+    assert form.THRESHOLD_CHOICES == constants.THRESHOLD_METHODS
+    assert [h for h, _ in form.HEAD_CHOICES] == ["auto", *constants.HEADS]
+    assert [m for m, _ in form.MODE_CHOICES] + ["embeddings"] == sorted(MODES, key=lambda m: m == "embeddings")
+    assert form.DEFAULT_MODEL == constants.DEFAULT_MODEL
+    assert compute_kwargs({"label_field": "ground_truth", "epochs": 10.0})["epochs"] == 10
+    assert compute_kwargs({"label_field": "ground_truth", "epochs": 2.5})["epochs"] == 2.5  # the engine refuses it

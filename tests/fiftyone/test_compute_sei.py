@@ -234,3 +234,17 @@ def test_resolved_defaults_are_recorded_and_an_unrecordable_option_is_named(data
     assert "unrecorded" in config.train_kwargs["on_record"]
     with pytest.raises(ValueError, match="on_record"):
         config.compute_kwargs()
+
+
+def test_options_are_the_engines_checked_and_resolved_by_it(dataset):
+    """compute_sei passes its options to the engine as given (no int(epochs), no defaults of its own):
+    a fractional epoch count is refused as sei.train refuses it, and the run records the engine's values."""
+    from sei.engine import TrainConfig
+
+    with pytest.raises(TypeError, match="epochs must be an int"):
+        sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding", epochs=2.5)
+    assert dataset.list_brain_runs() == []
+    sfo.compute_sei(dataset, "ground_truth", embeddings_field="embedding")
+    config, engine = dataset.get_brain_info("sei").config, TrainConfig(mode="embeddings")
+    assert (config.head, config.epochs, config.lr) == (engine.head, engine.epochs, engine.lr)
+    assert config.score == dataset.load_brain_results("sei").score_name != "auto"

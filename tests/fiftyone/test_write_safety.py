@@ -14,7 +14,7 @@ import fiftyone.operators as foo
 import pymongo.collection
 
 import sei_fiftyone as sfo
-import sei_fiftyone._engine as engine
+import sei_fiftyone.core as core
 from sei_fo_testutil import build_dataset, kill_at_flag
 from sei_fiftyone.__main__ import main as cli_main
 
@@ -53,7 +53,7 @@ def _state(ds, key="sei"):
 def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started")
-    monkeypatch.setattr(engine, "train", refuse)
+    monkeypatch.setattr(core, "train", refuse)
 
 
 # brain_key collisions ------------------------------------------------------------------------

@@ -27,24 +27,26 @@ Protocol switches (defaults first, the paper's / authors' values one argument aw
 "eval" (a separate pass after each epoch); ``aux_class`` on/off; ``num_aux`` "paper"
 (N // (K+1)) | "code" (N // K) | int.
 
-The options are declared and validated once, in :class:`sei.engine.TrainConfig`; torch and
-open_clip are imported here only, so ``import sei`` stays light.
+The options are declared and validated once, in :class:`sei.engine.TrainConfig`. This module
+imports torch (through the trainer); ``import sei`` reaches it only on first use of ``sei.train``.
 """
 
 from __future__ import annotations
 
-from .constants import AUTO_SCORE, DEFAULT_THRESHOLD
-from .engine.config import DEFAULT_AUX_PROMPT, DEFAULT_PROMPT_TEMPLATE, TrainConfig
-from .engine.trainer import fit
-from .engine.heads import LinearHead, PromptHead
-from .engine.loop import lr_factor as _lr_factor  # noqa: F401  (kept for callers of the old private name)
-from .engine.result import TrainResult
+import dataclasses
+
+from ..constants import AUTO_SCORE, DEFAULT_MODEL, DEFAULT_THRESHOLD
+from .config import DEFAULT_AUX_PROMPT, DEFAULT_PROMPT_TEMPLATE, TrainConfig
+from .protocols import train_scoring_every_sample
+from .heads import LinearHead, PromptHead
+from .loop import lr_factor as _lr_factor  # noqa: F401  (kept for callers of the old private name)
+from .result import TrainResult
 
 __all__ = ["train", "TrainResult", "TrainConfig", "PromptHead", "LinearHead", "DEFAULT_PROMPT_TEMPLATE",
            "DEFAULT_AUX_PROMPT"]
 
 
-def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretrained=None, tokenizer=None,
+def train(inputs, labels, *, class_names=None, model=DEFAULT_MODEL, pretrained=None, tokenizer=None,
           arch=None, mode=None, epochs=None, batch_size=128, lr=None, momentum=0.9, weight_decay=1e-4,
           lr_schedule="none", logit_scale="learned", record="train", aux_class="auto", num_aux="paper",
           prompt_template=DEFAULT_PROMPT_TEMPLATE, aux_prompt=DEFAULT_AUX_PROMPT, proj_dim=None,
@@ -52,7 +54,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
           sample_weights=None, transition_matrix=None, transition_mask=None, checkpoint_dir=None, resume=False, device="auto",
           image_size=None, num_workers=0, cache_dir=None, seed=0, on_epoch_end=None, on_record=None,
           history_path=None, progress=True, amp=True, num_threads="auto", force_autograd=False,
-          placement="auto", return_features=False, extra_scores=None):
+          placement="auto", return_features=False, extra_scores=None, score_aux_samples=True):
     """Train a prompt classifier and score every sample with its training dynamics.
 
     Parameters
@@ -65,8 +67,8 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         Given (possibly noisy) labels in 0..K-1.
     class_names : list of str, optional
         K names used in the prompts; default ``["class 0", ...]``.
-    model : str or torch.nn.Module, default "efficientnet-lite0"
-        See :func:`sei.models.load_model`; unused in mode ``"embeddings"``.
+    model : str or torch.nn.Module, default ``sei.constants.DEFAULT_MODEL`` ("efficientnet-lite0")
+        See :func:`sei.engine.encoders.load_model`; unused in mode ``"embeddings"``.
     pretrained, tokenizer, arch : optional
         open_clip pretrained tag or checkpoint path; tokenizer of a model object;
         architecture of a checkpoint path.
@@ -97,9 +99,8 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         authors' code); "eval": a separate pass over all samples after each epoch.
     aux_class : "auto" | bool, default "auto"
         Relabel ``num_aux`` random samples to a pseudo-class prompted by ``aux_prompt``.
-        "auto": only when the threshold uses them (``"aux_mean"``, ``"aux_quantile"``), so
-        that by default every sample is scored (auxiliary samples are not: their own label
-        is never trained). On CIFAR-10N the aux class barely changes the ranking (AUROC
+        "auto": only when the threshold uses them (``"aux_mean"``, ``"aux_quantile"``). Their
+        own label is never trained: a second run scores them (``score_aux_samples``). On CIFAR-10N the aux class barely changes the ranking (AUROC
         0.836 vs 0.830, 30 epochs) and its mean-SEI cutoff is too strict (F1 0.59 vs 0.79
         for the zero cutoff), see ``benchmarks/results/train_speed.md``.
     num_aux : "paper" | "code" | int | float in (0, 1), default "paper"
@@ -188,6 +189,12 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         (``result.recorder.scores(name)``). Only scores with per-class state need naming
         (``"mean_logp"``, ``"poe_knn"``: an (N, K) sum, 8 N K bytes); every other score is
         always readable.
+    score_aux_samples : bool, default True
+        With the auxiliary pseudo-class (``aux_class``), train a second run without it and take
+        the auxiliary samples' rows of ``scores``, ``pred_probs`` and ``predicted_labels`` from
+        it, so that every sample is scored; the cutoff, the recorder and the curves stay the
+        first run's (:func:`sei.engine.protocols.train_scoring_every_sample`). False: one run,
+        the auxiliary samples scored NaN (the paper's protocol, half the training).
 
     Returns
     -------
@@ -205,15 +212,6 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
     >>> res.scores.shape, res.pred_probs.shape
     ((300,), (300, 3))
     """
-    cfg = TrainConfig(
-        class_names=class_names, model=model, pretrained=pretrained, tokenizer=tokenizer, arch=arch, mode=mode,
-        epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        lr_schedule=lr_schedule, logit_scale=logit_scale, record=record, aux_class=aux_class, num_aux=num_aux,
-        prompt_template=prompt_template, aux_prompt=aux_prompt, proj_dim=proj_dim, center_features=center_features,
-        learn_class_emb=learn_class_emb, head=head, score=score, threshold=threshold, sample_weights=sample_weights,
-        transition_matrix=transition_matrix, transition_mask=transition_mask, checkpoint_dir=checkpoint_dir, resume=resume, device=device,
-        image_size=image_size, num_workers=num_workers, cache_dir=cache_dir, seed=seed, on_epoch_end=on_epoch_end,
-        on_record=on_record, history_path=history_path, progress=progress, amp=amp, num_threads=num_threads,
-        force_autograd=force_autograd, placement=placement, return_features=return_features,
-        extra_scores=extra_scores)
-    return fit(inputs, labels, cfg)
+    options = locals()  # exactly TrainConfig's fields (pinned by tests/test_engine.py), inputs and labels
+    cfg = TrainConfig(**{f.name: options[f.name] for f in dataclasses.fields(TrainConfig)})
+    return train_scoring_every_sample(inputs, labels, cfg)

@@ -17,9 +17,9 @@ Three kinds of model are accepted everywhere a ``model=`` argument appears:
   :class:`torch.nn.Module` mapping ``(B, 3, H, W)`` images to ``(B, D)`` features.
 
 :func:`load_model` returns an :class:`EncoderBundle` (image tower, optional text tower,
-tokenizer, normalisation). :func:`sei.embedding.embed_images` computes frozen features batch-wise under ``torch.inference_mode`` and caches them on
+tokenizer, normalisation). :func:`sei.engine.embedding.embed_images` computes frozen features batch-wise under ``torch.inference_mode`` and caches them on
 disk keyed by model, data and preprocessing. The offline probing of open_clip weights lives
-in :mod:`sei._weights_probe`.
+in :mod:`sei.engine.weights_probe`.
 
 This module imports torch; ``import sei`` does not import it.
 """
@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from ._weights_probe import (  # noqa: F401  (MissingWeightsError, MODEL_OPTIONS_HELP: part of this module's API)
+from .weights_probe import (  # noqa: F401  (MissingWeightsError, MODEL_OPTIONS_HELP: part of this module's API)
     MODEL_OPTIONS_HELP,
     OFFLINE_PROBE_TIMEOUT_S,
     MissingWeightsError,
@@ -43,7 +43,7 @@ from ._weights_probe import (  # noqa: F401  (MissingWeightsError, MODEL_OPTIONS
     reachable,
     weights_location,
 )
-from .fingerprint import hasher
+from ..fingerprint import hasher
 from .towers import check_image_size, image_size_range  # noqa: F401  (part of this module's API)
 
 __all__ = [
@@ -234,7 +234,7 @@ def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = N
 
     Examples
     --------
-    >>> from sei.models import load_model
+    >>> from sei.engine.encoders import load_model
     >>> enc = load_model("efficientnet-lite0")
     >>> enc.embed_dim
     1280
@@ -398,5 +398,3 @@ def encode_text(bundle: EncoderBundle, prompts: Sequence[str], *, device="cpu") 
     clip.train(was)
     return out.clone()
 
-
-# Re-exported (defined in sei/embedding.py, which imports this module).

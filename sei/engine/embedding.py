@@ -1,4 +1,4 @@
-"""Frozen embeddings of images with an encoder of :mod:`sei.models`, cached on disk
+"""Frozen embeddings of images with an encoder of :mod:`sei.engine.encoders`, cached on disk
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .fingerprint import hasher, update_array
-from .models import EncoderBundle, check_image_size, load_model, weights_fingerprint
+from ..fingerprint import hasher, update_array
+from .encoders import EncoderBundle, check_image_size, load_model, weights_fingerprint
 
 __all__ = ["embed_images", "preprocess_batch"]
 
@@ -38,7 +38,7 @@ def preprocess_batch(images, *, size: int, mean, std, device="cpu", channels_las
     >>> tuple(x.shape), float(x[0, 0, 0, 0])
     ((2, 3, 64, 64), -1.0)
     """
-    from .engine.images import normalize, resize
+    from .images import normalize, resize
 
     x = torch.as_tensor(images)
     if x.dtype == torch.uint8:
@@ -100,7 +100,7 @@ def embed_images(model, images, *, image_size: Optional[int] = None, batch_size:
     cache_dir : path, optional
         When given, features are stored as ``<cache_dir>/emb_<model>_<size>_<hash>.npz``, the
         hash covering every byte of the data and of the image tower's weights
-        (:func:`sei.models.weights_fingerprint`), and reused on the next call with the same
+        (:func:`sei.engine.encoders.weights_fingerprint`), and reused on the next call with the same
         model weights, data and preprocessing.
     progress : bool, default False
         Show a tqdm bar.
@@ -121,8 +121,8 @@ def embed_images(model, images, *, image_size: Optional[int] = None, batch_size:
     Examples
     --------
     >>> import numpy as np
-    >>> from sei.models import load_model
-    >>> from sei.embedding import embed_images
+    >>> from sei.engine.encoders import load_model
+    >>> from sei.engine.embedding import embed_images
     >>> enc = load_model("efficientnet-lite0")
     >>> x = np.zeros((4, 32, 32, 3), np.uint8)
     >>> embed_images(enc, x, image_size=96).shape
@@ -130,7 +130,7 @@ def embed_images(model, images, *, image_size: Optional[int] = None, batch_size:
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .engine.images import ImageStore, is_path_list, normalize, resize
+    from .images import ImageStore, is_path_list, normalize, resize
 
     bundle = load_model(model) if not isinstance(model, EncoderBundle) else model
     size = int(image_size or bundle.image_size)

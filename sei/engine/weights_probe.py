@@ -1,6 +1,6 @@
 """Where open_clip would read weights from, whether that host answers, and Hugging Face offline
-mode while reading cached weights (used by :func:`sei.models.load_model` to fail fast offline,
-and by :func:`sei.models.weights_problem` to say so before anything is loaded).
+mode while reading cached weights (used by :func:`sei.engine.encoders.load_model` to fail fast offline,
+and by :func:`sei.engine.encoders.weights_problem` to say so before anything is loaded).
 
 Names accepted for open_clip weights (:func:`open_clip_spec`): an architecture with
 ``pretrained=<tag or checkpoint file>``; open_clip's own ``"<arch>:<tag>"`` string (as
