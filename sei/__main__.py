@@ -36,7 +36,7 @@ def _default(name):
 
 
 def _add_train_args(p):
-    from .constants import HEADS, THRESHOLD_METHODS
+    from .constants import DEFAULT_FEATURE_SCORE, DEFAULT_SCORE, HEADS, THRESHOLD_METHODS
     from .engine.config import LR_SCHEDULES, MODES, PLACEMENTS, RECORDS
 
     src = p.add_argument_group("data")
@@ -81,7 +81,8 @@ def _add_train_args(p):
     t.add_argument("--num-workers", type=int, default=_default("num_workers"),
                    help="image decoding threads (0: one per core)")
     s = p.add_argument_group("scoring and output")
-    s.add_argument("--score", default=None, help="recorder score (default: sei.DEFAULT_SCORE)")
+    s.add_argument("--score", default=None, help=f"score to write (default auto: {DEFAULT_FEATURE_SCORE} on fixed "
+                   f"features, {DEFAULT_SCORE} when fine-tuning; sei: the paper's Signed Entropy Integral)")
     s.add_argument("--threshold", default=_default("threshold"), help=" | ".join(THRESHOLD_METHODS) + " | <float>")
     s.add_argument("--output", "-o", required=True, metavar="DIR", help="writes scores.csv, recorder.npz, "
                    "summary.json and checkpoint/ here")
@@ -244,13 +245,14 @@ def _run_train(a):
     return 0
 
 
-register_command("train", "train the prompt classifier and score every sample (SEI)", _add_train_args, _run_train)
+register_command("train", "train a classifier (linear on fixed features, prompt when fine-tuning) and score every "
+                 "sample from its training dynamics (the score written is in summary.json)", _add_train_args, _run_train)
 
 
 # ----------------------------------------------------------------------------- main
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m sei", description="Find mislabeled images with the Signed Entropy "
-                                "Integral.")
+    p = argparse.ArgumentParser(prog="python -m sei", description="Find mislabeled images from a classifier's "
+                                "training dynamics.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_, add_args, run) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)

@@ -50,8 +50,9 @@ class SEIIssueManager(IssueManager):
     """
 
     description: ClassVar[str] = (
-        "Examples whose training dynamics (the Signed Entropy Integral, or the chosen score) "
-        "show the model persistently disagreeing with the given label."
+        "Examples whose training dynamics (the chosen score: by default aum_prob, or poe_knn with "
+        "features; 'sei' is the Signed Entropy Integral) show the model persistently disagreeing with "
+        "the given label."
     )
     issue_name: ClassVar[str] = "sei"
     verbosity_levels = {0: [], 1: ["threshold", "score"], 2: ["num_label_issues"], 3: []}

@@ -1,15 +1,16 @@
-"""SEI as a FiftyOne Brain run: :func:`compute_sei`, the public face of the method.
+"""Mislabeled samples from training dynamics as a FiftyOne Brain run: :func:`compute_sei`.
 
-Algorithm (see ``sei.recorder``): train a classifier on the given labels and record,
-for every sample i and epoch t, the signed entropy of its predicted distribution
-
-    SE_t(i) = +H(p_t(i)) if the given label is the argmax, -H(p_t(i)) otherwise
-    SEI(i)  = sum_t SE_t(i)
-
-A mislabeled sample is fitted late, so it spends many epochs predicted as another class
-with a low entropy: its SEI is strongly negative. LOWER = MORE LIKELY MISLABELED. The
-cutoff is ``sei.compute_threshold`` (``"auto"``: zero for signed scores; ``"aux_mean"``:
-the mean score of auxiliary samples relabelled to a pseudo-class, as in the paper).
+Algorithm (see ``sei.recorder``): train a classifier on the given labels, record every
+sample's training dynamics, and write one score per sample, LOWER = MORE LIKELY
+MISLABELED. Which score is the run's ``score`` option: by default (``"auto"``,
+:func:`sei.constants.default_score`) ``"poe_knn"`` on the features trained on (the margin of
+the epoch-averaged log-probabilities plus the neighbours' label shares) and ``"aum_prob"``
+when fine-tuning or with an auxiliary-class threshold; ``"sei"`` is the paper's Signed
+Entropy Integral (signed entropy, +H when the prediction agrees with the label and -H
+when not, summed over epochs). The run's config and results record the score written
+(``results.score_name``), and so does the score field's description. The cutoff is
+``sei.compute_threshold`` (``"auto"``: zero for signed scores; ``"aux_mean"``: the mean
+score of auxiliary samples relabelled to a pseudo-class, as in the paper).
 
 Writes three fields, in bulk, only after training succeeded:
 
@@ -81,8 +82,9 @@ def compute_sei(
     """Find likely mislabeled samples from the training dynamics of a classifier.
 
     Trains a classifier on ``label_field`` over the images of ``samples`` (or on the
-    vectors stored in ``embeddings_field``), records the Signed Entropy Integral of
-    every sample, and writes ``<brain_key>`` (float, lower = more likely mislabeled),
+    vectors stored in ``embeddings_field``), records every sample's training dynamics,
+    and writes ``<brain_key>`` (float: the score named by ``score``, by default ``"poe_knn"``
+    on the features or ``"aum_prob"`` when fine-tuning; lower = more likely mislabeled),
     ``<brain_key>_mislabeled`` (bool) and ``<brain_key>_suggestion``
     (:class:`fiftyone.core.labels.Classification`: the model's label and confidence).
     The fields are written in bulk after training, beside the previous run and then

@@ -14,6 +14,8 @@ import threading
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from sei.constants import DEFAULT_FEATURE_SCORE, DEFAULT_SCORE
+
 from . import core
 from .compute_form import SCORE_CHOICES, THRESHOLD_CHOICES, compute_kwargs, model_inputs, target_input  # noqa: F401
 from .compute_form import training_inputs
@@ -60,7 +62,9 @@ class ComputeSEI(Delegable, foo.Operator):
         return foo.OperatorConfig(
             name="compute_sei",
             label="Compute SEI (find mislabeled samples)",
-            description="Train on a label field and score every sample by its Signed Entropy Integral",
+            description=(f"Train on a label field and score every sample from its training dynamics (default "
+                         f"score: {DEFAULT_FEATURE_SCORE} on features, {DEFAULT_SCORE} when fine-tuning; "
+                         "'sei' is the paper's Signed Entropy Integral)"),
             dynamic=True,
             execute_as_generator=True,
             allow_immediate_execution=True,

@@ -270,6 +270,20 @@ def _complete(dataset, completion):
     backend.save_run_results(samples, key, results)
     _phase("registered")
     save_sorted_view(samples, key)
+    _describe_fields(dataset, key, results.score_name)
+
+
+def _describe_fields(dataset, key, score_name):
+    """Say in each field's FiftyOne description which score the run wrote."""
+    score_field, flag_field, sugg_field = field_names(key)
+    texts = {score_field: f"SEI run '{key}': score '{score_name}', lower = more likely mislabeled",
+             flag_field: f"SEI run '{key}': score '{score_name}' below the run's cutoff",
+             sugg_field: f"SEI run '{key}': the model's label and probability"}
+    for name, text in texts.items():
+        field = dataset.get_field(name)
+        if field is not None and field.description != text:
+            field.description = text
+            field.save()
 
 
 def recover_interrupted_writes(samples, wait=0):
