@@ -14,7 +14,7 @@ Prints a markdown table (also written to ``benchmarks/results/train_speed.md`` w
 
 Benchmark-local on purpose: the naive loop and the reference loop are what the engine is timed
 against; every other row trains through ``sei.train``. Metrics come from
-:func:`benchmarks.harness.detection_metrics`.
+:func:`sei.metrics.detection_metrics`.
 
 Usage::
 
@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.finetune_speed import finetune_table, reference_embed, reference_epoch  # noqa: E402,F401
-from benchmarks.harness import detection_metrics, write_table  # noqa: E402
+from benchmarks.harness import write_table  # noqa: E402
+from sei.metrics import detection_metrics  # noqa: E402
 
 
 FEATURES_CACHE = ROOT / "benchmarks" / ".cache" / "cifar10n_train_efficientnet-lite0_96.npy"
@@ -139,9 +140,9 @@ def protocol_table(epochs=30):
         for name, kw in variants:
             r = train(x, y, class_names=names, epochs=epochs, progress=False, **kw)
             m = np.isfinite(r.scores)
-            q = detection_metrics(r.scores, bad, r.mislabeled, valid=m)
+            q = detection_metrics(r.mislabeled, r.scores, bad, valid=m)
             auc, f1 = q["auroc"], q["f1"]
-            aum = detection_metrics(r.recorder.scores("aum"), bad, valid=m)["auroc"]
+            aum = detection_metrics(None, r.recorder.scores("aum"), bad, valid=m)["auroc"]
             cut = kw.get("threshold", "zero")
             lines.append(f"| {lab} | {name} | {auc:.4f} | {aum:.4f} | {f1:.4f} ({cut}) | {r.train_accuracy[-1]:.3f} |")
             print(lines[-1], flush=True)
@@ -190,7 +191,7 @@ def heads_table(seeds=(0, 1, 2)):
                 secs.append(time.time() - t)
                 fused = sei.feature_score("aum_prob_knn", r.scores, y, neighbors=neighbors, num_classes=10)
                 for key, sc in (("aum_prob", r.scores), ("aum_prob_knn", fused)):
-                    q = detection_metrics(sc, bad, sc < 0)
+                    q = detection_metrics(sc < 0, sc, bad)
                     cells[key][0].append(q["auroc"])
                     cells[key][1].append(q["f1"])
             row = " | ".join(f"{np.mean(v):.4f} ± {np.std(v):.4f}" for key in cells for v in cells[key])
