@@ -37,7 +37,6 @@ from .constants import AUTO_SCORE, DEFAULT_THRESHOLD
 from .engine.config import DEFAULT_AUX_PROMPT, DEFAULT_PROMPT_TEMPLATE, TrainConfig
 from .engine.trainer import fit
 from .engine.heads import LinearHead, PromptHead
-from .engine.loop import lr_factor as _lr_factor  # noqa: F401  (kept for callers of the old private name)
 from .engine.result import TrainResult
 
 __all__ = ["train", "TrainResult", "TrainConfig", "PromptHead", "LinearHead", "DEFAULT_PROMPT_TEMPLATE",
@@ -51,7 +50,7 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
           center_features="auto", learn_class_emb=True, head="auto", score=AUTO_SCORE, threshold=DEFAULT_THRESHOLD,
           sample_weights=None, transition_matrix=None, transition_mask=None, checkpoint_dir=None, resume=False, device="auto",
           image_size=None, num_workers=0, cache_dir=None, seed=0, on_epoch_end=None, on_record=None,
-          history_path=None, progress=True, amp=True, num_threads="auto", force_autograd=False,
+          history_path=None, progress=True, amp=True, num_threads="auto",
           placement="auto", return_features=False, extra_scores=None):
     """Train a prompt classifier and score every sample with its training dynamics.
 
@@ -172,9 +171,6 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         head's small matrix products are dominated by thread synchronisation, badly so on
         a shared machine; the frozen mode's encoder pass keeps torch's setting), torch's
         setting otherwise. Restored on return.
-    force_autograd : bool, default False
-        No effect: every path trains with autograd through one loss (kept so that existing
-        calls keep working).
     placement : {"auto", "device", "host"}, default "auto"
         Where fine-tuning keeps its decoded uint8 images: "device" (on the GPU, no copies),
         "host" (pinned memory, each batch copied while the previous one computes), "auto":
@@ -214,6 +210,6 @@ def train(inputs, labels, *, class_names=None, model="efficientnet-lite0", pretr
         transition_matrix=transition_matrix, transition_mask=transition_mask, checkpoint_dir=checkpoint_dir, resume=resume, device=device,
         image_size=image_size, num_workers=num_workers, cache_dir=cache_dir, seed=seed, on_epoch_end=on_epoch_end,
         on_record=on_record, history_path=history_path, progress=progress, amp=amp, num_threads=num_threads,
-        force_autograd=force_autograd, placement=placement, return_features=return_features,
+        placement=placement, return_features=return_features,
         extra_scores=extra_scores)
     return fit(inputs, labels, cfg)
