@@ -130,5 +130,6 @@ def score_run(run, is_mis, *, neighbours=None, cl=None, hist="train", temperatur
     meth, rec = method_table(h, lab, aux, neighbours=neighbours, cl=cl, temperature=temperature)
     res = {}
     for name, (s, f, sec, _th) in meth.items():
-        res[name] = {**detection_metrics(np.asarray(f, bool), np.asarray(s, float), is_mis, valid=valid), "seconds": sec}
+        m = detection_metrics(np.asarray(f, bool), np.asarray(s, float), is_mis, valid=valid)
+        res[name] = {**m, "seconds": sec}
     return res, meth, rec
