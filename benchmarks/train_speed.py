@@ -35,7 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.finetune_speed import finetune_table, reference_embed, reference_epoch  # noqa: E402,F401
+from benchmarks.finetune_speed import (finetune_table, reference_embed, reference_epoch,  # noqa: E402,F401
+                                       tiny_proxy_table)
 from benchmarks.harness import write_table  # noqa: E402
 from sei.metrics import detection_metrics  # noqa: E402
 
@@ -213,6 +214,10 @@ def _parser():
     ap.add_argument("--device", choices=["cpu", "cuda"],
                     help="only the fine-tune / embedding table against the reference loop on this device; "
                     "--write puts it in benchmarks/results/train_speed_<device>.md")
+    ap.add_argument("--tiny-proxy", nargs="?", const="tiny", choices=["tiny", "lite0"], default=None,
+                    help="only the CPU proxy of the engine's overhead (a tiny CNN, or EfficientNet-Lite0, at 48 px "
+                    "against a plain loop, both memory layouts, 3 rounds); --write puts it in "
+                    "benchmarks/results/train_speed_cpu_proxy[_lite0].md")
     ap.add_argument("--size", type=int, help="image size for --device (default 96 on cuda, 64 on cpu)")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds; later rows are skipped past it")
     ap.add_argument("--pack", type=Path, default=None,
@@ -236,6 +241,23 @@ def _device_run(a):
         _write(f"train_speed_{a.device}.md", f"Fine-tuning speed ({a.device})", lines,
                f"`python benchmarks/train_speed.py --device {a.device} --n {n} --size {size} --write` "
                f"(measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).")
+    return lines
+
+
+def _proxy_run(a):
+    """The CPU proxy: sei.train on a tiny CNN at 48 px (or EfficientNet-Lite0, fewer images) against the
+    plain loop, both memory layouts, 3 rounds."""
+    lite = a.tiny_proxy == "lite0"
+    n = a.n if a.n != 50_000 else (384 if lite else 2048)
+    size = a.size or 48
+    lines = tiny_proxy_table(n=n, size=size, model="efficientnet-lite0" if lite else "tiny",
+                             epochs=3 if lite else 4)
+    print("\n".join(lines))
+    if a.write:
+        name = "train_speed_cpu_proxy" + ("_lite0" if lite else "") + ".md"
+        _write(name, "Engine overhead on CPU: " + ("EfficientNet-Lite0" if lite else "tiny model") + f", {size} px",
+               lines, f"`python benchmarks/train_speed.py --tiny-proxy{' lite0' if lite else ''} --n {n} --size {size} "
+               f"--write` (measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).")
     return lines
 
 
@@ -295,6 +317,8 @@ def _engine_run(a, k=10):
 
 def main(argv=None):
     a = _parser().parse_args(argv)
+    if a.tiny_proxy:
+        return _proxy_run(a)
     if a.device:
         return _device_run(a)
     if a.heads:
