@@ -142,9 +142,11 @@ def test_normalize_matches_the_textbook_formula():
 
 
 def test_memory_layout_is_chosen_by_device_type():
-    # CUDA keeps channels_last (tensor cores read NHWC); a device type the table does not name is contiguous
+    # CUDA keeps channels_last (tensor cores read NHWC); the table decides per device type
+    from sei.engine import images
+
     assert channels_last("cuda") and channels_last(torch.device("cuda", 0))
-    assert not channels_last("meta")
+    assert channels_last("cpu") == images.CHANNELS_LAST["cpu"]
 
 
 def test_finetune_returns_the_trained_towers_features():

@@ -38,7 +38,8 @@ __all__ = ["ImageStore", "decode_files", "random_resized_crop_flip", "resize", "
 #: measured: contiguous batches and encoder make ``sei.train`` slower on CPU although they save the
 #: layout conversion of each batch (oneDNN's convolutions prefer NHWC): 1.26x the CPU time per epoch
 #: for a tiny CNN, 2.0x for EfficientNet-Lite0 at 48 px (``benchmarks/results/train_speed_cpu_proxy*.md``,
-#: ``python benchmarks/train_speed.py --tiny-proxy [lite0]``). Other device types: contiguous.
+#: ``python benchmarks/train_speed.py --tiny-proxy [lite0]``). Other device types (MPS, XPU):
+#: channels_last, as before (not measured).
 CHANNELS_LAST = {"cuda": True, "cpu": True}
 
 # Resident on an accelerator when the uint8 store takes at most this share of its free memory.
@@ -336,8 +337,8 @@ def random_resized_crop_flip(x: torch.Tensor, size: int, generator: torch.Genera
 
 def channels_last(device) -> bool:
     """Whether the engine lays image batches and the fine-tuned encoder out ``channels_last`` on
-    ``device`` (:data:`CHANNELS_LAST`; device types it does not name: contiguous)."""
-    return bool(CHANNELS_LAST.get(torch.device(device).type, False))
+    ``device`` (:data:`CHANNELS_LAST`; device types it does not name: channels_last)."""
+    return bool(CHANNELS_LAST.get(torch.device(device).type, True))
 
 
 def normalize(x: torch.Tensor, mean, std, *, channels_last: Optional[bool] = None) -> torch.Tensor:
