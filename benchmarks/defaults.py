@@ -46,7 +46,8 @@ from benchmarks.defaults_data import B_CL_EPOCHS, B_EPOCHS, B_SIZE  # noqa: E402
 from benchmarks.detection_core import log  # noqa: E402
 from benchmarks.detection_core import margin  # noqa: E402
 from benchmarks.detection_methods import poe_score  # noqa: E402
-from benchmarks.harness import TimeGuard, detection_metrics  # noqa: E402
+from benchmarks.harness import TimeGuard  # noqa: E402
+from sei.metrics import detection_metrics  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CELLS_JSON = RESULTS / "defaults_cells.json"
@@ -70,27 +71,11 @@ def _key(cand):
     return "|".join("-" if c is None else str(c) for c in cand)
 
 
-class LogProbMean:
-    """``on_record`` hook of :func:`sei.train`: each sample's log-softmax averaged over its updates."""
-
-    def __init__(self, n, c):
-        self.sum, self.count = np.zeros((n, c)), np.zeros(n)
-
-    def __call__(self, epoch, ids, logits, labels):
-        z = np.asarray(logits, dtype=np.float64)
-        z = z - z.max(1, keepdims=True)
-        np.add.at(self.sum, ids, z - np.log(np.exp(z).sum(1, keepdims=True)))
-        np.add.at(self.count, ids, 1)
-
-    def mean(self):
-        return self.sum / np.maximum(self.count, 1)[:, None]
-
-
 def _score_all(rec, labels, thresholds, aux, neighbours=None, mean_logp=None):
     """{(score, threshold): (score array, flags)} of one run."""
     out = {}
     k = rec.num_classes
-    # per-class scores (mean_logp) need state sei.train keeps only for its own score: from the hook's mean
+    # per-class scores (mean_logp): the run's epoch-averaged log-probabilities (sei.train(extra_scores=...))
     raws = {s: (margin(mean_logp, labels) if getattr(sei.scores.SCORES[s], "per_class", False) else rec.scores(s))
             for s in PLAIN}
     if neighbours is not None:  # the benchmark's product of experts "poe" (the registry's poe_knn, its own code)
@@ -110,7 +95,7 @@ def _score_all(rec, labels, thresholds, aux, neighbours=None, mean_logp=None):
 
 def _metrics(scored, is_mis, valid, head, into):
     for (s, t), (raw, flags) in scored.items():
-        m = detection_metrics(raw, is_mis, flags, valid)
+        m = detection_metrics(flags, raw, is_mis, valid=valid)
         into[_key((head, s, t))] = {"auroc": m["auroc"], "f1": m["f1"]}
 
 
@@ -119,22 +104,21 @@ def cell_a(x, y, is_mis, seed, neighbours, names):
     cands, aum, secs, runs = {}, [], {}, {}
     for head, kw in HEADS.items():
         for aux_on in (True, False):
-            hook = LogProbMean(len(y), len(names) + aux_on)
             t = time.time()
             # one run each (score_aux_samples=False): the cells read the recorder, and the times are one run's
             r = sei.train(x, y, class_names=names, progress=False, seed=seed, aux_class=aux_on, score="aum_prob",
                           score_aux_samples=False,
-                          threshold="aux_quantile" if aux_on else "auto", on_record=hook, **kw)
+                          threshold="aux_quantile" if aux_on else "auto", extra_scores="mean_logp", **kw)
             secs[f"{head}{'_aux' if aux_on else ''}"] = time.time() - t
-            runs[(head, aux_on)] = (r, hook)
+            runs[(head, aux_on)] = r
     valid = np.ones(len(y), bool)
-    for (head, aux_on), (r, _) in runs.items():
+    for (head, aux_on), r in runs.items():
         valid[r.aux_indices] = False
-    for (head, aux_on), (r, hook) in runs.items():
+    for (head, aux_on), r in runs.items():
         lab = np.asarray(r.labels_used)
         aux = np.asarray(r.aux_indices)
         scored = _score_all(r.recorder, lab, AUX if aux_on else NO_AUX, aux, None if aux_on else neighbours,
-                            hook.mean())
+                            r.recorder.fusion_input("poe_knn"))
         _metrics(scored, is_mis, valid, head, cands)
         aum.append(cands[_key((head, "aum", AUX[0] if aux_on else "auto"))]["auroc"])
     return cands, float(max(aum)), secs, valid
@@ -287,7 +271,7 @@ def measure_cell(d, regime, tag, y, is_mis, seed):
         imgs = np.ascontiguousarray(d.images[s])
         cands, aum, secs, valid, cl = cell_b(d.name, tag, imgs, y[s], is_mis[s], seed, d.neighbours("b"))
         is_mis = is_mis[s]
-    m = detection_metrics(cl[0], is_mis, cl[1], valid)
+    m = detection_metrics(cl[1], cl[0], is_mis, valid=valid)
     return {**_record(regime, d.name, tag, seed, valid, is_mis, aum, cands, secs, t0),
             "cl_auroc": m["auroc"], "cl_f1": m["f1"]}
 

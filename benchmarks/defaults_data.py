@@ -21,7 +21,6 @@ import numpy as np
 
 from benchmarks.cifar10n import cache_dir
 
-SYNTHETIC_SETS = ("symmetric0.3", "confusion0.3")
 CIFAR_SETS = ("aggre", "random1", "worse")
 ADDED = ("digits", "mnist5k")
 #: Regime b of the defaults benchmark: images per cell, CNN epochs, epochs of confident learning's CV models.

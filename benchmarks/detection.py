@@ -23,7 +23,9 @@ Layout: ``detection_core`` (the benchmark-local training loop, models, kNN, run 
 docstring for why it is not ``sei.train``), ``detection_methods`` (every method from one run),
 ``detection_regimes`` (regime a / b runs, confident learning), ``detection_ablations``
 (synthetic noise, ablations), ``detection_tables``, ``detection_plots``, ``detection_report``;
-metrics and the confident-learning entry come from :mod:`benchmarks.harness`. This module
+metrics and K-fold probabilities are the library's (:func:`sei.metrics.detection_metrics`,
+:func:`sei.cross_validation.kfold_probs`), the confident-learning entry comes from
+:mod:`benchmarks.harness`. This module
 is the command line and re-exports the parts' names.
 
 Labels: CIFAR-10N (Wei et al., "Learning with Noisy Labels Revisited: A Study Using

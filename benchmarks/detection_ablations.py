@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 import sei
+from sei.metrics import detection_metrics
 from benchmarks.detection_core import CIFAR_SETS, K, log
-from benchmarks.detection_methods import metrics, score_run
+from benchmarks.detection_methods import score_run
 from benchmarks.detection_regimes import cl_a, labels_all, neighbours_a, neighbours_b, run_a, subset_b
 
 
@@ -106,7 +107,8 @@ def ablations(keep_a, keep_b, default_method):
             # the cutoff: mean of the two runs' cutoffs (each from its own auxiliary samples)
             th = float(np.mean([meth1[m][3], meth2[m][3]]))
             flagged = sei.flag_issues(s, th)
-            two[m] = {k: v for k, v in metrics(s, flagged, is_mis, allv).items() if k in ("auroc", "f1", "precision", "recall")}
+            two[m] = {k: v for k, v in detection_metrics(flagged, s, is_mis, valid=allv).items()
+                      if k in ("auroc", "f1", "precision", "recall")}
         out["two_run"][f"{tag}/one run (non-aux 45,455)"] = _pick(res1, meths, ("auroc", "f1", "precision", "recall"))
         out["two_run"][f"{tag}/two runs (all 50,000)"] = two
     return out

@@ -15,13 +15,8 @@ import numpy as np
 
 import sei
 from benchmarks.detection_core import rank01
-from benchmarks.harness import detection_metrics
 from sei import SEIRecorder, compute_threshold
-
-
-def metrics(score, flagged, is_mis, valid):
-    """:func:`benchmarks.harness.detection_metrics` in the benchmark's argument order."""
-    return detection_metrics(score, is_mis, flagged, valid)
+from sei.metrics import detection_metrics
 
 
 # ----------------------------------------------------------------------------- product of experts
@@ -135,5 +130,6 @@ def score_run(run, is_mis, *, neighbours=None, cl=None, hist="train", temperatur
     meth, rec = method_table(h, lab, aux, neighbours=neighbours, cl=cl, temperature=temperature)
     res = {}
     for name, (s, f, sec, _th) in meth.items():
-        res[name] = {**metrics(np.asarray(s, float), np.asarray(f, bool), is_mis, valid), "seconds": sec}
+        m = detection_metrics(np.asarray(f, bool), np.asarray(s, float), is_mis, valid=valid)
+        res[name] = {**m, "seconds": sec}
     return res, meth, rec

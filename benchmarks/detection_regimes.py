@@ -13,6 +13,7 @@ from benchmarks import harness
 from benchmarks.detection_core import (CIFAR_SETS, K, _cache_path, _torch, cached_run, knn_indices, log,
                                        make_prompt_head, make_small_cnn, predict, softmax, train_record)
 from benchmarks.detection_methods import score_run
+from sei.cross_validation import kfold_probs
 
 # ----------------------------------------------------------------------------- regime a
 A_EPOCHS = 30
@@ -68,7 +69,7 @@ def _cv_probs(make_model, inputs, labels, *, folds=5, seed=0, images=False, **tr
         train_record(m, inputs[tr], labels[tr], seed=seed + f, images=images, **train_kw)
         return softmax(predict(m, inputs[te], images=images))
 
-    return harness.kfold_probs(labels, fit_predict, folds=folds, seed=seed, num_classes=K)
+    return kfold_probs(labels, fit_predict, folds=folds, seed=seed, num_classes=K)
 
 
 def confident_learning(key, make_model, inputs, labels, **kw):

@@ -122,6 +122,8 @@ def bench_compute(n, epochs, embeddings, head="linear"):
 
     import sei_fiftyone as sfo
     from sei.engine.embedding import embed_images
+    from sei.metrics import detection_metrics
+    from sei_fiftyone.demo import flags_and_truth
 
     lab = np.load(_cifar_dir() / "labels.npz")
     names = [str(s) for s in lab["class_names"]]
@@ -152,24 +154,13 @@ def bench_compute(n, epochs, embeddings, head="linear"):
     t = time.perf_counter()
     res = sfo.compute_sei(ds, "ground_truth", epochs=epochs, progress=False, **kwargs)
     wall = time.perf_counter() - t
-    m = _flag_metrics(ds)
+    flagged, truth = flags_and_truth(ds)
+    m = detection_metrics(flagged, None, truth)  # an unscored sample counts as not flagged
     what = "compute_sei, " + ("stored embeddings field" if embeddings else "images, frozen efficientnet-lite0 @96px")
     _record("compute_sei", n, what, wall,
             notes + f"{epochs} epochs, {head} head, score {res.score_name}; CIFAR-10N worse: P {m['precision']:.2f} R {m['recall']:.2f} "
             f"F1 {m['f1']:.2f}, {res.num_flagged} flagged")
     ds.delete()
-
-
-def _flag_metrics(ds, brain_key="sei"):
-    """Precision / recall / F1 of ``<brain_key>_mislabeled`` against ``ground_truth != clean``
-    (:func:`benchmarks.harness.detection_metrics`; an unscored sample counts as not flagged)."""
-    sys.path.insert(0, str(REPO))
-    from benchmarks.harness import detection_metrics
-
-    given, clean, flags = ds.values(["ground_truth.label", "clean.label", f"{brain_key}_mislabeled"])
-    truth = np.array([g != c for g, c in zip(given, clean)], dtype=bool)
-    flagged = np.array([bool(f) for f in flags], dtype=bool)
-    return detection_metrics(-flagged.astype(float), truth, flagged)
 
 
 def main(argv=None):

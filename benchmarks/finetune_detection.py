@@ -58,6 +58,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import harness  # noqa: E402
+from sei.cross_validation import kfold_probs  # noqa: E402
+from sei.metrics import detection_metrics  # noqa: E402
 
 LABEL_SETS = ("worse", "aggre", "random1")
 K = 10
@@ -107,12 +109,12 @@ def _none(v):
 
 def metrics(bad, score, signed, flagged=None):
     """AUROC of ``-score`` (lower = more likely mislabeled) and F1 of ``flagged`` (default ``score < 0``
-    for signed scores), over the samples with a finite score (:func:`benchmarks.harness.detection_metrics`);
+    for signed scores), over the samples with a finite score (:func:`sei.metrics.detection_metrics`);
     None where undefined."""
     score = np.asarray(score, dtype=float)
     if flagged is None and signed:
         flagged = score < 0
-    m = harness.detection_metrics(score, bad, flagged, valid=np.isfinite(score))
+    m = detection_metrics(flagged, score, bad, valid=np.isfinite(score))
     return {"auroc": _none(m["auroc"]), "f1": _none(m["f1"]) if flagged is not None else None}
 
 
@@ -215,7 +217,7 @@ def cl_cell(x, y, bad, a):
     t = time.time()
     x_dev = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(dev)
     y_dev = torch.from_numpy(y).to(dev)
-    probs = harness.kfold_probs(
+    probs = kfold_probs(
         y, lambda f, tr, te: _fold_probs(x_dev, y_dev, tr, te, a, seed=a.seed * 100 + f), folds=a.folds,
         seed=a.seed, num_classes=K,
         on_fold=lambda f: print(f"    fold {f + 1}/{a.folds} done at {time.time() - t:.0f} s", flush=True))

@@ -14,7 +14,7 @@ Prints a markdown table (also written to ``benchmarks/results/train_speed.md`` w
 
 Benchmark-local on purpose: the naive loop and the reference loop are what the engine is timed
 against; every other row trains through ``sei.train``. Metrics come from
-:func:`benchmarks.harness.detection_metrics`.
+:func:`sei.metrics.detection_metrics`.
 
 Usage::
 
@@ -35,8 +35,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.finetune_speed import finetune_table, reference_embed, reference_epoch  # noqa: E402,F401
-from benchmarks.harness import detection_metrics, write_table  # noqa: E402
+from benchmarks.finetune_speed import (finetune_table, reference_embed, reference_epoch,  # noqa: E402,F401
+                                       tiny_proxy_table)
+from benchmarks.harness import write_table  # noqa: E402
+from sei.metrics import detection_metrics  # noqa: E402
 
 
 FEATURES_CACHE = ROOT / "benchmarks" / ".cache" / "cifar10n_train_efficientnet-lite0_96.npy"
@@ -140,9 +142,9 @@ def protocol_table(epochs=30):
             # one run, as measured: the auxiliary samples unscored (not the second run of sei.engine.protocols)
             r = train(x, y, class_names=names, epochs=epochs, progress=False, score_aux_samples=False, **kw)
             m = np.isfinite(r.scores)
-            q = detection_metrics(r.scores, bad, r.mislabeled, valid=m)
+            q = detection_metrics(r.mislabeled, r.scores, bad, valid=m)
             auc, f1 = q["auroc"], q["f1"]
-            aum = detection_metrics(r.recorder.scores("aum"), bad, valid=m)["auroc"]
+            aum = detection_metrics(None, r.recorder.scores("aum"), bad, valid=m)["auroc"]
             cut = kw.get("threshold", "zero")
             lines.append(f"| {lab} | {name} | {auc:.4f} | {aum:.4f} | {f1:.4f} ({cut}) | {r.train_accuracy[-1]:.3f} |")
             print(lines[-1], flush=True)
@@ -191,7 +193,7 @@ def heads_table(seeds=(0, 1, 2)):
                 secs.append(time.time() - t)
                 fused = sei.feature_score("aum_prob_knn", r.scores, y, neighbors=neighbors, num_classes=10)
                 for key, sc in (("aum_prob", r.scores), ("aum_prob_knn", fused)):
-                    q = detection_metrics(sc, bad, sc < 0)
+                    q = detection_metrics(sc < 0, sc, bad)
                     cells[key][0].append(q["auroc"])
                     cells[key][1].append(q["f1"])
             row = " | ".join(f"{np.mean(v):.4f} ± {np.std(v):.4f}" for key in cells for v in cells[key])
@@ -213,6 +215,10 @@ def _parser():
     ap.add_argument("--device", choices=["cpu", "cuda"],
                     help="only the fine-tune / embedding table against the reference loop on this device; "
                     "--write puts it in benchmarks/results/train_speed_<device>.md")
+    ap.add_argument("--tiny-proxy", nargs="?", const="tiny", choices=["tiny", "lite0"], default=None,
+                    help="only the CPU proxy of the engine's overhead (a tiny CNN, or EfficientNet-Lite0, at 48 px "
+                    "against a plain loop, both memory layouts, 3 rounds); --write puts it in "
+                    "benchmarks/results/train_speed_cpu_proxy[_lite0].md")
     ap.add_argument("--size", type=int, help="image size for --device (default 96 on cuda, 64 on cpu)")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds; later rows are skipped past it")
     ap.add_argument("--pack", type=Path, default=None,
@@ -236,6 +242,23 @@ def _device_run(a):
         _write(f"train_speed_{a.device}.md", f"Fine-tuning speed ({a.device})", lines,
                f"`python benchmarks/train_speed.py --device {a.device} --n {n} --size {size} --write` "
                f"(measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).")
+    return lines
+
+
+def _proxy_run(a):
+    """The CPU proxy: sei.train on a tiny CNN at 48 px (or EfficientNet-Lite0, fewer images) against the
+    plain loop, both memory layouts, 3 rounds."""
+    lite = a.tiny_proxy == "lite0"
+    n = a.n if a.n != 50_000 else (384 if lite else 2048)
+    size = a.size or 48
+    lines = tiny_proxy_table(n=n, size=size, model="efficientnet-lite0" if lite else "tiny",
+                             epochs=3 if lite else 4)
+    print("\n".join(lines))
+    if a.write:
+        name = "train_speed_cpu_proxy" + ("_lite0" if lite else "") + ".md"
+        _write(name, "Engine overhead on CPU: " + ("EfficientNet-Lite0" if lite else "tiny model") + f", {size} px",
+               lines, f"`python benchmarks/train_speed.py --tiny-proxy{' lite0' if lite else ''} --n {n} --size {size} "
+               f"--write` (measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).")
     return lines
 
 
@@ -295,6 +318,8 @@ def _engine_run(a, k=10):
 
 def main(argv=None):
     a = _parser().parse_args(argv)
+    if a.tiny_proxy:
+        return _proxy_run(a)
     if a.device:
         return _device_run(a)
     if a.heads:

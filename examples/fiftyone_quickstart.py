@@ -19,7 +19,8 @@ os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 import fiftyone as fo  # noqa: E402
 
 import sei_fiftyone as sfo  # noqa: E402
-from sei_fiftyone.demo import detection_metrics, load_sample  # noqa: E402
+from sei.metrics import detection_metrics  # noqa: E402
+from sei_fiftyone.demo import flags_and_truth, load_sample  # noqa: E402
 
 
 def main():
@@ -40,7 +41,9 @@ def main():
                               head=a.head, image_size=96)
     print(dataset.get_brain_info("sei").config)
     print(f"threshold {results.threshold:.3f}: {results.num_flagged} of {results.num_samples} flagged")
-    print("detection vs clean labels:", {k: round(v, 3) for k, v in detection_metrics(dataset).items()})
+    flagged, truth = flags_and_truth(dataset)
+    m = detection_metrics(flagged, None, truth)
+    print("detection vs clean labels:", {k: round(m[k], 3) for k in ("precision", "recall", "f1")})
 
     # 2. Most likely mislabeled first (also saved as the view 'sei_most_likely_mislabeled').
     view = sfo.sorted_view(dataset)

@@ -13,23 +13,19 @@ ROW_SUM_ATOL = 1e-3
 AUTO_SCORE = "auto"
 
 #: Score of ``score="auto"`` without features (a probability history alone): the mean probability
-#: margin p_y - max_{k!=y} p_k with a zero cutoff. Chosen by the rule in ``benchmarks/defaults_rule.py``
-#: on the 12 CIFAR-10N cells of ``benchmarks/results/defaults.md`` among what a history alone allows (no
-#: logits, no auxiliary samples). F1 >= confident learning's in 6 of 12 cells (won: regime a ``worse``,
-#: the three regime b cells; lost: regime a ``aggre`` and ``random1``, by 1.3-1.6 F1 points); AUROC
-#: never 1 point above max(CL, AUM): 0.4-0.7 points below AUM on logits in regime a, tied with it in
-#: regime b. Where logits and auxiliary samples exist, ``score="aum", threshold="aux_quantile"`` (the
-#: rule's pick without that restriction) meets the F1 goal in all 12 cells.
+#: margin p_y - max_{k!=y} p_k with a zero cutoff. The choice of the rule in
+#: ``benchmarks/defaults_rule.py`` among what a history alone allows (no logits, no auxiliary samples):
+#: ``benchmarks/results/defaults.json`` ``history_only``; the cells it won and lost are in
+#: ``benchmarks/results/defaults_choice.md`` and ``defaults.md``.
 DEFAULT_SCORE = "aum_prob"
 
 #: Score of ``score="auto"`` with features (``features=`` / ``neighbors=`` given; ``sei.train`` on
 #: embeddings or frozen images): the product of experts of the epoch-averaged log-probabilities and
 #: the neighbours' label shares (the benchmark's ``"poe"``), zero cutoff; the same rule's choice among
-#: all candidates. Won: both goals in the three regime b cells (AUROC +2.8 to +4.0 points over AUM,
-#: F1 +12.7 to +18.0 over CL), F1 >= CL in regime a ``worse``; lost: the AUROC goal in regime a (0.2-0.3
-#: points above AUM, not 1) and F1 in regime a ``aggre`` / ``random1`` (1.5-2.0 points below CL). A
-#: recorder that did not keep the per-class log-probabilities it needs falls back, with a warning,
-#: to :data:`DEFAULT_STREAMING_FEATURE_SCORE`; fewer than 21 samples to :data:`DEFAULT_SCORE` (see
+#: all candidates (``benchmarks/results/defaults.json`` ``with_features``; cells won and lost:
+#: ``benchmarks/results/defaults_choice.md``). A recorder that did not keep the per-class
+#: log-probabilities it needs falls back, with a warning, to :data:`DEFAULT_STREAMING_FEATURE_SCORE`;
+#: fewer than 21 samples to :data:`DEFAULT_SCORE` (see
 #: :func:`sei.scores.resolve_score`).
 DEFAULT_FEATURE_SCORE = "poe_knn"
 
@@ -69,10 +65,9 @@ HEADS = ("prompt", "linear")
 
 #: Head on fixed features (embeddings / frozen modes) when none is named (``head="auto"`` of
 #: :func:`sei.train`, ``sei_fiftyone.compute_sei``'s default): the head of the rule's with-features
-#: choice (``benchmarks/results/defaults.md``: softmax regression, 10 epochs at lr 0.002; with
-#: ``poe_knn`` its AUROC is 0.02-0.10 points above the 30-epoch prompt head's in all 9 regime a
-#: CIFAR-10N cells, its F1 up to 0.4 below on ``aggre``). Fine-tuning trains the prompt head
-#: (see :func:`resolve_head`).
+#: choice, softmax regression (``benchmarks/results/defaults.json`` ``head``; the comparison with the
+#: prompt head: ``benchmarks/results/defaults_choice.md``). Fine-tuning trains the prompt head (see
+#: :func:`resolve_head`).
 DEFAULT_HEAD = "linear"
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from bson import ObjectId
 
 import fiftyone.core.runs as fors
+from sei.cross_validation import kfold_probs
 from sei.metrics import detection_metrics
 from sei.validation import check_int_param, check_pred_probs
 
@@ -86,8 +87,8 @@ def compare_with_confident_learning(samples, brain_key="sei", *, probs_field=Non
         embeddings_field = None
     else:
         embeddings_field = _embeddings_field(dataset, brain_key, embeddings_field)
-        probs = kfold_probs(_read_embeddings(run.view, embeddings_field), run.labels, len(run.classes),
-                            folds=folds, seed=seed)
+        probs = kfold_probs(run.labels, features=_read_embeddings(run.view, embeddings_field),
+                            num_classes=len(run.classes), folds=folds, seed=seed)
     quality = get_label_quality_scores(run.labels, probs)
     # One process unless asked (same result): its default forks a multiprocessing pool, which
     # kills the App's server when the operator runs there.
@@ -157,27 +158,6 @@ def _read_embeddings(view, field):
         raise ValueError(f"Some compared samples have no '{field}' vector; compute it for every sample of the "
                          "run, or pass probs_field=<a field of out-of-sample probabilities>")
     return vectors
-
-
-def kfold_probs(features, labels, num_classes, *, folds=5, seed=0):
-    """(N, num_classes) out-of-sample probabilities: standardised logistic regression,
-    ``cross_val_predict(..., cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-    method="predict_proba")``. Classes without samples get probability 0."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    present, counts = np.unique(labels, return_counts=True)
-    if counts.min() < 2 or len(labels) < folds:
-        raise ValueError(f"{len(labels)} samples with {counts.min()} in the smallest class cannot be split into "
-                         f"{folds} folds with every class on both sides; lower folds or compare more samples")
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    out = cross_val_predict(clf, features, labels, cv=cv, method="predict_proba")
-    probs = np.zeros((len(labels), num_classes))
-    probs[:, present] = out  # cross_val_predict orders the columns by sorted label
-    return probs
 
 
 def read_probs(samples, field, classes):

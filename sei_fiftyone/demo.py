@@ -70,18 +70,16 @@ def load_sample(sample_dir=None, *, name=DATASET_NAME, limit=None):
     return dataset
 
 
-def detection_metrics(dataset, brain_key="sei"):
-    """Precision, recall and F1 of ``<brain_key>_mislabeled`` against ``ground_truth != clean``."""
+def flags_and_truth(dataset, brain_key="sei"):
+    """``(flagged, truth)``, bool arrays: ``<brain_key>_mislabeled`` (an unscored sample, None, is not
+    flagged) and ``ground_truth != clean``; :func:`sei.metrics.detection_metrics` ``(flagged, None,
+    truth)`` gives their precision, recall and F1."""
     import numpy as np
-
-    from sei.metrics import detection_metrics as metrics
 
     given, clean, flags = dataset.values(["ground_truth.label", "clean.label", f"{brain_key}_mislabeled"])
     truth = np.array([g != c for g, c in zip(given, clean)], dtype=bool)
-    flagged = np.array([bool(f) for f in flags], dtype=bool)  # an unscored sample (None) is not flagged
-    m = metrics(flagged, None, truth)
-    return {"precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "flagged": int(flagged.sum()),
-            "mislabeled": int(truth.sum()), "n": len(truth)}
+    flagged = np.array([bool(f) for f in flags], dtype=bool)
+    return flagged, truth
 
 
 def run(args):
@@ -130,9 +128,12 @@ def _compute_and_report(dataset, args):
     print(f"sei.train: {config.head} head on frozen EfficientNet-Lite0 features (96 px), "
           f"{config.epochs} epochs, score {config.score!r}")
     t2 = time.perf_counter()
-    m = detection_metrics(dataset)
+    from sei.metrics import detection_metrics
+
+    flagged, truth = flags_and_truth(dataset)
+    m = detection_metrics(flagged, None, truth)
     print(f"compute_sei: {t2 - t1:.1f} s  (threshold {results.threshold:.3f}, "
-          f"{m['flagged']} of {m['n']} flagged; {m['mislabeled']} truly mislabeled)")
+          f"{int(flagged.sum())} of {len(truth)} flagged; {int(truth.sum())} truly mislabeled)")
     print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}")
     print(f"\nTen most likely mislabeled (lowest {config.score} first):")
     print(f"{'file':<18}{'given':<12}{'suggested':<12}{'clean':<12}{'score':>8}")

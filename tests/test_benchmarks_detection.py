@@ -15,6 +15,8 @@ pytest.importorskip("matplotlib")
 
 import sei  # noqa: E402
 from benchmarks import detection as D  # noqa: E402
+from sei.cross_validation import kfold_probs  # noqa: E402
+from sei.metrics import detection_metrics  # noqa: E402
 
 
 def _blobs(n=600, k=4, d=16, noise=0.25, seed=0):
@@ -64,22 +66,30 @@ def test_knn_margin_and_metrics():
     q = D.knn_label_distribution(nb, np.array([0, 0, 1]), 2)
     np.testing.assert_allclose(q, [[0.5, 0.5], [0.5, 0.5], [1.0, 0.0]])
     np.testing.assert_allclose(D.margin(q, np.array([0, 0, 1])), [0.0, 0.0, -1.0])
-    m = D.metrics(np.array([-1.0, 1.0, 2.0, -2.0]), np.array([True, False, False, True]),
-                  np.array([True, False, False, False]), np.ones(4, bool))
+    m = detection_metrics(np.array([True, False, False, True]), np.array([-1.0, 1.0, 2.0, -2.0]),
+                          np.array([True, False, False, False]), valid=np.ones(4, bool))
     assert m["precision"] == 0.5 and m["recall"] == 1.0 and abs(m["auroc"] - 2 / 3) < 1e-9
 
 
-def test_harness_metrics_nan_safe_and_cl_backends(tmp_path):
+def test_library_metrics_nan_safe_and_cl_backends(tmp_path):
     from benchmarks import harness as H
 
+    assert not hasattr(H, "detection_metrics") and not hasattr(H, "kfold_probs")  # the library's, not copies
+    assert not hasattr(D, "metrics")
     truth = np.array([True, False, False, True, False])
     s = np.array([-2.0, 1.0, np.nan, -1.0, 0.5])
-    m = H.detection_metrics(s, truth, s < 0)
+    m = detection_metrics(s < 0, s, truth)
     assert m["auroc"] == 1.0 and m["auprc"] == 1.0 and m["precision"] == 1.0 and m["recall"] == 1.0
-    one = H.detection_metrics(s, np.zeros(5, bool), s < 0)  # one class: ranking metrics undefined, no error
+    assert m["flagged"] == 0.4
+    one = detection_metrics(s < 0, s, np.zeros(5, bool))  # one class: ranking metrics undefined, no error
     assert np.isnan(one["auroc"]) and np.isnan(one["auprc"]) and one["f1"] == 0.0
-    assert np.isnan(H.detection_metrics(s, truth)["f1"])
-    assert D.metrics(s, s < 0, truth, np.ones(5, bool)) == m  # the detection benchmark's metric is the harness's
+    no_flags = detection_metrics(None, s, truth)
+    assert np.isnan(no_flags["f1"]) and np.isnan(no_flags["flagged"]) and no_flags["auroc"] == 1.0
+    # valid: only those samples count, for the flags and the ranking alike
+    v = np.array([True, True, False, False, True])
+    mv = detection_metrics(s < 0, s, truth, valid=v)
+    assert mv == detection_metrics((s < 0)[v], s[v], truth[v])
+    assert mv["recall"] == 1.0 and mv["flagged"] == 1 / 3
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 300)
     p = rng.dirichlet(np.ones(3), 300)
@@ -90,8 +100,14 @@ def test_harness_metrics_nan_safe_and_cl_backends(tmp_path):
         q_cl, mask_cl = H.confident_learning(y, p, backend="cleanlab")
         np.testing.assert_array_equal(mask_np, mask_cl)
         np.testing.assert_allclose(q_np, q_cl)
-    probs = H.kfold_probs(y, lambda f, tr, te: np.full((len(te), 3), 1 / 3), folds=3, num_classes=3)
+    probs = kfold_probs(y, lambda f, tr, te: np.full((len(te), 3), 1 / 3), folds=3, num_classes=3)
     assert probs.shape == (300, 3) and np.allclose(probs.sum(1), 1)
+    x = rng.normal(size=(300, 4)) + y[:, None]  # the default model: standardised logistic regression
+    lr = kfold_probs(y, features=x, num_classes=4, folds=3)
+    assert lr.shape == (300, 4) and np.allclose(lr.sum(1), 1) and (lr[:, 3] == 0).all()
+    assert (lr.argmax(1) == y).mean() > 0.6
+    with pytest.raises(ValueError, match="smallest class"):
+        kfold_probs(np.array([0, 0, 1]), features=np.zeros((3, 1)), folds=2)
     g = H.TimeGuard(None)
     assert g.allows(1e9) and not g.expired
     assert not H.TimeGuard(0.0, start=0.0).allows(1.0)

@@ -152,7 +152,8 @@ def test_compare_with_confident_learning_reports_both_and_metrics():
     assert {"sei_score", "sei_issue", "cl_score", "cl_issue", "agree", "is_mislabeled"} <= set(df.columns)
     metrics = df.attrs["metrics"]
     assert metrics.loc["sei (sei)", "f1"] == 1.0
-    assert set(metrics.columns) == {"precision", "recall", "f1", "auroc", "auprc"}
+    assert set(metrics.columns) == {"precision", "recall", "f1", "auroc", "auprc", "flagged"}
+    assert metrics.loc["sei (sei)", "flagged"] == noisy.mean()  # the share flagged
 
 
 def test_compare_without_pred_probs_warns():

@@ -84,3 +84,22 @@ def test_report_applies_the_rule_to_cifar_cells_only(tmp_path):
     assert choice["without_features"][0] == ("linear", "aum_prob", "auto") and choice["head"] == "linear"
     text = (tmp_path / "defaults.md").read_text()
     assert "| a | digits | x | 0 |" in text and "not met" in text
+
+
+def test_library_defaults_are_the_committed_choice():
+    # sei.constants keeps only the chosen values; the choice (and the cells behind it) lives in
+    # benchmarks/results/ (defaults.json, defaults_choice.md, defaults.md)
+    import json
+    from pathlib import Path
+
+    from sei import constants
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    choice = json.loads((results / "defaults.json").read_text())
+    bench_name = {"poe": "poe_knn"}  # the benchmark's product of experts is the registry's poe_knn
+    _, score, threshold = choice["history_only"]["candidate"]
+    assert (score, threshold) == (constants.DEFAULT_SCORE, constants.DEFAULT_THRESHOLD)
+    head, score, threshold = choice["with_features"]["candidate"]
+    assert (bench_name.get(score, score), threshold) == (constants.DEFAULT_FEATURE_SCORE, constants.DEFAULT_THRESHOLD)
+    assert choice["head"] == head == constants.DEFAULT_HEAD
+    assert (results / "defaults_choice.md").exists()

@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sei.engine import TrainConfig  # noqa: E402
-from sei.engine.images import ImageStore, normalize, random_resized_crop_flip, resize  # noqa: E402
+from sei.engine.images import ImageStore, channels_last, normalize, random_resized_crop_flip, resize  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- config
@@ -184,7 +184,18 @@ def test_normalize_matches_the_textbook_formula():
     ref = (x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     out = normalize(x, mean, std)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    assert out.is_contiguous(memory_format=torch.channels_last)
+    # the layout is the device's (sei.engine.images.channels_last) unless named
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last("cpu") else torch.contiguous_format)
+    assert normalize(x, mean, std, channels_last=True).is_contiguous(memory_format=torch.channels_last)
+    assert normalize(x, mean, std, channels_last=False).is_contiguous()
+
+
+def test_memory_layout_is_chosen_by_device_type():
+    # CUDA keeps channels_last (tensor cores read NHWC); the table decides per device type
+    from sei.engine import images
+
+    assert channels_last("cuda") and channels_last(torch.device("cuda", 0))
+    assert channels_last("cpu") == images.CHANNELS_LAST["cpu"]
 
 
 def test_finetune_returns_the_trained_towers_features():

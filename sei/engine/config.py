@@ -96,7 +96,6 @@ class TrainConfig:
     progress: bool = True
     amp: bool = True
     num_threads: Union[str, int, None] = "auto"
-    force_autograd: bool = False
     placement: str = "auto"
     return_features: bool = False
     extra_scores: Any = None
@@ -107,7 +106,7 @@ class TrainConfig:
     #: scores, the epochs, checked on their own): a resumed run may change them, no other
     _NOT_TRAINING = ("epochs", "score", "threshold", "extra_scores", "checkpoint_dir", "resume", "device",
                      "num_workers", "cache_dir", "on_epoch_end", "on_record", "history_path", "progress",
-                     "num_threads", "force_autograd", "placement", "return_features", "score_aux_samples")
+                     "num_threads", "placement", "return_features", "score_aux_samples")
 
     def __post_init__(self):
         self.validate()
@@ -277,9 +276,4 @@ class TrainConfig:
         :attr:`_NOT_TRAINING`); what a resumed run must share with its checkpoint, the object
         options (arrays, weights) hashed by :func:`sei.engine.checkpoint.run_fingerprint`."""
         return {k: v for k, v in self.to_dict().items() if k not in self._NOT_TRAINING}
-
-
-def config_fields() -> tuple:
-    """Names of every option, in :func:`sei.train`'s order."""
-    return tuple(f.name for f in dataclasses.fields(TrainConfig))
 

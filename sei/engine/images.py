@@ -8,7 +8,7 @@ while decoding) and to slice arrays. Everything else runs on whole batches on th
            resident on the device when it fits, else pinned host memory + async copies
         -> batch(idx): uint8 (B, 3, H, W) on the device
         -> random_resized_crop_flip (one roi_align: crop and resize together) | resize
-        -> normalize (x / 255 - mean) / std, channels_last
+        -> normalize (x / 255 - mean) / std, in the device's layout (:func:`channels_last`)
 
 Files are stored at their own size when every file has the same size no larger than the
 model's input (CIFAR's 32 px: 150 MB for 50,000 images, so the whole set lives on a GPU);
@@ -30,7 +30,17 @@ import torch.nn.functional as F
 from .config import PLACEMENTS
 
 __all__ = ["ImageStore", "decode_files", "random_resized_crop_flip", "resize", "normalize", "is_path_list",
-           "DEVICE_FRACTION"]
+           "DEVICE_FRACTION", "channels_last", "CHANNELS_LAST"]
+
+#: Memory layout of the image batches and of the fine-tuned encoder, by device type: the one home of
+#: the choice (:func:`channels_last`; autocast is chosen by device in :func:`sei.engine.loop.autocast_dtype`:
+#: CUDA only). CUDA: channels_last (tensor-core convolutions read NHWC). CPU: channels_last as well,
+#: measured: contiguous batches and encoder make ``sei.train`` slower on CPU although they save the
+#: layout conversion of each batch (oneDNN's convolutions prefer NHWC): 1.26x the CPU time per epoch
+#: for a tiny CNN, 2.0x for EfficientNet-Lite0 at 48 px (``benchmarks/results/train_speed_cpu_proxy*.md``,
+#: ``python benchmarks/train_speed.py --tiny-proxy [lite0]``). Other device types (MPS, XPU):
+#: channels_last, as before (not measured).
+CHANNELS_LAST = {"cuda": True, "cpu": True}
 
 # Resident on an accelerator when the uint8 store takes at most this share of its free memory.
 DEVICE_FRACTION = 0.25
@@ -325,9 +335,21 @@ def random_resized_crop_flip(x: torch.Tensor, size: int, generator: torch.Genera
                      spatial_scale=1.0, sampling_ratio=2, aligned=True)
 
 
-def normalize(x: torch.Tensor, mean, std, *, channels_last: bool = True) -> torch.Tensor:
-    """``(x / 255 - mean) / std`` for a uint8 or 0..255 float batch, as one fused multiply-add."""
+def channels_last(device) -> bool:
+    """Whether the engine lays image batches and the fine-tuned encoder out ``channels_last`` on
+    ``device`` (:data:`CHANNELS_LAST`; device types it does not name: channels_last)."""
+    return bool(CHANNELS_LAST.get(torch.device(device).type, True))
+
+
+def normalize(x: torch.Tensor, mean, std, *, channels_last: Optional[bool] = None) -> torch.Tensor:
+    """``(x / 255 - mean) / std`` for a uint8 or 0..255 float batch, as one fused multiply-add, in
+    ``channels_last`` layout or contiguous (None: the layout of ``x``'s device, :func:`channels_last`)."""
     m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     y = torch.addcmul(-m / s, x.float(), 1.0 / (255.0 * s))
+    if channels_last is None:
+        channels_last = _device_channels_last(x.device)
     return y.contiguous(memory_format=torch.channels_last) if channels_last else y
+
+
+_device_channels_last = channels_last  # normalize's keyword shadows the function's name

@@ -22,7 +22,7 @@ from ..validation import check_mask
 from .checkpoint import CKPT_NAME, check_same_run, clean_stale_tmp, load_checkpoint, run_fingerprint, save_checkpoint
 from .config import TrainConfig
 from .heads import build_finetune, build_head, extend_transition, prepare_features
-from .images import ImageStore
+from .images import ImageStore, channels_last
 from .inputs import check_data, no_readable_input
 from .loop import Run, SampleWeights, TrainState, autocast_dtype, dist_info, finetuned_features, lr_factor, \
     resolve_device, rng_seed, run_epoch
@@ -107,9 +107,12 @@ def _load_data(inputs, cfg, mode, class_names, dev, rank):
 
 
 def _build_state(cfg, mode, n, c, dev, world, bundle, class_init, features, weights):
-    """Network (head, or tower + head in channels_last), SGD, recorder, DDP wrapper, fp16 scaler."""
+    """Network (head, or tower + head in the device's layout: :func:`~sei.engine.images.channels_last`),
+    SGD, recorder, DDP wrapper, fp16 scaler (autocast only on CUDA: :func:`~sei.engine.loop.autocast_dtype`)."""
     if mode == "finetune":
-        net = build_finetune(cfg, bundle, c, class_init).to(dev).to(memory_format=torch.channels_last)
+        net = build_finetune(cfg, bundle, c, class_init).to(dev)
+        if channels_last(dev):
+            net = net.to(memory_format=torch.channels_last)
     else:
         net = build_head(cfg, features, c, class_init, bundle).to(dev)
     amp_dtype = autocast_dtype(dev, cfg.amp) if mode == "finetune" else None

@@ -39,7 +39,6 @@ from ..constants import AUTO_SCORE, DEFAULT_MODEL, DEFAULT_THRESHOLD
 from .config import DEFAULT_AUX_PROMPT, DEFAULT_PROMPT_TEMPLATE, TrainConfig
 from .protocols import train_scoring_every_sample
 from .heads import LinearHead, PromptHead
-from .loop import lr_factor as _lr_factor  # noqa: F401  (kept for callers of the old private name)
 from .result import TrainResult
 
 __all__ = ["train", "TrainResult", "TrainConfig", "PromptHead", "LinearHead", "DEFAULT_PROMPT_TEMPLATE",
@@ -53,7 +52,7 @@ def train(inputs, labels, *, class_names=None, model=DEFAULT_MODEL, pretrained=N
           center_features="auto", learn_class_emb=True, head="auto", score=AUTO_SCORE, threshold=DEFAULT_THRESHOLD,
           sample_weights=None, transition_matrix=None, transition_mask=None, checkpoint_dir=None, resume=False, device="auto",
           image_size=None, num_workers=0, cache_dir=None, seed=0, on_epoch_end=None, on_record=None,
-          history_path=None, progress=True, amp=True, num_threads="auto", force_autograd=False,
+          history_path=None, progress=True, amp=True, num_threads="auto",
           placement="auto", return_features=False, extra_scores=None, score_aux_samples=True):
     """Train a prompt classifier and score every sample with its training dynamics.
 
@@ -173,9 +172,6 @@ def train(inputs, labels, *, class_names=None, model=DEFAULT_MODEL, pretrained=N
         head's small matrix products are dominated by thread synchronisation, badly so on
         a shared machine; the frozen mode's encoder pass keeps torch's setting), torch's
         setting otherwise. Restored on return.
-    force_autograd : bool, default False
-        No effect: every path trains with autograd through one loss (kept so that existing
-        calls keep working).
     placement : {"auto", "device", "host"}, default "auto"
         Where fine-tuning keeps its decoded uint8 images: "device" (on the GPU, no copies),
         "host" (pinned memory, each batch copied while the previous one computes), "auto":
