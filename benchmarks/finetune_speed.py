@@ -202,7 +202,7 @@ def tiny_proxy_table(n=2048, size=48, batch_size=128, epochs=4, repeats=3, threa
 
     import sei
     from sei.engine import images
-    from sei.models import load_model
+    from sei.engine.encoders import load_model
 
     torch.set_num_threads(threads)
     x, y, src = _images_for_speed(n)
