@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent
-RESULTS = ROOT / "results" / "knn_scale.json"
+RESULTS = Path(os.environ.get("KNN_SCALE_RESULTS", ROOT / "results" / "knn_scale.json"))
 CACHE = Path(os.environ.get("KNN_SCALE_CACHE", "/tmp/knn_scale_cache"))
 K = 20
 M = 2 * (K + 1)
@@ -107,7 +107,8 @@ def faiss_hnsw_1t(x, seed):
 def faiss_ivf(nprobe):
     def run(x, seed):
         from sei.neighbors import _knn_faiss
-        return _knn_faiss(x, M, seed, 2, nprobe=nprobe), {}
+        timings = {}
+        return _knn_faiss(x, M, seed, 2, nprobe=nprobe, timings=timings), timings
     return run
 
 

@@ -29,6 +29,8 @@ duplicated rows never swap.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from . import scores as _scores
@@ -82,7 +84,7 @@ _IVF_TRAIN_PER_LIST = 40
 _IVF_KMEANS_ITER = 10
 
 
-def _knn_faiss(x, m, seed, num_threads, nprobe=None):
+def _knn_faiss(x, m, seed, num_threads, nprobe=None, timings=None):
     """Candidates from a faiss inverted-file index (IVF-Flat): seeded k-means on a seeded
     sample, then each row scans its ``nprobe`` nearest lists exactly. Every step is
     deterministic for a fixed ``num_threads`` (k-means and assignment are BLAS products whose
@@ -90,6 +92,7 @@ def _knn_faiss(x, m, seed, num_threads, nprobe=None):
     so, unlike a multithreaded graph build, it may use every core."""
     import faiss
 
+    start = time.perf_counter()
     n, d = x.shape
     nlist = int(max(1, min(_IVF_LISTS_PER_SQRT_N * np.sqrt(n), n // _IVF_LIST_SIZE)))
     threads = faiss.omp_get_max_threads()
@@ -104,6 +107,8 @@ def _knn_faiss(x, m, seed, num_threads, nprobe=None):
         rows = np.sort(np.random.default_rng(seed).choice(n, train, replace=False)) if train < n else slice(None)
         index.train(np.ascontiguousarray(x[rows]))
         index.add(x)
+        if timings is not None:
+            timings["build_s"] = time.perf_counter() - start
         index.nprobe = int(min(nlist, nprobe or _IVF_NPROBE))
         return index.search(x, m)[1]
     finally:
