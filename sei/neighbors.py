@@ -14,17 +14,22 @@ features::
     poe_knn_i       = r_i(y_i) - max_{c != y_i} r_i(c),   r_i = m_i + log((k q_i + 1) / (k + C))
                       (product of experts: m_i = mean over epochs of log p_t, from the recorder)
 
-Neighbours come from scikit-learn (exact) up to ``exact_max`` samples and from hnswlib
-(``pip install sei-labels[active]``) or faiss approximate search beyond; without either,
-scikit-learn's exact search is used with a warning (O(N^2) time, chunked memory).
+Neighbours come from scikit-learn (exact) up to ``exact_max`` samples and from faiss (an
+inverted-file index, IVF-Flat, ``faiss-cpu``) beyond, or hnswlib (``pip install
+sei-labels[active]``) where faiss is missing; without either, scikit-learn's exact search is used
+with a warning (O(N^2) time, chunked memory). ``benchmarks/results/knn_scale.md`` compares them.
 
-Every backend gives the same neighbours on every run: the approximate indices are built on
-one thread (a multithreaded build makes the graph, and so the neighbours, depend on thread
-timing), and the candidates of each row are ranked by their exact squared distance, ties
-broken by the lower index (:func:`_stable_order`), so that duplicated rows never swap.
+Every backend gives the same neighbours on every run: the IVF index is trained by a seeded
+k-means on a seeded sample and each row scans its nearest lists exactly, all deterministic for a
+fixed ``num_threads``; the hnswlib graph is built on one thread (a multithreaded build makes the
+graph, and so the neighbours, depend on thread timing); and the candidates of each row are ranked
+by their exact squared distance, ties broken by the lower index (:func:`_stable_order`), so that
+duplicated rows never swap.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -70,17 +75,45 @@ def _knn_hnswlib(x, m, seed, num_threads):
     return idx
 
 
-def _knn_faiss(x, m):
+#: IVF search (backend "faiss"): about ``_IVF_LIST_SIZE``-sample lists when N is small, 4 sqrt(N)
+#: lists beyond, and ``_IVF_NPROBE`` lists scanned per query (recall in benchmarks/results/knn_scale.md).
+_IVF_LISTS_PER_SQRT_N = 4
+_IVF_LIST_SIZE = 64
+_IVF_NPROBE = 16
+_IVF_TRAIN_PER_LIST = 40
+_IVF_KMEANS_ITER = 10
+
+
+def _knn_faiss(x, m, seed, num_threads, nprobe=None, timings=None):
+    """Candidates from a faiss inverted-file index (IVF-Flat): seeded k-means on a seeded
+    sample, then each row scans its ``nprobe`` nearest lists exactly. No step depends on
+    thread timing (k-means and the list assignment are BLAS products, each query is answered
+    on its own), so, unlike a multithreaded graph build, it may use every core: two runs gave
+    identical neighbours at 1e6 rows, and 1 thread the same as 2 in the tests (a different BLAS
+    thread count could in principle move an exact near-tie of the assignment; keep it fixed)."""
     import faiss
 
+    start = time.perf_counter()
+    n, d = x.shape
+    nlist = int(max(1, min(_IVF_LISTS_PER_SQRT_N * np.sqrt(n), n // _IVF_LIST_SIZE)))
     threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # a deterministic graph
+    faiss.omp_set_num_threads(max(1, int(num_threads)))
     try:
-        index = faiss.IndexHNSWFlat(x.shape[1], 16)
+        quantizer = faiss.IndexFlatL2(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist)
+        index.cp.seed = int(seed)
+        index.cp.niter = _IVF_KMEANS_ITER
+        index.cp.max_points_per_centroid = _IVF_TRAIN_PER_LIST
+        train = min(n, _IVF_TRAIN_PER_LIST * nlist)
+        rows = np.sort(np.random.default_rng(seed).choice(n, train, replace=False)) if train < n else slice(None)
+        index.train(np.ascontiguousarray(x[rows]))
         index.add(x)
+        if timings is not None:
+            timings["build_s"] = time.perf_counter() - start
+        index.nprobe = int(min(nlist, nprobe or _IVF_NPROBE))
+        return index.search(x, m)[1]
     finally:
         faiss.omp_set_num_threads(threads)
-    return index.search(x, m)[1]
 
 
 def _stable_order(x, idx, keep):
@@ -104,11 +137,11 @@ def _approximate_backend():
     import importlib.util
     import warnings
 
-    for name in ("hnswlib", "faiss"):
+    for name in ("faiss", "hnswlib"):
         if importlib.util.find_spec(name) is not None:
             return name
-    warnings.warn("neither hnswlib nor faiss is installed: exact scikit-learn neighbour search, "
-                  "O(N^2) time; `pip install hnswlib` (or sei-labels[active]) for large N",
+    warnings.warn("neither faiss nor hnswlib is installed: exact scikit-learn neighbour search, "
+                  "O(N^2) time; `pip install faiss-cpu` for large N",
                   RuntimeWarning, stacklevel=3)
     return "sklearn"
 
@@ -126,7 +159,7 @@ def search(x, k, *, backend="auto", exact_max=20_000, seed=0, num_threads=2):
     elif backend == "hnswlib":
         idx = _knn_hnswlib(x, m, seed, num_threads)
     elif backend == "faiss":
-        idx = _knn_faiss(x, m)
+        idx = _knn_faiss(x, m, seed, num_threads)
     else:
         raise ValueError(f"backend must be 'auto', 'sklearn', 'hnswlib' or 'faiss', got {backend!r}")
     dist, idx = _stable_order(x, idx, k + 1)

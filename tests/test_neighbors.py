@@ -140,12 +140,48 @@ def test_auto_backend_falls_back_to_exact_search_with_a_warning(monkeypatch):
     assert backend == "sklearn" and idx.shape == (len(x), 4)
 
 
-def test_auto_backend_uses_hnswlib_beyond_exact_max():
-    pytest.importorskip("hnswlib")
+@pytest.mark.parametrize("backend", ["hnswlib", "faiss"])
+def test_approximate_backends_agree_with_exact_search(backend):
+    pytest.importorskip(backend)
     x, *_ = _clusters()
-    nb = sei.knn_indices(x, 5, exact_max=10)
+    nb = sei.knn_indices(x, 5, backend=backend)
     exact = sei.knn_indices(x, 5)
     assert (np.sort(nb, 1) == np.sort(exact, 1)).mean() > 0.95
+
+
+def test_auto_backend_prefers_faiss_then_hnswlib_beyond_exact_max(monkeypatch):
+    import importlib.util
+
+    from sei import neighbors
+
+    x, *_ = _clusters()
+    if importlib.util.find_spec("faiss") is not None:
+        assert neighbors.search(x, 3, exact_max=10)[2] == "faiss"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real(name, *a))
+    if real("hnswlib") is not None:
+        assert neighbors.search(x, 3, exact_max=10)[2] == "hnswlib"
+
+
+def test_faiss_ivf_gives_identical_neighbours_on_duplicated_rows_run_to_run():
+    """The IVF backend at a size where it has many lists and scans a few of them: two calls (and
+    a call on 1 thread vs 2) give the same neighbours, duplicated rows included."""
+    pytest.importorskip("faiss")
+    from sei import neighbors
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 16)) * 3
+    x = (centres[rng.integers(0, 40, 6000)] + rng.normal(size=(6000, 16))).astype(np.float32)
+    x[rng.choice(6000, 600, replace=False)] = x[rng.choice(6000, 600, replace=False)]  # exact ties
+    x[:50] = x[50]  # a group of 51 copies: more than k + 1
+    runs = [neighbors.knn_indices(x, 20, backend="faiss", num_threads=t) for t in (2, 2, 1)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
+    # the copies of row 50 take the lowest-index copies as neighbours
+    np.testing.assert_array_equal(runs[0][50], np.arange(20))
+    np.testing.assert_array_equal(runs[0][0], np.arange(1, 21))
+    exact = neighbors.knn_indices(x, 20, backend="sklearn")
+    assert (np.sort(runs[0], 1) == np.sort(exact, 1)).mean() > 0.9
 
 
 def test_label_margin_rejects_labels_outside_num_classes():

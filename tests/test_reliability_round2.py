@@ -317,10 +317,10 @@ def _duplicated_features(groups=60, copies=8, d=6, seed=0):
     return base[group], group
 
 
-@pytest.mark.parametrize("backend", ["sklearn", "hnswlib"])
+@pytest.mark.parametrize("backend", ["sklearn", "hnswlib", "faiss"])
 def test_duplicated_rows_take_the_lowest_index_duplicates_as_neighbours(backend):
-    if backend == "hnswlib":
-        pytest.importorskip("hnswlib")
+    if backend != "sklearn":
+        pytest.importorskip(backend)
     from sei.neighbors import knn_indices
 
     x, group = _duplicated_features()
@@ -331,10 +331,10 @@ def test_duplicated_rows_take_the_lowest_index_duplicates_as_neighbours(backend)
         np.testing.assert_array_equal(nb[i], twins[twins != i][:k])
 
 
-@pytest.mark.parametrize("backend", ["sklearn", "hnswlib"])
+@pytest.mark.parametrize("backend", ["sklearn", "hnswlib", "faiss"])
 def test_two_calls_give_identical_neighbours_and_poe_knn_scores(backend):
-    if backend == "hnswlib":
-        pytest.importorskip("hnswlib")
+    if backend != "sklearn":
+        pytest.importorskip(backend)
     from sei.neighbors import feature_score, knn_indices
 
     x, group = _duplicated_features(groups=400, copies=5, d=4, seed=1)

@@ -46,7 +46,7 @@ of this graph is at most ``work_budget`` edge visits (default 15,000): exact on 
 ``1e-4`` on the 50,000-node kNN graphs of ``benchmarks/active_speed.py``. Deterministic for a
 given graph (probe nodes from ``seed``). :mod:`sei.active.propagation` adds the left-out mass
 back exactly every few dozen picks, so that errors do not pile up over a batch.
-- Backends: scikit-learn exact neighbours up to ``exact_max`` samples, then hnswlib (or faiss)
+- Backends: scikit-learn exact neighbours up to ``exact_max`` samples, then faiss IVF (or hnswlib)
   approximate neighbours, imported lazily. Nothing is O(N^2).
 """
 
@@ -112,8 +112,8 @@ class KNNGraph:
     sigma : {"pairs", "knn"} or float, default "pairs"
         sigma_L, see the module docstring.
     backend : {"auto", "sklearn", "hnswlib", "faiss"}
-        "auto": exact scikit-learn up to ``exact_max`` samples, hnswlib beyond (faiss if
-        hnswlib is missing).
+        "auto": exact scikit-learn up to ``exact_max`` samples, faiss beyond (hnswlib if
+        faiss is missing).
     num_pairs : int
         Random pairs used to estimate the mean pairwise distance.
 
