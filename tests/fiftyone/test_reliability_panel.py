@@ -362,14 +362,14 @@ def _junk(rng, ids):
 
 
 def test_forged_panel_input_at_random_is_a_message_never_a_traceback(run):
-    """200 callbacks with forged state and parameters (ids, keys, cutoffs, batch sizes, queues,
+    """120 callbacks with forged state and parameters (ids, keys, cutoffs, batch sizes, queues,
     cells, operator-injection dicts): every one answers without an error result (a bad value
     is a notification), and the run's values are those a valid callback could leave."""
     rng = np.random.default_rng(21)
     ids = run.values("id")
     scores = run.values("sei")
     answered = notified = 0
-    for _ in range(200):
+    for _ in range(120):
         p = Panel(run)
         p.state.update(brain_key=rng.choice(["sei", None]) if rng.random() < 0.7 else _junk(rng, ids),
                        cutoff=_junk(rng, ids) if rng.random() < 0.5 else float(rng.normal()),
@@ -378,7 +378,7 @@ def test_forged_panel_input_at_random_is_a_message_never_a_traceback(run):
         p(method, sample_id=_junk(rng, ids), value=_junk(rng, ids), x=_junk(rng, ids), y=_junk(rng, ids))
         answered += 1
         notified += bool(_notified(p))
-    assert answered == 200 and notified > 50
+    assert answered == 120 and notified > 30
     run.reload()
     assert run.values("sei") == scores  # scores are never written by the desk
     cutoff, in_step = _in_step(run)
