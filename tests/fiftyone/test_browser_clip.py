@@ -23,6 +23,7 @@ def offline_app(tmp_path, monkeypatch):
     # the App server is a child process: it inherits an offline Hugging Face Hub with an empty cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("SEI_FIFTYONE_PATH_ROOTS", str(tmp_path))  # the App takes paths under its roots only
     with served_sample("sei-browser-clip", limit=60) as served_app:
         yield served_app
 
