@@ -81,12 +81,11 @@ class SelectionContext:
         n = len(self.labels)
         return np.ones(n, bool) if self.exclude is None else ~np.asarray(self.exclude, bool)
 
-
-def _batch_size(batch_size, ctx) -> int:
-    """Picks to make: ``batch_size`` (an int >= 0; ``2.5`` is refused, not truncated), at
-    most the samples not yet queried."""
-    return min(check_int_param(batch_size, "batch_size", 0, "the number of samples to pick"),
-               int(ctx.available().sum()))
+    def picks(self, batch_size) -> int:
+        """Picks to make: ``batch_size`` (an int >= 0; ``2.5`` is refused, not truncated), at
+        most the samples not yet queried."""
+        return min(check_int_param(batch_size, "batch_size", 0, "the number of samples to pick"),
+                   int(self.available().sum()))
 
 
 def _ce(p, y):
@@ -108,7 +107,7 @@ class Selector:
 
     def select(self, ctx: SelectionContext, batch_size: int) -> np.ndarray:
         avail = ctx.available()
-        q = _batch_size(batch_size, ctx)
+        q = ctx.picks(batch_size)
         pr = np.where(avail, self.priority(ctx).astype(np.float64), -np.inf)
         if q <= 0:
             return np.zeros(0, dtype=np.int64)
@@ -125,7 +124,7 @@ class RandomSelector(Selector):
     def select(self, ctx, batch_size):
         idx = np.flatnonzero(ctx.available())
         rng = np.random.default_rng(ctx.seed)
-        return rng.permutation(idx)[: _batch_size(batch_size, ctx)].astype(np.int64)
+        return rng.permutation(idx)[: ctx.picks(batch_size)].astype(np.int64)
 
 
 class EntropySelector(Selector):
@@ -247,7 +246,7 @@ class PropagationSelector(Selector):
     def select(self, ctx, batch_size):
         avail = ctx.available()
         n = len(avail)
-        q = _batch_size(batch_size, ctx)
+        q = ctx.picks(batch_size)
         if q <= 0:
             return np.zeros(0, dtype=np.int64)
         e = self.priority(ctx).astype(np.float64).copy()

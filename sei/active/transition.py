@@ -208,10 +208,8 @@ class UniformShareSelector:
         self.last_draw = None
 
     def select(self, ctx, batch_size):
-        from .selectors import _batch_size
-
         avail = ctx.available()
-        q = _batch_size(batch_size, ctx)
+        q = ctx.picks(batch_size)
         m = min(max(int(round(self.share * q)), 1), q) if q else 0
         top = self.base.select(ctx, q - m) if q - m > 0 else np.zeros(0, np.int64)
         rest = avail.copy()
