@@ -18,11 +18,9 @@ deleting or renaming the SEI run deletes or renames it too.
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 
 import numpy as np
-from bson import ObjectId
 
 import fiftyone.core.runs as fors
 from sei.cross_validation import kfold_probs
@@ -32,7 +30,7 @@ from sei.validation import check_int_param, check_pred_probs
 from .inputs import classification_fields, embeddings_fields, read_vectors
 from .runs import (SEI, CLComparisonConfig, _recordable, comparison_names, dataset_of, field_names,
                    is_comparison_of, validate_comparison)
-from .writeback import comparison_completion, exclusive, journaled_write
+from .writeback import comparison_completion, exclusive, field_docs, journaled_write
 
 
 @dataclass
@@ -233,9 +231,7 @@ def _write(dataset, brain_key, ids, quality, flags, config):
     (:func:`sei_fiftyone.writeback.journaled_write`): a failure or a kill leaves the previous
     comparison or the new one, never new flags under the old comparison's config."""
     names = comparison_names(brain_key)
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-    docs = [{"_id": ObjectId(_id), names.score: float(q), names.flag: bool(f), "last_modified_at": now}
-            for _id, q, f in zip(ids, quality, flags)]
+    docs = field_docs(ids, {names.score: [float(q) for q in quality], names.flag: [bool(f) for f in flags]})
     results = fors.RunResults(dataset, config, names.run_key, n_compared=len(ids), n_cl_flagged=int(np.sum(flags)))
     journaled_write(dataset, names.run_key, {names.score: "float", names.flag: "bool"}, docs,
                     comparison_completion(brain_key, config, results))

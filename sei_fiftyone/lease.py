@@ -167,8 +167,7 @@ class Lease:
 
 
 # -------------------------------------------------------------------------- per process
-_HELD = {}  # (sample collection name, thread id) -> [Lease, depth]
-_LOCK = threading.Lock()
+_HELD = {}  # (sample collection name, thread id) -> Lease: a key is only ever touched by its own thread
 
 
 def _key(dataset):
@@ -177,8 +176,7 @@ def _key(dataset):
 
 def held(dataset):
     """This thread's lease on the dataset, or None."""
-    entry = _HELD.get(_key(dataset))
-    return None if entry is None else entry[0]
+    return _HELD.get(_key(dataset))
 
 
 @contextlib.contextmanager
@@ -190,30 +188,14 @@ def writing(dataset, wait=None):
     previous writer made. Yields the :class:`Lease`.
     """
     key = _key(dataset)
-    with _LOCK:
-        entry = _HELD.get(key)
-        if entry is not None:
-            entry[1] += 1
-    if entry is not None:
-        try:
-            yield entry[0]
-        finally:
-            with _LOCK:
-                entry[1] -= 1
+    if key in _HELD:  # re-entered: the outermost block gives the lease back
+        yield _HELD[key]
         return
     lease = Lease(key[0]).acquire(wait, label=f" '{dataset.name}'")
-    with _LOCK:
-        _HELD[key] = [lease, 1]
+    _HELD[key] = lease
     try:
         dataset.reload()
         yield lease
     finally:
-        with _LOCK:
-            _HELD.pop(key, None)
+        _HELD.pop(key, None)
         lease.release()
-
-
-def current_owner(name):
-    """The owner token of the unexpired lease of a sample collection, or None."""
-    doc = _collection().find_one({"_id": name, "$expr": {"$gte": ["$expires", "$$NOW"]}})
-    return None if doc is None else doc.get("owner")

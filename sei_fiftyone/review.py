@@ -39,7 +39,7 @@ from .delegation import DELEGATE
 from .inputs import check_count, check_sample_ids
 from .model_choices import CHECKPOINT, choice_names
 from .runs import EMBEDDINGS_MODEL, field_names
-from .writeback import cutoff_completion, exclusive, flag_docs, journaled_write
+from .writeback import cutoff_completion, exclusive, field_docs, journaled_write
 
 MAX_BINS = 60
 #: A run on images of more samples than this is delegated when run again: the demo's 2,000
@@ -145,7 +145,7 @@ def set_cutoff(dataset, brain_key, cutoff):
         score_field, flag_field, _ = field_names(brain_key)
         ids, scores = _scored(dataset, brain_key).values(["id", score_field])
         flags = [bool(s < cutoff) for s in scores]
-        journaled_write(dataset, brain_key, {flag_field: "bool"}, flag_docs(flag_field, ids, flags),
+        journaled_write(dataset, brain_key, {flag_field: "bool"}, field_docs(ids, {flag_field: flags}),
                         cutoff_completion(brain_key, cutoff, int(sum(flags))), remove_others=False)
     return int(sum(flags))
 

@@ -164,14 +164,17 @@ def validate_brain_key(samples, brain_key):
                          "brain_key, or rename or delete that saved view first")
 
 
+def _comparison_of(dataset, run_key):
+    """The SEI run key that the custom run ``run_key`` compares with confident learning, or None."""
+    if run_key not in dataset.list_runs():
+        return None
+    config = dataset.get_run_info(run_key).config
+    return getattr(config, "brain_key", None) if config.method == CL_METHOD else None
+
+
 def is_comparison_of(samples, brain_key):
     """Whether the dataset holds a confident-learning comparison of run ``brain_key``."""
-    dataset = dataset_of(samples)
-    run_key = comparison_names(brain_key).run_key
-    if run_key not in dataset.list_runs():
-        return False
-    config = dataset.get_run_info(run_key).config
-    return config.method == CL_METHOD and getattr(config, "brain_key", None) == brain_key
+    return _comparison_of(dataset_of(samples), comparison_names(brain_key).run_key) == brain_key
 
 
 def validate_comparison(samples, brain_key):
@@ -224,14 +227,19 @@ def delete_comparison(samples, brain_key):
     return True
 
 
-def _delete_comparison_outputs(dataset, brain_key):
-    names = comparison_names(brain_key)
+def _delete_outputs(dataset, fields, view):
+    """Delete those of ``fields`` and the saved view ``view`` that exist (repeatable)."""
     schema = dataset.get_field_schema()
-    existing = [f for f in names[:2] if f in schema]
+    existing = [f for f in fields if f in schema]
     if existing:
         dataset.delete_sample_fields(existing)
-    if dataset.has_saved_view(names.view):
-        dataset.delete_saved_view(names.view)
+    if dataset.has_saved_view(view):
+        dataset.delete_saved_view(view)
+
+
+def _delete_comparison_outputs(dataset, brain_key):
+    names = comparison_names(brain_key)
+    _delete_outputs(dataset, names[:2], names.view)
 
 
 _RENAMING = contextvars.ContextVar("sei_renaming_comparison", default=False)
@@ -243,9 +251,7 @@ def rename_comparison(samples, brain_key, new_key):
     renamed (:meth:`SEI.rename`). Repeatable: a rename interrupted half-way is finished."""
     dataset = dataset_of(samples)
     old, new = comparison_names(brain_key), comparison_names(new_key)
-    runs = dataset.list_runs()
-    moved = new.run_key in runs and getattr(dataset.get_run_info(new.run_key).config, "brain_key", None) in (
-        brain_key, new_key) and dataset.get_run_info(new.run_key).config.method == CL_METHOD
+    moved = _comparison_of(dataset, new.run_key) in (brain_key, new_key)  # the run was renamed already
     if not (is_comparison_of(dataset, brain_key) or moved):
         return
     schema = dataset.get_field_schema()
@@ -398,13 +404,7 @@ class SEI(fob.BrainMethod):
             if not _FINISHING.get():  # FiftyOne deletes the run's document after this returns
                 journal.record(dataset, "delete", key=key)
             delete_comparison(dataset, key)  # the comparison is derived from the run: it goes with it
-            schema = dataset.get_field_schema()
-            existing = [f for f in field_names(key) if f in schema]
-            if existing:
-                dataset.delete_sample_fields(existing)
-            name = saved_view_name(key)
-            if dataset.has_saved_view(name):
-                dataset.delete_saved_view(name)
+            _delete_outputs(dataset, field_names(key), saved_view_name(key))
 
     def rename(self, samples, key, new_key):
         dataset = dataset_of(samples)

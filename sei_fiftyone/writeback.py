@@ -99,6 +99,9 @@ def exclusive(samples, wait=None):
     Yields the dataset, reloaded.
     """
     dataset = dataset_of(samples)
+    if held(dataset) is not None:  # re-entered: the outer block repaired already
+        yield dataset
+        return
     with writing(dataset, wait) as lease:
         _recover(dataset, lease)
         yield dataset
@@ -181,16 +184,21 @@ def journaled_write(samples, key, kinds, docs, completion=None, *, remove_others
             dataset._reload_docs()
 
 
+def field_docs(ids, columns):
+    """One sample document per id in FiftyOne's layout (``_id``, ``last_modified_at``), holding
+    ``columns`` (field -> values aligned with ``ids``): what :func:`journaled_write` stages."""
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    names = list(columns)
+    return [{"_id": ObjectId(_id), **dict(zip(names, values)), "last_modified_at": now}
+            for _id, *values in zip(ids, *columns.values())]
+
+
 def _sample_docs(fields, ids, scores, flags, suggestions, embeddings):
     """One sample document per id, in FiftyOne's layout, holding the run's fields."""
     score_field, flag_field, sugg_field = fields
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-    docs = {}
-    for _id, score, flag, sugg in zip(ids, scores, flags, suggestions):
-        if sugg is not None:
-            sugg = classification_doc(*sugg)
-        docs[_id] = {"_id": ObjectId(_id), score_field: score, flag_field: bool(flag), sugg_field: sugg,
-                     "last_modified_at": now}
+    columns = {score_field: scores, flag_field: [bool(f) for f in flags],
+               sugg_field: [None if s is None else classification_doc(*s) for s in suggestions]}
+    docs = {str(d["_id"]): d for d in field_docs(ids, columns)}
     if embeddings is not None:
         encode = fof.VectorField().to_mongo
         for _id, vec in zip(embeddings[1], embeddings[2]):
@@ -224,12 +232,6 @@ def comparison_completion(brain_key, config, results):
     its saved view), as JSON."""
     return {"kind": "cl", "key": brain_key, "config": json.dumps(config.serialize()),
             "results": json_util.dumps(results.serialize())}
-
-
-def flag_docs(flag_field, ids, flags):
-    """Sample documents setting one bool field (the review desk's cutoff)."""
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-    return [{"_id": ObjectId(_id), flag_field: bool(f), "last_modified_at": now} for _id, f in zip(ids, flags)]
 
 
 def cutoff_completion(brain_key, cutoff, num_flagged):
@@ -302,6 +304,8 @@ def recover_interrupted_writes(samples, wait=0):
     lease = held(dataset)
     if lease is not None:
         return _recover(dataset, lease)
+    if not _tmp_names(_db()) and not journal.pending(dataset):
+        return []  # nothing to repair: no lease taken (the review desk calls this on every event)
     try:
         with writing(dataset, wait) as lease:
             return _recover(dataset, lease)
@@ -309,10 +313,15 @@ def recover_interrupted_writes(samples, wait=0):
         return []
 
 
+def _tmp_names(db):
+    """Names of every write collection ``tmp.sei_*`` (of any dataset) in the database."""
+    return db.list_collection_names(filter={"name": {"$regex": "^" + TMP_PREFIX.replace(".", r"\.")}})
+
+
 def _recover(dataset, lease):
     db = _db()
     repaired = []
-    names = db.list_collection_names(filter={"name": {"$regex": "^" + TMP_PREFIX.replace(".", r"\.")}})
+    names = _tmp_names(db)
     for name in names:
         if name.endswith(_OLD):
             if name[: -len(_OLD)] not in names:  # its write collection was dropped first
