@@ -242,7 +242,7 @@ def cutoff_completion(brain_key, cutoff, num_flagged):
 def _complete(dataset, completion):
     """Register what the values belong to (repeatable): an SEI brain run with its results
     and saved view, a comparison's custom run and saved view, or a moved cutoff."""
-    key = completion.get("key") or completion.get("brain_key")
+    key = completion["key"]
     if completion.get("kind") == "cutoff":
         results = dataset.load_brain_results(key, cache=False)
         cutoff, num_flagged = completion["cutoff"], completion["num_flagged"]
@@ -471,8 +471,8 @@ def _roll_forward(dataset, tmp, meta):
     _declare(dataset, meta["kinds"])
     _switch(tmp, dataset)  # repeats the completed switch, to the same result
     run = meta.get("run")
-    if run is not None:
-        _complete(dataset, run)
+    if run is not None:  # a journal of an earlier version names the key only in the meta
+        _complete(dataset, {"key": meta["brain_key"], **run})
     dataset._reload_docs()
 
 

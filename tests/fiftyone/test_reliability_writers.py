@@ -380,3 +380,24 @@ def test_a_kill_while_moving_the_cutoff_leaves_flags_and_results_in_step(dataset
         assert res.threshold == -0.05 and res.computed_threshold is not None  # the new one
     assert flags == [s < res.threshold for s in scores] and res.num_flagged == sum(flags)
     assert ds.load_saved_view("sei_most_likely_mislabeled").values("id") == sfo.sorted_view(ds).values("id")
+
+
+def test_a_journal_left_by_the_previous_version_is_completed(dataset):
+    """Journals written before the comparison and cutoff were journaled too hold the run's
+    config, results and view stages without a kind or key: they are still completed."""
+    sfo.compute_sei(dataset, "ground_truth", **RUN)
+
+    def fail(phase):
+        if phase == "switched":
+            raise RuntimeError("injected after the switch")
+    writeback._phase, orig = fail, writeback._phase
+    try:
+        with pytest.raises(RuntimeError, match="injected"):
+            sfo.compute_sei(dataset, "ground_truth", epochs=5, embeddings_field="embedding", progress=False)
+    finally:
+        writeback._phase = orig
+    journal, = [n for n in _tmp_collections() if not n.endswith("_old")]
+    foodm.get_db_conn()[journal].update_one({"_id": "meta"}, {"$unset": {"run.kind": "", "run.key": ""}})
+    assert sfo.recover_interrupted_writes(dataset) == ["sei"]
+    ds = _consistent(dataset)
+    assert ds.get_brain_info("sei").config.epochs == 5
