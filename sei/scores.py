@@ -113,14 +113,10 @@ class Batch:
         self.probs = p
 
     @cached_property
-    def log_probs(self) -> np.ndarray:
-        return np.log(self.probs + EPS)
-
-    @cached_property
     def log_softmax(self) -> np.ndarray:
         """Log-probabilities: exact from logits, ``log(p + EPS)`` from probabilities."""
         if self.logits is None:
-            return self.log_probs
+            return np.log(self.probs + EPS)
         z = self.logits - _row_max(self.logits)
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
