@@ -27,6 +27,12 @@ _EPOCHS, _LOGIT_EPOCHS = "epochs", "aum_epochs"
 _LEGACY_EPOCH_FIELDS = ("count", "se", "h", "aligned", "margin", "loss", "sc", "aum", "aum_count")
 
 
+def _per_class_scores(statistics) -> list:
+    """The per-class scores whose statistic is among ``statistics`` (names): the
+    ``extra_scores`` that make a recorder keep those (N, K) sums."""
+    return [n for n, s in _scores.SCORES.items() if s.per_class and s.statistic.name in statistics]
+
+
 class RecorderState:
     """Persistence half of :class:`sei.SEIRecorder` (its state is the recorder's arrays)."""
 
@@ -187,8 +193,7 @@ class RecorderState:
                              f"{int(both[0])}); give each sample to one shard, or record repeated views under "
                              "torch.distributed, whose end_epoch merges them per epoch")
         out = cls(first.num_samples, first.num_classes, mid_epoch=first.mid_epoch, max_epochs=first.max_epochs,
-                  extra_scores=[n for n, sc in _scores.SCORES.items()
-                                if sc.per_class and sc.statistic.name in first._per_class_names()])
+                  extra_scores=_per_class_scores(first._per_class_names()))
         out.num_epochs = first.num_epochs
         for r, rows in zip(recorders, seen):
             rows = np.flatnonzero(rows)
@@ -333,7 +338,7 @@ class RecorderState:
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
                 raise ValueError(f"{path} is damaged ({e}); {hint}.") from None
         try:
-            kept = [n for n, s in _scores.SCORES.items() if s.per_class and f"total_{s.statistic.name}" in state]
+            kept = _per_class_scores({k[len("total_"):] for k in state if k.startswith("total_")})
             rec = cls(int(state["num_samples"]), int(state["num_classes"]), extra_scores=kept)
             return rec.load_state_dict(state)
         except (KeyError, TypeError, ValueError) as e:
