@@ -18,6 +18,7 @@ import zipfile
 import numpy as np
 
 from . import scores as _scores
+from ._latest import LatestProbs
 from .validation import as_float, as_history, check_history_file, check_labels, check_probability_values
 
 # Totals over epochs besides the statistics: epochs that saw the sample, epochs that saw its
@@ -39,14 +40,15 @@ class RecorderState:
     # ------------------------------------------------------------------ from a stored history
     @classmethod
     def from_history(cls, pred_probs_history, labels, *, from_logits=False, chunk_size=65536,
-                     extra_scores="all") -> "SEIRecorder":
+                     extra_scores="all", top_k="auto") -> "SEIRecorder":
         """Build a recorder from a (T, N, K) history, streaming along T (and N in chunks).
 
         ``pred_probs_history`` may be an ``np.memmap``: it is read one (chunk, K) slice at a
         time and never loaded whole. torch tensors are accepted; float16 and bfloat16
         values are computed in float32. ``extra_scores`` is the constructor's: by default
         ``"all"``, so that every score can be read from a history (the per-class sums of
-        ``"mean_logp"`` / ``"poe_knn"`` cost 8 N K bytes); ``()`` skips them.
+        ``"mean_logp"`` / ``"poe_knn"`` cost 8 N K bytes); ``()`` skips them. ``top_k`` is the
+        constructor's too (the last epoch's probabilities kept).
 
         Examples
         --------
@@ -56,15 +58,16 @@ class RecorderState:
         """
         pred_probs_history, (T, N, K), eps = as_history(pred_probs_history)
         labels = check_labels(labels, N, K)
-        return cls._from_checked_history(pred_probs_history, eps, labels, from_logits, chunk_size, extra_scores)
+        return cls._from_checked_history(pred_probs_history, eps, labels, from_logits, chunk_size, extra_scores,
+                                         top_k)
 
     @classmethod
     def _from_checked_history(cls, pred_probs_history, eps, labels, from_logits=False, chunk_size=65536,
-                              extra_scores="all"):
+                              extra_scores="all", top_k="auto"):
         """:meth:`from_history` on the output of :func:`sei.validation.as_history` (for
         callers that validated already; ``eps`` is the input's precision)."""
         T, N, K = (int(d) for d in pred_probs_history.shape)
-        rec = cls(N, K, max_epochs=T, extra_scores=extra_scores)
+        rec = cls(N, K, max_epochs=T, extra_scores=extra_scores, top_k=top_k)
         rec.labels[:] = labels
         for t in range(T):
             for start in range(0, N, chunk_size):
@@ -91,7 +94,7 @@ class RecorderState:
             for name in set(lay.last) & set(value):
                 self._last[name][sl] = value[name]
             self.last_losses[sl] = value["loss"]
-            self.last_probs[sl] = batch.probs
+            self._latest.write(sl, batch.probs, batch.entropy)
         if self.num_epochs == self.mid_epoch:
             for name in set(lay.middle) & set(value):
                 self._mid[name][sl] = value[name]
@@ -143,8 +146,12 @@ class RecorderState:
         self.labels[:] = reduce(self.labels, dist_mod.ReduceOp.MAX)
         owner = reduce(np.where(seen_here, rank + 1, 0).astype(np.int64), dist_mod.ReduceOp.MAX)
         rows = np.flatnonzero(owner > 0)  # the same on every rank
-        mine = (owner[rows] == rank + 1)[:, None]
-        self.last_probs[rows] = reduce(np.where(mine, self.last_probs[rows], 0.0), dist_mod.ReduceOp.SUM)
+        mine = owner[rows] == rank + 1
+        for array in self._latest.arrays.values():  # (N, K), or the top k's classes, probs, entropy
+            part = array[rows]
+            keep = mine.reshape((-1,) + (1,) * (part.ndim - 1))
+            wide = np.where(keep, part, 0).astype(np.int64 if part.dtype.kind == "i" else part.dtype)
+            array[rows] = reduce(wide, dist_mod.ReduceOp.SUM).astype(array.dtype)
 
     @classmethod
     def merge(cls, recorders) -> "SEIRecorder":
@@ -173,13 +180,14 @@ class RecorderState:
                             f"{[type(r).__name__ for r in recorders]}")
         first = recorders[0]
         for r in recorders[1:]:
-            same = (r.num_samples, r.num_classes, r.num_epochs, r.mid_epoch, r.max_epochs, r._layout.fields)
+            same = (r.num_samples, r.num_classes, r.num_epochs, r.mid_epoch, r.max_epochs, r.top_k,
+                    r._layout.fields)
             want = (first.num_samples, first.num_classes, first.num_epochs, first.mid_epoch, first.max_epochs,
-                    first._layout.fields)
+                    first.top_k, first._layout.fields)
             if same != want:
                 raise ValueError(
                     "Shards to merge must be recorders of the same (num_samples, num_classes, epochs recorded, "
-                    f"mid_epoch, max_epochs, extra_scores): {want[:5]} vs {same[:5]}; create every shard "
+                    f"mid_epoch, max_epochs, top_k, extra_scores): {want[:6]} vs {same[:6]}; create every shard "
                     "with the full N and the same options, and end the same epochs on each")
         for r in recorders:
             r._flush()
@@ -193,12 +201,12 @@ class RecorderState:
                              f"{int(both[0])}); give each sample to one shard, or record repeated views under "
                              "torch.distributed, whose end_epoch merges them per epoch")
         out = cls(first.num_samples, first.num_classes, mid_epoch=first.mid_epoch, max_epochs=first.max_epochs,
-                  extra_scores=_per_class_scores(first._per_class_names()))
+                  extra_scores=_per_class_scores(first._per_class_names()), top_k=first.top_k)
         out.num_epochs = first.num_epochs
         for r, rows in zip(recorders, seen):
             rows = np.flatnonzero(rows)
             out.labels[rows] = r.labels[rows]
-            out.last_probs[rows] = r.last_probs[rows]
+            out._latest.copy_rows(r._latest, rows)
             out.last_losses[rows] = r.last_losses[rows]
             for f in out._total:
                 out._total[f][rows] = r._total[f][rows]
@@ -226,7 +234,7 @@ class RecorderState:
             "mid_epoch": -1 if self.mid_epoch is None else self.mid_epoch,
             "max_epochs": -1 if self.max_epochs is None else self.max_epochs,
             "labels": self.labels,
-            "last_probs": self.last_probs,
+            **self._latest.arrays,  # last_probs, or the top k's last_top_classes / _probs and last_entropy
             "last_losses": self.last_losses,
             "epoch_acc": self._acc,
             "epoch_fields": ",".join(self._layout.fields),  # the accumulator's columns, by name
@@ -255,7 +263,7 @@ class RecorderState:
         self.mid_epoch = None if mid < 0 else mid
         self.max_epochs = None if mx < 0 else mx
         self.labels = np.array(state["labels"], dtype=np.int64)
-        self.last_probs = np.array(state["last_probs"], dtype=np.float32)
+        self._latest = LatestProbs.from_state(state, self.num_samples, self.num_classes)
         self.last_losses = np.array(state["last_losses"], dtype=np.float64)
         self._acc = self._restored_accumulator(state)
         self._bind_views()

@@ -34,6 +34,17 @@ DEFAULT_FEATURE_SCORE = "poe_knn"
 #: needs nothing per class, so the features the user passed are still read.
 DEFAULT_STREAMING_FEATURE_SCORE = "aum_prob_knn"
 
+#: Latest probabilities an :class:`sei.SEIRecorder` keeps per sample with ``top_k="auto"``
+#: once N x K passes :data:`FULL_PROBS_MAX_VALUES`: the top 5 (with their classes and the
+#: update's entropy, 34 bytes per sample), enough for suggestions, ``predicted_labels`` and the
+#: ``"mistakenness"`` score (see :mod:`sei._latest`).
+DEFAULT_TOP_K = 5
+
+#: Below this many values (N x K; 512 MiB of float32) ``top_k="auto"`` keeps every class's latest
+#: probability, so that in-sample ``pred_probs`` (confident learning, the active-learning
+#: selectors) stay available where they are cheap.
+FULL_PROBS_MAX_VALUES = 2**27
+
 #: Threshold used when none is named: works without auxiliary samples.
 DEFAULT_THRESHOLD = "auto"
 

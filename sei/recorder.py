@@ -1,8 +1,9 @@
 """Streaming recorder of training dynamics: the Signed Entropy Integral and its peers.
 
 Feed it every mini-batch's predictions while a model trains; it keeps O(N) running sums
-per sample (plus each sample's latest (N, K) float32 probabilities, and (N, K)
-log-probability sums when a score that needs them is asked for) and turns them into one
+per sample (plus each sample's latest probabilities: all K while N x K is small, its top
+few beyond, see ``top_k``; and (N, K) log-probability sums when a score that needs them
+is asked for) and turns them into one
 score per sample, lower = more likely mislabeled.
 
 What is recorded, and how each score reduces it, is read from the score registry
@@ -18,6 +19,7 @@ import numpy as np
 from . import scores as _scores
 from ._recorder_layout import COUNT as _COUNT, LOGIT_COUNT as _LOGIT_COUNT, Pending, build_layout, fill_block
 from ._recorder_layout import last_occurrence, requested_per_class, scatter_add
+from ._latest import LatestProbs, resolve_top_k
 from ._recorder_state import _EPOCHS, _LOGIT_EPOCHS, RecorderState
 from .validation import (
     as_float,
@@ -65,6 +67,14 @@ class SEIRecorder(RecorderState):
         (``"mean_logp"``, and ``"poe_knn"`` which fuses it with the neighbours' labels)
         is recorded only when named here (or with ``"all"``), so other recorders pay
         nothing for it.
+    top_k : "auto", int or None
+        How many of each sample's latest probabilities to keep (:mod:`sei._latest`). ``None``
+        keeps all K ((N, K) float32, :attr:`last_probs`); an int keeps the k largest with their
+        classes and the update's entropy (6 k + 4 bytes per sample, nothing per class), which
+        give :meth:`predicted_labels`, :meth:`latest_top` and the ``"mistakenness"`` score
+        exactly, but not :attr:`last_probs` (it raises, saying so). ``"auto"`` (default) keeps
+        all K while N x K <= :data:`sei.constants.FULL_PROBS_MAX_VALUES` (512 MiB), else
+        :data:`sei.constants.DEFAULT_TOP_K`.
 
     Notes
     -----
@@ -73,13 +83,13 @@ class SEIRecorder(RecorderState):
     (``end_epoch``, ``state_dict``, ``save``), so the per-step cost stays small.
 
     Memory per sample: about 8 bytes per recorded statistic (a dozen by default) for the
-    epoch's sums and as many for the totals, plus ``last_probs``: the (N, K) float32
-    probabilities of each sample's latest update (4 bytes per sample and class, what
-    cleanlab's ``pred_probs`` costs in float32). A score asked for with ``extra_scores``
+    epoch's sums and as many for the totals, plus the latest probabilities: (N, K) float32
+    (4 bytes per sample and class, what cleanlab's ``pred_probs`` costs in float32) or, with
+    ``top_k`` below K, 6 k + 4 bytes per sample. A score asked for with ``extra_scores``
     that sums a per-class statistic adds 16 bytes per sample and class, ``history_path``
     8 more (the epoch's probability sums). A sample updated several times in one epoch
     (augmented views, DDP padding) has every update's statistics averaged into that epoch
-    exactly; its ``last_probs`` are those of its last update (the history file, when
+    exactly; its latest probabilities are those of its last update (the history file, when
     ``history_path`` is set, holds the epoch's mean).
 
     Examples
@@ -93,7 +103,7 @@ class SEIRecorder(RecorderState):
     """
 
     def __init__(self, num_samples, num_classes, *, mid_epoch=None, max_epochs=None, history_path=None,
-                 extra_scores=None):
+                 extra_scores=None, top_k="auto"):
         self.num_samples = check_num_samples(num_samples)
         self.num_classes = check_num_classes(num_classes)
         self.max_epochs = None if max_epochs is None else check_int_param(max_epochs, "max_epochs", 1)
@@ -122,13 +132,31 @@ class SEIRecorder(RecorderState):
         self._marker = np.zeros(n, np.int32)  # scatter_add's scratch
         self._total = {f: np.zeros((n, k) if f in self._per_class_names() else n) for f in self._total_fields()}
         self.labels = np.full(n, -1, dtype=np.int64)
-        self.last_probs = np.full((n, k), np.nan, dtype=np.float32)
+        self._latest = LatestProbs(n, k, resolve_top_k(top_k, n, k))
         self.last_losses = np.full(n, np.nan)
         # Per statistic: its value at the last epoch that saw the sample, at the middle
         # epoch, and every epoch's (float32, only when the middle epoch is not known up front).
         self._last = {s: np.full(n, np.nan) for s in self._layout.last}
         self._mid = {s: np.full(n, np.nan) for s in self._layout.middle}
         self._per_epoch: dict[str, list] = {s: [] for s in self._layout.middle}
+
+    @property
+    def top_k(self) -> int:
+        """How many of each sample's latest probabilities are kept (K = all of them)."""
+        return self._latest.kept
+
+    @property
+    def last_probs(self) -> np.ndarray:
+        """(N, K) float32 probabilities of each sample's latest update (NaN rows where never
+        seen); a ValueError when the recorder kept only the top ``top_k`` (use
+        :meth:`latest_top`, or create it with ``top_k=None``)."""
+        return self._latest.full("SEIRecorder.last_probs")
+
+    def latest_top(self, k=None) -> tuple:
+        """``(classes, probs)``, each (N, k) (k <= :attr:`top_k`, all kept by default): the
+        largest probabilities of each sample's latest update, largest first; classes -1 and
+        probs NaN where never seen. Exact in either layout."""
+        return self._latest.top(k)
 
     def _total_fields(self) -> tuple:
         lay = self._layout
@@ -213,7 +241,7 @@ class SEIRecorder(RecorderState):
         scatter_add(self._acc, ids, fill_block(self._layout, batch, self._keep_epoch_probs), last)
         # The latest probabilities of each sample: its last update (O(B K) per batch; the
         # epoch's (N, K) sums are not kept, see the class notes).
-        self.last_probs[ids[last]] = batch.probs[last]
+        self._latest.write(ids[last], batch.probs[last], None if self._latest.complete else batch.entropy[last])
 
     def end_epoch(self):
         """Close the current epoch: fold each seen sample's mean update into the totals.
@@ -387,14 +415,19 @@ class SEIRecorder(RecorderState):
         return self._per_class_reduced(score, labels) if score.per_class else self._reduced(score)
 
     def _from_last_probs(self, score, labels: np.ndarray) -> np.ndarray:
-        # Row chunks: a float64 copy of the (N, K) probabilities would double the memory.
+        # Row chunks: a float64 copy of the (N, K) probabilities would double the memory. With
+        # the top k only, the row is rebuilt (sei._latest) and its entropy is the stored one,
+        # so statistics of the entropy, the argmax and the top k are exact.
         seen = self._total[_EPOCHS] > 0
         out = np.full(self.num_samples, np.nan)
         for start in range(0, self.num_samples, _CHUNK_ROWS):
             sl = slice(start, start + _CHUNK_ROWS)
-            p = np.nan_to_num(self.last_probs[sl].astype(np.float64))
+            p = np.nan_to_num(self._latest.dense(sl))
             valid = (labels[sl] >= 0) & seen[sl]
             batch = _scores.Batch(p, np.where(valid, labels[sl], 0))
+            stored = self._latest.entropy(sl)
+            if stored is not None:
+                batch.entropy = np.nan_to_num(stored)  # overrides the cached property
             out[sl] = np.where(valid, score.statistic.compute(batch), np.nan)
         return out
 
@@ -410,8 +443,7 @@ class SEIRecorder(RecorderState):
 
     def predicted_labels(self) -> np.ndarray:
         """(N,) argmax of the last epoch's probabilities (-1 where never seen)."""
-        seen = ~np.isnan(self.last_probs[:, 0])  # rows are written whole
-        return np.where(seen, self.last_probs.argmax(axis=1), -1)
+        return self._latest.predicted()
 
     def __repr__(self):
         return f"SEIRecorder(num_samples={self.num_samples}, num_classes={self.num_classes}, epochs={self.num_epochs})"

@@ -310,10 +310,10 @@ def assemble(samples, backend, brain_key, labels, result, *, store_embeddings=Fa
     suggestions = [None] * n
     readable = np.ones(len(pos), dtype=bool)
     readable[skipped] = False
-    pred_probs = np.asarray(result.pred_probs, dtype=np.float64)
+    confidence = np.asarray(result.confidence, dtype=np.float64)
     for j, k in enumerate(np.asarray(result.predicted_labels, dtype=np.int64)):
         if readable[j] and k >= 0:
-            suggestions[pos[j]] = (classes[k], float(pred_probs[j, k]))
+            suggestions[pos[j]] = (classes[k], float(confidence[j]))
     embeddings = None
     if store_embeddings:
         feats = np.asarray(result.features, dtype=np.float32)

@@ -75,9 +75,11 @@ def train_scoring_every_sample(inputs, labels, cfg: TrainConfig) -> TrainResult:
     scores = fill_auxiliary(np.asarray(first.scores, dtype=np.float64), second.scores, aux)
     return dataclasses.replace(
         first, scores=scores, mislabeled=flag_issues(scores, first.threshold),
-        pred_probs=fill_auxiliary(np.asarray(first.pred_probs, dtype=np.float32), second.pred_probs, aux),
+        pred_probs=None if first.pred_probs is None or second.pred_probs is None else fill_auxiliary(
+            np.asarray(first.pred_probs, dtype=np.float32), second.pred_probs, aux),
         predicted_labels=fill_auxiliary(np.asarray(first.predicted_labels, dtype=np.int64),
                                         second.predicted_labels, aux),
+        confidence=fill_auxiliary(np.asarray(first.confidence, dtype=np.float32), second.confidence, aux),
         elapsed_s=first.elapsed_s + second.elapsed_s)
 
 

@@ -37,9 +37,14 @@ class TrainResult:
         ``sei_cleanlab.find_label_issues`` directly.
     aux_indices : np.ndarray of int
         Samples relabelled to the pseudo-class (empty without it).
-    pred_probs : np.ndarray, shape (N, K)
-        Last epoch's probabilities over the K real classes (aux column dropped, renormalised).
+    pred_probs : np.ndarray, shape (N, K), or None
+        Last epoch's probabilities over the K real classes (aux column dropped, renormalised);
+        None when the recorder kept only each sample's top probabilities (``top_k="auto"``
+        past 2^27 values, :class:`sei.SEIRecorder`).
     predicted_labels : np.ndarray, shape (N,)
+        The most probable real class of the last update (-1 where never seen).
+    confidence : np.ndarray, shape (N,)
+        Its probability (renormalised without the auxiliary class; NaN where never seen).
     train_accuracy, train_loss : list of float
         Per epoch, over the trained (possibly relabelled) labels.
     features : np.ndarray, shape (N, D), or None
@@ -63,7 +68,7 @@ class TrainResult:
     score_name: str
     recorder: SEIRecorder
     aux_indices: np.ndarray
-    pred_probs: np.ndarray
+    pred_probs: Optional[np.ndarray]
     predicted_labels: np.ndarray
     train_accuracy: list
     train_loss: list
@@ -73,6 +78,7 @@ class TrainResult:
     class_names: list
     config: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
+    confidence: Optional[np.ndarray] = None
 
     def __repr__(self):
         return (f"TrainResult(N={len(self.scores)}, score={self.score_name!r}, threshold={self.threshold:.4g}, "
@@ -98,11 +104,31 @@ def finish(rec, cfg, *, k, aux_indices, labels_used, metrics, features, skipped,
     th = compute_threshold(raw, cfg.threshold, aux_indices=aux_indices if aux_indices.size else None,
                            score_name=score)
     mislabeled = flag_issues(scores, th)
-    probs = rec.last_probs[:, :k].astype(np.float64)
-    probs /= np.maximum(probs.sum(1, keepdims=True), EPS)
-    pred = np.where(np.isfinite(probs).all(1), np.nan_to_num(probs).argmax(1), -1)
+    probs, pred, conf = _predictions(rec, k)
     return TrainResult(scores=scores, mislabeled=mislabeled, threshold=float(th), score_name=score, recorder=rec,
-                       aux_indices=aux_indices, pred_probs=probs.astype(np.float32), predicted_labels=pred,
+                       aux_indices=aux_indices, pred_probs=probs, predicted_labels=pred, confidence=conf,
                        train_accuracy=list(metrics["train_accuracy"]), train_loss=list(metrics["train_loss"]),
                        features=features, skipped=skipped, labels_used=labels_used, class_names=class_names,
                        config=config, elapsed_s=time.time() - t_start)
+
+
+def _predictions(rec, k):
+    """``(pred_probs or None, predicted_labels, confidence)`` over the K real classes from the
+    recorder's latest probabilities (its column K, the auxiliary class, dropped and the rest
+    renormalised; with the top few kept only, the auxiliary probability is known where it is
+    among them and taken as 0 elsewhere)."""
+    if rec.top_k >= rec.num_classes:
+        probs = rec.last_probs[:, :k].astype(np.float64)
+        probs /= np.maximum(probs.sum(1, keepdims=True), EPS)
+        seen = np.isfinite(probs).all(1)
+        pred = np.where(seen, np.nan_to_num(probs).argmax(1), -1)
+        conf = np.where(seen, np.take_along_axis(np.nan_to_num(probs), np.maximum(pred, 0)[:, None], 1)[:, 0], np.nan)
+        return probs.astype(np.float32), pred, conf.astype(np.float32)
+    classes, top = rec.latest_top()
+    real = (classes >= 0) & (classes < k)
+    first = real.argmax(axis=1)[:, None]  # the most probable real class among those kept
+    rows_ok = real.any(axis=1)
+    pred = np.where(rows_ok, np.take_along_axis(classes, first, 1)[:, 0], -1)
+    aux_p = np.where(classes == k, np.nan_to_num(top), 0.0).sum(axis=1)
+    conf = np.where(rows_ok, np.take_along_axis(top, first, 1)[:, 0] / np.maximum(1.0 - aux_p, EPS), np.nan)
+    return None, pred.astype(np.int64), conf.astype(np.float32)
