@@ -61,12 +61,24 @@ __all__ = ["Batch", "REDUCTIONS", "SCORES", "Score", "Statistic", "get", "names"
 REDUCTIONS = ("sum", "mean", "last", "middle", "last_probs", "neighbors")
 
 
+# Above this many classes a row's two largest entries come from numpy's reductions (argmax,
+# then the max with that entry masked); below it a loop over the K columns is faster.
+_COLUMN_LOOP_MAX_K = 32
+
+
 def _top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Largest and second-largest entry of each row of an (B, K) array.
 
-    Loops over the K columns, vectorised over rows: numpy's ``max(axis=1)`` is several
-    times slower for the small K of classification.
+    For small K, loops over the K columns, vectorised over rows: numpy's ``max(axis=1)`` is
+    several times slower there. For large K, two row reductions (one (B, K) copy).
     """
+    if x.shape[1] > _COLUMN_LOOP_MAX_K:
+        rows = np.arange(x.shape[0])
+        top = x.argmax(axis=1)
+        first = x[rows, top]
+        masked = x.copy()
+        masked[rows, top] = -np.inf
+        return first, masked.max(axis=1)
     cols = np.ascontiguousarray(x.T)
     first = cols[0].copy()
     second = np.full_like(first, -np.inf)
@@ -78,7 +90,7 @@ def _top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _row_max(x: np.ndarray) -> np.ndarray:
     """(B, 1) largest entry of each row; for small K a loop over the K columns, as in :func:`_top2`."""
-    if x.shape[1] > 32:
+    if x.shape[1] > _COLUMN_LOOP_MAX_K:
         return x.max(axis=1, keepdims=True)
     out = x[:, 0].copy()
     for c in range(1, x.shape[1]):
@@ -86,9 +98,10 @@ def _row_max(x: np.ndarray) -> np.ndarray:
     return out[:, None]
 
 
-def _margin(x: np.ndarray, given: np.ndarray) -> np.ndarray:
-    """x_y - max_{k != y} x_k per row, from the given entries ``given`` = x[rows, y]."""
-    first, second = _top2(x)
+def _margin(x: np.ndarray, given: np.ndarray, top2=None) -> np.ndarray:
+    """x_y - max_{k != y} x_k per row, from the given entries ``given`` = x[rows, y] (and the
+    rows' two largest entries ``top2`` when known)."""
+    first, second = _top2(x) if top2 is None else top2
     return given - np.where(given >= first, second, first)
 
 
@@ -105,11 +118,26 @@ class Batch:
         self.rows = np.arange(values.shape[0])
         self.logits = values if from_logits else None
         if from_logits:
-            p = values - _row_max(values)
-            np.exp(p, out=p)
-            p /= p.sum(axis=1, keepdims=True)
+            # One pass for the two largest logits (softmax keeps their order, so they give
+            # the probabilities' too), the shifted logits z - max kept for the entropy.
+            peak = _row_max(values)
+            z = values - peak
+            if values.shape[1] > _COLUMN_LOOP_MAX_K:
+                top = z.argmax(axis=1)
+                z[self.rows, top] = -np.inf
+                second = z.max(axis=1)  # second largest logit minus the largest, <= 0
+                z[self.rows, top] = 0.0
+            else:
+                second = _top2(z)[1]
+            p = np.exp(z)
+            total = p.sum(axis=1, keepdims=True)
+            p /= total
+            self._shifted, self._log_total = z, np.log(total[:, 0])
+            self._logit_top2 = (peak[:, 0], peak[:, 0] + second)
+            self._prob_top2 = (1.0 / total[:, 0], np.exp(second) / total[:, 0])
         else:
             p = values
+            self._shifted = self._logit_top2 = self._prob_top2 = None
         self.probs = p
 
     @cached_property
@@ -123,7 +151,12 @@ class Batch:
     @cached_property
     def margin(self) -> np.ndarray:
         """p_y - max_{k!=y} p_k."""
-        return _margin(self.probs, self.probs[self.rows, self.labels])
+        return _margin(self.probs, self.probs[self.rows, self.labels], self._prob_top2)
+
+    @cached_property
+    def logit_margin(self) -> np.ndarray:
+        """z_y - max_{k!=y} z_k (logits only)."""
+        return _margin(self.logits, self.logits[self.rows, self.labels], self._logit_top2)
 
     @cached_property
     def aligned(self) -> np.ndarray:
@@ -136,8 +169,13 @@ class Batch:
 
     @cached_property
     def entropy(self) -> np.ndarray:
-        """H(p) >= 0, exactly 0 for a one-hot row (:func:`sei.entropy.row_entropy`)."""
-        return row_entropy(self.probs)
+        """H(p) >= 0, exactly 0 for a one-hot row (:func:`sei.entropy.row_entropy`); from
+        logits, log sum exp(z') - sum p z' with z' = z - max z (no logarithm per class),
+        clamped at 0 likewise."""
+        if self._shifted is None:
+            return row_entropy(self.probs)
+        h = self._log_total - np.einsum("ij,ij->i", self.probs, self._shifted)
+        return np.maximum(h, 0.0, out=h)
 
     @cached_property
     def signed_entropy(self) -> np.ndarray:
@@ -175,7 +213,7 @@ AGREEMENT = Statistic("aligned", lambda b: b.aligned.astype(np.float64))
 PROB_MARGIN = Statistic("margin", lambda b: b.margin)
 CROSS_ENTROPY = Statistic("loss", lambda b: -np.log(b.probs[b.rows, b.labels] + EPS))
 SIGNED_CONFIDENCE = Statistic("sc", lambda b: b.sign * (1.0 - b.entropy / np.log(b.probs.shape[1])))
-LOGIT_MARGIN = Statistic("aum", lambda b: _margin(b.logits, b.logits[b.rows, b.labels]))
+LOGIT_MARGIN = Statistic("aum", lambda b: b.logit_margin)
 MISTAKENNESS = Statistic("mistakenness", _mistakenness)
 LOG_PROBS = Statistic("logp", lambda b: b.log_softmax, uses_label=False, per_class=True)
 

@@ -331,3 +331,26 @@ def test_sei_train_records_and_returns_the_per_class_scores(score):
         expected = sei.feature_score("poe_knn", res.recorder.fusion_input("poe_knn"), noisy, x, num_classes=3)
     np.testing.assert_allclose(res.scores, expected)
     assert res.threshold == 0.0 and np.mean(res.scores[bad] < 0) > 0.5
+
+
+@pytest.mark.parametrize("k", [4, 100])  # the column loop and the row reductions
+def test_batch_from_logits_shares_one_top2_pass_and_matches_the_definitions(k):
+    from scipy.special import entr, softmax
+
+    from sei.scores import Batch
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(64, k)) * 4
+    z[0, :2] = 7.0  # a tie at the top
+    z[1, 3] = 300.0  # every other probability underflows: the logit margin stays exact
+    labels = rng.integers(0, k, 64)
+    labels[1] = 0
+    b = Batch(z.copy(), labels, from_logits=True)
+    p = softmax(z, axis=1)
+    rows = np.arange(64)
+    masked = lambda x: np.where(np.eye(k, dtype=bool)[labels], -np.inf, x).max(1)  # noqa: E731
+    np.testing.assert_allclose(b.probs, p, rtol=1e-12)
+    np.testing.assert_allclose(b.entropy, np.maximum(entr(p).sum(1), 0), atol=1e-12)
+    np.testing.assert_allclose(b.margin, p[rows, labels] - masked(p), atol=1e-15)
+    np.testing.assert_allclose(b.logit_margin, z[rows, labels] - masked(z), rtol=1e-12)
+    assert b.logit_margin[1] == z[1, 0] - 300.0
