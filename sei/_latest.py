@@ -24,6 +24,8 @@ import numpy as np
 from .constants import DEFAULT_TOP_K, FULL_PROBS_MAX_VALUES
 from .entropy import row_entropy
 
+_CHUNK_ROWS = 8192  # rows per step where all K are read, so that no (N, K) temporary is made
+
 
 def resolve_top_k(top_k, num_samples: int, num_classes: int) -> int:
     """The number of probabilities per sample a recorder keeps (K = all of them).
@@ -88,6 +90,15 @@ class LatestProbs:
         self.arrays["last_top_probs"][rows] = np.take_along_axis(vals, order, axis=1)
         self.arrays["last_entropy"][rows] = row_entropy(probs) if entropy is None else entropy
 
+    def write_top(self, rows: np.ndarray, classes: np.ndarray, probs: np.ndarray, entropy: np.ndarray) -> None:
+        """Rows ``rows`` (distinct) get their top ``kept`` ``classes`` and ``probs`` (largest
+        first) and ``entropy``, computed elsewhere (:mod:`sei._device`); top-k layout only."""
+        if self.complete:
+            raise ValueError("write_top needs the top-k layout; this one keeps every class's probability.")
+        self.arrays["last_top_classes"][rows] = classes
+        self.arrays["last_top_probs"][rows] = probs
+        self.arrays["last_entropy"][rows] = entropy
+
     def copy_rows(self, other: "LatestProbs", rows: np.ndarray) -> None:
         """Take ``rows`` from another instance of the same layout (merging shards)."""
         for name, array in self.arrays.items():
@@ -100,9 +111,8 @@ class LatestProbs:
 
     def predicted(self) -> np.ndarray:
         """(N,) the most probable class of each sample's latest update, -1 where never seen."""
-        if self.complete:
-            p = self.arrays["last_probs"]
-            return np.where(self.seen(), np.nan_to_num(p, nan=-1.0).argmax(axis=1), -1)
+        if self.complete:  # argmax of a never-seen (NaN) row is masked out
+            return np.where(self.seen(), self.arrays["last_probs"].argmax(axis=1), -1)
         return self.arrays["last_top_classes"][:, 0].astype(np.int64)
 
     def top(self, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -115,11 +125,13 @@ class LatestProbs:
             return (self.arrays["last_top_classes"][:, :k].astype(np.int64),
                     self.arrays["last_top_probs"][:, :k].copy())
         p = self.arrays["last_probs"]
-        filled = np.nan_to_num(p, nan=-1.0)
-        classes = np.argsort(-filled, axis=1, kind="stable")[:, :k]
+        classes = np.empty((self.num_samples, k), np.int64)
+        for start in range(0, self.num_samples, _CHUNK_ROWS):  # no (N, K) temporary
+            part = np.nan_to_num(p[start:start + _CHUNK_ROWS], nan=-1.0)
+            classes[start:start + _CHUNK_ROWS] = np.argsort(-part, axis=1, kind="stable")[:, :k]
         probs = np.take_along_axis(p, classes, axis=1)
         classes[~self.seen()] = -1
-        return classes.astype(np.int64), probs
+        return classes, probs
 
     def full(self, what: str) -> np.ndarray:
         """The (N, K) float32 array; a ValueError naming ``what`` needs it when only the top k

@@ -88,8 +88,8 @@ def fill_block(layout: Layout, batch, with_probs: bool) -> np.ndarray:
     and the K probabilities after them ``with_probs`` (only a recorder with ``history_path``
     keeps each epoch's mean probabilities)."""
     fields, k = layout.fields, layout.num_classes
-    from_logits = batch.logits is not None
-    block = np.empty((batch.probs.shape[0], len(fields) + (k if with_probs else 0)))
+    from_logits = batch.from_logits
+    block = np.empty((len(batch.labels), len(fields) + (k if with_probs else 0)))
     block[:, 0] = 1.0
     col = 1
     for stat in layout.probs:

@@ -190,7 +190,7 @@ class RecorderState:
                     f"mid_epoch, max_epochs, top_k, extra_scores): {want[:6]} vs {same[:6]}; create every shard "
                     "with the full N and the same options, and end the same epochs on each")
         for r in recorders:
-            r._flush()
+            r._flush_all()
             if (r._acc != 0).any():
                 raise ValueError("A shard has updates in an epoch it did not end; call end_epoch() on every shard "
                                  "before merging")
@@ -226,7 +226,7 @@ class RecorderState:
         return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self._state().items()}
 
     def _state(self) -> dict:
-        self._flush()
+        self._flush_all()
         state = {
             "num_samples": self.num_samples,
             "num_classes": self.num_classes,
@@ -268,6 +268,7 @@ class RecorderState:
         self._acc = self._restored_accumulator(state)
         self._bind_views()
         self._pending.rows = 0  # updates buffered before the restore belong to the replaced state
+        self._summaries, self._summary_rows = [], 0
         # A statistic missing from the state (saved before its score was added) reads NaN.
         n, nan = self.num_samples, np.full(self.num_samples, np.nan)
         self._last = {s: np.array(state.get(f"last_{s}", nan), dtype=np.float64) for s in self._last}

@@ -19,9 +19,11 @@ import numpy as np
 from . import scores as _scores
 from ._recorder_layout import COUNT as _COUNT, LOGIT_COUNT as _LOGIT_COUNT, Pending, build_layout, fill_block
 from ._recorder_layout import last_occurrence, requested_per_class, scatter_add
+from ._device import split_summary, summarise_logits
 from ._latest import LatestProbs, resolve_top_k
 from ._recorder_state import _EPOCHS, _LOGIT_EPOCHS, RecorderState
 from .validation import (
+    _is_tensor,
     as_float,
     check_history_path,
     check_int_param,
@@ -36,6 +38,8 @@ from .validation import (
 # Rows per step where a whole (N, K) array is processed (end_epoch, the last-probability
 # scores), so that no full-size temporary is ever allocated.
 _CHUNK_ROWS = 8192
+# Rows of logits summarised on their device before the summaries go to the host at once.
+_DEVICE_FLUSH_ROWS = 1 << 16
 
 
 class SEIRecorder(RecorderState):
@@ -129,6 +133,7 @@ class SEIRecorder(RecorderState):
         self._acc = np.zeros((n, len(self._layout.fields) + (k if self._keep_epoch_probs else 0)))
         self._bind_views()
         self._pending = Pending(k)
+        self._summaries, self._summary_rows = [], 0  # (ids, labels, summary) tensors on the logits' device
         self._marker = np.zeros(n, np.int32)  # scatter_add's scratch
         self._total = {f: np.zeros((n, k) if f in self._per_class_names() else n) for f in self._total_fields()}
         self.labels = np.full(n, -1, dtype=np.int64)
@@ -191,7 +196,20 @@ class SEIRecorder(RecorderState):
             The labels the model is trained on for these samples.
         from_logits : bool
             Whether ``probs_or_logits`` are logits (enables the ``"aum"`` score).
+
+        Notes
+        -----
+        torch logits (``from_logits=True``) of a recorder that keeps the top k and no per-class
+        sums (the default at scale) are summarised on their own device (:mod:`sei._device`: O(k)
+        numbers per row) and reach the host together every 65,536 rows and when the state is
+        read: no host synchronisation per batch when ``sample_ids`` and ``labels`` are on the
+        CPU or on the logits' device. Their checks that need the values (finite logits, ids
+        and labels on the device in range) run then: a failure raises at that point (from
+        ``end_epoch``, ``save``, ...) and records none of the updates since the last transfer.
         """
+        if from_logits and self._summarises(probs_or_logits):
+            self._update_summarised(sample_ids, probs_or_logits, labels)
+            return
         eps = input_eps(probs_or_logits)
         values = to_numpy(probs_or_logits, "probs_or_logits")
         if values.dtype.kind not in "fiu" or values.dtype.kind == "b":
@@ -204,21 +222,85 @@ class SEIRecorder(RecorderState):
         if values.shape[0] == 0:
             return
         check_probability_values(values, "probs_or_logits", from_logits=from_logits, eps=eps)
-        ids = to_numpy(sample_ids, "sample_ids")
-        if ids.ndim != 1 or ids.shape[0] != values.shape[0]:
+        ids = self._check_ids(to_numpy(sample_ids, "sample_ids"), values.shape[0])
+        labels = check_labels(labels, values.shape[0], self.num_classes)
+        self._flush_summaries()  # keeps the order of updates (the latest probabilities)
+        self._accumulate(ids, values, labels, from_logits)
+
+    def _check_ids(self, ids: np.ndarray, rows: int) -> np.ndarray:
+        if ids.ndim != 1 or ids.shape[0] != rows:
             raise ValueError(
-                f"sample_ids must be 1-D with one id per row of probs_or_logits ({values.shape[0]}), got shape {ids.shape}."
-            )
+                f"sample_ids must be 1-D with one id per row of probs_or_logits ({rows}), got shape {ids.shape}.")
         if ids.dtype.kind not in "iu":
             raise TypeError(f"sample_ids must be integers, got dtype {ids.dtype}.")
         ids = ids.astype(np.int64, copy=False)
-        if ids.view(np.uint64).max() >= self.num_samples:  # one pass: negative ids wrap around to huge
+        if ids.size and ids.view(np.uint64).max() >= self.num_samples:  # one pass: negative ids wrap to huge
             raise ValueError(
                 f"sample_ids must lie in 0..{self.num_samples - 1}, got {ids.min()}..{ids.max()}; "
                 "create the recorder with the full data set size."
             )
-        labels = check_labels(labels, values.shape[0], self.num_classes)
-        self._accumulate(ids, values, labels, from_logits)
+        return ids
+
+    # ------------------------------------------------------------------ logits summarised on their device
+    def _summarises(self, x) -> bool:
+        """Whether ``x`` goes through :mod:`sei._device` (see :meth:`update`'s notes)."""
+        return (_is_tensor(x) and getattr(x, "ndim", 0) == 2 and x.shape[1] == self.num_classes and x.shape[0] > 0
+                and x.is_floating_point() and not self._layout.per_class and not self._keep_epoch_probs
+                and not self._latest.complete)
+
+    def _on_device(self, x, rows: int, device, name: str, check):
+        """(rows,) int64 tensor on ``device``: a tensor already there as is (checked at the
+        transfer), anything else checked now and copied."""
+        import torch  # a tensor is in hand
+
+        if _is_tensor(x) and x.device == device:
+            if x.ndim != 1 or x.shape[0] != rows:
+                raise ValueError(f"{name} must be 1-D with one entry per row of the logits ({rows}), got shape "
+                                 f"{tuple(x.shape)}.")
+            if x.is_floating_point() or x.dtype == torch.bool:
+                raise TypeError(f"{name} must be integers, got dtype {x.dtype}.")
+            return x.long()
+        return torch.from_numpy(check(x)).to(device, non_blocking=True)
+
+    def _update_summarised(self, sample_ids, logits, labels):
+        rows, device, k = logits.shape[0], logits.device, self.num_classes
+        ids = self._on_device(sample_ids, rows, device, "sample_ids",
+                              lambda x: self._check_ids(to_numpy(x, "sample_ids"), rows))
+        labels = self._on_device(labels, rows, device, "labels", lambda x: check_labels(x, rows, k))
+        self._flush()  # host rows first: the order of updates decides the latest probabilities
+        kept = min(max(2, self._latest.kept), k)
+        self._summaries.append((ids, labels, summarise_logits(logits, labels.clamp(0, k - 1), kept)))
+        self._summary_rows += rows
+        if self._summary_rows >= _DEVICE_FLUSH_ROWS:
+            self._flush_summaries()
+
+    def _flush_summaries(self):
+        """Bring the buffered summaries to the host (one synchronisation) and fold them in."""
+        if not self._summaries:
+            return
+        import torch  # summaries exist, so torch is imported
+
+        parts, self._summaries, self._summary_rows = self._summaries, [], 0
+        ids, labels, summary = (torch.cat([p[i] for p in parts]).cpu().numpy() for i in range(3))
+        n, k = self.num_samples, self.num_classes
+        if ids.min() < 0 or ids.max() >= n:
+            raise ValueError(f"sample_ids must lie in 0..{n - 1}, got {ids.min()}..{ids.max()} (checked when the "
+                             "device's updates reached the host: none of them since the last transfer was recorded).")
+        if labels.min() < 0 or labels.max() >= k:
+            raise ValueError(f"labels must lie in 0..{k - 1}, got {labels.min()}..{labels.max()} (checked when the "
+                             "device's updates reached the host: none of them since the last transfer was recorded).")
+        if not np.isfinite(summary).all():
+            raise ValueError("probs_or_logits contains NaN or inf (checked when the device's updates reached the "
+                             "host: none of them since the last transfer was recorded); check the model outputs.")
+        kept = min(max(2, self._latest.kept), k)
+        head, top_values, top_classes = split_summary(summary, kept)
+        self.labels[ids] = labels
+        batch = _scores.Batch.from_summary(labels, head, k)
+        last = last_occurrence(ids, self._marker)
+        scatter_add(self._acc, ids, fill_block(self._layout, batch, False), last)
+        r = self._latest.kept
+        self._latest.write_top(ids[last], top_classes[last, :r], np.exp(top_values[last, :r] - head[last, 2:3]),
+                               head[last, 0])
 
     def _accumulate(self, ids, values, labels, from_logits):
         self.labels[ids] = labels
@@ -234,6 +316,11 @@ class SEIRecorder(RecorderState):
         """Fold the buffered updates into the epoch accumulator."""
         if self._pending.rows:
             self._scatter(*self._pending.take())
+
+    def _flush_all(self):
+        """Every buffered update folded in (before the accumulator is read)."""
+        self._flush_summaries()
+        self._flush()
 
     def _scatter(self, ids, values, labels, from_logits):
         batch = _scores.Batch(values, labels, from_logits)
@@ -253,7 +340,7 @@ class SEIRecorder(RecorderState):
         An epoch in which no sample was updated (on any rank) raises a ValueError and records
         nothing: it would count as an epoch and leave its single-epoch scores NaN.
         """
-        self._flush()
+        self._flush_all()
         self._all_reduce_epoch()
         if not (self._epoch[_COUNT] > 0).any():
             raise ValueError(f"No sample was updated in epoch {self.num_epochs}: call update(...) with the epoch's "

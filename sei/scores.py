@@ -116,6 +116,8 @@ class Batch:
     def __init__(self, values: np.ndarray, labels: np.ndarray, from_logits: bool = False):
         self.labels = labels
         self.rows = np.arange(values.shape[0])
+        self.num_classes = values.shape[1]
+        self.from_logits = from_logits
         self.logits = values if from_logits else None
         if from_logits:
             # One pass for the two largest logits (softmax keeps their order, so they give
@@ -140,6 +142,27 @@ class Batch:
             self._shifted = self._logit_top2 = self._prob_top2 = None
         self.probs = p
 
+    @classmethod
+    def from_summary(cls, labels: np.ndarray, summary: np.ndarray, num_classes: int) -> "Batch":
+        """A batch known only by its row summary (:func:`sei._device.summarise_logits`, computed
+        where the logits live): every statistic that reads the entropy, the label's probability
+        and the two largest logits / probabilities (all but the per-class ones)."""
+        b = cls.__new__(cls)
+        b.labels, b.rows, b.num_classes, b.from_logits = labels, np.arange(len(labels)), num_classes, True
+        b.logits = b.probs = b._shifted = None
+        h, zy, lse, top = summary[:, 0], summary[:, 1], summary[:, 2], summary[:, 3:5]
+        b.entropy = h
+        b.label_prob = np.exp(zy - lse)
+        b._prob_top2 = (np.exp(top[:, 0] - lse), np.exp(top[:, 1] - lse))
+        b.margin = _margin(None, b.label_prob, b._prob_top2)
+        b.logit_margin = _margin(None, zy, (top[:, 0], top[:, 1]))
+        return b
+
+    @cached_property
+    def label_prob(self) -> np.ndarray:
+        """p_y."""
+        return self.probs[self.rows, self.labels]
+
     @cached_property
     def log_softmax(self) -> np.ndarray:
         """Log-probabilities: exact from logits, ``log(p + EPS)`` from probabilities."""
@@ -151,7 +174,7 @@ class Batch:
     @cached_property
     def margin(self) -> np.ndarray:
         """p_y - max_{k!=y} p_k."""
-        return _margin(self.probs, self.probs[self.rows, self.labels], self._prob_top2)
+        return _margin(self.probs, self.label_prob, self._prob_top2)
 
     @cached_property
     def logit_margin(self) -> np.ndarray:
@@ -211,8 +234,8 @@ SIGNED_ENTROPY = Statistic("se", lambda b: b.signed_entropy)
 ENTROPY = Statistic("h", lambda b: b.entropy, uses_label=False)
 AGREEMENT = Statistic("aligned", lambda b: b.aligned.astype(np.float64))
 PROB_MARGIN = Statistic("margin", lambda b: b.margin)
-CROSS_ENTROPY = Statistic("loss", lambda b: -np.log(b.probs[b.rows, b.labels] + EPS))
-SIGNED_CONFIDENCE = Statistic("sc", lambda b: b.sign * (1.0 - b.entropy / np.log(b.probs.shape[1])))
+CROSS_ENTROPY = Statistic("loss", lambda b: -np.log(b.label_prob + EPS))
+SIGNED_CONFIDENCE = Statistic("sc", lambda b: b.sign * (1.0 - b.entropy / np.log(b.num_classes)))
 LOGIT_MARGIN = Statistic("aum", lambda b: b.logit_margin)
 MISTAKENNESS = Statistic("mistakenness", _mistakenness)
 LOG_PROBS = Statistic("logp", lambda b: b.log_softmax, uses_label=False, per_class=True)

@@ -152,3 +152,56 @@ def test_softmax_reference_is_consistent():
     c, p = rec.latest_top()
     np.testing.assert_array_equal(c, np.argsort(-z, axis=1)[:, :2])
     np.testing.assert_allclose(p, np.sort(softmax(z), axis=1)[:, ::-1][:, :2], rtol=1e-6)
+
+
+def test_torch_logits_are_summarised_where_they_live_and_match_numpy():
+    torch = pytest.importorskip("torch")
+    import sei.recorder as recorder_mod
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, K, N)
+    ref, dev = SEIRecorder(N, K, top_k=3), SEIRecorder(N, K, top_k=3)
+    calls = []
+    real = recorder_mod.summarise_logits
+    recorder_mod_summarise = lambda *a: calls.append(1) or real(*a)  # noqa: E731
+    try:
+        recorder_mod.summarise_logits = recorder_mod_summarise
+        for t in range(T):
+            order = np.concatenate([rng.permutation(N), np.arange(20)])  # repeats within an epoch
+            for j, ids in enumerate(np.array_split(order, 6)):
+                z = (rng.normal(size=(len(ids), K)) * 3).astype(np.float32)
+                ref.update(ids, z, labels[ids], from_logits=True)
+                if j == 2:  # a numpy update between tensor ones: the order of updates is kept
+                    dev.update(ids, z, labels[ids], from_logits=True)
+                else:  # ids as a tensor on the device, labels as numpy
+                    dev.update(torch.from_numpy(ids), torch.from_numpy(z), labels[ids], from_logits=True)
+            ref.end_epoch()
+            dev.end_epoch()
+    finally:
+        recorder_mod.summarise_logits = real
+    assert len(calls) == T * 5
+    for name in sei.SCORE_NAMES:
+        if name == "mean_logp":
+            continue
+        np.testing.assert_allclose(dev.scores(name), ref.scores(name), rtol=2e-5, atol=2e-5, err_msg=name)
+    np.testing.assert_array_equal(dev.predicted_labels(), ref.predicted_labels())
+    for a, b in zip(dev.latest_top(), ref.latest_top()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_summarised_updates_check_their_values_when_they_reach_the_host():
+    torch = pytest.importorskip("torch")
+    rec = SEIRecorder(10, K, top_k=2)
+    z = torch.zeros(4, K)
+    z[1, 0] = float("nan")
+    rec.update(np.arange(4), z, np.zeros(4, int), from_logits=True)  # no check here: no sync
+    with pytest.raises(ValueError, match="NaN or inf.*none of them"):
+        rec.end_epoch()
+    with pytest.raises(ValueError, match="labels must lie in 0..11"):
+        rec.update(np.arange(4), torch.zeros(4, K), torch.full((4,), 99), from_logits=True)
+        rec.end_epoch()
+    with pytest.raises(ValueError, match="sample_ids must lie in 0..9"):  # a host input is checked at once
+        rec.update(np.arange(8, 12), torch.zeros(4, K), np.zeros(4, int), from_logits=True)
+    rec.update(np.arange(4), torch.zeros(4, K), np.zeros(4, int), from_logits=True)
+    rec.end_epoch()  # the failed updates left nothing behind
+    assert rec.epochs_seen.sum() == 4
