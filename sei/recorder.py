@@ -260,7 +260,10 @@ class SEIRecorder(RecorderState):
             if x.is_floating_point() or x.dtype == torch.bool:
                 raise TypeError(f"{name} must be integers, got dtype {x.dtype}.")
             return x.long()
-        return torch.from_numpy(check(x)).to(device, non_blocking=True)
+        host = torch.from_numpy(check(x))
+        if device.type == "cpu":
+            return host
+        return host.pin_memory().to(device, non_blocking=True)  # pinned: the copy does not wait for the GPU
 
     def _update_summarised(self, sample_ids, logits, labels):
         rows, device, k = logits.shape[0], logits.device, self.num_classes
