@@ -8,7 +8,7 @@
 #                                                  # prints the size (about 58 MiB with the checkout)
 #   2. device tool: run(command="bash benchmarks/device_check.sh",
 #                       carry=["benchmarks/.device"], timeout_s=600)
-#   3. the tables come back under files_at (from $OUT): train_speed_cuda.md, finetune_detection.md
+#   3. the tables come back under files_at (from $OUT): train_speed_cuda.md, recorder_device_speed.md, finetune_detection.md
 #      + .json, device_check.log; copy them into benchmarks/results/ and commit. The fine-tuned
 #      features come back too (finetuned_features_<labels>.npy, PCA-64 float16, 6.4 MB each): the
 #      active-label-correction benchmark in the fine-tuned regime (issue 14 item 3) then runs here,
@@ -78,6 +78,11 @@ else
     --pack "$PACK" --time-limit 150
   cp benchmarks/results/train_speed_cuda.md "$DEST"/ 2>/dev/null
   echo "== train_speed done at $(( $(date +%s) - START )) s"
+  # the recorder fed logits on the GPU (issue 20 item 2): about 20 s, skipped when under 100 s are left
+  if (( $(left) > 100 )); then
+    timeout 60 "$PY" benchmarks/recorder_device_speed.py --device cuda --time-limit 45 \
+      --out "$DEST/recorder_device_speed.md"
+  fi
   timeout "$(left)" "$PY" benchmarks/finetune_detection.py --pack "$PACK" --device cuda \
     --out benchmarks/results --mirror "$DEST" --time-limit "$(( $(left) - 10 ))"
 fi

@@ -32,10 +32,11 @@ def summarise_logits(logits, labels, kk: int):
         if z.dtype != torch.float64:
             z = z.float()
         vals, idx = z.topk(kk, dim=1)  # sorted, largest first
-        shifted = z - vals[:, :1]
-        lse = shifted.logsumexp(dim=1)
-        p = (shifted - lse[:, None]).exp_()
-        h = (lse - (p * shifted).sum(dim=1)).clamp_min_(0.0)
+        shifted = z - vals[:, :1]  # <= 0, exactly 0 at the largest
+        e = shifted.exp()
+        total = e.sum(dim=1)  # >= 1
+        lse = total.log()
+        h = (lse - (e * shifted).sum(dim=1) / total).clamp_min_(0.0)
         zy = shifted.gather(1, labels[:, None])[:, 0]
         cols = [h[:, None], zy[:, None], lse[:, None], vals - vals[:, :1], idx.to(z.dtype)]
         return torch.cat(cols, dim=1).float()
