@@ -173,8 +173,42 @@ def read_training_inputs(samples, config, positions):
 
 
 def read_vectors(samples, field):
-    """The (N, D) float32 vectors of ``field``, or None when a sample has none."""
-    vecs = samples.values(field)
-    if not vecs or any(v is None for v in vecs):
+    """The (N, D) float32 vectors of ``field``, or None when a sample has none.
+
+    Vectors stored by FiftyOne as arrays (``fiftyone.core.utils.serialize_numpy_array``: a
+    zlib-compressed ``.npy``) are read raw and decoded together when they share one ``.npy``
+    header (dtype and shape): about 10x faster than ``values()``, which parses each header
+    (20,000 x 64-d: 0.5 s against 4.6 s). Anything else (lists, mixed shapes) goes through
+    ``values()``. Memory: the vectors, twice, while decoding.
+    """
+    raw = samples.values(field, _raw=True)
+    if not raw or any(v is None for v in raw):
         return None
+    fast = _decode_npy_vectors(raw)
+    if fast is not None:
+        return fast
+    vecs = samples.values(field)
     return np.stack([np.asarray(v, dtype=np.float32).ravel() for v in vecs])
+
+
+def _decode_npy_vectors(raw):
+    """(N, D) float32 from FiftyOne's serialised arrays sharing one header, else None."""
+    import io
+    import zlib
+
+    if not all(isinstance(v, bytes) for v in raw):
+        return None
+    try:
+        payloads = [zlib.decompress(v) for v in raw]
+        head = io.BytesIO(payloads[0])
+        version = np.lib.format.read_magic(head)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _, fortran, dtype = read_header(head)
+    except (zlib.error, ValueError):
+        return None
+    start = head.tell()
+    header = payloads[0][:start]
+    if fortran or dtype.hasobject or any(p[:start] != header for p in payloads):
+        return None
+    flat = np.frombuffer(b"".join(p[start:] for p in payloads), dtype=dtype)
+    return np.array(flat.reshape(len(payloads), -1), dtype=np.float32)  # writable, whatever the stored dtype

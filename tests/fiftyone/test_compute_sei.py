@@ -248,3 +248,26 @@ def test_options_are_the_engines_checked_and_resolved_by_it(dataset):
     config, engine = dataset.get_brain_info("sei").config, TrainConfig(mode="embeddings")
     assert (config.head, config.epochs, config.lr) == (engine.head, engine.epochs, engine.lr)
     assert config.score == dataset.load_brain_results("sei").score_name != "auto"
+
+
+def test_vectors_are_read_raw_and_equal_fiftyones_own_values():
+    from sei_fiftyone.inputs import read_vectors
+
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=f"/tmp/v{i}.jpg") for i in range(6)])
+    x = np.random.default_rng(0).normal(size=(6, 5))
+    ds.set_values("emb", list(x))  # float64 arrays, FiftyOne's zlib-compressed .npy
+    ds.set_values("lst", [list(map(float, r)) for r in x])  # lists: values() reads them
+    ds.set_values("mixed", [np.zeros(3, np.float32)] + list(x[1:].astype(np.float32)))  # two headers
+    ref = np.stack([np.asarray(v, np.float32) for v in ds.values("emb")])
+    for field in ("emb", "lst"):
+        got = read_vectors(ds, field)
+        assert got.dtype == np.float32 and got.flags.writeable
+        np.testing.assert_array_equal(got, ref)
+    with pytest.raises(ValueError):  # rows of two widths cannot stack, as before
+        read_vectors(ds, "mixed")
+    first = ds.first()
+    first["emb"] = None
+    first.save()
+    assert read_vectors(ds, "emb") is None
+    ds.delete()
