@@ -36,8 +36,8 @@ import numpy as np
 from . import scores as _scores
 from .validation import check_features, check_k, check_labels, check_neighbors
 
-__all__ = ["FEATURE_SCORES", "check_features", "check_k", "check_neighbors", "feature_score", "knn_indices",
-           "knn_label_frequencies", "knn_label_margin"]
+__all__ = ["FEATURE_SCORES", "NeighbourShares", "check_features", "check_k", "check_neighbors", "feature_score",
+           "knn_indices", "knn_label_frequencies", "knn_label_margin"]
 
 
 
@@ -196,22 +196,69 @@ def knn_label_frequencies(labels, neighbors, num_classes=None, *, smoothing=0.0)
     """(N, C) share of each sample's neighbours carrying each label, with ``smoothing``
     pseudo-counts per class: ``(count_c + smoothing) / (k + smoothing * C)``.
 
-    The one place the neighbour scores count labels: ``smoothing=0`` gives the shares q of
-    ``"knn_margin"`` and ``"aum_prob_knn"``, ``smoothing=1`` (Laplace) the strictly positive
-    shares whose log ``"poe_knn"`` adds to the mean log-probabilities.
+    ``smoothing=0`` gives the shares q of ``"knn_margin"`` and ``"aum_prob_knn"``, ``smoothing=1``
+    (Laplace) the strictly positive shares whose log ``"poe_knn"`` adds to the mean
+    log-probabilities. The whole (N, C) table of :class:`NeighbourShares` (which the scores
+    use without building it).
     """
-    labels = check_labels(labels)
-    n = labels.shape[0]
-    neighbors = check_neighbors(neighbors, n)
-    c = int(num_classes if num_classes is not None else labels.max() + 1)
-    check_labels(labels, num_classes=c)
-    smoothing = float(smoothing)
-    if not np.isfinite(smoothing) or smoothing < 0:
-        raise ValueError(f"smoothing must be a finite pseudo-count >= 0, got {smoothing}.")
-    k = neighbors.shape[1]
-    flat = (np.arange(n)[:, None] * c + labels[neighbors]).ravel()
-    counts = np.bincount(flat, minlength=n * c).reshape(n, c).astype(np.float64)
-    return (counts + smoothing) / (k + smoothing * c)
+    return _shares(labels, neighbors, num_classes, smoothing).rows(slice(None))
+
+
+# Rows per step where a per-class (n, C) table is built from the neighbours' labels.
+_SHARE_ROWS = 16384
+
+
+class NeighbourShares:
+    """Each sample's neighbour label shares ``q_c = (count_c + s) / (k + s C)``, kept as its
+    neighbours' labels (N, k): O(N k) memory, never the (N, C) table at once.
+
+    :meth:`margin` is ``q(y) - max_{c != y} q(c)`` in O(N k) (the scores that read the margin,
+    ``"knn_margin"`` and ``"aum_prob_knn"``, cost nothing per class); :meth:`rows` builds the
+    table for a slice of rows (``"poe_knn"`` adds its log to per-class log-probabilities).
+    """
+
+    def __init__(self, neighbour_labels: np.ndarray, num_classes: int, smoothing: float = 0.0):
+        smoothing = float(smoothing)
+        if not np.isfinite(smoothing) or smoothing < 0:
+            raise ValueError(f"smoothing must be a finite pseudo-count >= 0, got {smoothing}.")
+        self.neighbour_labels = np.asarray(neighbour_labels, dtype=np.int64)
+        self.num_samples, self.k = self.neighbour_labels.shape
+        self.num_classes, self.smoothing = int(num_classes), smoothing
+
+    @property
+    def denominator(self) -> float:
+        return self.k + self.smoothing * self.num_classes
+
+    def rows(self, sl) -> np.ndarray:
+        """(n, C) float64 shares of the rows ``sl`` (a slice)."""
+        lab = self.neighbour_labels[sl]
+        n, c = lab.shape[0], self.num_classes
+        counts = np.bincount((np.arange(n)[:, None] * c + lab).ravel(), minlength=n * c).reshape(n, c)
+        return (counts + self.smoothing) / self.denominator
+
+    def margin(self, labels: np.ndarray) -> np.ndarray:
+        """(N,) ``q(y) - max_{c != y} q(c)`` at ``labels``: the label's count minus the most
+        frequent other label's count (0 when none: with C >= 2 some class is absent), over the
+        denominator; equal to :func:`sei.scores.label_margin` of the table."""
+        out = np.empty(self.num_samples)
+        for start in range(0, self.num_samples, _SHARE_ROWS):
+            sl = slice(start, start + _SHARE_ROWS)
+            lab, y = self.neighbour_labels[sl], labels[sl, None]
+            own = (lab == y).sum(axis=1)
+            others = np.sort(np.where(lab == y, -1, lab), axis=1)  # -1 (the label itself) first
+            best = np.zeros(lab.shape[0], np.int64)
+            run = np.zeros(lab.shape[0], np.int64)
+            prev = np.full(lab.shape[0], -1)
+            for j in range(self.k):  # the longest run of one other label in each sorted row
+                col = others[:, j]
+                run = np.where((col == prev) & (col >= 0), run + 1, 1)
+                best = np.where(col >= 0, np.maximum(best, run), best)
+                prev = col
+            if self.num_classes == 1:
+                out[sl] = np.inf  # no other class: as label_margin of a one-column table
+            else:
+                out[sl] = ((own + self.smoothing) - (best + self.smoothing)) / self.denominator
+        return out
 
 
 def _neighbor_graph(labels, features, neighbors, k, search_kw, who):
@@ -229,8 +276,7 @@ def knn_label_margin(labels, features=None, *, neighbors=None, num_classes=None,
     Pass ``features`` (N, D) or precomputed ``neighbors`` (N, k) indices.
     """
     neighbors = _neighbor_graph(labels, features, neighbors, k, search_kw, "knn_label_margin")
-    q = knn_label_frequencies(labels, neighbors, num_classes)
-    return _scores.label_margin(q, check_labels(labels))
+    return _shares(labels, neighbors, num_classes, 0.0).margin(check_labels(labels))
 
 
 def feature_score(name, dynamics_scores, labels, features=None, *, neighbors=None, num_classes=None,
@@ -250,11 +296,20 @@ def feature_score(name, dynamics_scores, labels, features=None, *, neighbors=Non
         dynamics_scores = _check_dynamics(name, score, dynamics_scores, labels.shape[0])
         if dynamics_scores.ndim == 2 and num_classes is None:
             num_classes = dynamics_scores.shape[1]
-    shares = knn_label_frequencies(labels, neighbors, num_classes, smoothing=score.knn_smoothing)
-    if score.fuses_with is not None and dynamics_scores.ndim == 2 and dynamics_scores.shape != shares.shape:
+    shares = _shares(labels, neighbors, num_classes, score.knn_smoothing)
+    if score.fuses_with is not None and dynamics_scores.ndim == 2 and dynamics_scores.shape[1] != shares.num_classes:
         raise ValueError(f"{name}: dynamics_scores has {dynamics_scores.shape[1]} class columns but "
-                         f"num_classes is {shares.shape[1]}; pass the recorder's num_classes.")
+                         f"num_classes is {shares.num_classes}; pass the recorder's num_classes.")
     return score.fuse(dynamics_scores, shares, labels)
+
+
+def _shares(labels, neighbors, num_classes, smoothing) -> NeighbourShares:
+    """The checked :class:`NeighbourShares` of ``labels`` over ``neighbors``."""
+    labels = check_labels(labels)
+    neighbors = check_neighbors(neighbors, labels.shape[0])
+    c = int(num_classes if num_classes is not None else labels.max() + 1)
+    check_labels(labels, num_classes=c)
+    return NeighbourShares(labels[neighbors], c, smoothing)
 
 
 def _check_dynamics(name, score, dynamics, n):

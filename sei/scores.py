@@ -357,21 +357,30 @@ class Score:
         """Whether the recorder keeps an (N, K) sum for it (recorded only on request)."""
         return self.statistic is not None and self.statistic.per_class
 
-    def fuse(self, dynamics, shares: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """A neighbour score from the (N, C) neighbour label shares (smoothed by
-        ``knn_smoothing``) and ``fuses_with``'s output ``dynamics``; None = the label margin
-        of the shares alone."""
+    def fuse(self, dynamics, shares, labels: np.ndarray) -> np.ndarray:
+        """A neighbour score from the neighbour label shares (:class:`sei.neighbors.NeighbourShares`,
+        smoothed by ``knn_smoothing``) and ``fuses_with``'s output ``dynamics``; None = the
+        label margin of the shares alone."""
         if self.combine is None:
-            return label_margin(shares, labels)
+            return shares.margin(labels)
         return self.combine(dynamics, shares, labels)
 
 
 def _fuse_mean(dynamics_scores, shares, labels):
-    return 0.5 * (np.asarray(dynamics_scores, dtype=np.float64) + label_margin(shares, labels))
+    return 0.5 * (np.asarray(dynamics_scores, dtype=np.float64) + shares.margin(labels))
 
 
 def _product_of_experts(mean_log_probs, shares, labels):
-    return label_margin(np.asarray(mean_log_probs, dtype=np.float64) + np.log(shares), labels)
+    # In row chunks: the (n, C) shares and sums exist for one chunk at a time.
+    out = np.empty(labels.shape[0])
+    for start in range(0, labels.shape[0], _FUSE_ROWS):
+        sl = slice(start, start + _FUSE_ROWS)
+        part = np.asarray(mean_log_probs[sl], dtype=np.float64) + np.log(shares.rows(sl))
+        out[sl] = label_margin(part, labels[sl])
+    return out
+
+
+_FUSE_ROWS = 8192
 
 
 #: name -> :class:`Score`, in the order users see them (the recorder's scores first).

@@ -199,3 +199,37 @@ def test_precomputed_neighbors_give_the_same_scores_as_features():
             get_label_quality_scores(noisy, h, method=score, features=x, knn_k=10))
         np.testing.assert_array_equal(find_label_issues(noisy, h, score=score, neighbors=nb),
                                       find_label_issues(noisy, h, score=score, features=x, knn_k=10))
+
+
+def test_shares_margin_without_the_table_equals_the_table_margin():
+    from sei.neighbors import NeighbourShares
+    from sei.scores import label_margin
+
+    rng = np.random.default_rng(0)
+    for c, k, smoothing in ((3, 5, 0.0), (10, 20, 1.0), (50, 7, 0.0), (2, 1, 1.0)):
+        lab = rng.integers(0, c, (500, k))
+        lab[:50] = lab[:50, :1]  # rows whose neighbours all share one label
+        y = rng.integers(0, c, 500)
+        y[:25] = lab[:25, 0]
+        shares = NeighbourShares(lab, c, smoothing)
+        dense = shares.rows(slice(None))
+        np.testing.assert_allclose(dense.sum(1), 1.0)
+        np.testing.assert_allclose(shares.margin(y), label_margin(dense, y), atol=1e-12)
+
+
+def test_neighbour_scores_allocate_nothing_per_class():
+    import tracemalloc
+
+    n, c = 20_000, 1000
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, c, n)
+    neighbors = rng.integers(0, n, (n, 20))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        sei.neighbors.knn_label_margin(labels, neighbors=neighbors, num_classes=c)
+        sei.neighbors.feature_score("aum_prob_knn", np.zeros(n), labels, neighbors=neighbors, num_classes=c)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.1 * n * c * 8, peak  # the (N, C) float64 table would be 160 MB
