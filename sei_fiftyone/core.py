@@ -46,6 +46,7 @@ from .model_choices import resolve_model
 from .runs import (  # noqa: F401  (SEI, SEIConfig, SEIResults: the classes of runs stored by earlier versions)
     DEFAULT_MODEL,
     SEI,
+    Phases,
     SEIConfig,
     SEIResults,
     dataset_of,
@@ -58,6 +59,10 @@ from .runs import (  # noqa: F401  (SEI, SEIConfig, SEIResults: the classes of r
 from .writeback import exclusive, recover_interrupted_writes, write_values  # noqa: F401  (benchmarks/fiftyone_speed.py)
 
 logger = logging.getLogger(__name__)
+
+#: The share of a run's progress each phase covers (``progress(fraction, label)``; the label
+#: names the phase: "read", "train: epoch 3/10, ...", "score", "write").
+PHASE_SPANS = {"read": (0.0, 0.05), "train": (0.05, 0.9), "score": (0.9, 0.95), "write": (0.95, 1.0)}
 
 
 def compute_sei(
@@ -192,19 +197,29 @@ def compute_sei(
     brain_method = config.build()
     brain_method.ensure_requirements()
     brain_method.validate_run(samples, brain_key, overwrite=True)
-    data = inputs.read_training_inputs(samples, config, labels.positions)
-    result = train(data, labels.labels, options, progress=progress)
+    phases = Phases(progress, PHASE_SPANS)
+    with phases.phase("read"):
+        data = inputs.read_training_inputs(samples, config, labels.positions)
+    with phases.phase("train"):
+        result = train(data, labels.labels, options,
+                       progress=(lambda f, label: phases.step("train", f, label)) if callable(progress) else progress)
     # what the engine used, recorded resolved ("auto" scores depend on the readable samples), so that
     # a later version's defaults cannot change what a stored run repeats
     config.score = str(result.score_name)
     config.epochs, config.lr, config.head = result.config["epochs"], result.config["lr"], result.config["head"]
-    values, results = assemble(samples, brain_method, brain_key, labels, result,
-                               store_embeddings=inputs.stores_embeddings(config))
+    with phases.phase("score"):
+        values, results = assemble(samples, brain_method, brain_key, labels, result,
+                                   store_embeddings=inputs.stores_embeddings(config))
+    results.timings = dict(phases.seconds)  # "write" is added by the write itself
     # Everything below writes; nothing above did. Under the dataset's write lease the key is
     # checked again: another writer may have created a field of that name while this one trained.
+    phases.step("write", 0.0)
     with exclusive(samples):
         validate_brain_key(samples, brain_key)
         write_values(samples, brain_key, **values, run=(brain_method, results))
+    phases.step("write", 1.0)
+    # the write's own seconds, as the write recorded them with the run
+    results.timings = dict(dataset_of(samples).load_brain_results(brain_key, cache=False).timings)
     return results
 
 
