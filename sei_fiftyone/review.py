@@ -304,12 +304,17 @@ def edit_request(dataset, brain_key, sample_id):
     """What hands one queued sample to FiftyOne's own label editor (the Annotate tab of the
     sample view): ``{"id", "field_path", "label_id", "label"}``, the parameters of the App's
     built-in ``annotate`` operator plus the label as it is now (``label``), which the panel keeps
-    to recognise the edit (:func:`record_edits`). Nothing is written.
+    to recognise the edit (:func:`record_edits`).
+
+    The App edits only fields with an annotation label schema (``dataset.label_schemas``; its
+    Annotate tab otherwise asks to "Add schema"): a label field without one gets FiftyOne's
+    generated schema with the run's classes, activated (:func:`ensure_label_schema`); the samples
+    are not written.
 
     Raises:
         ValueError: not a sample of the run, a sample already reviewed, or one without a label
     """
-    config, _ = _run(dataset, brain_key)
+    config, results = _run(dataset, brain_key)
     sample_id = run_sample(dataset, brain_key, sample_id)
     tags, label = dataset.select([sample_id]).values(["tags", config.label_field])
     decided = [t for t in review_tags(config.label_field) if t in tags[0]]
@@ -317,7 +322,31 @@ def edit_request(dataset, brain_key, sample_id):
         raise ValueError(f"Sample {sample_id!r} was already reviewed ({decided[0]}); untag it to review it again")
     if label[0] is None:
         raise ValueError(f"Sample {sample_id!r} has no '{config.label_field}' label to edit")
+    ensure_label_schema(dataset, config.label_field, results.classes)
     return {"id": sample_id, "field_path": config.label_field, "label_id": label[0].id, "label": label[0].label}
+
+
+#: Classes up to which the App's label schema shows radio buttons (more: a dropdown).
+RADIO_CLASSES = 12
+
+
+def ensure_label_schema(dataset, label_field, classes):
+    """Give ``label_field`` an active annotation label schema for the App's editor, if it has none:
+    FiftyOne's generated one (``generate_label_schemas``) with ``classes`` to choose from. A schema
+    the user set is left as it is (only activated). Returns whether anything changed."""
+    with exclusive(dataset):
+        dataset.reload()
+        changed = False
+        if label_field not in dataset.label_schemas:
+            schema = dataset.generate_label_schemas(label_field, scan_samples=False)
+            schema.update(classes=[str(c) for c in classes],
+                          component="radio" if len(classes) <= RADIO_CLASSES else "dropdown")
+            dataset.update_label_schema(label_field, schema)
+            changed = True
+        if label_field not in dataset.active_label_schemas:
+            dataset.activate_label_schemas(label_field)
+            changed = True
+        return changed
 
 
 def record_edits(dataset, brain_key, pending):

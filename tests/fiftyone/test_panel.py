@@ -354,7 +354,12 @@ def test_edit_in_the_app_opens_fiftyones_editor_and_the_edit_counts_as_accept(ds
     p("on_edit", sample_id=edited)
     # the App's built-in operator: the sample view on its Annotate tab, the label selected
     assert p.sent("annotate") == [{"id": edited, "field_path": "ground_truth", "label_id": ds[edited].ground_truth.id}]
-    assert p.state["editing"] == {edited: given[edited]} and ds[edited].tags == [DEFAULT_TAG]  # nothing written
+    assert p.state["editing"] == {edited: given[edited]} and ds[edited].tags == [DEFAULT_TAG]  # no sample written
+    ds.reload()  # the App edits fields with a label schema: the run's classes to choose from
+    schema = ds.label_schemas["ground_truth"]
+    assert schema["type"] == "classification" and schema["classes"] == ds.load_brain_results("sei").classes
+    assert ds.active_label_schemas == ["ground_truth"]
+    assert review.ensure_label_schema(ds, "ground_truth", ["a", "b"]) is False  # a schema there is kept
     p("on_edit", sample_id=untouched)
     assert "*editing in the App*" in p.text("text")
 
