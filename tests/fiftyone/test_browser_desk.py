@@ -10,7 +10,13 @@ Same setup as the other browser tests (``browser_util``: never `playwright insta
 127.0.0.1 only). Each saves a screenshot; with SEI_UPDATE_DOCS=1 they replace the pictures in docs/.
 """
 
+import re
+import threading
+
 import pytest
+
+import fiftyone.operators as foo
+from fiftyone.operators.delegated import DelegatedOperationService
 
 import sei_fiftyone as sfo
 from sei_fiftyone import review
@@ -110,8 +116,29 @@ def test_the_panel_shows_the_seconds_of_the_runs_phases(app, tmp_path):
     ds, session, url = app
     timings = ds.load_brain_results("sei").timings
     assert tuple(timings) == ("read", "train", "score", "write")
+    # a delegated run, queued as the form's "Delegate execution" does, run by a worker below
+    result = foo.execute_operator("@sei/fiftyone/compute_sei", dataset=ds, request_delegation=True, params=dict(
+        label_field="ground_truth", model="efficientnet-lite0", image_size=224, epochs=300, brain_key="sei_worker"))
+    assert result.error is None, result.error
     with app_page(url, width=1600, height=1000) as page:
         _panel(page, ds)
         expect(page.get_by_text(f"Run phases: {phases_text(timings)}")).to_be_visible(timeout=30_000)
-        page.wait_for_timeout(1_000)
-        screenshot(page, tmp_path, "fiftyone_phases.png")
+        expect(page.get_by_text("Delegated compute_sei queued: waiting for a worker")).to_be_visible()
+        service = DelegatedOperationService()
+        worker = threading.Thread(target=service.execute_queued_operations, kwargs={"dataset_name": ds.name})
+        worker.start()
+        try:
+            running = page.get_by_text(re.compile(r"Delegated compute_sei running: (read|train|score|write)"))
+            for _ in range(60):  # what the worker reported last, read from FiftyOne's store on each refresh
+                if running.count() or not worker.is_alive():
+                    break
+                refresh = page.get_by_role("button", name="Refresh progress")
+                (refresh if refresh.count() else page.get_by_role("button", name="Next batch")).first.click()
+                page.wait_for_timeout(300)
+            expect(running).to_be_visible()
+            page.wait_for_timeout(500)
+            screenshot(page, tmp_path, "fiftyone_phases.png")
+        finally:
+            worker.join(timeout=300)
+        ds.reload()
+        assert tuple(ds.load_brain_results("sei_worker").timings) == ("read", "train", "score", "write")
