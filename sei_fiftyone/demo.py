@@ -160,6 +160,7 @@ def _compare_and_report(dataset):
     features) and FiftyOne Brain's mistakenness (on the run's predictions), all three against
     the clean labels."""
     from sei_fiftyone.compare import compare_with_confident_learning
+    from sei_fiftyone.runs import phases_text
 
     t = time.perf_counter()
     try:
@@ -174,6 +175,7 @@ def _compare_and_report(dataset):
     for key, name in (("sei", "SEI"), ("cl", "confident learning"), ("mistakenness", "mistakenness (Brain)")):
         m = out["metrics"][key]
         print(f"{name:<24}{flagged[key]:>8}{m['precision']:>11.3f}{m['recall']:>8.3f}{m['f1']:>7.3f}{m['auroc']:>7.3f}")
+    print(f"comparison phases: {phases_text(out['timings'])}")
     print(f"Saved view: '{out['view_name']}' (flagged by one of SEI and confident learning; "
           f"'{out['agreement_field']}' says which)")
 

@@ -41,7 +41,7 @@ from .relabel import DEFAULT_TAG, apply_suggestions, keep_originals, recovered, 
 from .core import list_sei_runs
 from .delegation import DELEGATE
 from .inputs import check_count, check_sample_ids
-from .model_choices import CHECKPOINT, choice_names
+from .model_choices import CHECKPOINT, ZOO, choice_names
 from .runs import EMBEDDINGS_MODEL, agreement_labels, comparison_names, field_names, is_comparison_of
 from .writeback import classification_doc, cutoff_completion, exclusive, field_docs, journaled_write
 
@@ -410,7 +410,10 @@ def rerun_params(dataset, brain_key):
         params.update(model=EMBEDDINGS_MODEL, embeddings_field=kwargs["embeddings_field"])
     else:
         params.update({k: kwargs[k] for k in ("mode", "image_size", "device") if kwargs.get(k) is not None})
-        if params["model"] not in choice_names():  # a local checkpoint: the form's own fields
+        if isinstance(params["model"], str) and params["model"].startswith(ZOO + ":"):  # the form's zoo fields
+            params.update(model=ZOO, zoo_model=params["model"][len(ZOO) + 1:])
+            params.pop("image_size", None)
+        elif params["model"] not in choice_names():  # a local checkpoint: the form's own fields
             params.update(model=CHECKPOINT, checkpoint=params["model"])
             if kwargs.get("arch") is not None:
                 params["arch"] = kwargs["arch"]
