@@ -270,6 +270,13 @@ def run_sample(dataset, brain_key, sample_id):
     return check_sample_ids(_scored(dataset, brain_key), sample_id, f"sample of SEI run '{brain_key}'")[0]
 
 
+def check_undecided(sample_id, tags, label_field):
+    """ValueError when the sample's ``tags`` hold a review decision on ``label_field``."""
+    decided = [t for t in review_tags(label_field) if t in tags]
+    if decided:
+        raise ValueError(f"Sample {sample_id!r} was already reviewed ({decided[0]}); untag it to review it again")
+
+
 def _decide(dataset, brain_key, sample_id, accepted):
     with exclusive(dataset):
         return _decide_one(dataset, brain_key, sample_id, accepted)
@@ -280,9 +287,7 @@ def _decide_one(dataset, brain_key, sample_id, accepted):
     sample_id = run_sample(dataset, brain_key, sample_id)
     sample = dataset.select([sample_id])
     keep, drop = review_tags(config.label_field) if accepted else review_tags(config.label_field)[::-1]
-    decided = [t for t in review_tags(config.label_field) if t in sample.first().tags]
-    if decided:  # e.g. a second click on a row already answered
-        raise ValueError(f"Sample {sample_id!r} was already reviewed ({decided[0]}); untag it to review it again")
+    check_undecided(sample_id, sample.first().tags, config.label_field)  # e.g. a second click on a row answered
     changed = apply_suggestions(sample, brain_key) if accepted else 0
     sample.untag_samples([drop, DEFAULT_TAG])
     sample.tag_samples(keep)
@@ -317,9 +322,7 @@ def edit_request(dataset, brain_key, sample_id):
     config, results = _run(dataset, brain_key)
     sample_id = run_sample(dataset, brain_key, sample_id)
     tags, label = dataset.select([sample_id]).values(["tags", config.label_field])
-    decided = [t for t in review_tags(config.label_field) if t in tags[0]]
-    if decided:
-        raise ValueError(f"Sample {sample_id!r} was already reviewed ({decided[0]}); untag it to review it again")
+    check_undecided(sample_id, tags[0], config.label_field)
     if label[0] is None:
         raise ValueError(f"Sample {sample_id!r} has no '{config.label_field}' label to edit")
     ensure_label_schema(dataset, config.label_field, results.classes)
