@@ -4,7 +4,9 @@ the :func:`sei_fiftyone.compute_sei` arguments its parameters give (:func:`compu
 Parameters carry the names of the Python arguments (``model``, ``embeddings_field``,
 ``mode``, ``image_size``, ``device``, ``head``, ``score``, ``epochs``, ``threshold``); the
 local checkpoint choice asks for ``checkpoint`` (a file or an open_clip model folder) and
-``arch`` (the architecture of a file), passed on as ``model=<path>, arch=<arch>``. The rules
+``arch`` (the architecture of a file), passed on as ``model=<path>, arch=<arch>``; the zoo
+choice asks for ``zoo_model`` (a FiftyOne zoo model tagged "embeddings"), passed on as
+``model="zoo:<name>"``. The rules
 that tie options together are the engine's (:class:`sei.engine.TrainConfig`), checked
 as the form changes; model weights that cannot be had here are a warning in the form
 (:func:`sei_fiftyone.model_choices.weights_warning`), before anything is submitted.
@@ -30,7 +32,7 @@ from sei.engine.config import MODES
 from sei.scores import SCORES
 
 from .inputs import embeddings_fields
-from .model_choices import CHECKPOINT, MODEL_CHOICES, choice_names, weights_warning
+from .model_choices import CHECKPOINT, MODEL_CHOICES, ZOO, choice_names, weights_warning
 from .runs import DEFAULT_MODEL, EMBEDDINGS_MODEL, check_brain_key_syntax, dataset_of
 
 #: Environment variable of the folders under which the App's forms take a path
@@ -77,6 +79,7 @@ def model_inputs(ctx, inputs, target):
     emb_fields = embeddings_fields(target)
     choices = [(c.name, c.label) for c in MODEL_CHOICES]
     choices.append((CHECKPOINT, "A local open_clip checkpoint (model folder, or weights file + architecture)"))
+    choices.append((ZOO, "A FiftyOne zoo model that produces embeddings (frozen)"))
     if emb_fields:
         choices.append((EMBEDDINGS_MODEL, "A stored embeddings field"))
     model_prop = _dropdown(inputs, "model", choices, DEFAULT_MODEL, label="Model",
@@ -90,6 +93,9 @@ def model_inputs(ctx, inputs, target):
                   label="Embeddings field")
         return
     problem = None
+    if model == ZOO:
+        _zoo_inputs(ctx, inputs)
+        return
     if model == CHECKPOINT:
         path = ctx.params.get("checkpoint")
         roots = path_roots(target)
@@ -115,6 +121,25 @@ def model_inputs(ctx, inputs, target):
             inputs.view("weights_warning", types.Warning(
                 label="These weights are not available here",
                 description=f"{problem} Or choose 'A local open_clip checkpoint'."))
+
+
+def _zoo_inputs(ctx, inputs):
+    """The zoo model (the zoo's models tagged "embeddings", downloaded ones first) and a warning
+    when its weights can be had neither from the zoo's folder nor by download."""
+    from . import zoo
+
+    names = zoo.embedding_models()
+    if not names:
+        inputs.view("no_zoo_models", types.Warning(label="The FiftyOne zoo lists no model tagged 'embeddings'"))
+        return
+    _dropdown(inputs, "zoo_model", [(n, n) for n in names], names[0], label="Zoo model", required=True,
+              description="Loaded by FiftyOne (fiftyone.zoo.load_zoo_model: its download, cache and errors); "
+              "its embeddings are computed once and the head trains on them")
+    name = ctx.params.get("zoo_model") or names[0]
+    problem = zoo.zoo_problem(name) if name in names else "Choose a zoo model from the list"
+    if problem is not None:
+        inputs.view("zoo_weights_warning", types.Warning(label="This zoo model cannot be used here",
+                                                         description=problem))
 
 
 def path_roots(samples=None):
@@ -196,7 +221,7 @@ def training_inputs(ctx, inputs):
     combination shown on ``mode`` (fine-tuning) or ``threshold``."""
     model = ctx.params.get("model") or DEFAULT_MODEL
     mode_prop = None
-    if model != EMBEDDINGS_MODEL:
+    if model not in (EMBEDDINGS_MODEL, ZOO):
         mode_prop = _dropdown(inputs, "mode", MODE_CHOICES, "frozen", label="Mode")
         inputs.int("image_size", min=16, label="Image size (pixels)",
                    description="Default: the model's (224). 96 is plenty for 32 px images such as CIFAR; "
@@ -226,7 +251,7 @@ def options_problem(params):
     try:
         TrainConfig(head=params.get("head") or "auto", score=params.get("score") or AUTO_SCORE,
                     threshold=params.get("threshold") or "auto",
-                    mode=None if params.get("model") == EMBEDDINGS_MODEL else mode)
+                    mode=None if params.get("model") in (EMBEDDINGS_MODEL, ZOO) else mode)
     except (TypeError, ValueError) as e:
         return str(e)
     return None
@@ -260,9 +285,10 @@ def compute_kwargs(params, samples=None):
     :data:`~sei.constants.MAX_BRAIN_KEY_LENGTH` characters; ValueError otherwise.
     """
     model = params.get("model") or DEFAULT_MODEL
-    if model not in choice_names() + [CHECKPOINT, EMBEDDINGS_MODEL]:
-        raise ValueError(f"model must be one of the form's choices {choice_names() + [CHECKPOINT, EMBEDDINGS_MODEL]}"
-                         "; a local checkpoint goes in model='checkpoint', checkpoint=<path>")
+    if model not in choice_names() + [CHECKPOINT, ZOO, EMBEDDINGS_MODEL]:
+        raise ValueError(f"model must be one of the form's choices "
+                         f"{choice_names() + [CHECKPOINT, ZOO, EMBEDDINGS_MODEL]}; a local checkpoint goes in "
+                         "model='checkpoint', checkpoint=<path>, a FiftyOne zoo model in model='zoo', zoo_model=<name>")
     check_brain_key_syntax(params.get("brain_key", "sei"))
     kwargs = dict(
         label_field=params["label_field"], brain_key=params.get("brain_key", "sei"), model=model,
@@ -278,7 +304,14 @@ def compute_kwargs(params, samples=None):
         kwargs["model"] = checked_path(params["checkpoint"], path_roots(samples))
         if params.get("arch") and os.path.isfile(kwargs["model"]):
             kwargs["arch"] = params["arch"]
-    if model != EMBEDDINGS_MODEL:
+    if model == ZOO:
+        from . import zoo
+
+        if params.get("zoo_model") not in zoo.embedding_models():
+            raise ValueError(f"model='zoo' needs zoo_model=<a FiftyOne zoo model tagged 'embeddings'>, got "
+                             f"{params.get('zoo_model')!r}")
+        kwargs.update(model=zoo.ZOO_PREFIX + params["zoo_model"], mode="frozen")
+    elif model != EMBEDDINGS_MODEL:
         kwargs["mode"] = params.get("mode") or "frozen"
         if params.get("image_size"):
             kwargs["image_size"] = int(params["image_size"])

@@ -41,11 +41,12 @@ import sei
 from sei.constants import AUTO_SCORE
 from sei.engine import TrainConfig
 
-from . import inputs
+from . import inputs, zoo
 from .model_choices import resolve_model
 from .runs import (  # noqa: F401  (SEI, SEIConfig, SEIResults: the classes of runs stored by earlier versions)
     DEFAULT_MODEL,
     SEI,
+    Phases,
     SEIConfig,
     SEIResults,
     dataset_of,
@@ -58,6 +59,10 @@ from .runs import (  # noqa: F401  (SEI, SEIConfig, SEIResults: the classes of r
 from .writeback import exclusive, recover_interrupted_writes, write_values  # noqa: F401  (benchmarks/fiftyone_speed.py)
 
 logger = logging.getLogger(__name__)
+
+#: The share of a run's progress each phase covers (``progress(fraction, label)``; the label
+#: names the phase: "read", "train: epoch 3/10, ...", "score", "write").
+PHASE_SPANS = {"read": (0.0, 0.05), "train": (0.05, 0.9), "score": (0.9, 0.95), "write": (0.95, 1.0)}
 
 
 def compute_sei(
@@ -106,7 +111,9 @@ def compute_sei(
             an existing field that is not this run's (see :func:`validate_brain_key`)
         model ("efficientnet-lite0"): the image model: a name of the App's list
             (:data:`sei_fiftyone.model_choices.MODEL_CHOICES`: ``"efficientnet-lite0"``,
-            which ships its weights with pip and works offline; open_clip's CLIP weights
+            which ships its weights with pip and works offline; ``"zoo:<name>"``: any FiftyOne zoo
+            model that produces embeddings (:mod:`sei_fiftyone.zoo`: FiftyOne's loading, cache
+            and errors; frozen only; weights absent offline raise a ValueError at once); open_clip's CLIP weights
             as ``"<arch>:<tag>"``, e.g. ``"ViT-B-32:openai"``, ``"RN50:openai"``; FiftyOne
             zoo CLIP models by zoo name, ``"clip-vit-base32-torch"``), any other
             open_clip ``"<arch>:<tag>"``, a local checkpoint file (with ``arch=<open_clip
@@ -178,10 +185,20 @@ def compute_sei(
     model, mode = inputs.resolve_source(samples, brain_key, model=model, embeddings_field=embeddings_field,
                                         mode=mode)
     inputs.check_label_field(samples, label_field)
+    zoo_model = zoo.zoo_name(model) if zoo.is_zoo_model(model) and mode != "embeddings" else None
+    if zoo_model is not None:  # FiftyOne's zoo embeds the images; the engine trains on the vectors
+        if mode == "finetune":
+            raise ValueError(f"model={model!r} is a FiftyOne zoo model, which SEI runs frozen (the zoo embeds the "
+                             "images once); use mode='frozen', or an open_clip model to fine-tune")
+        problem = zoo.zoo_problem(zoo_model)
+        if problem is not None:
+            raise ValueError(problem)
     labels = inputs.read_labels(samples, label_field, classes)
     # the engine's rules and defaults (head, epochs, lr), before any data is read
-    options = dict(class_names=labels.classes, model=resolve_model(model) if mode != "embeddings" else None,
-                   mode=mode, epochs=epochs, batch_size=batch_size, lr=lr, head=head, score=score,
+    engine_mode = "embeddings" if zoo_model is not None else mode
+    options = dict(class_names=labels.classes,
+                   model=resolve_model(model) if engine_mode != "embeddings" else None,
+                   mode=engine_mode, epochs=epochs, batch_size=batch_size, lr=lr, head=head, score=score,
                    threshold=threshold, seed=seed, **train_kwargs)
     resolved = TrainConfig(**options)
     config = SEIConfig(
@@ -192,19 +209,32 @@ def compute_sei(
     brain_method = config.build()
     brain_method.ensure_requirements()
     brain_method.validate_run(samples, brain_key, overwrite=True)
-    data = inputs.read_training_inputs(samples, config, labels.positions)
-    result = train(data, labels.labels, options, progress=progress)
+    phases = Phases(progress, PHASE_SPANS)
+    with phases.phase("read"):
+        data = None if zoo_model is not None else inputs.read_training_inputs(samples, config, labels.positions)
+    with phases.phase("train"):
+        if zoo_model is not None:
+            phases.step("train", 0.0, f"embedding with zoo model {zoo_model}")
+            data = zoo.embed(samples, zoo_model, labels.positions)
+        result = train(data, labels.labels, options,
+                       progress=(lambda f, label: phases.step("train", f, label)) if callable(progress) else progress)
     # what the engine used, recorded resolved ("auto" scores depend on the readable samples), so that
     # a later version's defaults cannot change what a stored run repeats
     config.score = str(result.score_name)
     config.epochs, config.lr, config.head = result.config["epochs"], result.config["lr"], result.config["head"]
-    values, results = assemble(samples, brain_method, brain_key, labels, result,
-                               store_embeddings=inputs.stores_embeddings(config))
+    with phases.phase("score"):
+        values, results = assemble(samples, brain_method, brain_key, labels, result,
+                                   store_embeddings=inputs.stores_embeddings(config))
+    results.timings = dict(phases.seconds)  # "write" is added by the write itself
     # Everything below writes; nothing above did. Under the dataset's write lease the key is
     # checked again: another writer may have created a field of that name while this one trained.
+    phases.step("write", 0.0)
     with exclusive(samples):
         validate_brain_key(samples, brain_key)
         write_values(samples, brain_key, **values, run=(brain_method, results))
+    phases.step("write", 1.0)
+    # the write's own seconds, as the write recorded them with the run
+    results.timings = dict(dataset_of(samples).load_brain_results(brain_key, cache=False).timings)
     return results
 
 

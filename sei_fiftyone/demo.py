@@ -3,8 +3,10 @@
 Loads the 2,000 bundled CIFAR-10 images (``examples/cifar10n_sample``) with their
 CIFAR-10N ``worse`` human labels as ``ground_truth`` (about 41 % wrong) and the original
 labels as ``clean`` (used only to score the detection), runs :func:`compute_sei` offline
-with EfficientNet-Lite0, and prints precision / recall / F1 and the ten most suspect
-samples; the last line says how to open the App on the result, and ``--app`` serves it on
+with EfficientNet-Lite0, and prints precision / recall / F1, the seconds of the run's
+phases, the same numbers for confident learning and FiftyOne Brain's mistakenness
+(:func:`sei_fiftyone.compare.compare_with_confident_learning`; ``--no-compare`` skips it)
+and the ten most suspect samples; the last line says how to open the App on the result, and ``--app`` serves it on
 127.0.0.1 (the sorted view) until Ctrl+C. FiftyOne's database validation is turned off for
 the demo unless ``FIFTYONE_DATABASE_VALIDATION`` is set: with the MongoDB 6.0 FiftyOne
 bundles, its notice about the oldest supported MongoDB would be the first screen.
@@ -44,6 +46,8 @@ def add_arguments(parser):
     parser.add_argument("--port", type=int, default=5151)
     parser.add_argument("--private-db", action="store_true",
                         help="run a throw-away mongod on 127.0.0.1 instead of FiftyOne's database")
+    parser.add_argument("--no-compare", action="store_true",
+                        help="skip the comparison with confident learning and FiftyOne Brain's mistakenness")
 
 
 def load_sample(sample_dir=None, *, name=DATASET_NAME, limit=None):
@@ -112,8 +116,11 @@ def run(args):
 
 
 def _compute_and_report(dataset, args):
-    """compute_sei on the sample, then precision / recall / F1 and the ten most suspect samples."""
+    """compute_sei on the sample, then precision / recall / F1, the seconds of the run's phases,
+    the comparison with confident learning and FiftyOne Brain's mistakenness (unless
+    ``--no-compare``) and the ten most suspect samples."""
     import sei_fiftyone as sfo
+    from sei_fiftyone.runs import phases_text
 
     threshold = args.threshold
     try:
@@ -122,8 +129,9 @@ def _compute_and_report(dataset, args):
         pass
     t1 = time.perf_counter()
     # CIFAR images are 32 px: 96 px input is plenty for the encoder and 5x faster than 224.
+    # the features are stored in 'lite0' so that the comparison can cross-validate on them
     results = sfo.compute_sei(dataset, "ground_truth", model="efficientnet-lite0", epochs=args.epochs,
-                              threshold=threshold, head=args.head, image_size=96)
+                              threshold=threshold, head=args.head, image_size=96, embeddings_field="lite0")
     config = dataset.get_brain_info("sei").config
     print(f"sei.train: {config.head} head on frozen EfficientNet-Lite0 features (96 px), "
           f"{config.epochs} epochs, score {config.score!r}")
@@ -135,6 +143,9 @@ def _compute_and_report(dataset, args):
     print(f"compute_sei: {t2 - t1:.1f} s  (threshold {results.threshold:.3f}, "
           f"{int(flagged.sum())} of {len(truth)} flagged; {int(truth.sum())} truly mislabeled)")
     print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}")
+    print(f"phases: {phases_text(results.timings)}")
+    if not getattr(args, "no_compare", False):
+        _compare_and_report(dataset)
     print(f"\nTen most likely mislabeled (lowest {config.score} first):")
     print(f"{'file':<18}{'given':<12}{'suggested':<12}{'clean':<12}{'score':>8}")
     top = sfo.sorted_view(dataset, flagged_only=False).limit(10)
@@ -142,6 +153,31 @@ def _compute_and_report(dataset, args):
         sugg = s.sei_suggestion.label if s.sei_suggestion else "-"
         print(f"{Path(s.filepath).name:<18}{s.ground_truth.label:<12}{sugg:<12}"
               f"{s.clean.label:<12}{s.sei:>8.2f}")
+
+
+def _compare_and_report(dataset):
+    """The same samples by confident learning (5-fold logistic regression on the run's Lite0
+    features) and FiftyOne Brain's mistakenness (on the run's predictions), all three against
+    the clean labels."""
+    from sei_fiftyone.compare import compare_with_confident_learning
+    from sei_fiftyone.runs import phases_text
+
+    t = time.perf_counter()
+    try:
+        out = compare_with_confident_learning(dataset, "sei", trusted_label_field="clean")
+    except ValueError as e:  # e.g. --limit leaves a class too small for the cross-validation
+        print(f"\nComparison skipped: {e}")
+        return
+    print(f"\nCompared with confident learning and FiftyOne Brain's mistakenness against 'clean' "
+          f"({time.perf_counter() - t:.1f} s):")
+    print(f"{'detector':<24}{'flagged':>8}{'precision':>11}{'recall':>8}{'F1':>7}{'AUROC':>7}")
+    flagged = {"sei": out["n_sei_flagged"], "cl": out["n_cl_flagged"], "mistakenness": out["n_mistakenness_flagged"]}
+    for key, name in (("sei", "SEI"), ("cl", "confident learning"), ("mistakenness", "mistakenness (Brain)")):
+        m = out["metrics"][key]
+        print(f"{name:<24}{flagged[key]:>8}{m['precision']:>11.3f}{m['recall']:>8.3f}{m['f1']:>7.3f}{m['auroc']:>7.3f}")
+    print(f"comparison phases: {phases_text(out['timings'])}")
+    print(f"Saved view: '{out['view_name']}' (flagged by one of SEI and confident learning; "
+          f"'{out['agreement_field']}' says which)")
 
 
 def how_to_open(dataset_name, *, private_db=False):

@@ -50,6 +50,8 @@ MODEL_CHOICES = (
 )
 #: The form's choice of a local open_clip checkpoint (a model folder, or a file and its ``arch``).
 CHECKPOINT = "checkpoint"
+#: The form's choice of a FiftyOne zoo model (its ``zoo_model``), ``compute_sei(model="zoo:<name>")``.
+ZOO = "zoo"
 #: Seconds a form keeps a weights answer that needed a network probe.
 PROBE_CACHE_S = 60.0
 
@@ -76,8 +78,8 @@ def weights_warning(model, pretrained=None, arch=None):
     ``None`` for stored embeddings. Paths are checked on every call (cheap); answers for
     registry names, which may need a TCP probe, are kept :data:`PROBE_CACHE_S` seconds.
     """
-    if model in (None, EMBEDDINGS_MODEL, CHECKPOINT):
-        return None
+    if model in (None, EMBEDDINGS_MODEL, CHECKPOINT, ZOO) or (isinstance(model, str) and model.startswith("zoo:")):
+        return None  # zoo models: sei_fiftyone.zoo.zoo_problem
     loaded = resolve_model(model)
     key = (loaded, pretrained, arch)
     local = isinstance(loaded, str) and (os.path.exists(loaded) or loaded.startswith("local-dir:"))

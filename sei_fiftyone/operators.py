@@ -22,8 +22,8 @@ from .compute_form import training_inputs
 from .delegation import Delegable, delegate_input
 from .inputs import check_count, check_sample_ids, classification_fields
 from .relabel import DEFAULT_TAG, apply_suggestions, check_tag, suggest_relabels
-from .run_choice import brain_key_dropdown, sei_runs
-from .runs import check_brain_key_syntax, field_names, validate_brain_key
+from .run_choice import brain_key_dropdown
+from .runs import check_brain_key_syntax, run_outputs, validate_brain_key
 
 
 def target_samples(ctx):
@@ -75,7 +75,7 @@ class ComputeSEI(Delegable, foo.Operator):
         inputs = types.Object()
         target = target_input(ctx, inputs)
         label_fields = classification_fields(target) if ctx.dataset is not None else []
-        outputs = {field_names(k)[2] for k in sei_runs(ctx)}
+        outputs = run_outputs(ctx.dataset) if ctx.dataset is not None else set()
         label_fields = [f for f in label_fields if f not in outputs]
         if not label_fields:
             inputs.view(

@@ -1,13 +1,17 @@
 """The App's label-review panel ``@sei/fiftyone/sei_review``: thin callbacks over :mod:`.review`.
 
-For a chosen SEI run: a histogram of the scores with the cutoff (a new cutoff re-flags the
-samples), the given vs suggested label matrix of the flagged samples (a click shows a cell
-in the grid), the review counts and the relabel queue (accept / reject / skip), the
-comparison with confident learning when :mod:`sei_fiftyone.compare` is installed, and a
-button that runs the run again on the corrected labels.
+For a chosen SEI run: the seconds of its phases and the progress of delegated runs on the
+dataset, a histogram of the scores with the cutoff (a new cutoff re-flags the samples), the
+given vs suggested label matrix of the flagged samples (a click shows a cell in the grid),
+the review counts and the relabel queue (accept / reject / skip, or *Edit in the App*: the
+sample opens in FiftyOne's own label editor, the Annotate tab of the sample view, and the
+edit counts as a decision like accept), the comparison with confident learning and FiftyOne
+Brain's mistakenness when :mod:`sei_fiftyone.compare` is installed, and a button that runs
+the run again on the corrected labels.
 
 State (``ctx.panel.state``): ``brain_key``, ``cutoff``, ``budget``, ``queue`` (sample ids),
-``cell`` and small render inputs; the plots go to ``ctx.panel.data``.
+``editing`` (sample id -> its label when handed to the editor), ``cell`` and small render
+inputs; the plots go to ``ctx.panel.data``.
 
 Every callback and the rendering first repair an interrupted write of a run
 (:func:`sei_fiftyone.relabel.recovered`), and what the App sends is checked by one rule
@@ -27,10 +31,15 @@ from .inputs import check_count
 from .lease import DatasetBusyError
 from .relabel import recovered
 from .run_choice import sei_runs
+from .runs import phases_text
 
 PLUGIN = "@sei/fiftyone"
 COMPUTE_URI = f"{PLUGIN}/compute_sei"
 COMPARE_URI = f"{PLUGIN}/compare_with_confident_learning"
+#: The App's built-in operator that opens a sample on the Annotate tab of the sample view with a
+#: label selected (FiftyOne >= 1.13; its parameters: id, group_id, field_path, label_id).
+ANNOTATE_URI = "annotate"
+DETECTOR_NAMES = {"sei": "SEI", "cl": "Confident learning", "mistakenness": "FiftyOne mistakenness"}
 DEFAULT_BUDGET = 10
 SHOWN = 10  # queue items rendered with their buttons
 
@@ -85,6 +94,7 @@ class ReviewPanel(foo.Panel):
 
     @_reported
     def on_refresh(self, ctx):
+        self._record_edits(ctx)
         runs = sei_runs(ctx)
         key = ctx.panel.state.brain_key
         self._show_run(ctx, key if key in runs else (runs[0] if runs else None))
@@ -137,6 +147,19 @@ class ReviewPanel(foo.Panel):
         self._dequeue(ctx, ctx.params.get("sample_id"))
 
     @_reported
+    def on_edit(self, ctx):
+        """Open the sample in FiftyOne's own label editor: the App's built-in ``annotate``
+        operator opens the sample view on its Annotate tab with the label selected."""
+        request = review.edit_request(ctx.dataset, ctx.panel.state.brain_key, ctx.params.get("sample_id"))
+        ctx.panel.state.editing = {**(ctx.panel.state.editing or {}), request["id"]: request["label"]}
+        ctx.trigger(ANNOTATE_URI, {k: request[k] for k in ("id", "field_path", "label_id")})
+
+    @_reported
+    def on_change_current_sample(self, ctx):
+        if ctx.panel.state.editing:  # e.g. the sample view closed after an edit
+            self._record_edits(ctx)
+
+    @_reported
     def on_skip(self, ctx):
         ctx.panel.state.queue = review.skip(ctx.panel.state.queue, ctx.params.get("sample_id"))
         self._refresh(ctx)
@@ -157,11 +180,25 @@ class ReviewPanel(foo.Panel):
     # -- state ----------------------------------------------------------------------------
 
     def _show_run(self, ctx, brain_key):
+        if brain_key != ctx.panel.state.brain_key:
+            ctx.panel.state.editing = {}
         ctx.panel.state.brain_key = brain_key
         ctx.panel.state.queue = []
         ctx.panel.state.cell = None
         if brain_key is not None:
             self._refresh(ctx)
+
+    def _record_edits(self, ctx):
+        """The edits made in the App's editor since their hand-off, recorded as decisions."""
+        state = ctx.panel.state
+        if not state.editing or state.brain_key is None:
+            return
+        decided, state.editing = review.record_edits(ctx.dataset, state.brain_key, state.editing)
+        if decided:
+            state.queue = [i for i in review.check_queue(state.queue) if i not in decided]
+            ctx.ops.notify(f"Recorded the edit of {len(decided)} sample(s) in the App's editor as accepted "
+                           "(the previous label kept in '<label_field>_original')", variant="success")
+            ctx.ops.reload_samples()
 
     def _dequeue(self, ctx, sample_id):
         ctx.panel.state.queue = [i for i in review.check_queue(ctx.panel.state.queue) if i != sample_id]
@@ -184,7 +221,8 @@ class ReviewPanel(foo.Panel):
             comparison = get_comparison(dataset, key)
         except ImportError:
             return {"available": False}
-        shown = ("n_disagree", "n_sei_only", "n_cl_only", "view_name", "metrics")
+        shown = ("n_disagree", "n_sei_only", "n_cl_only", "n_both", "n_compared", "n_sei_flagged", "n_cl_flagged",
+                 "n_mistakenness_flagged", "view_name", "metrics", "timings")
         return {"available": True, "exists": comparison is not None,
                 **{k: comparison[k] for k in shown if comparison is not None and k in comparison}}
 
@@ -205,7 +243,9 @@ class ReviewPanel(foo.Panel):
         state = ctx.panel.state
         if state.brain_key not in runs:
             return types.Property(panel, view=types.GridView(orientation="vertical"))
-        self._render_cutoff(panel, review.summary(ctx.dataset, state.brain_key))
+        summary = review.summary(ctx.dataset, state.brain_key)
+        self._render_phases(panel, summary["timings"], review.delegated_runs(ctx.dataset))
+        self._render_cutoff(panel, summary)
         try:  # the state comes from the App: what a callback would refuse is not shown
             cell = state.cell
             if cell and not isinstance(cell, dict):
@@ -227,6 +267,17 @@ class ReviewPanel(foo.Panel):
         panel.btn("rerun", label="Run again on the corrected labels", icon="replay", variant="outlined",
                   on_click=self.on_rerun)
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2, padding=1))
+
+    def _render_phases(self, panel, timings, delegated):
+        if timings:
+            panel.md(f"Run phases: {phases_text(timings)}", name="phases_md")
+        for k, run in enumerate(delegated):
+            done = "" if run["progress"] is None else f" ({100 * run['progress']:.0f} %)"
+            panel.md(f"Delegated `{run['operator']}` {run['state']}: {run['label'] or 'waiting for a worker'}{done}",
+                     name=f"delegated_{k}")
+        if delegated:
+            panel.btn("refresh_progress", label="Refresh progress", icon="refresh", variant="outlined",
+                      on_click=self.on_refresh)
 
     def _render_cutoff(self, panel, c):
         panel.md(f"**{c['flagged']}** flagged · **{c['reviewed']}** reviewed · **{c['accepted']}** accepted "
@@ -258,12 +309,15 @@ class ReviewPanel(foo.Panel):
                 on_click=self.on_next_batch)
         if state.queue:
             row.btn("show_queue", label="Show queue in grid", variant="outlined", on_click=self.on_show_queue)
+        editing = state.editing or {}
         for k, item in enumerate(items):
             line = panel.h_stack(f"item_{k}", gap=1, align_y="center")
             conf = "" if item["confidence"] is None else f" ({item['confidence']:.2f})"
-            line.md(f"`{item['file']}` given **{item['given']}** → **{item['suggested']}**{conf}", name="text")
-            for action, handler in (("Accept", self.on_accept), ("Reject", self.on_reject), ("Skip", self.on_skip)):
-                line.btn(action.lower(), label=action, on_click=handler, params={"sample_id": item["id"]},
+            note = " · *editing in the App*" if item["id"] in editing else ""
+            line.md(f"`{item['file']}` given **{item['given']}** → **{item['suggested']}**{conf}{note}", name="text")
+            for action, handler in (("Accept", self.on_accept), ("Reject", self.on_reject), ("Skip", self.on_skip),
+                                    ("Edit in the App", self.on_edit)):
+                line.btn(action.split()[0].lower(), label=action, on_click=handler, params={"sample_id": item["id"]},
                          variant="contained" if action == "Accept" else "outlined")
 
     def _render_compare(self, panel, comparison):
@@ -276,11 +330,29 @@ class ReviewPanel(foo.Panel):
             if "n_sei_only" in comparison:
                 text += f" ({comparison['n_sei_only']} by SEI only, {comparison['n_cl_only']} by CL only)"
             text += "."
-            for name, m in (comparison.get("metrics") or {}).items():
-                text += (f"\n\n{name.upper()}: precision {m['precision']:.3f} · recall {m['recall']:.3f} · "
-                         f"F1 {m['f1']:.3f} · AUROC {m['auroc']:.3f}")
             panel.md(text, name="compare_text")
+            panel.md(detectors_table(comparison), name="compare_table")
+            if comparison.get("timings"):
+                panel.md(f"Comparison phases: {phases_text(comparison['timings'])}", name="compare_phases")
             panel.btn("show_disagreements", label="Show disagreements", variant="outlined",
                       on_click=self.on_show_disagreements)
         label = "Compare again" if comparison.get("exists") else "Compare with confident learning"
         panel.btn("compare", label=label, variant="outlined", on_click=self.on_compare)
+
+
+def detectors_table(comparison):
+    """The comparison's detectors as a markdown table: samples flagged and, with trusted labels,
+    precision, recall, F1 and AUROC of SEI, confident learning and FiftyOne Brain's mistakenness."""
+    metrics = comparison.get("metrics") or {}
+    flagged = {"sei": comparison.get("n_sei_flagged"), "cl": comparison.get("n_cl_flagged"),
+               "mistakenness": comparison.get("n_mistakenness_flagged")}
+    rows = ["| detector | flagged | precision | recall | F1 | AUROC |", "|---|---:|---:|---:|---:|---:|"]
+    for key, name in DETECTOR_NAMES.items():
+        if flagged[key] is None and key not in metrics:
+            continue  # a comparison stored before mistakenness
+        m = metrics.get(key)
+        cells = [f"{m[k]:.3f}" for k in ("precision", "recall", "f1", "auroc")] if m else ["–"] * 4
+        rows.append(f"| {name} | {'–' if flagged[key] is None else flagged[key]} | " + " | ".join(cells) + " |")
+    if not metrics:
+        rows.append("\nName a trusted label field when comparing to see precision, recall, F1 and AUROC.")
+    return "\n".join(rows)

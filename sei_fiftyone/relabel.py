@@ -182,29 +182,42 @@ def apply_suggestions(samples, brain_key="sei", *, label_field=None):
         return _apply(samples, dataset, brain_key, label_field)
 
 
+def original_field(dataset, label_field):
+    """``<label_field>_original``, where the labels a review replaced are kept; ValueError when a
+    field of that name exists and is not a ``Classification`` field (nothing is written then)."""
+    name = f"{label_field}_original"
+    schema = dataset.get_field_schema()
+    if name in schema and name not in classification_fields(dataset):
+        raise ValueError(
+            f"Field '{name}' exists and is a {type(schema[name]).__name__}, not the "
+            f"Classification field where the labels of '{label_field}' that a review replaces are kept; "
+            f"rename or delete '{name}' first (nothing was written)")
+    return name
+
+
+def keep_originals(view, label_field, replaced):
+    """Keep in ``<label_field>_original`` the labels ``replaced`` (sample id -> Classification) of
+    the samples of ``view``, where none is kept yet (a second change never overwrites the true
+    original). The one rule of accepting a suggestion and of an edit made in the App."""
+    dataset = dataset_of(view)
+    name = original_field(dataset, label_field)
+    ids = view.values("id")
+    kept = view.values(name) if name in dataset.get_field_schema() else [None] * len(ids)
+    view.set_values(name, [k if k is not None else replaced.get(i) for i, k in zip(ids, kept)])
+
+
 def _apply(samples, dataset, brain_key, label_field):
     if label_field is None:
         label_field = dataset.get_brain_info(brain_key).config.label_field
     _, _, sugg_field = field_names(brain_key)
-    original_field = f"{label_field}_original"
-    schema = dataset.get_field_schema()
-    if original_field in schema and original_field not in classification_fields(dataset):
-        raise ValueError(
-            f"Field '{original_field}' exists and is a {type(schema[original_field]).__name__}, not the "
-            f"Classification field where the labels of '{label_field}' that a suggestion replaces are kept; "
-            f"rename or delete '{original_field}' first (nothing was written)")
+    original_field(dataset, label_field)  # refused before anything is written
     view = samples.exists(sugg_field)
     ids, current, suggestions = view.values(["id", label_field, sugg_field])
-    if original_field in schema:
-        originals = view.values(original_field)
-    else:
-        originals = [None] * len(ids)
-    new_labels, new_originals, changed = [], [], 0
-    for cur, orig, sug in zip(current, originals, suggestions):
-        new_originals.append(orig if orig is not None else cur)
+    new_labels, changed = [], 0
+    for cur, sug in zip(current, suggestions):
         if cur is None or cur.label != sug.label:
             changed += 1
         new_labels.append(fol.Classification(label=sug.label, confidence=sug.confidence))
-    view.set_values(original_field, new_originals)
+    keep_originals(view, label_field, dict(zip(ids, current)))
     view.set_values(label_field, new_labels)
     return changed

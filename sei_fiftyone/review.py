@@ -14,6 +14,8 @@ operators and every step can be called (and tested) from Python:
   applies the suggestion as :func:`~sei_fiftyone.relabel.apply_suggestions` does (the old
   label kept in ``<label_field>_original``). Decisions are sample tags named after the
   label field (:func:`review_tags`), so they outlive the panel and a rerun of the run;
+- :func:`edit_request`, :func:`record_edits`: hand a queued sample to FiftyOne's own label
+  editor (the App's Annotate tab) and record the edit made there as a decision like accept;
 - :func:`rerun_params`: the ``compute_sei`` operator's parameters that repeat the run on
   the corrected labels, delegated when the run is long.
 
@@ -33,13 +35,15 @@ from sklearn.metrics import confusion_matrix
 
 from fiftyone import ViewField as F
 
-from .relabel import DEFAULT_TAG, apply_suggestions, recovered, review_tags, suggest_relabels  # noqa: F401
+import fiftyone.core.labels as fol
+
+from .relabel import DEFAULT_TAG, apply_suggestions, keep_originals, recovered, review_tags, suggest_relabels  # noqa: F401
 from .core import list_sei_runs
 from .delegation import DELEGATE
 from .inputs import check_count, check_sample_ids
-from .model_choices import CHECKPOINT, choice_names
-from .runs import EMBEDDINGS_MODEL, field_names
-from .writeback import cutoff_completion, exclusive, field_docs, journaled_write
+from .model_choices import CHECKPOINT, ZOO, choice_names
+from .runs import EMBEDDINGS_MODEL, agreement_labels, comparison_names, field_names, is_comparison_of
+from .writeback import classification_doc, cutoff_completion, exclusive, field_docs, journaled_write
 
 MAX_BINS = 60
 #: A run on images of more samples than this is delegated when run again: the demo's 2,000
@@ -117,12 +121,38 @@ def histogram_layout(cutoff, score_name):
 
 def summary(dataset, brain_key):
     """What the panel prints about a run, read from the database: ``cutoff``,
-    ``computed_cutoff``, ``score_name`` and the :func:`review_counts`."""
+    ``computed_cutoff``, ``score_name``, ``timings`` (seconds of the run's phases, {} for a run
+    stored by an earlier version) and the :func:`review_counts`."""
     _, results = _run(dataset, brain_key)
     computed = getattr(results, "computed_threshold", None)
     return {"cutoff": float(results.threshold), "score_name": results.score_name,
             "computed_cutoff": float(results.threshold if computed is None else computed),
-            **review_counts(dataset, brain_key)}
+            "timings": dict(getattr(results, "timings", None) or {}), **review_counts(dataset, brain_key)}
+
+
+#: The operators whose delegated runs the panel follows.
+FOLLOWED_OPERATORS = ("compute_sei", "compare_with_confident_learning")
+
+
+def delegated_runs(dataset):
+    """The delegated runs of ``@sei/fiftyone`` operators on this dataset that are queued or
+    running, as FiftyOne's delegated-operations store knows them (a worker's ``ctx.set_progress``
+    writes their progress there): ``[{"operator", "state", "progress", "label"}]``, oldest first."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionRunState
+
+    service = DelegatedOperationService()
+    out = []
+    for state in (ExecutionRunState.RUNNING, ExecutionRunState.QUEUED):
+        for doc in service.list_operations(dataset_name=dataset.name, run_state=state):
+            name = str(doc.operator).rsplit("/", 1)[-1]
+            if not str(doc.operator).startswith("@sei/fiftyone/") or name not in FOLLOWED_OPERATORS:
+                continue
+            status = doc.status
+            out.append({"operator": name, "state": state,
+                        "progress": None if status is None or status.progress is None else float(status.progress),
+                        "label": None if status is None else status.label})
+    return out
 
 
 def set_cutoff(dataset, brain_key, cutoff):
@@ -145,7 +175,14 @@ def set_cutoff(dataset, brain_key, cutoff):
         score_field, flag_field, _ = field_names(brain_key)
         ids, scores = _scored(dataset, brain_key).values(["id", score_field])
         flags = [bool(s < cutoff) for s in scores]
-        journaled_write(dataset, brain_key, {flag_field: "bool"}, field_docs(ids, {flag_field: flags}),
+        columns, kinds = {flag_field: flags}, {flag_field: "bool"}
+        if is_comparison_of(dataset, brain_key):  # who flagged what follows the new flags
+            agreement = comparison_names(brain_key).agreement
+            cl_flags = _scored(dataset, brain_key).values(comparison_names(brain_key).flag)
+            columns[agreement] = [None if c is None or a is None else classification_doc(a, None)
+                                  for c, a in zip(cl_flags, agreement_labels(flags, cl_flags))]
+            kinds[agreement] = "classification"
+        journaled_write(dataset, brain_key, kinds, field_docs(ids, columns),
                         cutoff_completion(brain_key, cutoff, int(sum(flags))), remove_others=False)
     return int(sum(flags))
 
@@ -233,6 +270,13 @@ def run_sample(dataset, brain_key, sample_id):
     return check_sample_ids(_scored(dataset, brain_key), sample_id, f"sample of SEI run '{brain_key}'")[0]
 
 
+def check_undecided(sample_id, tags, label_field):
+    """ValueError when the sample's ``tags`` hold a review decision on ``label_field``."""
+    decided = [t for t in review_tags(label_field) if t in tags]
+    if decided:
+        raise ValueError(f"Sample {sample_id!r} was already reviewed ({decided[0]}); untag it to review it again")
+
+
 def _decide(dataset, brain_key, sample_id, accepted):
     with exclusive(dataset):
         return _decide_one(dataset, brain_key, sample_id, accepted)
@@ -243,9 +287,7 @@ def _decide_one(dataset, brain_key, sample_id, accepted):
     sample_id = run_sample(dataset, brain_key, sample_id)
     sample = dataset.select([sample_id])
     keep, drop = review_tags(config.label_field) if accepted else review_tags(config.label_field)[::-1]
-    decided = [t for t in review_tags(config.label_field) if t in sample.first().tags]
-    if decided:  # e.g. a second click on a row already answered
-        raise ValueError(f"Sample {sample_id!r} was already reviewed ({decided[0]}); untag it to review it again")
+    check_undecided(sample_id, sample.first().tags, config.label_field)  # e.g. a second click on a row answered
     changed = apply_suggestions(sample, brain_key) if accepted else 0
     sample.untag_samples([drop, DEFAULT_TAG])
     sample.tag_samples(keep)
@@ -261,6 +303,90 @@ def accept(dataset, brain_key, sample_id):
 def reject(dataset, brain_key, sample_id):
     """Keep the given label of one sample and tag it ``<label_field>_rejected``."""
     return _decide(dataset, brain_key, sample_id, accepted=False)
+
+
+def edit_request(dataset, brain_key, sample_id):
+    """What hands one queued sample to FiftyOne's own label editor (the Annotate tab of the
+    sample view): ``{"id", "field_path", "label_id", "label"}``, the parameters of the App's
+    built-in ``annotate`` operator plus the label as it is now (``label``), which the panel keeps
+    to recognise the edit (:func:`record_edits`).
+
+    The App edits only fields with an annotation label schema (``dataset.label_schemas``; its
+    Annotate tab otherwise asks to "Add schema"): a label field without one gets FiftyOne's
+    generated schema with the run's classes, activated (:func:`ensure_label_schema`); the samples
+    are not written.
+
+    Raises:
+        ValueError: not a sample of the run, a sample already reviewed, or one without a label
+    """
+    config, results = _run(dataset, brain_key)
+    sample_id = run_sample(dataset, brain_key, sample_id)
+    tags, label = dataset.select([sample_id]).values(["tags", config.label_field])
+    check_undecided(sample_id, tags[0], config.label_field)
+    if label[0] is None:
+        raise ValueError(f"Sample {sample_id!r} has no '{config.label_field}' label to edit")
+    ensure_label_schema(dataset, config.label_field, results.classes)
+    return {"id": sample_id, "field_path": config.label_field, "label_id": label[0].id, "label": label[0].label}
+
+
+#: Classes up to which the App's label schema shows radio buttons (more: a dropdown).
+RADIO_CLASSES = 12
+
+
+def ensure_label_schema(dataset, label_field, classes):
+    """Give ``label_field`` an active annotation label schema for the App's editor, if it has none:
+    FiftyOne's generated one (``generate_label_schemas``) with ``classes`` to choose from. A schema
+    the user set is left as it is (only activated). Returns whether anything changed."""
+    with exclusive(dataset):
+        dataset.reload()
+        changed = False
+        if label_field not in dataset.label_schemas:
+            schema = dataset.generate_label_schemas(label_field, scan_samples=False)
+            schema.update(classes=[str(c) for c in classes],
+                          component="radio" if len(classes) <= RADIO_CLASSES else "dropdown")
+            dataset.update_label_schema(label_field, schema)
+            changed = True
+        if label_field not in dataset.active_label_schemas:
+            dataset.activate_label_schemas(label_field)
+            changed = True
+        return changed
+
+
+def record_edits(dataset, brain_key, pending):
+    """Record as decisions the edits made in the App's label editor since the hand-off.
+
+    ``pending`` maps sample ids to the label each had when it was handed to the editor
+    (:func:`edit_request`). A sample whose label now differs counts as a decision like
+    :func:`accept`: the label it replaced is kept in ``<label_field>_original`` (only the first
+    time, as ``accept`` keeps it), it is tagged ``<label_field>_accepted`` and leaves the relabel
+    queue. One change under the dataset's write lease.
+
+    Returns:
+        ``(decided, still_pending)``: the ids recorded, and ``pending`` without them and without
+        samples decided or deleted meanwhile
+
+    Raises:
+        ValueError: ``pending`` is not a mapping of sample ids to labels
+    """
+    if not pending:
+        return [], {}
+    if not isinstance(pending, dict) or not all(isinstance(v, str) for v in pending.values()):
+        raise ValueError(f"Labels waiting for an edit must map sample ids to labels, got {pending!r}"[:160])
+    check_sample_ids(None, list(pending), "sample being edited")
+    with exclusive(dataset):
+        config, _ = _run(dataset, brain_key)
+        accepted, rejected = review_tags(config.label_field)
+        view = _scored(dataset, brain_key).select(list(pending))
+        ids, tags, labels = view.values(["id", "tags", f"{config.label_field}.label"])
+        open_ids = [i for i, t in zip(ids, tags) if accepted not in t and rejected not in t]
+        edited = [i for i, lab in zip(ids, labels) if i in open_ids and lab != pending[i]]
+        if edited:
+            originals = {i: fol.Classification(label=pending[i]) for i in edited}
+            keep_originals(dataset.select(edited), config.label_field, originals)
+            done = dataset.select(edited)
+            done.untag_samples([rejected, DEFAULT_TAG])
+            done.tag_samples(accepted)
+    return edited, {i: lab for i, lab in pending.items() if i in open_ids and i not in edited}
 
 
 def skip(queue, sample_id):
@@ -287,7 +413,10 @@ def rerun_params(dataset, brain_key):
         params.update(model=EMBEDDINGS_MODEL, embeddings_field=kwargs["embeddings_field"])
     else:
         params.update({k: kwargs[k] for k in ("mode", "image_size", "device") if kwargs.get(k) is not None})
-        if params["model"] not in choice_names():  # a local checkpoint: the form's own fields
+        if isinstance(params["model"], str) and params["model"].startswith(ZOO + ":"):  # the form's zoo fields
+            params.update(model=ZOO, zoo_model=params["model"][len(ZOO) + 1:])
+            params.pop("image_size", None)
+        elif params["model"] not in choice_names():  # a local checkpoint: the form's own fields
             params.update(model=CHECKPOINT, checkpoint=params["model"])
             if kwargs.get("arch") is not None:
                 params["arch"] = kwargs["arch"]

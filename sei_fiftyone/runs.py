@@ -10,9 +10,11 @@ These classes live in an importable module so that ``get_brain_info`` and
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import numbers
 import os
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -49,12 +51,28 @@ class ComparisonNames(NamedTuple):
     flag: str  # bool: flagged by cleanlab's find_label_issues
     view: str  # saved view: the samples flagged by exactly one of SEI and confident learning
     run_key: str  # the custom run (``dataset.list_runs()``) recording the comparison
+    agreement: str  # Classification: who flagged the sample ("both", "SEI only", "CL only"; None: neither)
+    mistakenness: str  # float: FiftyOne Brain's compute_mistakenness on the run's predictions (higher = more suspect)
+
+    @property
+    def fields(self):
+        """The sample fields of the comparison: score, flag, agreement, mistakenness."""
+        return self.score, self.flag, self.agreement, self.mistakenness
 
 
 def comparison_names(brain_key):
-    """``<brain_key>_cl``, ``<brain_key>_cl_mislabeled``, ``<brain_key>_cl_disagreements``, run ``<brain_key>_cl``."""
+    """``<brain_key>_cl``, ``<brain_key>_cl_mislabeled``, ``<brain_key>_cl_disagreements``, run ``<brain_key>_cl``,
+    ``<brain_key>_cl_agreement``, ``<brain_key>_cl_mistakenness``."""
     key = f"{brain_key}{CL_SUFFIX}"
-    return ComparisonNames(key, f"{key}_mislabeled", f"{key}_disagreements", key)
+    return ComparisonNames(key, f"{key}_mislabeled", f"{key}_disagreements", key, f"{key}_agreement",
+                           f"{key}_mistakenness")
+
+
+def run_outputs(samples):
+    """Every sample field written by the SEI runs of the dataset and by their comparisons: never
+    labels to check, trust or predict with (the forms and the comparison leave them out)."""
+    dataset = dataset_of(samples)
+    return {n for key in dataset.list_brain_runs(type=SEI) for n in field_names(key) + comparison_names(key).fields}
 
 
 def dataset_of(samples):
@@ -102,7 +120,7 @@ def rename_targets_taken(dataset, brain_key, new_key):
         taken.append(f"saved view '{new_view}'")
     if is_comparison_of(dataset, brain_key):
         old, new = comparison_names(brain_key), comparison_names(new_key)
-        taken += [f"field '{n}'" for o, n in zip(old[:2], new[:2]) if n in schema and n not in old[:2]]
+        taken += [f"field '{n}'" for n in new.fields if n in schema and n not in old.fields]
         if dataset.has_saved_view(new.view) and new.view != old.view:
             taken.append(f"saved view '{new.view}'")
         if new.run_key in dataset.list_runs() + dataset.list_brain_runs():
@@ -149,7 +167,7 @@ def validate_brain_key(samples, brain_key):
     base = brain_key[: -len(CL_SUFFIX)] if brain_key.endswith(CL_SUFFIX) else None
     if base and base in dataset.list_brain_runs(type=SEI):
         raise ValueError(f"brain_key '{brain_key}' names the fields of the confident-learning comparison of run "
-                         f"'{base}' {list(comparison_names(base)[:2])}; choose another brain_key")
+                         f"'{base}' {list(comparison_names(base).fields)}; choose another brain_key")
     schema = dataset.get_field_schema(include_private=True)
     taken = [f for f in field_names(brain_key) if f in schema]
     if taken:
@@ -193,10 +211,10 @@ def validate_comparison(samples, brain_key):
     names = comparison_names(brain_key)
     schema = dataset.get_field_schema(include_private=True)
     taken = [f"run '{names.run_key}'"] if names.run_key in dataset.list_runs() + dataset.list_brain_runs() else []
-    taken += [f"field '{f}'" for f in names[:2] if f in schema]
+    taken += [f"field '{f}'" for f in names.fields if f in schema]
     taken += [f"saved view '{names.view}'"] if dataset.has_saved_view(names.view) else []
     if taken:
-        raise ValueError(f"Comparing run '{brain_key}' with confident learning writes {list(names[:3])} and the "
+        raise ValueError(f"Comparing run '{brain_key}' with confident learning writes {list(names.fields) + [names.view]} and the "
                          f"run '{names.run_key}', but the {', '.join(taken)} already exist(s) and are not a "
                          "comparison of this run; rename or delete them first")
 
@@ -208,6 +226,16 @@ def disagreement_view(samples, brain_key="sei"):
     score_field, flag_field, _ = field_names(brain_key)
     names = comparison_names(brain_key)
     return samples.exists(names.flag).exists(flag_field).match(F(flag_field) != F(names.flag)).sort_by(score_field)
+
+
+#: The labels of ``<brain_key>_cl_agreement``: who flagged a compared sample (neither: no label).
+AGREEMENT_LABELS = {(True, True): "both", (True, False): "SEI only", (False, True): "CL only"}
+
+
+def agreement_labels(sei_flags, cl_flags):
+    """Who flagged each compared sample, as ``<brain_key>_cl_agreement`` holds it: "both",
+    "SEI only", "CL only", or None (neither). The one rule of the comparison and of a moved cutoff."""
+    return [AGREEMENT_LABELS.get((bool(s), bool(c))) for s, c in zip(sei_flags, cl_flags)]
 
 
 def save_disagreement_view(dataset, brain_key):
@@ -239,7 +267,7 @@ def _delete_outputs(dataset, fields, view):
 
 def _delete_comparison_outputs(dataset, brain_key):
     names = comparison_names(brain_key)
-    _delete_outputs(dataset, names[:2], names.view)
+    _delete_outputs(dataset, names.fields, names.view)
 
 
 _RENAMING = contextvars.ContextVar("sei_renaming_comparison", default=False)
@@ -255,7 +283,7 @@ def rename_comparison(samples, brain_key, new_key):
     if not (is_comparison_of(dataset, brain_key) or moved):
         return
     schema = dataset.get_field_schema()
-    mapping = {o: n for o, n in zip(old[:2], new[:2]) if o in schema and n not in schema}
+    mapping = {o: n for o, n in zip(old.fields, new.fields) if o in schema and n not in schema}
     if mapping:
         dataset.rename_sample_fields(mapping)
     if not moved:
@@ -298,6 +326,46 @@ def finish_rename(dataset, key, new_key):
     finally:
         _FINISHING.reset(token)
     return True
+
+
+#: The phases of an SEI run, as ``SEIResults.timings`` and the progress labels name them.
+RUN_PHASES = ("read", "train", "score", "write")
+
+
+class Phases:
+    """The seconds of a run's phases (``seconds``: phase -> seconds), and its progress reported in
+    FiftyOne's convention: ``report(fraction, label)`` (e.g. a delegated operator's
+    ``ctx.set_progress``) is called at the start of each phase and by :meth:`step`, the fraction
+    of the whole run from ``spans`` (phase -> (start, end) fractions), the label
+    ``"<phase>"`` or ``"<phase>: <detail>"``. The ``"write"`` phase is timed by the journaled
+    write itself (:func:`sei_fiftyone.writeback.journaled_write`) and recorded with the run."""
+
+    def __init__(self, report=None, spans=None):
+        self.seconds = {}
+        self._report = report if callable(report) else None
+        self._spans = spans or {}
+
+    @contextlib.contextmanager
+    def phase(self, name):
+        self.step(name, 0.0)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 3)
+
+    def step(self, name, fraction, detail=None):
+        """Report ``fraction`` (0..1) of phase ``name`` done."""
+        if self._report is None:
+            return
+        a, b = self._spans.get(name, (0.0, 1.0))
+        self._report(a + (b - a) * min(max(float(fraction), 0.0), 1.0), f"{name}: {detail}" if detail else name)
+
+
+def phases_text(timings):
+    """``"read 0.4 s · train 3.1 s · score 0.1 s · write 0.3 s"``, in the order the phases ran
+    ('' for a run stored without timings)."""
+    return " · ".join(f"{p} {s:.3g} s" for p, s in (timings or {}).items() if s is not None)
 
 
 def _recordable(value):
@@ -474,14 +542,18 @@ class SEIResults(fob.BrainResults):
         aux_ids: ids of the samples used as auxiliary (pseudo-class) samples
         skipped_ids: ids of samples whose images could not be read
         train_accuracy, train_loss: per-epoch training curves
+        timings: seconds of the run's phases (:data:`RUN_PHASES`): ``read`` (labels and images
+            or vectors), ``train`` (:func:`sei.train`: embedding, training, the engine's scores),
+            ``score`` (the per-sample values and the run's summary), ``write`` (staging and
+            switching the values in); {} for a run stored by an earlier version
     """
 
     _ATTRIBUTES = ("threshold", "score_name", "classes", "num_samples", "num_flagged", "scores_summary",
-                   "aux_ids", "skipped_ids", "train_accuracy", "train_loss", "computed_threshold")
+                   "aux_ids", "skipped_ids", "train_accuracy", "train_loss", "computed_threshold", "timings")
 
     def __init__(self, samples, config, brain_key, *, threshold, score_name, classes,
                  num_samples, num_flagged, scores_summary, aux_ids, skipped_ids,
-                 train_accuracy, train_loss, computed_threshold=None, backend=None):
+                 train_accuracy, train_loss, computed_threshold=None, timings=None, backend=None):
         super().__init__(samples, config, brain_key, backend=backend)
         self.threshold = threshold
         self.score_name = score_name
@@ -494,6 +566,7 @@ class SEIResults(fob.BrainResults):
         self.train_accuracy = train_accuracy
         self.train_loss = train_loss
         self.computed_threshold = computed_threshold
+        self.timings = dict(timings or {})
 
     @property
     def method(self):
@@ -509,7 +582,7 @@ class SEIResults(fob.BrainResults):
     @classmethod
     def _from_dict(cls, d, samples, config, brain_key):
         defaults = {"scores_summary": {}, "aux_ids": [], "skipped_ids": [], "train_accuracy": [],
-                    "train_loss": [], "computed_threshold": None}
+                    "train_loss": [], "computed_threshold": None, "timings": {}}
         return cls(samples, config, brain_key, **{a: d.get(a, defaults.get(a)) for a in cls._ATTRIBUTES})
 
 

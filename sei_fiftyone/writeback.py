@@ -139,6 +139,7 @@ def journaled_write(samples, key, kinds, docs, completion=None, *, remove_others
     the write (``completion``: what :func:`_complete` registers), as one journaled change
     under the dataset's lease (see "The protocol"). With ``remove_others``, samples holding
     one of the fields that are not in ``docs`` lose them."""
+    started = time.perf_counter()
     with exclusive(samples) as dataset:
         lease = held(dataset)
         meta = {"_id": "meta", "dataset": dataset._sample_collection_name, "brain_key": key, "kinds": kinds,
@@ -173,7 +174,7 @@ def journaled_write(samples, key, kinds, docs, completion=None, *, remove_others
             _phase("switched")
             if completion is not None:
                 try:
-                    _complete(dataset, completion)
+                    _complete(dataset, completion, write_seconds=time.perf_counter() - started)
                 except Exception:  # the values are in: the journal lets the next writer finish it
                     logger.exception("Registering '%s' failed after its values were written; the next "
                                      "run on this dataset completes it", key)
@@ -239,9 +240,13 @@ def cutoff_completion(brain_key, cutoff, num_flagged):
     return {"kind": "cutoff", "key": brain_key, "cutoff": float(cutoff), "num_flagged": int(num_flagged)}
 
 
-def _complete(dataset, completion):
+def _complete(dataset, completion, write_seconds=None):
     """Register what the values belong to (repeatable): an SEI brain run with its results
-    and saved view, a comparison's custom run and saved view, or a moved cutoff."""
+    and saved view, a comparison's custom run and saved view, or a moved cutoff.
+
+    ``write_seconds``: how long staging and switching the values took, recorded as the
+    ``"write"`` entry of the results' ``timings`` (a write completed by a later writer after
+    a kill records none)."""
     key = completion["key"]
     if completion.get("kind") == "cutoff":
         results = dataset.load_brain_results(key, cache=False)
@@ -257,7 +262,7 @@ def _complete(dataset, completion):
     if completion.get("kind", "sei") == "cl":
         config = fors.RunConfig.from_dict(json.loads(completion["config"]))
         run_key = comparison_names(key).run_key
-        results = fors.RunResults.from_dict(json_util.loads(completion["results"]), dataset, config, run_key)
+        results = fors.RunResults.from_dict(_timed(completion["results"], write_seconds), dataset, config, run_key)
         dataset.register_run(run_key, config, results=results, overwrite=True, cleanup=False)
         _phase("registered")
         save_disagreement_view(dataset, key)
@@ -267,12 +272,20 @@ def _complete(dataset, completion):
     if completion.get("view_stages"):
         samples = fov.DatasetView._build(dataset, [json_util.loads(st) for st in completion["view_stages"]])
     backend = config.build()
-    results = fob.BrainResults.from_dict(json_util.loads(completion["results"]), samples, config, key)
+    results = fob.BrainResults.from_dict(_timed(completion["results"], write_seconds), samples, config, key)
     backend.register_run(samples, key, overwrite=True, cleanup=False)
     backend.save_run_results(samples, key, results)
     _phase("registered")
     save_sorted_view(samples, key)
     _describe_fields(dataset, key, results.score_name)
+
+
+def _timed(results_json, write_seconds):
+    """Serialized results, with ``write_seconds`` as the ``"write"`` entry of their ``timings``."""
+    results = json_util.loads(results_json)
+    if write_seconds is not None and isinstance(results.get("timings"), dict):
+        results["timings"]["write"] = round(float(write_seconds), 3)
+    return results
 
 
 def _describe_fields(dataset, key, score_name):

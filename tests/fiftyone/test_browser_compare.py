@@ -1,5 +1,6 @@
 """The App, driven by Debian's chromium: compare an SEI run with confident learning from the
-operator browser, and see the samples where the two disagree.
+operator browser, and see the samples where the two disagree, each tile saying who flagged it;
+the operator's output has FiftyOne Brain's mistakenness beside them.
 
 The run is made in Python first (EfficientNet-Lite0 features of 200 real CIFAR-10 images with
 CIFAR-10N human labels, stored in 'lite0'); the comparison is chosen and executed in the App
@@ -44,25 +45,34 @@ def test_compare_from_the_operator_browser_opens_the_disagreements(app, tmp_path
         close.wait_for(timeout=120_000)
         ds.reload()  # the App's server wrote the comparison
         out = get_comparison(ds, "sei")
-        cl = out["metrics"]["cl"]
-        expect(page.get_by_text("Confident learning against the trusted labels")).to_be_visible()
-        expect(page.get_by_text(f"precision {cl['precision']:.3f}, recall {cl['recall']:.3f}")).to_be_visible()
+        for key, label in (("cl", "Confident learning"), ("mistakenness", "Mistakenness")):
+            m = out["metrics"][key]
+            expect(page.get_by_text(f"{label} against the trusted labels")).to_be_visible()
+            expect(page.get_by_text(f"precision {m['precision']:.3f}, recall {m['recall']:.3f}")).to_be_visible()
         close.click()
         expect(close).to_be_hidden(timeout=10_000)
         expect(page.get_by_text(f"{out['n_disagree']} samples", exact=True)).to_be_visible(timeout=30_000)
-        for field in ("sei_mislabeled", "sei_cl_mislabeled"):  # show both flags on the grid's tiles
-            page.locator(f'[data-cy="checkbox-{field}"]').click()
+        # who flagged each tile, at a glance: the agreement label (shown like any label field)
         grid = page.locator('[data-cy="fo-grid"]')
-        sei_tags, cl_tags = (grid.locator(f'[data-cy="tag-{f}"]') for f in ("sei_mislabeled", "sei_cl_mislabeled"))
-        expect(cl_tags.first).to_be_visible(timeout=30_000)
+        who = grid.locator('[data-cy="tag-sei_cl_agreement"]')
+        for _ in range(10):  # the sidebar lists the new field once the App reloaded the dataset
+            page.locator('[data-cy="checkbox-sei_cl_agreement"]').click()
+            try:
+                who.first.wait_for(timeout=3_000)
+                break
+            except Exception:
+                pass
+        expect(who.first).to_be_visible(timeout=30_000)
         page.wait_for_timeout(2_000)  # let the grid render the tiles
-        shown = list(zip(sei_tags.all_inner_texts(), cl_tags.all_inner_texts()))
-        assert shown and all(a != b for a, b in shown), shown  # every tile: flagged by one detector only
+        shown = who.all_inner_texts()
+        assert shown and set(shown) <= {"SEI only", "CL only"}, shown  # every tile: flagged by one detector only
+        expected = ds.load_saved_view("sei_cl_disagreements").values("sei_cl_agreement.label")
+        assert shown == expected[: len(shown)]  # in the saved view's order: lowest SEI score first
         screenshot(page, tmp_path, "fiftyone_compare_cl.png")
 
     ds.reload()
     out = get_comparison(ds, "sei")
-    assert out["trusted_label_field"] == "clean" and set(out["metrics"]) == {"sei", "cl"}
+    assert out["trusted_label_field"] == "clean" and set(out["metrics"]) == {"sei", "cl", "mistakenness"}
     assert ds.list_runs() == ["sei_cl"] and "sei_cl_disagreements" in ds.list_saved_views()
     # The App's view is the saved view of the disagreements: the session mirrors the App's state.
     expected = ds.load_saved_view("sei_cl_disagreements")

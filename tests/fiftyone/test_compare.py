@@ -25,7 +25,8 @@ from sei_fiftyone.demo import load_sample
 
 URI = "@sei/fiftyone"
 N = 240
-NAMES = ("sei_cl", "sei_cl_mislabeled", "sei_cl_disagreements")
+NAMES = ("sei_cl", "sei_cl_mislabeled", "sei_cl_disagreements", "sei_cl_agreement", "sei_cl_mistakenness")
+FIELDS = (NAMES[0], NAMES[1], NAMES[3], NAMES[4])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,7 +67,8 @@ def _state(ds):
     runs = ds.list_runs()
     return dict(
         schema=sorted(schema),
-        values=[ds.values(f) for f in NAMES[:2] if f in schema],
+        values=[ds.values(f) for f in FIELDS if f in schema and f != NAMES[3]]
+        + [ds.values(f"{NAMES[3]}.label")] if NAMES[3] in schema else [],
         views=sorted(ds.list_saved_views()),
         view=ds.load_saved_view(NAMES[2]).values("id") if ds.has_saved_view(NAMES[2]) else None,
         runs=runs,
@@ -116,6 +118,64 @@ def test_the_saved_view_holds_exactly_the_samples_flagged_by_one_detector(ds):
     assert out["n_both"] == sum(1 for a, b in zip(sei, cl) if a and b)
     assert view.values("sei") == sorted(view.values("sei"))  # most suspect by SEI first
     assert cmp.get_comparison(ds, "sei") == out
+
+
+def test_the_grid_says_who_flagged_each_sample_and_it_follows_the_cutoff(ds):
+    import sei_fiftyone.review as review
+
+    out = cmp.compare_with_confident_learning(ds, "sei")
+    sei, cl, who = ds.values(["sei_mislabeled", "sei_cl_mislabeled", "sei_cl_agreement.label"])
+    expected = {(True, True): "both", (True, False): "SEI only", (False, True): "CL only", (False, False): None}
+    assert who == [expected[a, b] for a, b in zip(sei, cl)]
+    assert {"both", "SEI only", "CL only"} <= set(who) and out["agreement_field"] == "sei_cl_agreement"
+    assert isinstance(ds.get_field("sei_cl_agreement").document_type(), fo.Classification)
+    view = ds.load_saved_view(out["view_name"])  # the disagreements: most suspect by SEI first
+    assert set(view.values("sei_cl_agreement.label")) == {"SEI only", "CL only"}
+    assert view.values("sei") == sorted(view.values("sei"))
+    review.set_cutoff(ds, "sei", float(np.max(ds.values("sei"))) + 1)  # now SEI flags every sample
+    assert ds.values("sei_cl_agreement.label") == ["both" if c else "SEI only" for c in cl]
+    assert cmp.get_comparison(ds, "sei")["n_sei_only"] == N - sum(cl)
+
+
+def test_mistakenness_is_fiftyone_brains_on_the_runs_predictions(ds):
+    import fiftyone.brain as fob
+
+    datasets = sorted(fo.list_datasets())
+    out = cmp.compare_with_confident_learning(ds, "sei", trusted_label_field="clean")
+    assert ds.list_brain_runs() == ["sei"] and sorted(fo.list_datasets()) == datasets  # no Brain run, no clone left
+    # Brain's own run on a copy of the two fields gives the same values
+    copy = ds.select_fields(["ground_truth", "sei_suggestion"]).clone()
+    try:
+        fob.compute_mistakenness(copy, "sei_suggestion", "ground_truth", mistakenness_field="m", progress=False)
+        assert np.allclose(ds.values("sei_cl_mistakenness"), copy.values("m"))
+    finally:
+        copy.delete()
+    given, sugg, conf = ds.values(["ground_truth.label", "sei_suggestion.label", "sei_suggestion.confidence"])
+    m = np.array(ds.values("sei_cl_mistakenness"))
+    assert np.allclose(m, [(c + 1) / 2 if g != s else (1 - c) / 2 for g, s, c in zip(given, sugg, conf)])
+    truth = np.array(given) != np.array(ds.values("clean.label"))
+    got = out["metrics"]["mistakenness"]
+    assert got["precision"] == pytest.approx(precision_score(truth, m > 0.5))
+    assert got["recall"] == pytest.approx(recall_score(truth, m > 0.5))
+    assert got["f1"] == pytest.approx(f1_score(truth, m > 0.5))
+    assert got["auroc"] == pytest.approx(roc_auc_score(truth, m)) and got["auroc"] > 0.6
+    assert out["n_mistakenness_flagged"] == int(np.sum(m > 0.5)) > 0 and out["predictions_field"] is None
+    assert set(out["timings"]) == {"read", "confident learning", "mistakenness", "write"}
+    assert all(v >= 0 for v in out["timings"].values())
+
+
+def test_mistakenness_of_a_predictions_field_the_user_names(ds):
+    labels, classes = _labels(ds, "clean")
+    confident = [fo.Classification(label=classes[y], confidence=0.9) for y in labels]  # the clean labels
+    ds.set_values("model_preds", confident)
+    seen = []
+    out = cmp.compare_with_confident_learning(ds, "sei", trusted_label_field="clean", predictions_field="model_preds",
+                                              progress=lambda f, label: seen.append((f, label)))
+    truth = np.array(ds.values("ground_truth.label")) != np.array(ds.values("clean.label"))
+    assert np.allclose(ds.values("sei_cl_mistakenness"), np.where(truth, 0.95, 0.05))
+    assert out["metrics"]["mistakenness"]["f1"] == 1.0 and out["predictions_field"] == "model_preds"
+    assert [label for _, label in seen] == ["read", "confident learning", "mistakenness", "write", "write"]
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)
 
 
 def test_metrics_equal_an_independent_sklearn_computation(ds):
@@ -194,7 +254,8 @@ def test_bad_inputs_are_refused_before_anything_is_written(ds):
     ds.set_values("wide", [np.full(k + 1, 1 / (k + 1)) for _ in labels])
     ds.set_values("unnormalised", [np.full(k, 0.5) for _ in labels])
     ds.set_values("some", [np.full(k, 1 / k) if i % 2 else None for i in range(N)])
-    before = _state(ds)
+    ds.set_values("no_confidence", [fo.Classification(label=c) for c in ds.values("clean.label")])
+    before, datasets = _state(ds), sorted(fo.list_datasets())
     cases = [
         (dict(brain_key="nope"), "No SEI run with brain key 'nope'"),
         (dict(probs_field="wide"), r"\[11\] value\(s\) per sample but the run has 10 classes"),
@@ -205,13 +266,19 @@ def test_bad_inputs_are_refused_before_anything_is_written(ds):
         (dict(trusted_label_field="nope"), "available"),
         (dict(embeddings_field="filepath"), "not a vector field"),
         (dict(folds=1), "folds"),
+        (dict(predictions_field="ground_truth"), "predictions_field must be a Classification field"),
+        (dict(predictions_field="clean", trusted_label_field="clean"), "other than the run's label field"),
+        (dict(predictions_field="no_confidence"), "needs a confidence .*use_logits=True"),
     ]
     for kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
             cmp.compare_with_confident_learning(ds, **{"brain_key": "sei", **kwargs})
     with pytest.raises(TypeError, match="folds"):
         cmp.compare_with_confident_learning(ds, "sei", folds=2.5)
+    with pytest.raises(TypeError, match="use_logits"):
+        cmp.compare_with_confident_learning(ds, "sei", use_logits="yes")
     assert _state(ds) == before
+    assert sorted(fo.list_datasets()) == datasets  # Brain's temporary clones are gone
 
 
 def test_a_run_without_stored_embeddings_says_what_to_do(ds):

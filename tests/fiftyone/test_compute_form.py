@@ -59,7 +59,7 @@ def _form(dataset, selected=None, **params):
 def test_the_form_offers_the_model_table_a_checkpoint_and_stored_embeddings(dataset):
     props = _form(dataset)
     values = list(props["model"].type.values)
-    assert values == model_choices.choice_names() + [model_choices.CHECKPOINT, "embeddings"]
+    assert values == model_choices.choice_names() + [model_choices.CHECKPOINT, model_choices.ZOO, "embeddings"]
     assert {"ViT-B-32:openai", "RN50:openai", "clip-vit-base32-torch"} <= set(values)
     labels = {c.value: c.label for c in props["model"].view.choices}
     assert "OpenAI" in labels["RN50:openai"] and "zoo" in labels["clip-vit-base32-torch"]

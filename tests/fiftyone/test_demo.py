@@ -45,6 +45,8 @@ def test_the_demo_ends_saying_how_to_open_the_app(demo_env, capsys):
     assert cli_main(["demo", "--limit", "40", "--epochs", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("Loaded 40 CIFAR-10N images")
+    assert any(line.startswith("phases: read ") for line in lines)
+    assert any(line.startswith("Comparison skipped: 40 samples") for line in lines)  # too few for 5 folds
     assert lines[-1].startswith(f"Open the App on the result: fiftyone app launch {demo.DATASET_NAME}")
     assert "--app" in lines[-1] and "sei_most_likely_mislabeled" in lines[-1]
     assert os.environ[DATABASE_VALIDATION_ENV] == "false" and fo.config.database_validation is False
@@ -93,3 +95,15 @@ def test_app_serves_the_sorted_view_on_localhost_until_ctrl_c(dataset, monkeypat
     assert wait == ("wait", -1) and close == ("close",)
     out = capsys.readouterr().out
     assert "App: http://127.0.0.1:5999/" in out and "Ctrl+C" in out and "App stopped" in out
+
+
+def test_the_demo_compares_sei_confident_learning_and_mistakenness(demo_env, capsys):
+    assert cli_main(["demo", "--limit", "300", "--epochs", "3"]) == 0
+    out = capsys.readouterr().out
+    from sei_fiftyone.compare import get_comparison
+
+    found = get_comparison(fo.load_dataset(demo.DATASET_NAME), "sei")
+    for key, name in (("sei", "SEI"), ("cl", "confident learning"), ("mistakenness", "mistakenness (Brain)")):
+        m = found["metrics"][key]
+        assert f"{m['precision']:>11.3f}{m['recall']:>8.3f}{m['f1']:>7.3f}{m['auroc']:>7.3f}" in out
+        assert f"\n{name:<24}" in out

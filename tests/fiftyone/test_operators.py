@@ -69,7 +69,12 @@ def test_compute_sei_operator_passes_head_and_score(dataset):
     assert config.head == "prompt" and config.score == "aum_prob_knn"
 
 
-def test_compute_sei_operator_delegated_then_run_by_service(dataset):
+def test_compute_sei_operator_delegated_then_run_by_service(dataset, monkeypatch):
+    reported = []  # what the worker's ctx.set_progress hands to FiftyOne's store
+    store = DelegatedOperationService.set_progress
+    monkeypatch.setattr(DelegatedOperationService, "set_progress",
+                        lambda self, doc_id, progress: reported.append((progress.progress, progress.label))
+                        or store(self, doc_id, progress))
     result = foo.execute_operator(
         f"{URI}/compute_sei", dataset=dataset, request_delegation=True,
         params=dict(label_field="ground_truth", model="embeddings", embeddings_field="embedding",
@@ -87,6 +92,11 @@ def test_compute_sei_operator_delegated_then_run_by_service(dataset):
     dataset.reload()
     assert "sei_del" in dataset.list_brain_runs()
     assert doc.status is not None and doc.status.progress == pytest.approx(1.0)
+    phases = [label.split(":")[0] for _, label in reported]  # the run's phases, in order, as FiftyOne shows them
+    assert [p for k, p in enumerate(phases) if k == 0 or p != phases[k - 1]] == ["read", "train", "score", "write"]
+    assert any(label.startswith("train: epoch 3/3") for _, label in reported)
+    assert [f for f, _ in reported] == sorted(f for f, _ in reported)
+    assert tuple(dataset.load_brain_results("sei_del").timings) == ("read", "train", "score", "write")
 
 
 def test_compute_sei_form_warns_without_classification_field(tmp_path):

@@ -285,7 +285,7 @@ def test_the_comparison_section_follows_get_comparison(ds, monkeypatch):
     monkeypatch.setattr(sei_panel, "get_comparison", lambda dataset, brain_key: found)
     p("on_load")
     assert p.text("compare_text").startswith("**17** samples flagged by only one")
-    assert "F1 0.333" in p.text("compare_text") and "AUROC 0.700" in p.text("compare_text")
+    assert "| SEI | – | 0.500 | 0.250 | 0.333 | 0.700 |" in p.text("compare_table")
     assert {"show_disagreements", "compare"} <= set(p.shown())
     p("on_show_disagreements")
     assert p.sent("set_view") == [{"name": "sei_cl_disagreements"}]
@@ -325,9 +325,15 @@ def test_the_comparison_section_on_a_real_comparison(ds):
                                for c in clean])
     found = compare_with_confident_learning(ds, "sei", embeddings_field="features", trusted_label_field="clean")
     p = Panel(ds)("on_load")
-    text = p.text("compare_text")
-    assert text.startswith(f"**{found['n_disagree']}** samples flagged by only one")
-    assert f"F1 {found['metrics']['cl']['f1']:.3f}" in text and "SEI: precision" in text
+    assert p.text("compare_text").startswith(f"**{found['n_disagree']}** samples flagged by only one")
+    rows = p.text("compare_table").splitlines()[2:]  # one row per detector, in this order
+    for row, (key, name, flagged) in zip(rows, [("sei", "SEI", "n_sei_flagged"), ("cl", "Confident learning",
+                                                "n_cl_flagged"), ("mistakenness", "FiftyOne mistakenness",
+                                                                  "n_mistakenness_flagged")]):
+        m = found["metrics"][key]
+        assert row == (f"| {name} | {found[flagged]} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+                       f"{m['auroc']:.3f} |")
+    assert len(rows) == 3 and p.text("compare_phases").startswith("Comparison phases: read ")
     p("on_show_disagreements")
     (request,) = p.sent("set_view")
     assert request == {"name": found["view_name"]} and ds.has_saved_view(found["view_name"])
@@ -336,3 +342,71 @@ def test_the_comparison_section_on_a_real_comparison(ds):
     moved = get_comparison(ds, "sei")
     assert moved["n_sei_flagged"] == sum(ds.values("sei_mislabeled"))
     assert p.text("compare_text").startswith(f"**{moved['n_disagree']}** samples")
+
+
+def test_edit_in_the_app_opens_fiftyones_editor_and_the_edit_counts_as_accept(ds):
+    p = Panel(ds)("on_load")
+    p.state["budget"] = 3
+    p("on_next_batch")
+    edited, untouched, other = p.state["queue"]
+    given = dict(zip(*ds.values(["id", "ground_truth.label"])))
+    assert "edit" in p.shown()
+    p("on_edit", sample_id=edited)
+    # the App's built-in operator: the sample view on its Annotate tab, the label selected
+    assert p.sent("annotate") == [{"id": edited, "field_path": "ground_truth", "label_id": ds[edited].ground_truth.id}]
+    assert p.state["editing"] == {edited: given[edited]} and ds[edited].tags == [DEFAULT_TAG]  # no sample written
+    ds.reload()  # the App edits fields with a label schema: the run's classes to choose from
+    schema = ds.label_schemas["ground_truth"]
+    assert schema["type"] == "classification" and schema["classes"] == ds.load_brain_results("sei").classes
+    assert ds.active_label_schemas == ["ground_truth"]
+    assert review.ensure_label_schema(ds, "ground_truth", ["a", "b"]) is False  # a schema there is kept
+    p("on_edit", sample_id=untouched)
+    assert "*editing in the App*" in p.text("text")
+
+    new_label = next(c for c in ds.load_brain_results("sei").classes if c != given[edited])
+    ds.select(edited).set_values("ground_truth.label", [new_label])  # as the App's editor changes it
+    p("on_change_current_sample")  # the sample view closed
+    sample = ds[edited]
+    assert sample.ground_truth.label == new_label and sample.ground_truth_original.label == given[edited]
+    assert ACCEPTED in sample.tags and DEFAULT_TAG not in sample.tags
+    assert p.state["queue"] == [untouched, other] and p.state["editing"] == {untouched: given[untouched]}
+    assert "Recorded the edit of 1 sample(s)" in p.sent("notify")[0]["message"]
+    assert ds[untouched].tags == [DEFAULT_TAG] and ds[untouched].ground_truth_original is None
+    assert review.review_counts(ds, "sei")["accepted"] == 1
+
+    p("on_edit", sample_id=edited)  # decided: refused, as a second Accept is
+    assert "already reviewed" in p.sent("notify")[0]["message"]
+    p("on_reject", sample_id=untouched)  # decided otherwise meanwhile: no longer waited for
+    p("on_refresh")
+    assert p.state["editing"] == {}
+    with pytest.raises(ValueError, match="Not a sample id"):
+        review.record_edits(ds, "sei", {"junk": "cat"})
+    with pytest.raises(ValueError, match="map sample ids to labels"):
+        review.record_edits(ds, "sei", [edited])
+
+
+def test_the_panel_shows_the_phases_of_the_run_and_of_delegated_runs(ds):
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionContext, ExecutionProgress
+
+    from sei_fiftyone.runs import RUN_PHASES
+
+    timings = ds.load_brain_results("sei").timings
+    assert tuple(timings) == RUN_PHASES and all(timings[k] > 0 for k in RUN_PHASES)
+    p = Panel(ds)("on_load")
+    assert p.text("phases_md") == ("Run phases: " + " · ".join(f"{k} {timings[k]:.3g} s" for k in RUN_PHASES))
+    assert "refresh_progress" not in p.shown()
+
+    service = DelegatedOperationService()  # a delegated run as FiftyOne's store holds it while a worker runs it
+    doc = service.queue_operation("@sei/fiftyone/compute_sei", context=ExecutionContext(
+        request_params={"dataset_name": ds.name, "dataset_id": str(ds._doc.id), "params": {}}))
+    try:
+        p("on_refresh")
+        assert p.text("delegated_0") == "Delegated `compute_sei` queued: waiting for a worker"
+        service.set_running(doc.id)
+        service.set_progress(doc.id, ExecutionProgress(progress=0.4, label="train: epoch 2/5"))
+        p("on_refresh")
+        assert p.text("delegated_0") == "Delegated `compute_sei` running: train: epoch 2/5 (40 %)"
+        assert "refresh_progress" in p.shown()
+    finally:
+        service.delete_operation(doc.id)
