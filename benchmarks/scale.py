@@ -148,6 +148,11 @@ def main(argv=None):
             print(f"- N={r['n']:,}: warning: {w}")
     if a.out:
         Path(a.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        notes = "\n".join(f"- N={r['n']:,}: warning: {w}" for r in rows for w in r["warnings"])
+        Path(a.out).write_text(f"# The default path at scale\n\nMeasured with `{' '.join(['python', 'benchmarks/scale.py', *(argv or sys.argv[1:])])}` "
+                               f"on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end (seconds "
+                               "are upper bounds on a shared machine; the ratio is measured batch by batch, "
+                               "so both sides see the same load).\n\n" + table + "\n\n" + notes + "\n")
     return rows
 
 
