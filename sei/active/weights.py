@@ -139,6 +139,10 @@ class RobustWeights:
             self._loss_count = np.array(state["loss_count"], dtype=np.float64).ravel()
         return self
 
+    def candidate_order(self) -> np.ndarray:
+        """Indices by decreasing p^S = (1 - alpha) / sum(1 - alpha), i.e. increasing alpha."""
+        return np.argsort(self.alpha, kind="stable")
+
 
 def mean_pairwise_distance(values) -> float:
     """``mean_{j != k} |v_j - v_k|`` of a 1-D array, exactly, in O(N log N) (from the sorted values:
@@ -148,7 +152,3 @@ def mean_pairwise_distance(values) -> float:
     if n < 2:
         return 0.0
     return float(2.0 * np.dot(2.0 * np.arange(1, n + 1) - n - 1, v) / (n * (n - 1)))
-
-    def candidate_order(self) -> np.ndarray:
-        """Indices by decreasing p^S = (1 - alpha) / sum(1 - alpha), i.e. increasing alpha."""
-        return np.argsort(self.alpha, kind="stable")
