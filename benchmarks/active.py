@@ -68,7 +68,7 @@ VARIANTS = {"sei_fc_design": ("sei_fc", {"transition_estimate": "design", "robus
 SETTINGS = ("uniform80", "transition80", "cifar10n_worse", "paper_uniform80", "paper_flip80")
 PAPER = {  # the ALC paper's protocol (Sec. 4)
     "settings": "paper_uniform80,paper_flip80", "methods": "kim_paper,dalc,random,sei_fc", "lr": 0.01,
-    "lr_schedule": "step10", "epochs": 20, "hidden": "256,256,256", "target": 0.90, "check_cost": 1 / 3.5}
+    "lr_schedule": "step10", "epochs": 20, "batch_size": 128, "hidden": "256,256,256", "target": 0.90, "check_cost": 1 / 3.5}
 #: The paper's CIFAR-10 labels to 90 % accuracy (Sec. 4, uniform noise; budget 15,000 of 50,000 images).
 PAPER_LABELS_TO_90 = {"kim": 3_000, "dalc": 9_000, "corractive": 11_000}
 #: The paper's Table 1 (CIFAR-100, the only dataset it tabulates): share of picks that were noisy, %.
@@ -114,7 +114,8 @@ def parse_args(argv=None):
     a.hidden = tuple(int(h) for h in (a.hidden or (PAPER["hidden"] if paper else "")).split(",") if h)
     if a.check_cost is None and paper:
         a.check_cost = PAPER["check_cost"]
-    a.train_options = ({"lr": PAPER["lr"], "lr_schedule": PAPER["lr_schedule"], "hidden": a.hidden} if paper
+    a.train_options = ({"lr": PAPER["lr"], "lr_schedule": PAPER["lr_schedule"], "hidden": a.hidden,
+                        "batch_size": PAPER["batch_size"]} if paper
                        else {"lr": LR})
     a.prefix = "active_paper" if paper else "active"
     if paper and (a.test != "holdout" or a.features):
@@ -218,9 +219,14 @@ def paper_noise(clean, kind, k, seed, rate=0.8):
 
 
 def bench_selector(method):
-    """The selector called ``method``: a name of ``sei.active.SELECTORS`` or of ``VARIANTS``."""
-    base, options = VARIANTS.get(method, (method, {}))
-    return make_selector(base, **options, **({"name": method} if method in VARIANTS else {}))
+    """The selector called ``method``: a name of ``sei.active.SELECTORS`` or of ``VARIANTS``, with
+    ``+nb`` appended: the same selector, its answers propagated to agreeing neighbours (the simulator's
+    ``confirm_neighbours``)."""
+    base_name = method[:-3] if method.endswith("+nb") else method
+    base, options = VARIANTS.get(base_name, (base_name, {}))
+    sel = make_selector(base, **options)
+    sel.name = method
+    return sel
 
 
 def run_one(data, graph, setting, method, seed, a):
@@ -231,7 +237,8 @@ def run_one(data, graph, setting, method, seed, a):
     sel = bench_selector(method) if isinstance(method, str) else method
     r = simulate(xtr, noisy, ytr, sel, budget=a.budget, batch_size=a.batch,
                  test_features=xte, test_labels=yte, graph=graph, epochs=a.epochs, seed=seed,
-                 train_options=a.train_options, check_cost=a.check_cost)
+                 train_options=a.train_options, check_cost=a.check_cost,
+                 confirm_neighbours=isinstance(method, str) and method.endswith("+nb"))
     r["seconds"] = time.time() - t
     print(f"[active] {setting} seed {seed} {sel.name:16s} acc {r['test_accuracy'][0]:.3f}->"
           f"{r['test_accuracy'][-1]:.3f} prec {np.nanmean(r['batch_precision']):.3f} ({r['seconds']:.0f}s)", flush=True)
@@ -355,9 +362,9 @@ def write_report(out, a, results, info, done, planned):
             for s, r in v.items():
                 raw[f"{setting}/{m}/{s}/acc"] = r["test_accuracy"]
                 raw[f"{setting}/{m}/{s}/prec"] = r["batch_precision"]
-                if "cost" in r:
-                    raw[f"{setting}/{m}/{s}/cost"] = r["cost"]
-                    raw[f"{setting}/{m}/{s}/accepted"] = r["accepted"]
+                for extra in ("cost", "accepted", "verified", "verified_wrong"):
+                    if extra in r:
+                        raw[f"{setting}/{m}/{s}/{extra}"] = r[extra]
     raw["_info"] = np.array(json.dumps({k_: v for k_, v in info.items() if k_ != "argv"}))
     np.savez_compressed(out / f"{a.prefix}_raw.npz", **raw)
     graph_s = f"build {info['t_graph']:.0f} s" if np.isfinite(info["t_graph"]) else "build time not recorded"
@@ -366,7 +373,7 @@ def write_report(out, a, results, info, done, planned):
     if paper:
         head_model = (f"{a.epochs} epochs per round of the paper's head (`sei.active.train_linear(hidden={a.hidden})`: "
                       f"{len(a.hidden) + 1} FC layers with ReLU, SGD lr {PAPER['lr']}, momentum 0.9, weight decay "
-                      "1e-4, lr x0.1 every 10 epochs, batch 256), retrained from scratch each round (the paper: "
+                      f"1e-4, lr x0.1 every 10 epochs, batch {PAPER['batch_size']} (the paper does not give it)), retrained from scratch each round (the paper: "
                       "10 seeds, frozen ResNet-101 + 4 FC layers, 50,000 images). kNN graph k=10 on the same "
                       f"features ({graph_s}). Human cost: a checked suggestion costs {a.check_cost:.3g} of a relabel "
                       "(an assumption from user studies that put checking at 3-4x faster than labelling); a "
@@ -403,7 +410,7 @@ def report_from_raw(a, out, info):
                 acc = raw[key]
                 r = {"test_accuracy": acc, "batch_precision": raw[key[:-3] + "prec"],
                      "labels_queried": np.arange(len(acc)) * a.batch}
-                for extra in ("cost", "accepted"):
+                for extra in ("cost", "accepted", "verified", "verified_wrong"):
                     if key[:-3] + extra in raw:
                         r[extra] = raw[key[:-3] + extra]
                 results[setting][m][int(seed)] = r
