@@ -402,8 +402,11 @@ def report_from_raw(a, out, info):
     stored = {}
     for path in a.from_raw.split(","):
         raw = np.load(path)
-        if "_info" in raw and not stored:
-            stored = json.loads(str(raw["_info"]))
+        if "_info" in raw:  # the first file's info, with every file's noise rates
+            this = json.loads(str(raw["_info"]))
+            noise = dict(stored.get("noise", {}), **this.get("noise", {}))
+            stored = dict(this, **stored)
+            stored["noise"] = noise
         for key in raw.files:
             setting, m, seed, what = (key.split("/") + [""] * 4)[:4]
             if what == "acc" and setting in results and m in results[setting]:
