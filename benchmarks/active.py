@@ -313,30 +313,40 @@ def paper_tables(setting, runs, target, batch, budget, n, check_cost):
             v = f"{np.nanmean(prec[:, c - 1]):.1%}" if prec.shape[1] >= c else "-"
             cells.append(v + (f" [{ref[i]:.1f}]" if ref else ""))
         out.append(f"| {m} | " + " | ".join(cells) + " |")
-    out += ["", f"#### {setting}: labels and human cost to target ({target:.1%}); the paper: labels to 90 % on "
+    # a second, lower level that every shipped selector reaches, so that costs can be compared where the
+    # target is out of reach: the lowest of their seed-mean curves' maxima, rounded down to 1 pt
+    shipped = [m for m in ("kim_paper", "dalc", "sei_fc") if runs.get(m)]
+    level = np.floor(100 * min(np.max(np.mean([r["test_accuracy"] for r in runs[m].values()], 0))
+                               for m in shipped)) / 100 if shipped else target
+    out += ["", f"#### {setting}: labels and human cost to target ({target:.1%}) and to {level:.0%} (the highest "
+            "level every one of kim_paper, dalc, sei_fc reaches on its seed-mean curve); the paper: labels to 90 % on "
             f"CIFAR-10 (of 50,000 images; x{scale:g} for this set's size in brackets)", "",
-            f"| selector | labels to target | cost to target, relabel only | cost to target, checked suggestion "
-            f"({check_cost:.3g} of a relabel) first | suggestions accepted | paper: labels to 90 % |",
-            "|---|---|---|---|---|---|"]
+            f"| selector | labels to target | labels to {level:.0%} | cost to {level:.0%}, relabel only | cost to "
+            f"{level:.0%}, checked suggestion ({check_cost:.3g} of a relabel) first | suggestions accepted | confirmed "
+            "through neighbours at the budget (wrong among them) | paper: labels to 90 % |",
+            "|---|---|---|---|---|---|---|---|"]
     for m, by_seed in runs.items():
         rs = [by_seed[s] for s in sorted(by_seed)]
         if not rs:
             continue
-        lt, ct, acc = [], [], []
-        for r in rs:
-            hit = np.flatnonzero(np.asarray(r["test_accuracy"]) >= target)
-            lt.append(float(r["labels_queried"][hit[0]]) if len(hit) else np.nan)
-            ct.append(float(r["cost"][hit[0]]) if len(hit) and "cost" in r else np.nan)
-            q = float(r["labels_queried"][-1])
-            acc.append(float(r["accepted"][-1]) / q if "accepted" in r and q else np.nan)
+
+        def first(r, key, lvl):
+            hit = np.flatnonzero(np.asarray(r["test_accuracy"]) >= lvl)
+            return float(r[key][hit[0]]) if len(hit) and key in r else np.nan
 
         def c(v):
             ok = [x for x in v if np.isfinite(x)]
             if not ok:
                 return "not reached"
             return _cell(ok, "{:,.0f}") + ("" if len(ok) == len(v) else f" ({len(v) - len(ok)} of {len(v)} not reached)")
+        acc = [float(r["accepted"][-1]) / float(r["labels_queried"][-1]) if "accepted" in r else np.nan for r in rs]
+        ver = [(float(r["verified"][-1]), float(r["verified_wrong"][-1])) for r in rs if "verified" in r]
+        ver_cell = "-" if not ver or not any(v for v, _ in ver) else (
+            f"{np.mean([v for v, _ in ver]):,.0f} ({np.sum([w for _, w in ver]) / max(np.sum([v for v, _ in ver]), 1):.1%})")
         ref = PAPER_LABELS_TO_90.get(_paper_name(m))
-        out.append(f"| {m} | {c(lt)} | {c(lt)} | {c(ct)} | {_cell(acc)} | "
+        out.append(f"| {m} | {c([first(r, 'labels_queried', target) for r in rs])} | "
+                   f"{c([first(r, 'labels_queried', level) for r in rs])} | {c([first(r, 'labels_queried', level) for r in rs])} | "
+                   f"{c([first(r, 'cost', level) for r in rs])} | {_cell(acc)} | {ver_cell} | "
                    + (f"{ref:,} [{ref * scale:,.0f}]" if ref else "-") + " |")
     return "\n".join(out)
 
@@ -420,7 +430,7 @@ def report_from_raw(a, out, info):
     info = dict(stored, **info)
     a.seeds = sorted({s for r in results.values() for v in r.values() for s in v})
     done = sum(len(v) for r in results.values() for v in r.values())
-    write_report(out, a, results, info, done, len(a.seeds) * len(a.settings) * len(a.methods))
+    write_report(out, a, results, info, done, done)  # the runs stored; the header's cut says what was run
 
 
 def main(argv=None):
