@@ -219,9 +219,11 @@ def paper_noise(clean, kind, k, seed, rate=0.8):
 
 
 def bench_selector(method):
-    """The selector called ``method``: a name of ``sei.active.SELECTORS`` or of ``VARIANTS``. (``+nb`` rows
-    in ``active_paper.md``: answers propagated to agreeing neighbours, an option measured and removed, see there.)"""
-    base, options = VARIANTS.get(method, (method, {}))
+    """The selector called ``method``: a name of ``sei.active.SELECTORS`` or of ``VARIANTS``, with
+    ``+nb`` appended: the same selector, its answers propagated to agreeing neighbours (the simulator's
+    ``confirm_neighbours``)."""
+    base_name = method[:-3] if method.endswith("+nb") else method
+    base, options = VARIANTS.get(base_name, (base_name, {}))
     sel = make_selector(base, **options)
     sel.name = method
     return sel
@@ -235,7 +237,8 @@ def run_one(data, graph, setting, method, seed, a):
     sel = bench_selector(method) if isinstance(method, str) else method
     r = simulate(xtr, noisy, ytr, sel, budget=a.budget, batch_size=a.batch,
                  test_features=xte, test_labels=yte, graph=graph, epochs=a.epochs, seed=seed,
-                 train_options=a.train_options, check_cost=a.check_cost)
+                 train_options=a.train_options, check_cost=a.check_cost,
+                 confirm_neighbours=isinstance(method, str) and method.endswith("+nb"))
     r["seconds"] = time.time() - t
     print(f"[active] {setting} seed {seed} {sel.name:16s} acc {r['test_accuracy'][0]:.3f}->"
           f"{r['test_accuracy'][-1]:.3f} prec {np.nanmean(r['batch_precision']):.3f} ({r['seconds']:.0f}s)", flush=True)

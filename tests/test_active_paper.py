@@ -182,3 +182,20 @@ def test_simulator_reports_cost_with_and_without_suggestions():
     assert np.allclose(runs[1]["cost"], 0.25 * runs[1]["labels_queried"] + runs[1]["labels_queried"] - acc)
     assert acc[-1] > 0
 
+
+def test_confirmed_answers_propagate_to_agreeing_unqueried_neighbours():
+    """Two clusters; every label in cluster 0 agrees, so one answer there confirms its neighbours
+    (never picked afterwards, counted as verified, none wrong)."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 60)
+    x = (np.eye(2)[y] * 6 + rng.normal(size=(120, 2))).astype(np.float32)
+    noisy = y.copy()
+    noisy[60:90] = 0  # half of cluster 1 mislabeled
+    g = KNNGraph(x, k=5)
+    r = simulate(x, noisy, y, "random", budget=40, batch_size=10, epochs=2, graph=g, confirm_neighbours=True)
+    assert r["verified"][-1] > 0
+    assert len(set(r["picks"].tolist())) == len(r["picks"])
+    plain = simulate(x, noisy, y, "random", budget=40, batch_size=10, epochs=2, graph=g)
+    assert plain["verified"][-1] == 0
+    assert r["verified_wrong"][-1] < r["verified"][-1]

@@ -136,7 +136,7 @@ def sei_train_trainer(**train_kwargs):
 
 def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_size, num_classes=None,
              test_features=None, test_labels=None, graph=None, epochs=20, seed=0, trainer="linear",
-             train_options=None, robust_options=None, score_name="sei", check_cost=None):
+             train_options=None, robust_options=None, score_name="sei", check_cost=None, confirm_neighbours=False):
     """Run one active-label-correction episode; returns a dict of per-round arrays.
 
     Parameters
@@ -152,6 +152,11 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
         round's ``probs``) and the oracle accepts or rejects it (:class:`Oracle`); a check costs
         ``check_cost`` relabels, a rejection adds a relabel. The labels, and so the curves, are the
         same as without it; ``cost`` says what they cost.
+    confirm_neighbours : bool, default False
+        Propagate each answer to the graph neighbours of the queried sample that nobody has
+        queried and whose given label agrees with the answer: they count as checked (never
+        picked, trained as clean: outside the forward-corrected loss), at no cost. Needs ``graph``.
+        ``verified`` / ``verified_wrong`` count them and those among them whose label was wrong.
 
     Returns
     -------
@@ -170,7 +175,7 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
     train_fn = train_linear if trainer == "linear" else trainer
     out = {k_: [] for k_ in ("labels_queried", "test_accuracy", "batch_precision", "precision",
                              "remaining_mislabeled", "train_label_accuracy", "transition_error", "cost",
-                             "accepted")}
+                             "accepted", "verified", "verified_wrong")}
     rnd = 0
     while True:
         robust = sel.robust_training is True or (sel.robust_training == "round0" and rnd == 0)
@@ -180,7 +185,7 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
         t_round = ep.transition(sel)
         out["transition_error"].append(ep.transition_error(t_round))
         trained = train_fn(features, ep.labels, k, epochs=epochs, sample_weights=weights,
-                           transition_matrix=t_round, correct_mask=~ep.queried, recorder=rec,
+                           transition_matrix=t_round, correct_mask=~(ep.queried | ep.verified), recorder=rec,
                            seed=seed * 1000 + rnd, **dict(train_options or {}))
         model, probs = trained[0], trained[1]
         if len(trained) > 3 and trained[3] is not None:
@@ -191,13 +196,19 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
         ep.record(out, acc, probs)
         if ep.queried.sum() >= budget or ep.queried.all():
             break
-        ctx = SelectionContext(ep.labels, probs, exclude=ep.queried,
+        ctx = SelectionContext(ep.labels, probs, exclude=ep.queried | ep.verified,
                                alpha=None if weights is None else weights.alpha,
                                sei_scores=rec.scores(score_name) if sel.needs_sei else None,
                                graph=graph, seed=seed * 1000 + rnd)
         picks = sel.select(ctx, min(batch_size, budget - int(ep.queried.sum())))
+        if not len(picks):
+            break
         out["batch_precision"].append(ep.correct(picks, rnd, getattr(sel, "last_draw", None),
                                                  suggestions=probs[picks].argmax(1)))
+        if confirm_neighbours:
+            if graph is None:
+                raise ValueError("confirm_neighbours=True needs a graph")
+            ep.confirm_neighbours(graph, picks)
         rnd += 1
     res = {k_: np.asarray(v) for k_, v in out.items()}
     res["picks"] = np.concatenate(ep.picks) if ep.picks else np.zeros(0, np.int64)
@@ -216,6 +227,7 @@ class _Episode:
         self.oracle = Oracle(self.clean, check_cost)
         self.labels = self.noisy.copy()
         self.queried = np.zeros(len(self.noisy), bool)
+        self.verified = np.zeros(len(self.noisy), bool)  # confirmed through a neighbour's answer
         self.query_round = np.full(len(self.noisy), -1)
         self.draws = []  # uniform parts of the queries: (round, indices, size of the set drawn from)
         self.picks, self.hits = [], 0
@@ -247,6 +259,16 @@ class _Episode:
         out["precision"].append(self.hits / q if q else np.nan)
         out["cost"].append(self.oracle.cost)
         out["accepted"].append(self.oracle.num_accepted)
+        out["verified"].append(int(self.verified.sum()))
+        out["verified_wrong"].append(int(np.sum(self.verified & (self.labels != self.clean))))
+
+    def confirm_neighbours(self, graph, picks):
+        """Mark the unqueried graph neighbours of ``picks`` whose label agrees with the answer."""
+        a = graph.adjacency
+        for j in picks:
+            nb = a.indices[a.indptr[j]:a.indptr[j + 1]]
+            nb = nb[~self.queried[nb] & (self.labels[nb] == self.labels[j])]
+            self.verified[nb] = True
 
     def correct(self, picks, rnd, draw=None, suggestions=None):
         """Query ``picks`` in round ``rnd`` (shown with ``suggestions`` when the oracle prices
@@ -255,6 +277,7 @@ class _Episode:
         self.hits += int(wrong.sum())
         self.labels[picks] = self.oracle.query(picks) if suggestions is None else self.oracle.review(picks, suggestions)
         self.queried[picks] = True
+        self.verified[picks] = False
         self.query_round[picks] = rnd
         if draw is not None:
             self.draws.append((rnd, *draw))
