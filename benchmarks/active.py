@@ -19,6 +19,20 @@ the runs so far); the tables then hold the seeds that finished and say so.
 
 Outputs ``benchmarks/results/active.md`` (tables), ``active_<setting>.png`` (accuracy
 curves with ±1 std bands), ``active_<setting>_precision.png`` and ``active_raw.npz``.
+
+``--protocol paper`` (the ALC paper's protocol; outputs ``active_paper*``): the full-width
+1,280-d EfficientNet-Lite0 features (no PCA: the paper's head sees the backbone's whole
+feature vector; Lite0 because it is the ImageNet backbone whose CIFAR-10 features are cached
+offline, the paper's ResNet-101 is not), its head of four fully-connected layers
+(``--hidden``: three hidden ReLU layers, widths not given in the paper), SGD lr 0.01, momentum
+0.9, weight decay 1e-4, lr x0.1 every 10 epochs (``lr_schedule="step10"``); its noise: 80 % of
+the labels replaced by a draw from the uniform class distribution (``paper_uniform80``) or from
+the true class's row of T with entries from U[0, 1], rows normalised (``paper_flip80``, one T
+per seed), so some replacements land on the true class; Kim as the paper writes it
+(``kim_paper``: sigma_alpha the squared mean pairwise loss distance, Algorithm 1's clamped
+diffusion), its ablations (``kim_paper_uniform``: uniform gradient combination, Fig. 4;
+``kim_paper_hard``: hard noise detection, Fig. 4; ``kim_paper_nodiff``: no diffusion, Fig. 5);
+human cost with checked suggestions priced at ``--check-cost`` of a relabel.
 """
 
 from __future__ import annotations
@@ -42,21 +56,46 @@ from sei.active import KNNGraph, make_selector, plot_curves, simulate, train_lin
 METHODS = ["random", "entropy", "corractive", "lossent", "lossent_sum", "dalc", "kim", "sei", "sei_propagation",
            "sei_alpha", "sei_fc", "sei_fc_ce0", "sei_fc_design", "dalc_regression"]
 # ablations: a selector of ``sei.active.SELECTORS`` with another transition estimate
+_KIM_PAPER = {"mode": "clamped", "robust_options": {"sigma": "pairs"}}
 VARIANTS = {"sei_fc_design": ("sei_fc", {"transition_estimate": "design", "robust_training": False}),
             "sei_fc_ce0": ("sei_fc", {"robust_training": False}),
-            "dalc_regression": ("dalc", {"transition_estimate": "regression"})}
-SETTINGS = ("uniform80", "transition80", "cifar10n_worse")
+            "dalc_regression": ("dalc", {"transition_estimate": "regression"}),
+            # Kim as the paper writes it (the audit, README), and the paper's ablations of it
+            "kim_paper": ("kim", _KIM_PAPER),
+            "kim_paper_uniform": ("kim", dict(_KIM_PAPER, robust_training=False)),
+            "kim_paper_hard": ("kim", dict(_KIM_PAPER, robust_options={"sigma": "pairs", "rule": "hard"})),
+            "kim_paper_nodiff": ("kim", dict(_KIM_PAPER, propagate=False))}
+SETTINGS = ("uniform80", "transition80", "cifar10n_worse", "paper_uniform80", "paper_flip80")
+PAPER = {  # the ALC paper's protocol (Sec. 4)
+    "settings": "paper_uniform80,paper_flip80", "methods": "kim_paper,dalc,random,sei_fc", "lr": 0.01,
+    "lr_schedule": "step10", "epochs": 20, "batch_size": 128, "hidden": "128,128,128", "target": 0.90, "check_cost": 1 / 3.5}
+#: The paper's CIFAR-10 labels to 90 % accuracy (Sec. 4, uniform noise; budget 15,000 of 50,000 images).
+PAPER_LABELS_TO_90 = {"kim": 3_000, "dalc": 9_000, "corractive": 11_000}
+#: The paper's Table 1 (CIFAR-100, the only dataset it tabulates): share of picks that were noisy, %.
+PAPER_TABLE1 = {"labels": (1_000, 3_000, 5_000, 7_000, 9_000, 11_000, 13_000, 15_000),
+                "random": (81.2, 80.5, 81.5, 82.0, 80.5, 80.0, 81.0, 82.1),
+                "entropy": (90.3, 91.3, 90.0, 91.5, 92.6, 90.7, 90.8, 91.4),
+                "lossent_sum": (93.7, 93.98, 93.02, 93.41, 93.7, 93.79, 94.27, 93.22),
+                "corractive": (87.6, 89.7, 87.5, 87.6, 89.2, 89.1, 89.7, 90.2),
+                "dalc": (89.1, 92.1, 91.7, 91.1, 91.1, 90.2, 88.3, 88.8),
+                "kim": (97.9, 98.0, 97.3, 97.8, 97.8, 97.8, 98.1, 97.6)}
 LR = 0.1  # the simulator's SGD step (batch 256, cosine); the engine's default 1e-3 is for 150-epoch runs
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser()
+    ap.add_argument("--protocol", choices=("scaled", "paper"), default="scaled",
+                    help="'paper': the ALC paper's head, optimiser, schedule and noise (module docstring)")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (report 0,1,2; tune on 100+)")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=None, help="per round (scaled: 10, paper: 20)")
+    ap.add_argument("--hidden", default=None, help="paper protocol: hidden widths of the 4-FC head")
+    ap.add_argument("--check-cost", type=float, default=None,
+                    help="price of a checked suggestion in relabels (paper protocol: 1/3.5, an assumption from "
+                         "user studies that put checking a suggestion at 3-4x faster than labelling)")
     ap.add_argument("--budget", type=int, default=15_000)
     ap.add_argument("--batch", type=int, default=1_000)
-    ap.add_argument("--settings", default=",".join(SETTINGS))
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--settings", default=None)
+    ap.add_argument("--methods", default=None)
     ap.add_argument("--synthetic", action="store_true")
     ap.add_argument("--test", choices=("holdout", "cifar10"), default="holdout")
     ap.add_argument("--n", type=int, default=0, help="subsample the training set (0 = all)")
@@ -68,6 +107,19 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=str(_HERE / "results"))
     ap.add_argument("--from-raw", default=None, help="rewrite the report from an active_raw.npz (no training)")
     a = ap.parse_args(argv)
+    paper = a.protocol == "paper"
+    a.settings = a.settings or (PAPER["settings"] if paper else ",".join(SETTINGS[:3]))
+    a.methods = a.methods or (PAPER["methods"] if paper else ",".join(METHODS))
+    a.epochs = a.epochs or (PAPER["epochs"] if paper else 10)
+    a.hidden = tuple(int(h) for h in (a.hidden or (PAPER["hidden"] if paper else "")).split(",") if h)
+    if a.check_cost is None and paper:
+        a.check_cost = PAPER["check_cost"]
+    a.train_options = ({"lr": PAPER["lr"], "lr_schedule": PAPER["lr_schedule"], "hidden": a.hidden,
+                        "batch_size": PAPER["batch_size"]} if paper
+                       else {"lr": LR})
+    a.prefix = "active_paper" if paper else "active"
+    if paper and (a.test != "holdout" or a.features):
+        raise ValueError("--protocol paper: the holdout test split and the cached Lite0 features only")
     a.seeds = [int(s) for s in str(a.seeds).split(",") if s != ""]
     a.settings, a.methods = a.settings.split(","), a.methods.split(",")
     if a.features and a.test != "holdout":
@@ -84,14 +136,15 @@ def _holdout_split(n, size=10_000):
     return perm[:size], perm[size:]
 
 
-def load_data(synthetic=False, test="holdout", features=None):
+def load_data(synthetic=False, test="holdout", features=None, pca=64):
     """``(x_train, y_train, x_test, y_test, worse_labels, description)``; PCA-64 CIFAR-10 features.
 
     ``test="holdout"``: 10,000 training images (a fixed random draw, clean labels) are the test
     set and the other 40,000 the training set (needs only the cached training embeddings);
     ``"cifar10"``: the CIFAR-10 test split (embeds it on first use). ``features``: a ``.npy``
     of (50,000, D) features of the training images in CIFAR-10N's order (e.g. the fine-tuned
-    tower's, already reduced; used as they are), with the holdout split.
+    tower's, already reduced; used as they are), with the holdout split. ``pca=None``: the
+    embeddings at full width.
     """
     if features is not None:
         from benchmarks.cifar10n import load_labels
@@ -120,9 +173,12 @@ def load_data(synthetic=False, test="holdout", features=None):
             else:
                 xte, yte = load_embeddings("test", verbose=True), lab["test"]
                 what = f"all {len(ytr):,} training images; test: the CIFAR-10 test split ({len(yte):,} images)"
-            pca = PCA(64, random_state=0).fit(xtr)
+            if pca is None:
+                return (xtr.astype(np.float32), ytr, xte.astype(np.float32), yte, worse,
+                        f"CIFAR-10, EfficientNet-Lite0 96px embeddings at full width ({xtr.shape[1]}-d), {what}")
+            pca = PCA(pca, random_state=0).fit(xtr)
             return (pca.transform(xtr).astype(np.float32), ytr, pca.transform(xte).astype(np.float32), yte, worse,
-                    f"CIFAR-10, EfficientNet-Lite0 96px embeddings, PCA-64, {what}")
+                    f"CIFAR-10, EfficientNet-Lite0 96px embeddings, PCA-{pca.n_components}, {what}")
         except Exception as exc:  # noqa: BLE001
             print(f"[active] CIFAR-10 embeddings unavailable ({exc}); using synthetic data")
     rng = np.random.default_rng(0)
@@ -141,13 +197,36 @@ def noisy_labels(setting, clean, worse, k, seed):
         return symmetric_noise(clean, 0.8, num_classes=k, seed=seed)
     if setting == "transition80":
         return transition_matrix_noise(clean, 0.8, num_classes=k, seed=seed)
+    if setting.startswith("paper_"):
+        return paper_noise(clean, "uniform" if setting == "paper_uniform80" else "flip", k, seed)
     return worse, worse != clean
 
 
+def paper_noise(clean, kind, k, seed, rate=0.8):
+    """The ALC paper's noise: ``rate`` of the labels (a random subset) replaced by a draw from the
+    uniform class distribution (``"uniform"``) or from the true class's row of a T whose entries
+    are drawn from U[0, 1] and rows normalised (``"flip"``, "class-symmetry flipping"; one T per
+    seed). A replacement may land on the true class, so fewer than ``rate`` end up wrong."""
+    clean = np.asarray(clean, np.int64)
+    rng = np.random.default_rng([23, int(seed)])
+    t = np.full((k, k), 1.0 / k) if kind == "uniform" else rng.uniform(0, 1, (k, k))
+    t /= t.sum(1, keepdims=True)
+    idx = rng.choice(len(clean), int(round(rate * len(clean))), replace=False)
+    cdf = np.cumsum(t[clean[idx]], 1)
+    noisy = clean.copy()
+    noisy[idx] = np.minimum((rng.random(len(idx))[:, None] > cdf).sum(1), k - 1)
+    return noisy, noisy != clean
+
+
 def bench_selector(method):
-    """The selector called ``method``: a name of ``sei.active.SELECTORS`` or of ``VARIANTS``."""
-    base, options = VARIANTS.get(method, (method, {}))
-    return make_selector(base, **options, **({"name": method} if method in VARIANTS else {}))
+    """The selector called ``method``: a name of ``sei.active.SELECTORS`` or of ``VARIANTS``, with
+    ``+nb`` appended: the same selector, its answers propagated to agreeing neighbours (the simulator's
+    ``confirm_neighbours``)."""
+    base_name = method[:-3] if method.endswith("+nb") else method
+    base, options = VARIANTS.get(base_name, (base_name, {}))
+    sel = make_selector(base, **options)
+    sel.name = method
+    return sel
 
 
 def run_one(data, graph, setting, method, seed, a):
@@ -158,7 +237,8 @@ def run_one(data, graph, setting, method, seed, a):
     sel = bench_selector(method) if isinstance(method, str) else method
     r = simulate(xtr, noisy, ytr, sel, budget=a.budget, batch_size=a.batch,
                  test_features=xte, test_labels=yte, graph=graph, epochs=a.epochs, seed=seed,
-                 train_options={"lr": LR})
+                 train_options=a.train_options, check_cost=a.check_cost,
+                 confirm_neighbours=isinstance(method, str) and method.endswith("+nb"))
     r["seconds"] = time.time() - t
     print(f"[active] {setting} seed {seed} {sel.name:16s} acc {r['test_accuracy'][0]:.3f}->"
           f"{r['test_accuracy'][-1]:.3f} prec {np.nanmean(r['batch_precision']):.3f} ({r['seconds']:.0f}s)", flush=True)
@@ -177,13 +257,15 @@ def _labels_to_target(run, target):
     return float(run["labels_queried"][hit[0]]) if len(hit) else np.nan
 
 
-def setting_table(setting, runs, noise, target, clean_acc, budget):
+def setting_table(setting, runs, noise, target, clean_acc, budget, batch=1_000, target_note=None):
     """The markdown table of one setting: per selector, labels to target per seed and on the mean curve."""
     seeds = sorted({s for m in runs for s in runs[m]})
-    lines = [f"### {setting} (noise rate {noise:.1%}, target accuracy {target:.1%} = clean-label accuracy "
-             f"{clean_acc:.1%} - 2 pt; seeds {', '.join(map(str, seeds))})", "",
-             "| selector | labels to target (mean ± std over seeds) | per seed | mean curve | acc @0 | acc @1k | "
-             "acc @5k | acc @budget | mean acc (AUC) | selection precision |", "|---|---|---|---|---|---|---|---|---|---|"]
+    note = target_note or f"clean-label accuracy {clean_acc:.1%} - 2 pt"
+    lines = [f"### {setting} (noise rate {noise:.1%}, target accuracy {target:.1%} = {note}; "
+             f"seeds {', '.join(map(str, seeds))})", "",
+             f"| selector | labels to target (mean ± std over seeds) | per seed | mean curve | acc @0 | acc @{batch:,} | "
+             f"acc @{5 * batch:,} | acc @budget | mean acc (AUC) | selection precision |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for m, by_seed in runs.items():
         rs = [by_seed[s] for s in sorted(by_seed)]
         if not rs:
@@ -202,73 +284,166 @@ def setting_table(setting, runs, noise, target, clean_acc, budget):
             return _cell([r["test_accuracy"][lq.index(v)] for r in rs]) if v in lq else "-"
 
         lines.append(f"| {m} | {lt_cell} | {per_seed} | {'not reached' if not np.isfinite(lt_mean) else f'{lt_mean:,.0f}'} | "
-                     f"{at(0)} | {at(1000)} | {at(5000)} | {at(budget)} | {_cell([np.mean(r['test_accuracy']) for r in rs])} | "
+                     f"{at(0)} | {at(batch)} | {at(5 * batch)} | {at(budget)} | {_cell([np.mean(r['test_accuracy']) for r in rs])} | "
                      f"{_cell([np.nanmean(r['batch_precision']) for r in rs])} |")
     return "\n".join(lines)
+
+
+def _paper_name(m):
+    """The paper's name of a selector whose numbers it reports (``kim_paper`` is its Kim; ``kim``, the
+    library's reading, is not)."""
+    return {"kim_paper": "kim", "kim": None}.get(m, m)
+
+
+def paper_tables(setting, runs, target, batch, budget, n, check_cost):
+    """Beside the paper: wrong-label share of the picks per batch (the paper's Table 1 columns, a
+    batch here standing for its 1,000 labels), labels to target next to the paper's labels to 90 %,
+    and the human cost to target with checked suggestions."""
+    scale = n / 50_000
+    cols = [1, 3, 5, 7, 9, 11, 13, 15]
+    out = [f"#### {setting}: share of picks that were wrong labels, per batch (batch b = labels {batch:,}*(b-1)+1.."
+           f"{batch:,}*b; the paper's Table 1 is CIFAR-100 at batch 1,000, shown in brackets)", "",
+           "| selector | " + " | ".join(f"batch {c}" for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for m, by_seed in runs.items():
+        rs = [by_seed[s] for s in sorted(by_seed)]
+        if not rs:
+            continue
+        prec = np.array([r["batch_precision"] for r in rs], float)
+        ref = PAPER_TABLE1.get(_paper_name(m))
+        cells = []
+        for i, c in enumerate(cols):
+            v = f"{np.nanmean(prec[:, c - 1]):.1%}" if prec.shape[1] >= c else "-"
+            cells.append(v + (f" [{ref[i]:.1f}]" if ref else ""))
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    # a second, lower level that every shipped selector reaches, so that costs can be compared where the
+    # target is out of reach: the lowest of their seed-mean curves' maxima, rounded down to 1 pt
+    shipped = [m for m in ("kim_paper", "dalc", "sei_fc") if runs.get(m)]
+    level = np.floor(100 * min(np.max(np.mean([r["test_accuracy"] for r in runs[m].values()], 0))
+                               for m in shipped)) / 100 if shipped else target
+    out += ["", f"#### {setting}: labels and human cost to target ({target:.1%}) and to {level:.0%} (the highest "
+            "level every one of kim_paper, dalc, sei_fc reaches on its seed-mean curve); the paper: labels to 90 % on "
+            f"CIFAR-10 (of 50,000 images; x{scale:g} for this set's size in brackets)", "",
+            f"| selector | labels to target | labels to {level:.0%} | cost to {level:.0%}, relabel only | cost to "
+            f"{level:.0%}, checked suggestion ({check_cost:.3g} of a relabel) first | suggestions accepted | confirmed "
+            "through neighbours at the budget (wrong among them) | paper: labels to 90 % |",
+            "|---|---|---|---|---|---|---|---|"]
+    for m, by_seed in runs.items():
+        rs = [by_seed[s] for s in sorted(by_seed)]
+        if not rs:
+            continue
+
+        def first(r, key, lvl):
+            hit = np.flatnonzero(np.asarray(r["test_accuracy"]) >= lvl)
+            return float(r[key][hit[0]]) if len(hit) and key in r else np.nan
+
+        def c(v):
+            ok = [x for x in v if np.isfinite(x)]
+            if not ok:
+                return "not reached"
+            return _cell(ok, "{:,.0f}") + ("" if len(ok) == len(v) else f" ({len(v) - len(ok)} of {len(v)} not reached)")
+        acc = [float(r["accepted"][-1]) / float(r["labels_queried"][-1]) if "accepted" in r else np.nan for r in rs]
+        ver = [(float(r["verified"][-1]), float(r["verified_wrong"][-1])) for r in rs if "verified" in r]
+        ver_cell = "-" if not ver or not any(v for v, _ in ver) else (
+            f"{np.mean([v for v, _ in ver]):,.0f} ({np.sum([w for _, w in ver]) / max(np.sum([v for v, _ in ver]), 1):.1%})")
+        ref = PAPER_LABELS_TO_90.get(_paper_name(m))
+        out.append(f"| {m} | {c([first(r, 'labels_queried', target) for r in rs])} | "
+                   f"{c([first(r, 'labels_queried', level) for r in rs])} | {c([first(r, 'labels_queried', level) for r in rs])} | "
+                   f"{c([first(r, 'cost', level) for r in rs])} | {_cell(acc)} | {ver_cell} | "
+                   + (f"{ref:,} [{ref * scale:,.0f}]" if ref else "-") + " |")
+    return "\n".join(out)
 
 
 def write_report(out, a, results, info, done, planned):
     """Tables, curves and raw arrays of whatever has finished (called after every run)."""
     tables, raw = [], {}
+    paper = a.protocol == "paper"
     for setting, runs in results.items():
         methods = {m: v for m, v in runs.items() if v}
         if not methods:
             continue
         tables.append(setting_table(setting, methods, info["noise"][setting], info["target"], info["clean_acc"],
-                                    a.budget))
+                                    a.budget, a.batch, info.get("target_note")))
+        if paper:
+            tables.append(paper_tables(setting, methods, info["target"], a.batch, a.budget, info["n"], a.check_cost))
         curves = {m: [v[s] for s in sorted(v)] for m, v in methods.items()}
-        plot_curves(curves, out / f"active_{setting}.png", title=f"{setting}: test accuracy, mean ± std over seeds",
+        plot_curves(curves, out / f"{a.prefix}_{setting}.png", title=f"{setting}: test accuracy, mean ± std over seeds",
                     ylabel="test accuracy")
-        plot_curves(curves, out / f"active_{setting}_precision.png", metric="batch_precision",
+        plot_curves(curves, out / f"{a.prefix}_{setting}_precision.png", metric="batch_precision",
                     title=f"{setting}: selection precision per batch", ylabel="share of batch mislabeled")
         for m, v in methods.items():
             for s, r in v.items():
                 raw[f"{setting}/{m}/{s}/acc"] = r["test_accuracy"]
                 raw[f"{setting}/{m}/{s}/prec"] = r["batch_precision"]
+                for extra in ("cost", "accepted", "verified", "verified_wrong"):
+                    if extra in r:
+                        raw[f"{setting}/{m}/{s}/{extra}"] = r[extra]
     raw["_info"] = np.array(json.dumps({k_: v for k_, v in info.items() if k_ != "argv"}))
-    np.savez_compressed(out / "active_raw.npz", **raw)
+    np.savez_compressed(out / f"{a.prefix}_raw.npz", **raw)
     graph_s = f"build {info['t_graph']:.0f} s" if np.isfinite(info["t_graph"]) else "build time not recorded"
     partial = "" if done == planned else (f" **Partial: {done} of {planned} planned runs finished before the "
                                           "time limit; the tables hold those.**")
+    if paper:
+        head_model = (f"{a.epochs} epochs per round of the paper's head (`sei.active.train_linear(hidden={a.hidden})`: "
+                      f"{len(a.hidden) + 1} FC layers with ReLU, SGD lr {PAPER['lr']}, momentum 0.9, weight decay "
+                      f"1e-4, lr x0.1 every 10 epochs, batch {PAPER['batch_size']} (the paper does not give it)), retrained from scratch each round (the paper: "
+                      "10 seeds, frozen ResNet-101 + 4 FC layers, 50,000 images). kNN graph k=10 on the same "
+                      f"features ({graph_s}). Human cost: a checked suggestion costs {a.check_cost:.3g} of a relabel "
+                      "(an assumption from user studies that put checking at 3-4x faster than labelling); a "
+                      "rejected suggestion adds a relabel.")
+    else:
+        head_model = (f"{a.epochs} epochs per round of the engine's linear head "
+                      f"(`sei.active.train_linear`: LinearHead + loss_terms, SGD lr {LR}, batch 256, cosine), retrained "
+                      "from scratch each round (the paper: 10 seeds, ResNet-101 + 4 FC layers). kNN graph k=10 on the "
+                      f"same features ({graph_s}), propagation on the default path (bounded push, bound from the graph).")
     head = [
-        "# Active label correction on CIFAR-10 (scaled protocol)", "",
+        f"# Active label correction on CIFAR-10 ({'the ALC paper' if paper else 'scaled'} protocol)", "",
         f"Data: {info['source']}. Budget {a.budget:,} labels, batch {a.batch:,}, seeds {', '.join(map(str, a.seeds))} "
-        f"(mean ± std over seeds), {a.epochs} epochs per round of the engine's linear head "
-        f"(`sei.active.train_linear`: LinearHead + loss_terms, SGD lr {LR}, batch 256, cosine), retrained from "
-        "scratch each round (the paper: 10 seeds, ResNet-101 + 4 FC layers). kNN graph k=10 on the same features "
-        f"({graph_s}), propagation on the default path (bounded push, bound from the graph). "
+        f"(mean ± std over seeds), " + head_model + " "
         "Labels to target = labels queried when test accuracy first reaches the target (per seed; "
         "'mean curve': on the seed-mean accuracy curve). Selection precision = share of queried samples that "
         "were mislabeled." + (f" Cut: {a.cut}." if a.cut else "") + partial,
         "", f"Produced by `nice -n 10 python benchmarks/active.py {shlex.join(info['argv'])}`"
-        + (" from the raw arrays of the run with the same options less `--from-raw` (no training)." if a.from_raw
-           else "."), ""]
-    (out / "active.md").write_text("\n".join(head) + "\n" + "\n\n".join(tables) + "\n")
+        + (" from the raw arrays of the runs (no training)." if a.from_raw else "."), ""]
+    (out / f"{a.prefix}.md").write_text("\n".join(head) + "\n" + "\n\n".join(tables) + "\n")
 
 
 def report_from_raw(a, out, info):
-    """Rebuild the results of a finished run from its ``active_raw.npz`` and write the report again."""
-    raw = np.load(a.from_raw)
-    info = dict(json.loads(str(raw["_info"])) if "_info" in raw else {}, **info)
+    """Rebuild the results of finished runs from their raw ``.npz`` files (comma-separated; runs
+    split over processes are merged) and write the report again."""
     results = {s: {m: {} for m in a.methods} for s in a.settings}
-    for key in raw.files:
-        setting, m, seed, what = (key.split("/") + [""] * 4)[:4]
-        if what == "acc" and setting in results and m in results[setting]:
-            acc = raw[key]
-            results[setting][m][int(seed)] = {"test_accuracy": acc, "batch_precision": raw[key[:-3] + "prec"],
-                                              "labels_queried": np.arange(len(acc)) * a.batch}
+    stored = {}
+    for path in a.from_raw.split(","):
+        raw = np.load(path)
+        if "_info" in raw:  # the first file's info, with every file's noise rates
+            this = json.loads(str(raw["_info"]))
+            noise = dict(stored.get("noise", {}), **this.get("noise", {}))
+            stored = dict(this, **stored)
+            stored["noise"] = noise
+        for key in raw.files:
+            setting, m, seed, what = (key.split("/") + [""] * 4)[:4]
+            if what == "acc" and setting in results and m in results[setting]:
+                acc = raw[key]
+                r = {"test_accuracy": acc, "batch_precision": raw[key[:-3] + "prec"],
+                     "labels_queried": np.arange(len(acc)) * a.batch}
+                for extra in ("cost", "accepted", "verified", "verified_wrong"):
+                    if key[:-3] + extra in raw:
+                        r[extra] = raw[key[:-3] + extra]
+                results[setting][m][int(seed)] = r
+    info = dict(stored, **info)
+    a.seeds = sorted({s for r in results.values() for v in r.values() for s in v})
     done = sum(len(v) for r in results.values() for v in r.values())
-    write_report(out, a, results, info, done, len(a.seeds) * len(a.settings) * len(a.methods))
+    write_report(out, a, results, info, done, done)  # the runs stored; the header's cut says what was run
 
 
 def main(argv=None):
     a = parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    if a.from_raw and "_info" in np.load(a.from_raw):
+    if a.from_raw and "_info" in np.load(a.from_raw.split(",")[0]):
         return report_from_raw(a, out, {"argv": list(argv if argv is not None else sys.argv[1:])})
     guard = TimeGuard(a.time_limit)
-    xtr, ytr, xte, yte, worse, source = load_data(a.synthetic, a.test, a.features)
+    xtr, ytr, xte, yte, worse, source = load_data(a.synthetic, a.test, a.features,
+                                                  pca=None if a.protocol == "paper" else 64)
     if a.n:
         keep = np.random.default_rng(0).permutation(len(ytr))[: a.n]
         xtr, ytr, worse = xtr[keep], ytr[keep], worse[keep]
@@ -277,10 +452,16 @@ def main(argv=None):
     t0 = time.time()
     graph = None if a.from_raw else KNNGraph(xtr, k=10)
     info = {"source": source, "t_graph": np.nan if a.from_raw else time.time() - t0,
-            "argv": list(argv if argv is not None else sys.argv[1:])}
-    clean_model, _, _ = train_linear(xtr, ytr, k, epochs=a.epochs, lr=LR, seed=0)
+            "argv": list(argv if argv is not None else sys.argv[1:]), "n": len(ytr)}
+    clean_model, _, _ = train_linear(xtr, ytr, k, epochs=a.epochs, seed=0, **a.train_options)
     info["clean_acc"] = float(np.mean(clean_model.predict_proba(xte).argmax(1) == yte))
     info["target"] = info["clean_acc"] - 0.02
+    if a.protocol == "paper":  # the paper's 90 % where this head reaches it on clean labels, else clean - 2 pt
+        info["target"] = min(PAPER["target"], info["clean_acc"] - 0.02)
+        info["target_note"] = ("the paper's 90 %" if info["target"] == PAPER["target"] else
+                               f"clean-label accuracy {info['clean_acc']:.1%} - 2 pt; the paper's 90 % is out of "
+                               "reach of this head even on clean labels")
+    print(f"[active] clean-label accuracy {info['clean_acc']:.3f}, target {info['target']:.3f}", flush=True)
     info["noise"] = {s: float(np.mean(noisy_labels(s, ytr, worse, k, a.seeds[0])[1])) for s in a.settings}
     if a.from_raw:
         return report_from_raw(a, out, info)

@@ -342,14 +342,23 @@ class KNNGraph:
         by the bounded hop push when ``bound`` is given (error <= ``bound * |e(x*)|``; ``"auto"``:
         :meth:`auto_bound`, or the precomputed columns when :meth:`precompute_responses` was
         run with these ``steps`` and ``step_size``).
-        ``mode="full"``: diffuse the whole field (paper-literal, O(N k) per pick).
+        ``mode="full"``: diffuse the whole field (O(N k) per pick).
+        ``mode="clamped"``: Algorithm 1 lines 17-20 as written: ``steps`` times, set
+        ``values[node] = 0`` and take one Euler step of Eq. 8 on the whole field (the picked node is
+        held at zero before every step, a Dirichlet condition; O(N k) per pick).
         """
         if mode == "full":
             values[node] = 0.0
             values[:] = self.diffuse(values, steps=steps, step_size=step_size)
             return np.arange(self.num_samples)
+        if mode == "clamped":
+            p = self.transition_matrix()
+            for _ in range(steps):
+                values[node] = 0.0
+                values[:] = (1 - step_size) * values + step_size * (p @ values)
+            return np.arange(self.num_samples)
         if mode != "change":
-            raise ValueError(f"mode must be 'change' or 'full', got {mode!r}")
+            raise ValueError(f"mode must be 'change', 'full' or 'clamped', got {mode!r}")
         delta = -float(values[node])
         if delta == 0.0:
             return np.array([node], dtype=np.int64)

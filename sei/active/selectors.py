@@ -100,6 +100,7 @@ class Selector:
     uses_transition_matrix = False
     transition_estimate = "counted"  # which T the simulator trains with, when uses_transition_matrix
     robust_training = False  # True: robust weights every round; "round0": only before any query
+    robust_options: dict = {}  # options of the RobustWeights it trains with (sigma=, rule=, step=)
     needs_sei = False
 
     def priority(self, ctx: SelectionContext) -> np.ndarray:
@@ -194,14 +195,19 @@ class PropagationSelector(Selector):
     tol : float, optional
         Instead of ``bound``: the pruned Euler push (error <= ``steps * tol``; ``tol=0``
         exact) or the matching precomputed columns.
+    mode : {"change", "full", "clamped"}
+        How a pick diffuses (:meth:`KNNGraph.propagate_pick`); ``"clamped"`` is Algorithm 1 as written.
     propagate : bool, default True
+    robust_options : dict, optional
+        Options of the :class:`~sei.active.weights.RobustWeights` the simulator trains with
+        (e.g. ``sigma="pairs"``, ``rule="hard"``).
     """
 
     uses_graph = True
 
     def __init__(self, priority="entropy", *, candidates="alpha", pool=0.25, steps=10, step_size=0.1,
                  bound="auto", tol=None, flush_every=None, mode="change", propagate=True, transform="minmax",
-                 robust_training=True, name=None):
+                 robust_training=True, robust_options=None, name=None):
         if priority not in ("entropy", "sei"):
             raise ValueError(f"priority must be 'entropy' or 'sei', got {priority!r}")
         if candidates not in ("alpha", "all"):
@@ -215,6 +221,8 @@ class PropagationSelector(Selector):
         self.step_size = check_real_param(step_size, "step_size", 0.0, strict=True)
         self.tol = None if tol is None else check_real_param(tol, "tol", 0.0)
         flush_every = None if flush_every is None else check_int_param(flush_every, "flush_every", 0)
+        if mode not in ("change", "full", "clamped"):
+            raise ValueError(f"mode must be 'change', 'full' or 'clamped', got {mode!r}")
         self.mode = mode
         self.bound, self.flush_every, self.last_bound, self.last_propagation = bound, flush_every, None, None
         self.propagate, self.transform = propagate, transform
@@ -222,6 +230,7 @@ class PropagationSelector(Selector):
             raise ValueError(f"robust_training must be True, False or 'round0' (robust weights before the first "
                              f"queries only), got {robust_training!r}")
         self.robust_training = robust_training
+        self.robust_options = dict(robust_options or {})
         self.needs_sei = priority == "sei"
         self.name = name or ("kim" if priority == "entropy" else "sei_propagation")
 
@@ -288,7 +297,7 @@ class PropagationSelector(Selector):
         with ``tol`` (given, or that of precomputed columns) or ``mode="full"``."""
         opts = dict(steps=self.steps, step_size=self.step_size, mode=self.mode)
         self.last_propagation = None
-        if self.mode == "full":
+        if self.mode in ("full", "clamped"):
             self.last_bound = 0.0
             return partial(graph.propagate_pick, **opts)
         tol = self.tol

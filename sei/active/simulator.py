@@ -36,21 +36,45 @@ __all__ = ["Oracle", "train_linear", "sei_train_trainer", "simulate", "plot_curv
 
 
 class Oracle:
-    """Returns clean labels for queried indices and counts the queries."""
+    """Returns clean labels for queried indices and counts the queries and their human cost.
 
-    def __init__(self, clean_labels):
+    ``check_cost``: the price of a checked suggestion (accept or reject the model's label) in
+    units of one full relabel (``None``: no suggestions, every query is a relabel at cost 1).
+    With it, :meth:`review` shows the suggestion first: accepted (it is the clean label) costs
+    ``check_cost``; rejected costs ``check_cost`` and then a relabel (1).
+    """
+
+    def __init__(self, clean_labels, check_cost=None):
         self.clean_labels = np.asarray(clean_labels, dtype=np.int64)
-        self.num_queries = 0
+        if check_cost is not None and not 0 <= float(check_cost) <= 1:
+            raise ValueError(f"check_cost must be in [0, 1] (a share of one relabel) or None, got {check_cost!r}")
+        self.check_cost = None if check_cost is None else float(check_cost)
+        self.num_queries = self.num_accepted = 0
+        self.cost = 0.0
 
     def query(self, indices) -> np.ndarray:
+        """Full relabels of ``indices`` (cost 1 each)."""
         indices = np.asarray(indices, dtype=np.int64)
         self.num_queries += len(indices)
+        self.cost += len(indices)
+        return self.clean_labels[indices]
+
+    def review(self, indices, suggestions) -> np.ndarray:
+        """Clean labels of ``indices``, each first shown with its suggested label (a relabel
+        where there is no ``check_cost``)."""
+        if self.check_cost is None:
+            return self.query(indices)
+        indices = np.asarray(indices, dtype=np.int64)
+        accepted = np.asarray(suggestions, dtype=np.int64) == self.clean_labels[indices]
+        self.num_queries += len(indices)
+        self.num_accepted += int(accepted.sum())
+        self.cost += self.check_cost * len(indices) + float((~accepted).sum())
         return self.clean_labels[indices]
 
 
 def train_linear(features, labels, num_classes, *, epochs=20, lr=0.1, batch_size=256, weight_decay=1e-4,
                  momentum=0.9, sample_weights=None, transition_matrix=None, correct_mask=None,
-                 recorder=None, seed=0, device="cpu"):
+                 recorder=None, seed=0, device="cpu", hidden=(), lr_schedule="cosine"):
     """Softmax regression through the training engine; returns ``(model, probs (N,K), losses (N,))``.
 
     :func:`sei.engine.fit_head`: the engine's :class:`~sei.engine.heads.LinearHead` on
@@ -61,18 +85,20 @@ def train_linear(features, labels, num_classes, *, epochs=20, lr=0.1, batch_size
     from the recorder's losses). ``transition_matrix`` (K, K): forward-corrected CE
     ``-log (p T)_y`` on the ``correct_mask`` samples (plain CE on the others). ``recorder`` is fed
     every epoch. ``probs`` / ``losses`` are the final model's on all samples (losses
-    forward-corrected where T applies). Imports torch on first call.
+    forward-corrected where T applies). ``hidden``: hidden widths of an MLP head in place of the
+    linear one (the ALC paper's four FC layers: three hidden widths, ``lr_schedule="step10"``).
+    Imports torch on first call.
     """
     from ..engine import TrainConfig, fit_head
 
     y = np.asarray(labels, np.int64)
     n = len(y)
     cfg = TrainConfig(mode="embeddings", head="linear", epochs=epochs, lr=lr, batch_size=batch_size,
-                      weight_decay=weight_decay, momentum=momentum, lr_schedule="cosine", seed=seed,
+                      weight_decay=weight_decay, momentum=momentum, lr_schedule=lr_schedule, seed=seed,
                       aux_class=False, threshold="zero", progress=False, device=device,
                       sample_weights=sample_weights, transition_matrix=transition_matrix,
                       transition_mask=None if transition_matrix is None else correct_mask)
-    model = fit_head(features, y, cfg, num_classes=num_classes, recorder=recorder)
+    model = fit_head(features, y, cfg, num_classes=num_classes, recorder=recorder, hidden=tuple(hidden))
     probs = model.train_probs
     pe = probs if model.transition is None else np.where(_mask(correct_mask, n)[:, None], probs @ model.transition,
                                                           probs)
@@ -110,7 +136,7 @@ def sei_train_trainer(**train_kwargs):
 
 def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_size, num_classes=None,
              test_features=None, test_labels=None, graph=None, epochs=20, seed=0, trainer="linear",
-             train_options=None, robust_options=None, score_name="sei"):
+             train_options=None, robust_options=None, score_name="sei", check_cost=None, confirm_neighbours=False):
     """Run one active-label-correction episode; returns a dict of per-round arrays.
 
     Parameters
@@ -121,32 +147,45 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
     graph : KNNGraph, needed by propagation selectors
     trainer : "linear" or callable ``(features, labels, num_classes, sample_weights=, transition_matrix=,
         correct_mask=, recorder=, seed=, epochs=) -> (model with predict_proba, probs, losses)``
+    check_cost : float, optional
+        Human actions: each queried sample is first shown with the model's label (argmax of the
+        round's ``probs``) and the oracle accepts or rejects it (:class:`Oracle`); a check costs
+        ``check_cost`` relabels, a rejection adds a relabel. The labels, and so the curves, are the
+        same as without it; ``cost`` says what they cost.
+    confirm_neighbours : bool, default False
+        Propagate each answer to the graph neighbours of the queried sample that nobody has
+        queried and whose given label agrees with the answer: they count as checked (never
+        picked, trained as clean: outside the forward-corrected loss), at no cost. Needs ``graph``.
+        ``verified`` / ``verified_wrong`` count them and those among them whose label was wrong.
 
     Returns
     -------
     dict with ``labels_queried``, ``test_accuracy``, ``batch_precision``, ``precision``
-    (cumulative), ``remaining_mislabeled``, ``train_label_accuracy`` (one entry per round) and
-    ``picks`` (all queried indices in order).
+    (cumulative), ``remaining_mislabeled``, ``train_label_accuracy``, ``cost`` (human cost so far
+    in relabels: the labels queried without ``check_cost``), ``accepted`` (suggestions accepted
+    so far) (one entry per round) and ``picks`` (all queried indices in order).
     """
     from ..recorder import SEIRecorder
 
     budget = check_int_param(budget, "budget", 1, "the number of labels to query")
     batch_size = check_int_param(batch_size, "batch_size", 1, "the labels to query per round")
     sel = make_selector(selector) if isinstance(selector, str) else selector
-    ep = _Episode(noisy_labels, clean_labels, num_classes, features=features)
+    ep = _Episode(noisy_labels, clean_labels, num_classes, features=features, check_cost=check_cost)
     n, k = len(ep.noisy), ep.k
     train_fn = train_linear if trainer == "linear" else trainer
     out = {k_: [] for k_ in ("labels_queried", "test_accuracy", "batch_precision", "precision",
-                             "remaining_mislabeled", "train_label_accuracy", "transition_error")}
+                             "remaining_mislabeled", "train_label_accuracy", "transition_error", "cost",
+                             "accepted", "verified", "verified_wrong")}
     rnd = 0
     while True:
         robust = sel.robust_training is True or (sel.robust_training == "round0" and rnd == 0)
-        weights = RobustWeights(n, **(robust_options or {})) if robust else None
+        weights = RobustWeights(n, **dict(getattr(sel, "robust_options", {}) or {}, **(robust_options or {}))) \
+            if robust else None
         rec = SEIRecorder(n, k)
         t_round = ep.transition(sel)
         out["transition_error"].append(ep.transition_error(t_round))
         trained = train_fn(features, ep.labels, k, epochs=epochs, sample_weights=weights,
-                           transition_matrix=t_round, correct_mask=~ep.queried, recorder=rec,
+                           transition_matrix=t_round, correct_mask=~(ep.queried | ep.verified), recorder=rec,
                            seed=seed * 1000 + rnd, **dict(train_options or {}))
         model, probs = trained[0], trained[1]
         if len(trained) > 3 and trained[3] is not None:
@@ -157,12 +196,19 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
         ep.record(out, acc, probs)
         if ep.queried.sum() >= budget or ep.queried.all():
             break
-        ctx = SelectionContext(ep.labels, probs, exclude=ep.queried,
+        ctx = SelectionContext(ep.labels, probs, exclude=ep.queried | ep.verified,
                                alpha=None if weights is None else weights.alpha,
                                sei_scores=rec.scores(score_name) if sel.needs_sei else None,
                                graph=graph, seed=seed * 1000 + rnd)
         picks = sel.select(ctx, min(batch_size, budget - int(ep.queried.sum())))
-        out["batch_precision"].append(ep.correct(picks, rnd, getattr(sel, "last_draw", None)))
+        if not len(picks):
+            break
+        out["batch_precision"].append(ep.correct(picks, rnd, getattr(sel, "last_draw", None),
+                                                 suggestions=probs[picks].argmax(1)))
+        if confirm_neighbours:
+            if graph is None:
+                raise ValueError("confirm_neighbours=True needs a graph")
+            ep.confirm_neighbours(graph, picks)
         rnd += 1
     res = {k_: np.asarray(v) for k_, v in out.items()}
     res["picks"] = np.concatenate(ep.picks) if ep.picks else np.zeros(0, np.int64)
@@ -173,14 +219,15 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
 class _Episode:
     """The labels of one episode as the oracle corrects them, and what was queried when."""
 
-    def __init__(self, noisy_labels, clean_labels, num_classes=None, *, features=None):
+    def __init__(self, noisy_labels, clean_labels, num_classes=None, *, features=None, check_cost=None):
         self.features = features
         self.noisy = np.asarray(noisy_labels, np.int64)
         self.clean = np.asarray(clean_labels, np.int64)
         self.k = int(num_classes or max(self.noisy.max(), self.clean.max()) + 1)
-        self.oracle = Oracle(self.clean)
+        self.oracle = Oracle(self.clean, check_cost)
         self.labels = self.noisy.copy()
         self.queried = np.zeros(len(self.noisy), bool)
+        self.verified = np.zeros(len(self.noisy), bool)  # confirmed through a neighbour's answer
         self.query_round = np.full(len(self.noisy), -1)
         self.draws = []  # uniform parts of the queries: (round, indices, size of the set drawn from)
         self.picks, self.hits = [], 0
@@ -210,13 +257,27 @@ class _Episode:
         out["remaining_mislabeled"].append(int(np.sum(self.labels != self.clean)))
         out["train_label_accuracy"].append(float(np.mean(probs.argmax(1) == self.clean)))
         out["precision"].append(self.hits / q if q else np.nan)
+        out["cost"].append(self.oracle.cost)
+        out["accepted"].append(self.oracle.num_accepted)
+        out["verified"].append(int(self.verified.sum()))
+        out["verified_wrong"].append(int(np.sum(self.verified & (self.labels != self.clean))))
 
-    def correct(self, picks, rnd, draw=None):
-        """Query ``picks`` in round ``rnd``; returns the share of them that was mislabeled."""
+    def confirm_neighbours(self, graph, picks):
+        """Mark the unqueried graph neighbours of ``picks`` whose label agrees with the answer."""
+        a = graph.adjacency
+        for j in picks:
+            nb = a.indices[a.indptr[j]:a.indptr[j + 1]]
+            nb = nb[~self.queried[nb] & (self.labels[nb] == self.labels[j])]
+            self.verified[nb] = True
+
+    def correct(self, picks, rnd, draw=None, suggestions=None):
+        """Query ``picks`` in round ``rnd`` (shown with ``suggestions`` when the oracle prices
+        checks); returns the share of them that was mislabeled."""
         wrong = self.labels[picks] != self.clean[picks]
         self.hits += int(wrong.sum())
-        self.labels[picks] = self.oracle.query(picks)
+        self.labels[picks] = self.oracle.query(picks) if suggestions is None else self.oracle.review(picks, suggestions)
         self.queried[picks] = True
+        self.verified[picks] = False
         self.query_round[picks] = rnd
         if draw is not None:
             self.draws.append((rnd, *draw))

@@ -31,7 +31,7 @@ MAX_LR = 10.0
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."
 DEFAULT_AUX_PROMPT = "a photo of something else."
 MODES = ("embeddings", "frozen", "finetune")
-LR_SCHEDULES = ("none", "step", "cosine")
+LR_SCHEDULES = ("none", "step", "cosine", "step10")
 RECORDS = ("train", "eval")
 PLACEMENTS = ("auto", "device", "host")
 

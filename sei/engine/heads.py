@@ -23,7 +23,7 @@ from torch import nn
 from ..constants import EPS
 from ..validation import to_numpy
 
-__all__ = ["PromptHead", "LinearHead", "FinetuneNet", "loss_terms", "extend_transition",
+__all__ = ["PromptHead", "LinearHead", "MLPHead", "FinetuneNet", "loss_terms", "extend_transition",
            "build_head", "build_finetune", "prepare_features", "MAX_LOGIT_SCALE"]
 
 MAX_LOGIT_SCALE = 100.0
@@ -109,6 +109,30 @@ class LinearHead(nn.Module):
 
     def forward(self, x, *, normalized_input=False):
         return self.fc(x)
+
+
+class MLPHead(LinearHead):
+    """Fully-connected layers on standardised features: ``hidden`` widths with ReLU, then the
+    class layer (``len(hidden) + 1`` FC layers; the ALC paper's classifier is a frozen backbone
+    with four). PyTorch's default initialisation (a zero init would leave the hidden layers
+    symmetric); standardised like :class:`LinearHead`, so a predictor treats both alike."""
+
+    mode = "mlp"
+
+    def __init__(self, in_dim, num_outputs, hidden=(512, 256, 128)):
+        nn.Module.__init__(self)
+        dims = [int(in_dim), *(int(h) for h in hidden)]
+        if any(d < 1 for d in dims[1:]):
+            raise ValueError(f"hidden widths must be positive integers, got {tuple(hidden)!r}")
+        layers = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(dims[-1], num_outputs)
+        self.pre_normalized = False
+
+    def forward(self, x, *, normalized_input=False):
+        return self.fc(self.body(x))
 
 
 class FinetuneNet(nn.Module):

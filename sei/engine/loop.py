@@ -51,7 +51,9 @@ def lr_factor(schedule, epoch, epochs) -> float:
         return 0.1 ** ((epoch >= m1) + (epoch >= m2))
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
-    raise ValueError(f"lr_schedule must be 'step', 'none' or 'cosine', got {schedule!r}")
+    if schedule == "step10":  # x0.1 every 10 epochs (the ALC paper's schedule)
+        return 0.1 ** (epoch // 10)
+    raise ValueError(f"lr_schedule must be 'step', 'step10', 'none' or 'cosine', got {schedule!r}")
 
 
 def rng_seed(seed, epoch) -> int:

@@ -27,7 +27,7 @@ import torch
 from ..recorder import SEIRecorder
 from ..thresholds import fill_auxiliary, flag_issues
 from .config import TrainConfig
-from .heads import LinearHead, extend_transition, prepare_features
+from .heads import LinearHead, MLPHead, extend_transition, prepare_features
 from .loop import Run, SampleWeights, TrainState, resolve_device
 from .result import TrainResult
 from .trainer import _epochs, fit
@@ -114,8 +114,11 @@ class HeadPredictor:
 
 
 def fit_head(features, labels, config: TrainConfig, *, num_classes: Optional[int] = None,
-             recorder: Optional[SEIRecorder] = None) -> HeadPredictor:
+             recorder: Optional[SEIRecorder] = None, hidden=()) -> HeadPredictor:
     """Train the linear head on ``(N, D)`` features as ``config`` says; return a :class:`HeadPredictor`.
+
+    ``hidden``: widths of hidden ReLU layers before the class layer (:class:`~sei.engine.heads.MLPHead`;
+    ``()``, the default: the linear head itself).
 
     ``config`` is a :class:`TrainConfig` with ``head="linear"`` (mode ``"embeddings"`` or None);
     it supplies the epochs, learning rate and schedule, batch size, SGD settings, seed, device,
@@ -145,7 +148,7 @@ def fit_head(features, labels, config: TrainConfig, *, num_classes: Optional[int
         torch.set_num_threads(int(threads))  # as sei.train on CPU: the head's small products lose to thread sync
     try:
         torch.manual_seed(cfg.seed)
-        net = LinearHead(x.shape[1], k).to(dev)
+        net = (MLPHead(x.shape[1], k, hidden) if len(hidden) else LinearHead(x.shape[1], k)).to(dev)
         opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         st = TrainState(net=net, opt=opt, rec=recorder if recorder is not None else SEIRecorder(n, k),
                         weights=SampleWeights(cfg.sample_weights, n, dev))

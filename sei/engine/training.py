@@ -22,7 +22,7 @@ Modes
 
 Protocol switches (defaults first, the paper's / authors' values one argument away):
 ``logit_scale`` "learned" | "raw" (authors: raw parameter times unnormalised features) | float;
-``lr_schedule`` "none" (authors' code) | "step" (/10 at 50 % and 77 % of the epochs, the paper);
+``lr_schedule`` "none" (authors' code) | "step" (/10 at 50 % and 77 % of the epochs, the paper) | "step10";
 ``record`` "train" (in the loop, augmented batch, before the optimizer step: authors' code) |
 "eval" (a separate pass after each epoch); ``aux_class`` on/off; ``num_aux`` "paper"
 (N // (K+1)) | "code" (N // K) | int.
@@ -85,10 +85,11 @@ def train(inputs, labels, *, class_names=None, model=DEFAULT_MODEL, pretrained=N
         paper's) for the prompt head.
     momentum, weight_decay : float, default 0.9, 1e-4
         SGD, as the paper.
-    lr_schedule : {"none", "step", "cosine"}, default "none"
+    lr_schedule : {"none", "step", "cosine", "step10"}, default "none"
         "none": constant lr (the authors' code; on CIFAR-10N it ranks better than "step":
         AUROC 0.838 vs 0.823 on the worse labels, 0.793 vs 0.780 on aggre, 30 epochs);
-        "step": /10 at 50 % and 77 % of the epochs (epochs 75 and 115 of 150, the paper).
+        "step": /10 at 50 % and 77 % of the epochs (epochs 75 and 115 of 150, the paper);
+        "step10": /10 every 10 epochs (the ALC paper's schedule, ``benchmarks/active.py --protocol paper``).
     logit_scale : "learned" | "raw" | float, default "learned"
         "learned": exp(parameter) clamped at 100 on cosine similarities (CLIP);
         "raw": the parameter itself times unnormalised features (the authors' code);
