@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import benchmarks.active as bench  # noqa: E402
+from benchmarks.active_tables import _labels_to_target  # noqa: E402
 import sei.active.simulator as simulator  # noqa: E402
 from sei.active import (KNNGraph, SEISelector, UniformShareSelector, estimate_transition_matrix,  # noqa: E402
                         train_linear)
@@ -67,7 +68,7 @@ def main(argv=None):
         for setting in settings:
             for name in names:
                 r = bench.run_one((xtr, ytr, xte, yte, worse, 10), graph, setting, variant(name), seed, a)
-                print(f"   {setting} {name} seed {seed}: to target {bench._labels_to_target(r, target):,.0f}, acc "
+                print(f"   {setting} {name} seed {seed}: to target {_labels_to_target(r, target):,.0f}, acc "
                       + " ".join(f"{x:.3f}" for x in r["test_accuracy"]) + ", T error "
                       + " ".join(f"{x:.3f}" for x in r["transition_error"][1:]), flush=True)
 

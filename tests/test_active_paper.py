@@ -199,3 +199,10 @@ def test_confirmed_answers_propagate_to_agreeing_unqueried_neighbours():
     plain = simulate(x, noisy, y, "random", budget=40, batch_size=10, epochs=2, graph=g)
     assert plain["verified"][-1] == 0
     assert r["verified_wrong"][-1] < r["verified"][-1]
+
+
+def test_kim_paper_is_a_library_method_with_the_papers_reading():
+    sel = make_selector("kim_paper")
+    assert sel.name == "kim_paper" and sel.mode == "clamped" and sel.robust_options == {"sigma": "pairs"}
+    fast = make_selector("kim")
+    assert fast.mode == "change" and fast.robust_options == {}
