@@ -48,8 +48,9 @@ def get_pred_probs_list(pred_probs_history, *, from_logits=False, num_classes=No
     Examples
     --------
     >>> H = np.array([[[.9, .1], [.2, .8]], [[.7, .3], [.4, .6]]])
-    >>> [p.round(2).tolist() for p in get_pred_probs_list(H)]
-    [[[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.4, 0.6]]]
+    >>> epochs = get_pred_probs_list(H)
+    >>> len(epochs), epochs[1][0]
+    (2, array([0.7, 0.3], dtype=float32))
     """
     if isinstance(pred_probs_history, SEIRecorder):
         rec = pred_probs_history
