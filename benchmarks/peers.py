@@ -1,0 +1,268 @@
+"""Peers benchmark (issue #22): the library's default against every detector a user would run
+instead, on the same features and the same training run, cell by cell.
+
+    nice -n 10 python benchmarks/peers.py --time-limit 3000          # measure (cells cached), then report
+    python benchmarks/peers.py --report                               # only the tables, from peers_cells.json
+
+A cell is (regime, data set, label set, encoder, seed), as in :mod:`benchmarks.defaults`:
+
+* Regime a: frozen ImageNet features (``--encoder``, default EfficientNet-Lite0 at 96 px), trained by
+  :func:`sei.train` with every default (linear head, 10 epochs, ``score="auto"`` = ``poe_knn``,
+  zero cutoff), its per-epoch probabilities kept (``history_path``). A second run of the same
+  settings with the auxiliary class gives AUM its paper's cutoff (99th percentile of the auxiliary
+  samples); both runs' auxiliary samples are left out of every method's evaluation.
+* Regime b: the small CNN from scratch of the defaults benchmark on the images (with the
+  auxiliary class, as there), for the added data sets that fit the shared CPU.
+
+The default and the run-based peers (cleanlab's ensemble of per-epoch ``pred_probs``, wrong-event
+count, FiftyOne's mistakenness, AUM) read that run; the feature-based peers (Deep k-NN, SimiFeat,
+Datalab) read the same features; confident learning trains its own K-fold models on the same
+features (regime a: ``sei.cross_validation.kfold_probs``' logistic regression; regime b: the same
+CNN, 5 folds). Deep k-NN's k is picked as its paper does, on a held-out set with clean labels
+(``D_clean``: 5 % of the samples, seeded), which is then left out of every method's evaluation.
+
+Every peer is one function of :mod:`benchmarks.harness`. Cells go to
+``benchmarks/results/peers_cells.json`` as soon as measured (behind ``--time-limit``); the tables to
+``benchmarks/results/peers.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import sei  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.detection_core import log  # noqa: E402
+from sei.metrics import detection_metrics  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+CELLS_JSON = RESULTS / "peers_cells.json"
+SEEDS = (0, 1, 2)
+#: Share of the samples given to Deep k-NN as its clean held-out set (left out of every evaluation).
+CLEAN_SHARE = 0.05
+#: Neighbours searched once per feature set for Deep k-NN (the largest k of its grid).
+KNN_MAX = max(harness.DEEP_KNN_GRID)
+
+DEFAULT = "SEI default (poe_knn, zero)"
+PEERS = ("AUM (aux 99%)", "AUM (zero, same run)", "CL (5-fold)", "Deep k-NN (majority vote)",
+         "SimiFeat vote (k=10)", "SimiFeat rank (k=10, HOC)", "cleanlab ensemble, accuracy weights (in-sample)",
+         "cleanlab ensemble, uniform (in-sample)", "wrong events (> T/2)", "FiftyOne mistakenness (last epoch)",
+         "Datalab label issues (features)")
+#: Cutoffs of the default's ranking measured in every cell (issue #22 item 3); chosen by
+#: :func:`benchmarks.defaults_rule.choose_cutoff`.
+CUTOFFS = ("zero", "gmm", "cl_count_mean", "cl_count_last")
+
+
+def _cache():
+    d = Path(os.environ.get("SEI_PEERS_CACHE", ROOT / "benchmarks" / ".cache" / "peers"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _cached(name, fn):
+    """``fn()`` (an array or a tuple of arrays) saved once as ``<name>.npz`` in the peers cache."""
+    p = _cache() / f"{name}.npz"
+    if p.exists():
+        z = np.load(p)
+        out = tuple(z[f"a{i}"] for i in range(len(z.files)))
+        return out[0] if len(out) == 1 else out
+    got = fn()
+    arrs = got if isinstance(got, tuple) else (got,)
+    np.savez(p.with_suffix(".tmp.npz"), **{f"a{i}": a for i, a in enumerate(arrs)})
+    os.replace(p.with_suffix(".tmp.npz"), p)
+    return got
+
+
+# ----------------------------------------------------------------------------- data
+def features(name, encoder="efficientnet-lite0", size=96):
+    """Frozen features of data set ``name`` with ``encoder`` at ``size`` px (cached)."""
+    if name == "cifar10n":
+        from benchmarks.cifar10n import load_embeddings
+
+        return np.asarray(load_embeddings("train", encoder, size), dtype=np.float32)
+    from benchmarks import defaults_data
+
+    if encoder == "efficientnet-lite0" and size == 96:
+        return np.asarray(defaults_data.features(name), dtype=np.float32)
+
+    def fn():
+        from sei.engine.embedding import embed_images
+        from sei.engine.encoders import load_model
+
+        x, _, _ = defaults_data.images_and_labels(name)
+        return np.asarray(embed_images(load_model(encoder), x, image_size=size, batch_size=128, progress=False),
+                          dtype=np.float32)
+
+    return _cached(f"features_{name}_{encoder}_{size}", fn)
+
+
+def clean_split(n, seed):
+    """Deep k-NN's D_clean: a seeded 5 % of the samples."""
+    rng = np.random.default_rng(10_000 + seed)
+    return np.sort(rng.choice(n, int(round(CLEAN_SHARE * n)), replace=False))
+
+
+# ----------------------------------------------------------------------------- cutoffs of the default's ranking
+def cutoff_flags(score, labels, pred_probs_list, how):
+    """Flags of the default's score under cutoff ``how``: ``"zero"`` (the library's), ``"gmm"``
+    (sei's two-component mixture), ``"cl_count_mean"`` / ``"cl_count_last"`` (the lowest-scored
+    ``cleanlab.count.num_label_issues`` samples, from the run's epoch-mean / last-epoch probabilities:
+    rank by our score, count from a confident-joint estimate on our own run)."""
+    if how in ("zero", "gmm"):
+        th = sei.compute_threshold(score, "auto" if how == "zero" else "gmm", score_name="poe_knn")
+        return sei.flag_issues(score, th)
+    from cleanlab.count import num_label_issues
+
+    p = np.mean(pred_probs_list, axis=0) if how == "cl_count_mean" else pred_probs_list[-1]
+    p = p / p.sum(1, keepdims=True)
+    return harness._lowest(score, num_label_issues(np.asarray(labels), p))
+
+
+# ----------------------------------------------------------------------------- one cell
+def _metrics(flags, score, is_mis, valid):
+    m = detection_metrics(flags, score, is_mis, valid=valid)
+    return {k: float(m[k]) for k in ("auroc", "auprc", "f1", "precision", "recall", "flagged")}
+
+
+def feature_peers(key, x, y, k, seed, nb, clean_idx, is_mis):
+    """{method: (score, flags)} of the feature-only peers, and Deep k-NN's k (cached per labels)."""
+    out = {}
+    dk = harness.deep_knn_choose_k(y, nb, is_mis, clean_idx, num_classes=k)
+    out["Deep k-NN (majority vote)"] = harness.deep_knn(y, nb, dk, k)
+    t, p = _cached(f"hoc_{key}_s{seed}", lambda: harness.hoc_transition(x, y, k, seed=seed))
+    sims = _cached(f"simifeat_nb_{key.split('/')[0]}", lambda: harness.simifeat_neighbours(x))
+    out["SimiFeat vote (k=10)"] = harness.simifeat(x, y, k, method="vote", neighbours=sims)
+    out["SimiFeat rank (k=10, HOC)"] = harness.simifeat(x, y, k, method="rank", seed=seed, transition=(t, p),
+                                                        neighbours=sims)
+    out["Datalab label issues (features)"] = _cached(f"datalab_{key}", lambda: harness.datalab_label_issues(x, y))
+    return out, dk
+
+
+def run_peers(probs_list, y, rec):
+    """{method: (score, flags)} of the peers that read the run: ``probs_list`` the per-epoch (N, K)
+    probabilities, ``rec`` the run's recorder (logit margins for AUM)."""
+    out = {}
+    for w, name in (("accuracy", "cleanlab ensemble, accuracy weights (in-sample)"),
+                    ("uniform", "cleanlab ensemble, uniform (in-sample)")):
+        out[name] = harness.cleanlab_ensemble(y, probs_list, weighting=w)
+    out["wrong events (> T/2)"] = harness.wrong_events(probs_list, y)
+    out["FiftyOne mistakenness (last epoch)"] = harness.fiftyone_mistakenness(np.log(probs_list[-1] + 1e-12), y)
+    aum = rec.scores("aum")
+    out["AUM (zero, same run)"] = (aum, aum < 0)
+    return out
+
+
+def cell_a(name, tag, encoder, x, y, is_mis, seed, names, nb):
+    """Regime a: sei.train's defaults (and one run with the auxiliary class, for AUM's cutoff)."""
+    from sei_cleanlab import get_pred_probs_list
+
+    t0 = time.time()
+    k = int(y.max()) + 1
+    n = len(y)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = sei.train(x, y, class_names=names, progress=False, seed=seed, aux_class=False,
+                      history_path=os.path.join(tmp, "h.npy"))
+        probs = get_pred_probs_list(r.recorder)
+    t_run = time.time() - t0
+    r_aux = sei.train(x, y, class_names=names, progress=False, seed=seed, aux_class=True, score="aum",
+                      threshold="aux_quantile")
+    clean_idx = clean_split(n, seed)
+    valid = np.ones(n, bool)
+    valid[clean_idx] = False
+    valid[np.asarray(r_aux.aux_indices)] = False
+    methods = {DEFAULT: (np.asarray(r.scores), np.asarray(r.mislabeled)),
+               "AUM (aux 99%)": (np.asarray(r_aux.scores), np.asarray(r_aux.mislabeled))}
+    methods.update(run_peers(probs, y, r.recorder))
+    fp, dk = feature_peers(f"{name}_{encoder}/{tag}", x, y, k, seed, nb, clean_idx, is_mis)
+    methods.update(fp)
+    cl_probs = _cached(f"cl_kfold_{name}_{encoder}_{tag}_s{seed}", lambda: _kfold(y, x, k, seed))
+    methods["CL (5-fold)"] = harness.confident_learning(y, cl_probs)
+    res = {m: _metrics(f, s, is_mis, valid) for m, (s, f) in methods.items()}
+    cuts = {c: _metrics(cutoff_flags(np.asarray(r.scores), y, probs, c), np.asarray(r.scores), is_mis, valid)
+            for c in CUTOFFS}
+    return {"regime": "a", "data": name, "labels": tag, "encoder": encoder, "seed": seed, "n": int(valid.sum()),
+            "noise": float(is_mis[valid].mean()), "score": r.score_name, "deep_knn_k": int(dk),
+            "methods": res, "cutoffs": cuts, "seconds": {"run": t_run, "cell": time.time() - t0}}
+
+
+def _kfold(y, x, k, seed):
+    from sei.cross_validation import kfold_probs
+
+    return kfold_probs(y, features=x, num_classes=k, seed=seed)
+
+
+# ----------------------------------------------------------------------------- driver
+def _load():
+    return json.loads(CELLS_JSON.read_text()) if CELLS_JSON.exists() else {}
+
+
+def _save(cells):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = CELLS_JSON.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cells, indent=1))
+    os.replace(tmp, CELLS_JSON)
+
+
+def measure_a(guard, name, encoder, size, seeds):
+    from benchmarks import defaults_data as data
+
+    cells = _load()
+    x = features(name, encoder, size)
+    _, clean, names = data.images_and_labels(name) if name != "cifar10n" else (None, None, None)
+    if name == "cifar10n":
+        from benchmarks.cifar10n import load_labels
+
+        names = load_labels()["class_names"]
+    nb = _cached(f"knn{KNN_MAX}_{name}_{encoder}_{size}", lambda: sei.knn_indices(x, KNN_MAX))
+    est = 0.0
+    for seed in seeds:
+        sets = data.label_sets(name, seed) if name == "cifar10n" else data.label_sets(name, seed, *data.images_and_labels(name)[:2])
+        for tag, (y, is_mis) in sets.items():
+            key = f"a/{name}/{tag}/{encoder}_{size}/{seed}"
+            if key in cells:
+                continue
+            if not guard.allows(est):
+                log(f"peers: time limit, {key} and later cells not measured")
+                return cells
+            t = time.time()
+            cells[key] = cell_a(name, tag, f"{encoder}_{size}", x, np.asarray(y), np.asarray(is_mis), seed, names, nb)
+            est = time.time() - t
+            _save(cells)
+            m = cells[key]["methods"]
+            log(f"peers: {key} in {est:.0f}s; default {m[DEFAULT]['auroc']:.3f}/{m[DEFAULT]['f1']:.3f}; "
+                + ", ".join(f"{p} {m[p]['auroc']:.3f}/{m[p]['f1']:.3f}" for p in PEERS if p in m))
+    return cells
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--time-limit", type=float, default=None)
+    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--data", nargs="*", default=["cifar10n"])
+    ap.add_argument("--encoder", default="efficientnet-lite0")
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
+    a = ap.parse_args(argv)
+    if not a.report:
+        guard = harness.TimeGuard(a.time_limit)
+        for name in a.data:
+            measure_a(guard, name, a.encoder, a.size, a.seeds)
+    from benchmarks.peers_report import write_report
+
+    write_report(_load())
+
+
+if __name__ == "__main__":
+    main()
