@@ -17,8 +17,8 @@ A cell is (regime, data set, label set, encoder, seed), as in :mod:`benchmarks.d
 The default and the run-based peers (cleanlab's ensemble of per-epoch ``pred_probs``, wrong-event
 count, FiftyOne's mistakenness, AUM) read that run; the feature-based peers (Deep k-NN, SimiFeat,
 Datalab) read the same features; confident learning trains its own K-fold models on the same
-features (regime a: ``sei.cross_validation.kfold_probs``' logistic regression; regime b: the same
-CNN, 5 folds). Deep k-NN's k is picked as its paper does, on a held-out set with clean labels
+features (``sei.cross_validation.kfold_probs``, 5 folds; regime a: the default's linear head at its
+settings, :func:`linear_fit_predict`; regime b: the same CNN). Deep k-NN's k is picked as its paper does, on a held-out set with clean labels
 (``D_clean``: 5 % of the samples, seeded), which is then left out of every method's evaluation.
 
 Every peer is one function of :mod:`benchmarks.harness`. Cells go to
@@ -73,7 +73,7 @@ def _cache():
 
 def _cached(name, fn):
     """``fn()`` (an array or a tuple of arrays) saved once as ``<name>.npz`` in the peers cache."""
-    p = _cache() / f"{name}.npz"
+    p = _cache() / f"{name.replace('/', '_')}.npz"
     if p.exists():
         z = np.load(p)
         out = tuple(z[f"a{i}"] for i in range(len(z.files)))
@@ -142,7 +142,7 @@ def feature_peers(key, x, y, k, seed, nb, clean_idx, is_mis):
     dk = harness.deep_knn_choose_k(y, nb, is_mis, clean_idx, num_classes=k)
     out["Deep k-NN (majority vote)"] = harness.deep_knn(y, nb, dk, k)
     t, p = _cached(f"hoc_{key}_s{seed}", lambda: harness.hoc_transition(x, y, k, seed=seed))
-    sims = _cached(f"simifeat_nb_{key.split('/')[0]}", lambda: harness.simifeat_neighbours(x))
+    sims = _cached(f"simifeat_nb10_{key.split('/')[0]}", lambda: harness.simifeat_neighbours(x))
     out["SimiFeat vote (k=10)"] = harness.simifeat(x, y, k, method="vote", neighbours=sims)
     out["SimiFeat rank (k=10, HOC)"] = harness.simifeat(x, y, k, method="rank", seed=seed, transition=(t, p),
                                                         neighbours=sims)
@@ -198,9 +198,37 @@ def cell_a(name, tag, encoder, x, y, is_mis, seed, names, nb):
 
 
 def _kfold(y, x, k, seed):
+    """5-fold out-of-sample probabilities of the default's own model (:func:`linear_fit_predict`)."""
     from sei.cross_validation import kfold_probs
 
-    return kfold_probs(y, features=x, num_classes=k, seed=seed)
+    return kfold_probs(y, linear_fit_predict(x, y, k, seed), num_classes=k, seed=seed)
+
+
+def linear_fit_predict(x, y, k, seed, *, epochs=10, lr=0.002, batch_size=128):
+    """``kfold_probs``' model for confident learning in regime a: the default's linear head as
+    :func:`sei.train` trains it (softmax regression on features standardised over the training
+    fold, zero init, SGD momentum 0.9, weight decay 1e-4, batch 128, 10 epochs at lr 0.002)."""
+    import torch
+
+    def fit_predict(fold, tr, te):
+        xt = torch.as_tensor(x[tr], dtype=torch.float32)
+        mu, sd = xt.mean(0), xt.std(0).clamp_min(1e-6)
+        xt = (xt - mu) / sd
+        yt = torch.as_tensor(y[tr])
+        torch.manual_seed(seed * 10 + fold)
+        fc = torch.nn.Linear(x.shape[1], k)
+        torch.nn.init.zeros_(fc.weight)
+        torch.nn.init.zeros_(fc.bias)
+        opt = torch.optim.SGD(fc.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+        for _ in range(epochs):
+            for b in torch.randperm(len(tr)).split(batch_size):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(fc(xt[b]), yt[b]).backward()
+                opt.step()
+        with torch.no_grad():
+            return torch.softmax(fc((torch.as_tensor(x[te], dtype=torch.float32) - mu) / sd), 1).numpy()
+
+    return fit_predict
 
 
 # ----------------------------------------------------------------------------- driver
