@@ -131,16 +131,14 @@ def hoc_transition(features, labels, num_classes, *, rounds=10, per_round=15000,
     p (init 5 I - 1 and 1/K + U(0, 0.1)); the best loss after step 5 is kept. ``(T, p)``."""
     import torch
 
-    from sei.neighbors import knn_indices
-
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
     n, kk = len(labels), num_classes
     e1, e2, e3 = np.zeros(kk), np.zeros((kk, kk)), np.zeros((kk, kk, kk))
     for _ in range(rounds):
         s = rng.choice(n, min(per_round, n), replace=False)
-        nb = knn_indices(np.asarray(features)[s], 2, backend="sklearn" if len(s) <= 20000 else "auto")
-        y0, y1, y2 = labels[s], labels[s][nb[:, 0]], labels[s][nb[:, 1]]
+        _, nb = simifeat_neighbours(np.asarray(features)[s], 3)  # self first, then the two nearest (cosine)
+        y0, y1, y2 = labels[s], labels[s][nb[:, 1]], labels[s][nb[:, 2]]
         e1 += np.bincount(y0, minlength=kk) / len(s)
         e2 += np.bincount(y0 * kk + y1, minlength=kk * kk).reshape(kk, kk) / len(s)
         e3 += np.bincount((y0 * kk + y1) * kk + y2, minlength=kk ** 3).reshape(kk, kk, kk) / len(s)

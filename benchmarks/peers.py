@@ -141,7 +141,8 @@ def feature_peers(key, x, y, k, seed, nb, clean_idx, is_mis):
     out = {}
     dk = harness.deep_knn_choose_k(y, nb, is_mis, clean_idx, num_classes=k)
     out["Deep k-NN (majority vote)"] = harness.deep_knn(y, nb, dk, k)
-    t, p = _cached(f"hoc_{key}_s{seed}", lambda: harness.hoc_transition(x, y, k, seed=seed))
+    # HOC's estimate is a statistic of the label set: estimated once (seed 0) and shared by the seeds
+    t, p = _cached(f"hoc_{key}", lambda: harness.hoc_transition(x, y, k, seed=0))
     sims = _cached(f"simifeat_nb10_{key.split('/')[0]}", lambda: harness.simifeat_neighbours(x))
     out["SimiFeat vote (k=10)"] = harness.simifeat(x, y, k, method="vote", neighbours=sims)
     out["SimiFeat rank (k=10, HOC)"] = harness.simifeat(x, y, k, method="rank", seed=seed, transition=(t, p),
@@ -195,6 +196,52 @@ def cell_a(name, tag, encoder, x, y, is_mis, seed, names, nb):
     return {"regime": "a", "data": name, "labels": tag, "encoder": encoder, "seed": seed, "n": int(valid.sum()),
             "noise": float(is_mis[valid].mean()), "score": r.score_name, "deep_knn_k": int(dk),
             "methods": res, "cutoffs": cuts, "seconds": {"run": t_run, "cell": time.time() - t0}}
+
+
+def cell_b(name, tag, encoder, images, x, y, is_mis, seed):
+    """Regime b: the defaults benchmark's small CNN from scratch (with the auxiliary class, its cached
+    run); the default as ``sei_cleanlab`` computes it on that run with the features."""
+    from benchmarks import detection_regimes as dr
+    from benchmarks.defaults_data import B_CL_EPOCHS, B_EPOCHS
+    from benchmarks.detection_core import cached_run, make_small_cnn, train_record
+    from sei_cleanlab import find_label_issues, get_pred_probs_list
+    from sei_cleanlab._common import Scorer
+
+    t0 = time.time()
+    k, n = int(y.max()) + 1, len(y)
+    sgd = dict(lr=0.05, optim="sgd", weight_decay=5e-4, images=True, augment=True)
+
+    def fn():
+        lab_run, aux = sei.draw_auxiliary(y, k, seed=seed)
+        r = train_record(make_small_cnn(k + 1, seed), images, lab_run, epochs=B_EPOCHS, seed=seed, **sgd)
+        return {**r, "labels_run": np.asarray(lab_run), "aux": np.asarray(aux)}
+
+    run = cached_run(f"dflt_b_{name}_{tag}_s{seed}_n{n}_e{B_EPOCHS}", fn)
+    h, lab, aux = np.asarray(run["train"]), np.asarray(run["labels_run"]), np.asarray(run["aux"])
+    rec = sei.SEIRecorder.from_history(h, lab, from_logits=True)
+    nb20 = sei.knn_indices(x, 20)
+    raw = Scorer(rec, lab, neighbors=nb20)("poe_knn")
+    flags = find_label_issues(lab, rec, neighbors=nb20)
+    probs = get_pred_probs_list(h, from_logits=True, num_classes=k)
+    clean_idx = clean_split(n, seed)
+    valid = np.ones(n, bool)
+    valid[clean_idx] = False
+    valid[aux] = False
+    aum = rec.scores("aum")
+    methods = {DEFAULT: (raw, flags),
+               "AUM (aux 99%)": (aum, sei.flag_issues(aum, sei.compute_threshold(aum, "aux_quantile", aux_indices=aux)))}
+    methods.update(run_peers(probs, y, rec))
+    nb = _cached(f"knn{KNN_MAX}_{name}_{encoder}", lambda: sei.knn_indices(x, min(KNN_MAX, n - 1)))
+    fp, dk = feature_peers(f"{name}_{encoder}/{tag}", x, y, k, seed, nb, clean_idx, is_mis)
+    methods.update(fp)
+    cl = dr.confident_learning(f"dflt_b_{name}_{tag}_s{seed}_n{n}_e{B_CL_EPOCHS}",
+                               lambda f: make_small_cnn(k, seed * 10 + f), images, y, seed=seed, epochs=B_CL_EPOCHS, **sgd)
+    methods["CL (5-fold)"] = (cl[0], cl[1])
+    res = {m: _metrics(f, s, is_mis, valid) for m, (s, f) in methods.items()}
+    cuts = {c: _metrics(cutoff_flags(raw, y, probs, c), raw, is_mis, valid) for c in CUTOFFS}
+    return {"regime": "b", "data": name, "labels": tag, "encoder": encoder, "seed": seed, "n": int(valid.sum()),
+            "noise": float(is_mis[valid].mean()), "score": "poe_knn", "deep_knn_k": int(dk),
+            "methods": res, "cutoffs": cuts, "seconds": {"run": run["seconds"], "cell": time.time() - t0}}
 
 
 def _kfold(y, x, k, seed):
@@ -274,11 +321,39 @@ def measure_a(guard, name, encoder, size, seeds):
     return cells
 
 
+def measure_b(guard, name, encoder, size, seeds):
+    from benchmarks import defaults_data as data
+
+    cells = _load()
+    images, clean, _ = data.images_and_labels(name)
+    if len(clean) > data.B_SIZE:
+        raise ValueError(f"regime b runs on sets of at most {data.B_SIZE} images here; {name} has {len(clean)}")
+    x = features(name, encoder, size)
+    est = 0.0
+    for seed in seeds:
+        for tag, (y, is_mis) in data.label_sets(name, seed, images, clean).items():
+            key = f"b/{name}/{tag}/{encoder}_{size}/{seed}"
+            if key in cells:
+                continue
+            if not guard.allows(est):
+                log(f"peers: time limit, {key} and later cells not measured")
+                return cells
+            t = time.time()
+            cells[key] = cell_b(name, tag, f"{encoder}_{size}", images, x, np.asarray(y), np.asarray(is_mis), seed)
+            est = time.time() - t
+            _save(cells)
+            m = cells[key]["methods"]
+            log(f"peers: {key} in {est:.0f}s; default {m[DEFAULT]['auroc']:.3f}/{m[DEFAULT]['f1']:.3f}; "
+                + ", ".join(f"{p} {m[p]['auroc']:.3f}/{m[p]['f1']:.3f}" for p in PEERS if p in m))
+    return cells
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--time-limit", type=float, default=None)
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--data", nargs="*", default=["cifar10n"])
+    ap.add_argument("--regime", choices=("a", "b"), default="a")
     ap.add_argument("--encoder", default="efficientnet-lite0")
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
@@ -286,7 +361,7 @@ def main(argv=None):
     if not a.report:
         guard = harness.TimeGuard(a.time_limit)
         for name in a.data:
-            measure_a(guard, name, a.encoder, a.size, a.seeds)
+            (measure_a if a.regime == "a" else measure_b)(guard, name, a.encoder, a.size, a.seeds)
     from benchmarks.peers_report import write_report
 
     write_report(_load())
