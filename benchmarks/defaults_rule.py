@@ -117,8 +117,9 @@ def choose_defaults(cells, candidates):
 
 # ----------------------------------------------------------------------------- the cutoff (issue #22, item 3)
 #: Cutoffs of the default's ranking in order of simplicity (the last tie-break): the zero cutoff needs
-#: nothing, the mixture fits the scores, the counts read the run's probabilities through a confident joint.
-CUTOFF_ORDER = ("zero", "gmm", "cl_count_mean", "cl_count_last")
+#: nothing, the mixture fits the scores, the counts read the run's probabilities (or the default's product
+#: of experts, ``cl_count_poe``) through a confident joint.
+CUTOFF_ORDER = ("zero", "gmm", "cl_count_mean", "cl_count_last", "cl_count_poe")
 
 
 def choose_cutoff(cells, cutoffs=CUTOFF_ORDER):

@@ -62,7 +62,7 @@ PEERS = ("AUM (aux 99%)", "AUM (zero, same run)", "CL (5-fold)", "Deep k-NN (maj
          "Datalab label issues (features)")
 #: Cutoffs of the default's ranking measured in every cell (issue #22 item 3); chosen by
 #: :func:`benchmarks.defaults_rule.choose_cutoff`.
-CUTOFFS = ("zero", "gmm", "cl_count_mean", "cl_count_last")
+CUTOFFS = ("zero", "gmm", "cl_count_mean", "cl_count_last", "cl_count_poe")
 
 
 def _cache():
@@ -140,16 +140,30 @@ def clean_split(n, seed):
 
 
 # ----------------------------------------------------------------------------- cutoffs of the default's ranking
-def cutoff_flags(score, labels, pred_probs_list, how):
+def poe_probs(mean_logp, labels, neighbours, num_classes):
+    """The default's own class probabilities: softmax of the product of experts that ``poe_knn`` takes
+    its margin of (mean log-probabilities + log of the neighbours' add-one smoothed label shares)."""
+    from sei.entropy import softmax
+    from sei.neighbors import knn_label_frequencies
+
+    q = knn_label_frequencies(labels, neighbours, num_classes, smoothing=1.0)
+    return softmax(np.asarray(mean_logp, dtype=np.float64) + np.log(q), axis=1)
+
+
+def cutoff_flags(score, labels, pred_probs_list, how, poe=None):
     """Flags of the default's score under cutoff ``how``: ``"zero"`` (the library's), ``"gmm"``
     (sei's two-component mixture), ``"cl_count_mean"`` / ``"cl_count_last"`` (the lowest-scored
     ``cleanlab.count.num_label_issues`` samples, from the run's epoch-mean / last-epoch probabilities:
-    rank by our score, count from a confident-joint estimate on our own run)."""
+    rank by our score, count from a confident-joint estimate on our own run); ``"cl_count_poe"``, the
+    same count on the product of experts' probabilities (``poe``: ``(labels, probs)`` of :func:`poe_probs`;
+    added after the digits cells and one 10k-subset cell were seen, before the CIFAR-10N Lite0 cells ran)."""
     if how in ("zero", "gmm"):
         th = sei.compute_threshold(score, "auto" if how == "zero" else "gmm", score_name="poe_knn")
         return sei.flag_issues(score, th)
     from cleanlab.count import num_label_issues
 
+    if how == "cl_count_poe":
+        return harness._lowest(score, num_label_issues(np.asarray(poe[0]), poe[1]))
     p = np.mean(pred_probs_list, axis=0) if how == "cl_count_mean" else pred_probs_list[-1]
     p = p / p.sum(1, keepdims=True)
     return harness._lowest(score, num_label_issues(np.asarray(labels), p))
@@ -218,7 +232,8 @@ def cell_a(name, tag, encoder, x, y, is_mis, seed, names, nb):
     cl_probs = _cached(f"cl_kfold_{name}_{encoder}_{tag}", lambda: _kfold(y, x, k, 0))
     methods["CL (5-fold)"] = harness.confident_learning(y, cl_probs)
     res = {m: _metrics(f, s, is_mis, valid) for m, (s, f) in methods.items()}
-    cuts = {c: _metrics(cutoff_flags(np.asarray(r.scores), y, probs, c), np.asarray(r.scores), is_mis, valid)
+    poe = (y, poe_probs(r.recorder.fusion_input("poe_knn"), y, nb[:, :20], k))
+    cuts = {c: _metrics(cutoff_flags(np.asarray(r.scores), y, probs, c, poe), np.asarray(r.scores), is_mis, valid)
             for c in CUTOFFS}
     return {"regime": "a", "data": name, "labels": tag, "encoder": encoder, "seed": seed, "n": int(valid.sum()),
             "noise": float(is_mis[valid].mean()), "score": r.score_name, "deep_knn_k": int(dk),
@@ -265,7 +280,8 @@ def cell_b(name, tag, encoder, images, x, y, is_mis, seed):
                                lambda f: make_small_cnn(k, seed * 10 + f), images, y, seed=seed, epochs=B_CL_EPOCHS, **sgd)
     methods["CL (5-fold)"] = (cl[0], cl[1])
     res = {m: _metrics(f, s, is_mis, valid) for m, (s, f) in methods.items()}
-    cuts = {c: _metrics(cutoff_flags(raw, y, probs, c), raw, is_mis, valid) for c in CUTOFFS}
+    poe = (lab, poe_probs(rec.fusion_input("poe_knn"), lab, nb20, k + 1))
+    cuts = {c: _metrics(cutoff_flags(raw, y, probs, c, poe), raw, is_mis, valid) for c in CUTOFFS}
     return {"regime": "b", "data": name, "labels": tag, "encoder": encoder, "seed": seed, "n": int(valid.sum()),
             "noise": float(is_mis[valid].mean()), "score": "poe_knn", "deep_knn_k": int(dk),
             "methods": res, "cutoffs": cuts, "seconds": {"run": run["seconds"], "cell": time.time() - t0}}

@@ -62,6 +62,28 @@ def write_report(cells, path=None):
         b_f1 = np.mean([c["methods"][best_f1]["f1"] for c in cs])
         summary.append(f"| {reg} | {data} | {tag} | {enc} | {len(cs)} | {100 * d_auc:.1f} | {100 * b_auc:.1f} ({best_auc}) | "
                        f"{100 * (d_auc - b_auc):+.1f} | {100 * d_f1:.1f} | {100 * b_f1:.1f} ({best_f1}) | {100 * (d_f1 - b_f1):+.1f} |")
-    text = "\n".join(L[:7] + summary + [""] + L[7:]) + "\n"
+    rule = _cutoff_section(cells)
+    text = "\n".join(L[:7] + summary + [""] + rule + L[7:]) + "\n"
     write_table(path, text)
     return text
+
+
+def _cutoff_section(cells):
+    """The cutoff rule (:func:`benchmarks.defaults_rule.choose_cutoff`) applied to every cell."""
+    from benchmarks.defaults_rule import CUTOFF_ORDER, choose_cutoff
+
+    if not cells:
+        return []
+    cut, rank, leads = choose_cutoff(cells)
+    L = ["## The cutoff rule over every cell (issue #22 item 3)", "",
+         f"`benchmarks/defaults_rule.choose_cutoff` over {len(cells)} cells (every regime, data set, label set, encoder "
+         f"and seed measured): **`{cut}`** (cells with F1 >= best peer: {rank[0]} of {len(cells)}; worst lead "
+         f"{100 * rank[1]:+.1f}, mean lead {100 * rank[2]:+.1f} F1 points).", "",
+         "| cutoff | cells F1 >= best peer | worst F1 lead | mean F1 lead |", "| --- | --- | --- | --- |"]
+    for c in CUTOFF_ORDER:
+        if all(c in x["cutoffs"] for x in cells.values()):
+            _, r, _ = choose_cutoff(cells, (c,))
+            L.append(f"| {c} | {r[0]} / {len(cells)} | {100 * r[1]:+.1f} | {100 * r[2]:+.1f} |")
+    L += ["", "Per cell, the chosen cutoff's F1 lead over the best peer (points): "
+          + ", ".join(f"`{k}` {100 * v:+.1f}" for k, v in sorted(leads.items())), ""]
+    return L
