@@ -326,11 +326,18 @@ def _load():
     return json.loads(CELLS_JSON.read_text()) if CELLS_JSON.exists() else {}
 
 
-def _save(cells):
+def _save(cells, key):
+    """Add ``cells[key]`` to the file, merged with what other runs wrote meanwhile (under a lock)."""
+    import fcntl
+
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = CELLS_JSON.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cells, indent=1))
-    os.replace(tmp, CELLS_JSON)
+    with open(_cache() / "cells.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = _load()
+        merged[key] = cells[key]
+        tmp = CELLS_JSON.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(merged, indent=1))
+        os.replace(tmp, CELLS_JSON)
 
 
 def measure_a(guard, name, encoder, size, seeds):
@@ -364,7 +371,7 @@ def measure_a(guard, name, encoder, size, seeds):
             t = time.time()
             cells[key] = cell_a(name, tag, f"{encoder}_{size}", x, np.asarray(y), np.asarray(is_mis), seed, names, nb)
             est = time.time() - t
-            _save(cells)
+            _save(cells, key)
             m = cells[key]["methods"]
             log(f"peers: {key} in {est:.0f}s; default {m[DEFAULT]['auroc']:.3f}/{m[DEFAULT]['f1']:.3f}; "
                 + ", ".join(f"{p} {m[p]['auroc']:.3f}/{m[p]['f1']:.3f}" for p in PEERS if p in m))
@@ -391,7 +398,7 @@ def measure_b(guard, name, encoder, size, seeds):
             t = time.time()
             cells[key] = cell_b(name, tag, f"{encoder}_{size}", images, x, np.asarray(y), np.asarray(is_mis), seed)
             est = time.time() - t
-            _save(cells)
+            _save(cells, key)
             m = cells[key]["methods"]
             log(f"peers: {key} in {est:.0f}s; default {m[DEFAULT]['auroc']:.3f}/{m[DEFAULT]['f1']:.3f}; "
                 + ", ".join(f"{p} {m[p]['auroc']:.3f}/{m[p]['f1']:.3f}" for p in PEERS if p in m))
