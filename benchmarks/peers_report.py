@@ -87,3 +87,31 @@ def _cutoff_section(cells):
     L += ["", "Per cell, the chosen cutoff's F1 lead over the best peer (points): "
           + ", ".join(f"`{k}` {100 * v:+.1f}" for k, v in sorted(leads.items())), ""]
     return L
+
+
+def readme_table(cells):
+    """The README's "Which detector?" table: AUROC / F1 (%) per method and cell group (mean over seeds)."""
+    from benchmarks import peers as pb
+
+    groups = _group(cells)
+    order = sorted(groups, key=lambda g: (g[1] != "cifar10n", g[1], g[3], g[0], g[2]))
+    short = {"efficientnet-lite0_96": "Lite0", "efficientnet-lite0_64": "Lite0@64", "efficientnet-lite1_64": "Lite1@64",
+             "efficientnet-lite2_64": "Lite2@64"}
+    head = [f"{g[0]}: {g[1].replace('cifar10n10k', 'C10N-10k').replace('cifar10n', 'C10N')} {g[2].replace('0.3', '')} "
+            f"{short.get(g[3], g[3])}" for g in order]
+    L = ["| method | " + " | ".join(head) + " |", "| --- |" + " --- |" * len(order)]
+    for m in (pb.DEFAULT,) + pb.PEERS:
+        row = []
+        for g in order:
+            cs = groups[g]
+            if all(m in c["methods"] for c in cs):
+                row.append(f"{100 * np.mean([c['methods'][m]['auroc'] for c in cs]):.1f} / "
+                           f"{100 * np.mean([c['methods'][m]['f1'] for c in cs]):.1f}")
+            else:
+                row.append("-")
+        L.append(f"| {'**' + m + '**' if m == pb.DEFAULT else m} | " + " | ".join(row) + " |")
+    for cut in pb.CUTOFFS[1:]:
+        row = [f"{100 * np.mean([c['cutoffs'][cut]['f1'] for c in groups[g]]):.1f}"
+               if all(cut in c["cutoffs"] for c in groups[g]) else "-" for g in order]
+        L.append(f"| default ranking, `{cut}` cutoff (F1) | " + " | ".join(row) + " |")
+    return "\n".join(L)
