@@ -340,7 +340,7 @@ def _save(cells, key):
         os.replace(tmp, CELLS_JSON)
 
 
-def measure_a(guard, name, encoder, size, seeds):
+def measure_a(guard, name, encoder, size, seeds, only=None):
     from benchmarks import defaults_data as data
 
     cells = _load()
@@ -362,6 +362,8 @@ def measure_a(guard, name, encoder, size, seeds):
         else:
             sets = data.label_sets(name, seed, *data.images_and_labels(name)[:2])
         for tag, (y, is_mis) in sets.items():
+            if only and tag not in only:
+                continue
             key = f"a/{name}/{tag}/{encoder}_{size}/{seed}"
             if key in cells:
                 continue
@@ -411,6 +413,7 @@ def main(argv=None):
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--data", nargs="*", default=["cifar10n"])
     ap.add_argument("--regime", choices=("a", "b"), default="a")
+    ap.add_argument("--labels", nargs="*", default=None, help="only these label sets (default: all)")
     ap.add_argument("--encoder", default="efficientnet-lite0")
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
@@ -418,7 +421,10 @@ def main(argv=None):
     if not a.report:
         guard = harness.TimeGuard(a.time_limit)
         for name in a.data:
-            (measure_a if a.regime == "a" else measure_b)(guard, name, a.encoder, a.size, a.seeds)
+            if a.regime == "a":
+                measure_a(guard, name, a.encoder, a.size, a.seeds, a.labels)
+            else:
+                measure_b(guard, name, a.encoder, a.size, a.seeds)
     from benchmarks.peers_report import write_report
 
     write_report(_load())
