@@ -365,7 +365,7 @@ def measure_a(guard, name, encoder, size, seeds, only=None):
             if only and tag not in only:
                 continue
             key = f"a/{name}/{tag}/{encoder}_{size}/{seed}"
-            if key in cells:
+            if key in cells or key in _load():  # measured here or by another run meanwhile
                 continue
             if not guard.allows(est):
                 log(f"peers: time limit, {key} and later cells not measured")
