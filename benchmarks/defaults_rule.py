@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["AUROC_MARGIN", "AUX_THRESHOLDS", "FEATURE_SCORES", "choose", "choose_defaults", "evaluate"]
+__all__ = ["AUROC_MARGIN", "AUX_THRESHOLDS", "CUTOFF_ORDER", "FEATURE_SCORES", "choose", "choose_cutoff",
+           "choose_defaults", "evaluate"]
 
 #: The AUROC lead over max(CL, AUM) a cell asks for.
 AUROC_MARGIN = 0.01
@@ -112,3 +113,44 @@ def choose_defaults(cells, candidates):
     without = choose(cells, plain)
     with_f = choose(cells, candidates)
     return {"without_features": without, "with_features": with_f, "head": with_f[0][0]}
+
+
+# ----------------------------------------------------------------------------- the cutoff (issue #22, item 3)
+#: Cutoffs of the default's ranking in order of simplicity (the last tie-break): the zero cutoff needs
+#: nothing, the mixture fits the scores, the counts read the run's probabilities (or the default's product
+#: of experts, ``cl_count_poe``) through a confident joint.
+CUTOFF_ORDER = ("zero", "gmm", "cl_count_mean", "cl_count_last", "cl_count_poe")
+
+
+def choose_cutoff(cells, cutoffs=CUTOFF_ORDER):
+    """The cutoff of the default's ranking by a rule fixed before it runs (issue #22, item 3).
+
+    ``cells``: ``{cell key: {"methods": {name: {"f1", ...}}, "cutoffs": {cutoff: {"f1", ...}}}}`` (the
+    peers benchmark's ``peers_cells.json``: every regime, data set, label set, encoder and seed);
+    the default's own row (``"SEI default ..."``) is not a peer.
+
+    1. A cutoff competes only if it was measured in every cell.
+    2. Goal per cell: its F1 >= the best peer's F1 in that cell (the issue's "Done when").
+    3. Rank by, higher first: the number of cells meeting the goal; the worst cell's F1 lead over the
+       best peer; the mean lead (leads rounded to 0.001).
+    4. Ties go to the simpler cutoff (the order of ``cutoffs``, :data:`CUTOFF_ORDER`).
+
+    Returns ``(cutoff, rank key, {cell: lead})``.
+    """
+    if not cells:
+        raise ValueError("choose_cutoff needs at least one cell")
+    best = None
+    for i, cut in enumerate(cutoffs):
+        if not all(cut in c["cutoffs"] for c in cells.values()):
+            continue
+        leads = {}
+        for key, c in cells.items():
+            peer = max(v["f1"] for m, v in c["methods"].items() if not m.startswith("SEI default"))
+            leads[key] = c["cutoffs"][cut]["f1"] - peer
+        vals = list(leads.values())
+        rank = (sum(v >= 0 for v in vals), round(min(vals), 3), round(float(np.mean(vals)), 3))
+        if best is None or (rank, -i) > (best[1], -best[3]):
+            best = (cut, rank, leads, i)
+    if best is None:
+        raise ValueError("no cutoff was measured in every cell")
+    return best[0], best[1], best[2]

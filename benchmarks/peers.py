@@ -1,0 +1,434 @@
+"""Peers benchmark (issue #22): the library's default against every detector a user would run
+instead, on the same features and the same training run, cell by cell.
+
+    nice -n 10 python benchmarks/peers.py --time-limit 3000          # measure (cells cached), then report
+    python benchmarks/peers.py --report                               # only the tables, from peers_cells.json
+
+A cell is (regime, data set, label set, encoder, seed), as in :mod:`benchmarks.defaults`:
+
+* Regime a: frozen ImageNet features (``--encoder``, default EfficientNet-Lite0 at 96 px), trained by
+  :func:`sei.train` with every default (linear head, 10 epochs, ``score="auto"`` = ``poe_knn``,
+  zero cutoff), its per-epoch probabilities kept (``history_path``). A second run of the same
+  settings with the auxiliary class gives AUM its paper's cutoff (99th percentile of the auxiliary
+  samples); both runs' auxiliary samples are left out of every method's evaluation.
+* Regime b: the small CNN from scratch of the defaults benchmark on the images (with the
+  auxiliary class, as there), for the added data sets that fit the shared CPU.
+
+The default and the run-based peers (cleanlab's ensemble of per-epoch ``pred_probs``, wrong-event
+count, FiftyOne's mistakenness, AUM) read that run; the feature-based peers (Deep k-NN, SimiFeat,
+Datalab) read the same features; confident learning trains its own K-fold models on the same
+features (``sei.cross_validation.kfold_probs``, 5 folds; regime a: the default's linear head at its
+settings, :func:`linear_fit_predict`; regime b: the same CNN). Deep k-NN's k is picked as its paper does, on a held-out set with clean labels
+(``D_clean``: 5 % of the samples, seeded), which is then left out of every method's evaluation.
+
+Every peer is one function of :mod:`benchmarks.harness`. Cells go to
+``benchmarks/results/peers_cells.json`` as soon as measured (behind ``--time-limit``); the tables to
+``benchmarks/results/peers.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import sei  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.detection_core import log  # noqa: E402
+from sei.metrics import detection_metrics  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+CELLS_JSON = RESULTS / "peers_cells.json"
+SEEDS = (0, 1, 2)
+#: Share of the samples given to Deep k-NN as its clean held-out set (left out of every evaluation).
+CLEAN_SHARE = 0.05
+#: Neighbours searched once per feature set for Deep k-NN (the largest k of its grid).
+KNN_MAX = max(harness.DEEP_KNN_GRID)
+
+DEFAULT = "SEI default (poe_knn, zero)"
+PEERS = ("AUM (aux 99%)", "AUM (zero, same run)", "CL (5-fold)", "Deep k-NN (majority vote)",
+         "SimiFeat vote (k=10)", "SimiFeat rank (k=10, HOC)", "cleanlab ensemble, accuracy weights (in-sample)",
+         "cleanlab ensemble, uniform (in-sample)", "wrong events (> T/2)", "FiftyOne mistakenness (last epoch)",
+         "Datalab label issues (features)")
+#: Cutoffs of the default's ranking measured in every cell (issue #22 item 3); chosen by
+#: :func:`benchmarks.defaults_rule.choose_cutoff`.
+CUTOFFS = ("zero", "gmm", "cl_count_mean", "cl_count_last", "cl_count_poe")
+
+
+def _cache():
+    d = Path(os.environ.get("SEI_PEERS_CACHE", ROOT / "benchmarks" / ".cache" / "peers"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _cached(name, fn):
+    """``fn()`` (an array or a tuple of arrays) saved once as ``<name>.npz`` in the peers cache."""
+    p = _cache() / f"{name.replace('/', '_')}.npz"
+    if p.exists():
+        z = np.load(p)
+        out = tuple(z[f"a{i}"] for i in range(len(z.files)))
+        return out[0] if len(out) == 1 else out
+    got = fn()
+    arrs = got if isinstance(got, tuple) else (got,)
+    np.savez(p.with_suffix(".tmp.npz"), **{f"a{i}": a for i, a in enumerate(arrs)})
+    os.replace(p.with_suffix(".tmp.npz"), p)
+    return got
+
+
+# ----------------------------------------------------------------------------- data
+#: The second and third encoders embed a seeded subset of CIFAR-10N on the shared 2-core CPU: at
+#: 64 px a 1,000-image sample took 10.9 s (Lite1) and 7.3 s (Lite2) on one thread (30.7 s each at
+#: 96 px), so all 50,000 images would take well over the 30 minutes allowed next to the other jobs.
+SUBSET_NAME, SUBSET_SIZE = "cifar10n10k", 10_000
+
+
+def subset_rows(n=50_000):
+    """The rows of :data:`SUBSET_NAME`: a seeded 10,000 of the 50,000 CIFAR-10N training images."""
+    return np.sort(np.random.default_rng(22).choice(n, SUBSET_SIZE, replace=False))
+
+
+def features(name, encoder="efficientnet-lite0", size=96):
+    """Frozen features of data set ``name`` with ``encoder`` at ``size`` px (cached)."""
+    if name == SUBSET_NAME:
+        if encoder == "efficientnet-lite0" and size == 96:
+            return features("cifar10n")[subset_rows()]
+
+        def fn():
+            from benchmarks.cifar10n import load_images
+            from sei.engine.embedding import embed_images
+            from sei.engine.encoders import load_model
+
+            x = np.ascontiguousarray(load_images("train")[subset_rows()])
+            return np.asarray(embed_images(load_model(encoder), x, image_size=size, batch_size=128, progress=False),
+                              dtype=np.float32)
+
+        return _cached(f"features_{name}_{encoder}_{size}", fn)
+    if name == "cifar10n":
+        from benchmarks.cifar10n import load_embeddings
+
+        return np.asarray(load_embeddings("train", encoder, size), dtype=np.float32)
+    from benchmarks import defaults_data
+
+    if encoder == "efficientnet-lite0" and size == 96:
+        return np.asarray(defaults_data.features(name), dtype=np.float32)
+
+    def fn():
+        from sei.engine.embedding import embed_images
+        from sei.engine.encoders import load_model
+
+        x, _, _ = defaults_data.images_and_labels(name)
+        return np.asarray(embed_images(load_model(encoder), x, image_size=size, batch_size=128, progress=False),
+                          dtype=np.float32)
+
+    return _cached(f"features_{name}_{encoder}_{size}", fn)
+
+
+def clean_split(n, seed):
+    """Deep k-NN's D_clean: a seeded 5 % of the samples."""
+    rng = np.random.default_rng(10_000 + seed)
+    return np.sort(rng.choice(n, int(round(CLEAN_SHARE * n)), replace=False))
+
+
+# ----------------------------------------------------------------------------- cutoffs of the default's ranking
+def poe_probs(mean_logp, labels, neighbours, num_classes):
+    """The default's own class probabilities: softmax of the product of experts that ``poe_knn`` takes
+    its margin of (mean log-probabilities + log of the neighbours' add-one smoothed label shares)."""
+    from sei.entropy import softmax
+    from sei.neighbors import knn_label_frequencies
+
+    q = knn_label_frequencies(labels, neighbours, num_classes, smoothing=1.0)
+    return softmax(np.asarray(mean_logp, dtype=np.float64) + np.log(q), axis=1)
+
+
+def cutoff_flags(score, labels, pred_probs_list, how, poe=None):
+    """Flags of the default's score under cutoff ``how``: ``"zero"`` (the library's), ``"gmm"``
+    (sei's two-component mixture), ``"cl_count_mean"`` / ``"cl_count_last"`` (the lowest-scored
+    ``cleanlab.count.num_label_issues`` samples, from the run's epoch-mean / last-epoch probabilities:
+    rank by our score, count from a confident-joint estimate on our own run); ``"cl_count_poe"``, the
+    same count on the product of experts' probabilities (``poe``: ``(labels, probs)`` of :func:`poe_probs`;
+    added after the digits cells and one 10k-subset cell were seen, before the CIFAR-10N Lite0 cells ran)."""
+    if how in ("zero", "gmm"):
+        th = sei.compute_threshold(score, "auto" if how == "zero" else "gmm", score_name="poe_knn")
+        return sei.flag_issues(score, th)
+    from cleanlab.count import num_label_issues
+
+    if how == "cl_count_poe":
+        return harness._lowest(score, num_label_issues(np.asarray(poe[0]), poe[1]))
+    p = np.mean(pred_probs_list, axis=0) if how == "cl_count_mean" else pred_probs_list[-1]
+    p = p / p.sum(1, keepdims=True)
+    return harness._lowest(score, num_label_issues(np.asarray(labels), p))
+
+
+# ----------------------------------------------------------------------------- one cell
+def _metrics(flags, score, is_mis, valid):
+    m = detection_metrics(flags, score, is_mis, valid=valid)
+    return {k: float(m[k]) for k in ("auroc", "auprc", "f1", "precision", "recall", "flagged")}
+
+
+def feature_peers(key, x, y, k, seed, nb, clean_idx, is_mis):
+    """{method: (score, flags)} of the feature-only peers, and Deep k-NN's k (cached per labels)."""
+    out = {}
+    dk = harness.deep_knn_choose_k(y, nb, is_mis, clean_idx, num_classes=k)
+    out["Deep k-NN (majority vote)"] = harness.deep_knn(y, nb, dk, k)
+    # HOC's estimate is a statistic of the label set: estimated once (seed 0) and shared by the seeds
+    t, p = _cached(f"hoc_{key}", lambda: harness.hoc_transition(x, y, k, seed=0))
+    sims = _cached(f"simifeat_nb10_{key.split('/')[0]}", lambda: harness.simifeat_neighbours(x))
+    out["SimiFeat vote (k=10)"] = harness.simifeat(x, y, k, method="vote", neighbours=sims)
+    out["SimiFeat rank (k=10, HOC)"] = harness.simifeat(x, y, k, method="rank", seed=seed, transition=(t, p),
+                                                        neighbours=sims)
+    out["Datalab label issues (features)"] = _cached(f"datalab_{key}", lambda: harness.datalab_label_issues(x, y))
+    return out, dk
+
+
+def run_peers(probs_list, y, rec):
+    """{method: (score, flags)} of the peers that read the run: ``probs_list`` the per-epoch (N, K)
+    probabilities, ``rec`` the run's recorder (logit margins for AUM)."""
+    out = {}
+    for w, name in (("accuracy", "cleanlab ensemble, accuracy weights (in-sample)"),
+                    ("uniform", "cleanlab ensemble, uniform (in-sample)")):
+        out[name] = harness.cleanlab_ensemble(y, probs_list, weighting=w)
+    out["wrong events (> T/2)"] = harness.wrong_events(probs_list, y)
+    out["FiftyOne mistakenness (last epoch)"] = harness.fiftyone_mistakenness(np.log(probs_list[-1] + 1e-12), y)
+    aum = rec.scores("aum")
+    out["AUM (zero, same run)"] = (aum, aum < 0)
+    return out
+
+
+def cell_a(name, tag, encoder, x, y, is_mis, seed, names, nb):
+    """Regime a: sei.train's defaults (and one run with the auxiliary class, for AUM's cutoff)."""
+    from sei_cleanlab import get_pred_probs_list
+
+    t0 = time.time()
+    k = int(y.max()) + 1
+    n = len(y)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = sei.train(x, y, class_names=names, progress=False, seed=seed, aux_class=False,
+                      history_path=os.path.join(tmp, "h.npy"))
+        probs = get_pred_probs_list(r.recorder)
+    t_run = time.time() - t0
+    r_aux = sei.train(x, y, class_names=names, progress=False, seed=seed, aux_class=True, score="aum",
+                      threshold="aux_quantile")
+    clean_idx = clean_split(n, seed)
+    valid = np.ones(n, bool)
+    valid[clean_idx] = False
+    valid[np.asarray(r_aux.aux_indices)] = False
+    methods = {DEFAULT: (np.asarray(r.scores), np.asarray(r.mislabeled)),
+               "AUM (aux 99%)": (np.asarray(r_aux.scores), np.asarray(r_aux.mislabeled))}
+    methods.update(run_peers(probs, y, r.recorder))
+    fp, dk = feature_peers(f"{name}_{encoder}/{tag}", x, y, k, seed, nb, clean_idx, is_mis)
+    methods.update(fp)
+    # CL's 5 folds trained once per label set (seed 0) and shared by the seeds: 5 more runs per cell do
+    # not fit the shared CPU
+    cl_probs = _cached(f"cl_kfold_{name}_{encoder}_{tag}", lambda: _kfold(y, x, k, 0))
+    methods["CL (5-fold)"] = harness.confident_learning(y, cl_probs)
+    res = {m: _metrics(f, s, is_mis, valid) for m, (s, f) in methods.items()}
+    poe = (y, poe_probs(r.recorder.fusion_input("poe_knn"), y, nb[:, :20], k))
+    cuts = {c: _metrics(cutoff_flags(np.asarray(r.scores), y, probs, c, poe), np.asarray(r.scores), is_mis, valid)
+            for c in CUTOFFS}
+    return {"regime": "a", "data": name, "labels": tag, "encoder": encoder, "seed": seed, "n": int(valid.sum()),
+            "noise": float(is_mis[valid].mean()), "score": r.score_name, "deep_knn_k": int(dk),
+            "methods": res, "cutoffs": cuts, "seconds": {"run": t_run, "cell": time.time() - t0}}
+
+
+def cell_b(name, tag, encoder, images, x, y, is_mis, seed):
+    """Regime b: the defaults benchmark's small CNN from scratch (with the auxiliary class, its cached
+    run); the default as ``sei_cleanlab`` computes it on that run with the features."""
+    from benchmarks import detection_regimes as dr
+    from benchmarks.defaults_data import B_CL_EPOCHS, B_EPOCHS
+    from benchmarks.detection_core import cached_run, make_small_cnn, train_record
+    from sei_cleanlab import find_label_issues, get_pred_probs_list
+    from sei_cleanlab._common import Scorer
+
+    t0 = time.time()
+    k, n = int(y.max()) + 1, len(y)
+    sgd = dict(lr=0.05, optim="sgd", weight_decay=5e-4, images=True, augment=True)
+
+    def fn():
+        lab_run, aux = sei.draw_auxiliary(y, k, seed=seed)
+        r = train_record(make_small_cnn(k + 1, seed), images, lab_run, epochs=B_EPOCHS, seed=seed, **sgd)
+        return {**r, "labels_run": np.asarray(lab_run), "aux": np.asarray(aux)}
+
+    run = cached_run(f"dflt_b_{name}_{tag}_s{seed}_n{n}_e{B_EPOCHS}", fn)
+    h, lab, aux = np.asarray(run["train"]), np.asarray(run["labels_run"]), np.asarray(run["aux"])
+    rec = sei.SEIRecorder.from_history(h, lab, from_logits=True)
+    nb20 = sei.knn_indices(x, 20)
+    raw = Scorer(rec, lab, neighbors=nb20)("poe_knn")
+    flags = find_label_issues(lab, rec, neighbors=nb20)
+    probs = get_pred_probs_list(h, from_logits=True, num_classes=k)
+    clean_idx = clean_split(n, seed)
+    valid = np.ones(n, bool)
+    valid[clean_idx] = False
+    valid[aux] = False
+    aum = rec.scores("aum")
+    methods = {DEFAULT: (raw, flags),
+               "AUM (aux 99%)": (aum, sei.flag_issues(aum, sei.compute_threshold(aum, "aux_quantile", aux_indices=aux)))}
+    methods.update(run_peers(probs, y, rec))
+    nb = _cached(f"knn{KNN_MAX}_{name}_{encoder}", lambda: sei.knn_indices(x, min(KNN_MAX, n - 1)))
+    fp, dk = feature_peers(f"{name}_{encoder}/{tag}", x, y, k, seed, nb, clean_idx, is_mis)
+    methods.update(fp)
+    cl = dr.confident_learning(f"dflt_b_{name}_{tag}_s{seed}_n{n}_e{B_CL_EPOCHS}",
+                               lambda f: make_small_cnn(k, seed * 10 + f), images, y, seed=seed, epochs=B_CL_EPOCHS, **sgd)
+    methods["CL (5-fold)"] = (cl[0], cl[1])
+    res = {m: _metrics(f, s, is_mis, valid) for m, (s, f) in methods.items()}
+    poe = (lab, poe_probs(rec.fusion_input("poe_knn"), lab, nb20, k + 1))
+    cuts = {c: _metrics(cutoff_flags(raw, y, probs, c, poe), raw, is_mis, valid) for c in CUTOFFS}
+    return {"regime": "b", "data": name, "labels": tag, "encoder": encoder, "seed": seed, "n": int(valid.sum()),
+            "noise": float(is_mis[valid].mean()), "score": "poe_knn", "deep_knn_k": int(dk),
+            "methods": res, "cutoffs": cuts, "seconds": {"run": run["seconds"], "cell": time.time() - t0}}
+
+
+def _kfold(y, x, k, seed):
+    """5-fold out-of-sample probabilities of the default's own model (:func:`linear_fit_predict`)."""
+    from sei.cross_validation import kfold_probs
+
+    return kfold_probs(y, linear_fit_predict(x, y, k, seed), num_classes=k, seed=seed)
+
+
+def linear_fit_predict(x, y, k, seed, *, epochs=10, lr=0.002, batch_size=128):
+    """``kfold_probs``' model for confident learning in regime a: the default's linear head as
+    :func:`sei.train` trains it (softmax regression on features standardised over the training
+    fold, zero init, SGD momentum 0.9, weight decay 1e-4, batch 128, 10 epochs at lr 0.002)."""
+    import torch
+
+    def fit_predict(fold, tr, te):
+        xt = torch.as_tensor(x[tr], dtype=torch.float32)
+        mu, sd = xt.mean(0), xt.std(0).clamp_min(1e-6)
+        xt = (xt - mu) / sd
+        yt = torch.as_tensor(y[tr])
+        torch.manual_seed(seed * 10 + fold)
+        fc = torch.nn.Linear(x.shape[1], k)
+        torch.nn.init.zeros_(fc.weight)
+        torch.nn.init.zeros_(fc.bias)
+        opt = torch.optim.SGD(fc.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+        for _ in range(epochs):
+            for b in torch.randperm(len(tr)).split(batch_size):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(fc(xt[b]), yt[b]).backward()
+                opt.step()
+        with torch.no_grad():
+            return torch.softmax(fc((torch.as_tensor(x[te], dtype=torch.float32) - mu) / sd), 1).numpy()
+
+    return fit_predict
+
+
+# ----------------------------------------------------------------------------- driver
+def _load():
+    return json.loads(CELLS_JSON.read_text()) if CELLS_JSON.exists() else {}
+
+
+def _save(cells, key):
+    """Add ``cells[key]`` to the file, merged with what other runs wrote meanwhile (under a lock)."""
+    import fcntl
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(_cache() / "cells.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = _load()
+        merged[key] = cells[key]
+        tmp = CELLS_JSON.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(merged, indent=1))
+        os.replace(tmp, CELLS_JSON)
+
+
+def measure_a(guard, name, encoder, size, seeds, only=None):
+    from benchmarks import defaults_data as data
+
+    cells = _load()
+    x = features(name, encoder, size)
+    if name in ("cifar10n", SUBSET_NAME):
+        from benchmarks.cifar10n import load_labels
+
+        names = load_labels()["class_names"]
+    else:
+        names = data.images_and_labels(name)[2]
+    nb = _cached(f"knn{KNN_MAX}_{name}_{encoder}_{size}", lambda: sei.knn_indices(x, KNN_MAX))
+    est = 0.0
+    for seed in seeds:
+        if name == SUBSET_NAME:
+            rows = subset_rows()
+            sets = {t: (y[rows], m[rows]) for t, (y, m) in data.label_sets("cifar10n", seed).items()}
+        elif name == "cifar10n":
+            sets = data.label_sets(name, seed)
+        else:
+            sets = data.label_sets(name, seed, *data.images_and_labels(name)[:2])
+        for tag, (y, is_mis) in sets.items():
+            if only and tag not in only:
+                continue
+            key = f"a/{name}/{tag}/{encoder}_{size}/{seed}"
+            if key in cells or key in _load():  # measured here or by another run meanwhile
+                continue
+            if not guard.allows(est):
+                log(f"peers: time limit, {key} and later cells not measured")
+                return cells
+            t = time.time()
+            cells[key] = cell_a(name, tag, f"{encoder}_{size}", x, np.asarray(y), np.asarray(is_mis), seed, names, nb)
+            est = time.time() - t
+            _save(cells, key)
+            m = cells[key]["methods"]
+            log(f"peers: {key} in {est:.0f}s; default {m[DEFAULT]['auroc']:.3f}/{m[DEFAULT]['f1']:.3f}; "
+                + ", ".join(f"{p} {m[p]['auroc']:.3f}/{m[p]['f1']:.3f}" for p in PEERS if p in m))
+    return cells
+
+
+def measure_b(guard, name, encoder, size, seeds):
+    from benchmarks import defaults_data as data
+
+    cells = _load()
+    images, clean, _ = data.images_and_labels(name)
+    if len(clean) > data.B_SIZE:
+        raise ValueError(f"regime b runs on sets of at most {data.B_SIZE} images here; {name} has {len(clean)}")
+    x = features(name, encoder, size)
+    est = 0.0
+    for seed in seeds:
+        for tag, (y, is_mis) in data.label_sets(name, seed, images, clean).items():
+            key = f"b/{name}/{tag}/{encoder}_{size}/{seed}"
+            if key in cells:
+                continue
+            if not guard.allows(est):
+                log(f"peers: time limit, {key} and later cells not measured")
+                return cells
+            t = time.time()
+            cells[key] = cell_b(name, tag, f"{encoder}_{size}", images, x, np.asarray(y), np.asarray(is_mis), seed)
+            est = time.time() - t
+            _save(cells, key)
+            m = cells[key]["methods"]
+            log(f"peers: {key} in {est:.0f}s; default {m[DEFAULT]['auroc']:.3f}/{m[DEFAULT]['f1']:.3f}; "
+                + ", ".join(f"{p} {m[p]['auroc']:.3f}/{m[p]['f1']:.3f}" for p in PEERS if p in m))
+    return cells
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--time-limit", type=float, default=None)
+    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--data", nargs="*", default=["cifar10n"])
+    ap.add_argument("--regime", choices=("a", "b"), default="a")
+    ap.add_argument("--labels", nargs="*", default=None, help="only these label sets (default: all)")
+    ap.add_argument("--encoder", default="efficientnet-lite0")
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
+    a = ap.parse_args(argv)
+    if not a.report:
+        guard = harness.TimeGuard(a.time_limit)
+        for name in a.data:
+            if a.regime == "a":
+                measure_a(guard, name, a.encoder, a.size, a.seeds, a.labels)
+            else:
+                measure_b(guard, name, a.encoder, a.size, a.seeds)
+    from benchmarks.peers_report import write_report
+
+    write_report(_load())
+
+
+if __name__ == "__main__":
+    main()
