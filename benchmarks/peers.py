@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
 import sei  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.detection_core import log  # noqa: E402
+from benchmarks.peers_cutoffs import CUTOFFS, cutoff_flags, poe_probs  # noqa: E402  (CUTOFFS: read by peers_report)
 from sei.metrics import detection_metrics  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -60,9 +61,6 @@ PEERS = ("AUM (aux 99%)", "AUM (zero, same run)", "CL (5-fold)", "Deep k-NN (maj
          "SimiFeat vote (k=10)", "SimiFeat rank (k=10, HOC)", "cleanlab ensemble, accuracy weights (in-sample)",
          "cleanlab ensemble, uniform (in-sample)", "wrong events (> T/2)", "FiftyOne mistakenness (last epoch)",
          "Datalab label issues (features)")
-#: Cutoffs of the default's ranking measured in every cell (issue #22 item 3); chosen by
-#: :func:`benchmarks.defaults_rule.choose_cutoff`.
-CUTOFFS = ("zero", "gmm", "cl_count_mean", "cl_count_last", "cl_count_poe")
 
 
 def _cache():
@@ -140,35 +138,6 @@ def clean_split(n, seed):
 
 
 # ----------------------------------------------------------------------------- cutoffs of the default's ranking
-def poe_probs(mean_logp, labels, neighbours, num_classes):
-    """The default's own class probabilities: softmax of the product of experts that ``poe_knn`` takes
-    its margin of (mean log-probabilities + log of the neighbours' add-one smoothed label shares)."""
-    from sei.entropy import softmax
-    from sei.neighbors import knn_label_frequencies
-
-    q = knn_label_frequencies(labels, neighbours, num_classes, smoothing=1.0)
-    return softmax(np.asarray(mean_logp, dtype=np.float64) + np.log(q), axis=1)
-
-
-def cutoff_flags(score, labels, pred_probs_list, how, poe=None):
-    """Flags of the default's score under cutoff ``how``: ``"zero"`` (the library's), ``"gmm"``
-    (sei's two-component mixture), ``"cl_count_mean"`` / ``"cl_count_last"`` (the lowest-scored
-    ``cleanlab.count.num_label_issues`` samples, from the run's epoch-mean / last-epoch probabilities:
-    rank by our score, count from a confident-joint estimate on our own run); ``"cl_count_poe"``, the
-    same count on the product of experts' probabilities (``poe``: ``(labels, probs)`` of :func:`poe_probs`;
-    added after the digits cells and one 10k-subset cell were seen, before the CIFAR-10N Lite0 cells ran)."""
-    if how in ("zero", "gmm"):
-        th = sei.compute_threshold(score, "auto" if how == "zero" else "gmm", score_name="poe_knn")
-        return sei.flag_issues(score, th)
-    from cleanlab.count import num_label_issues
-
-    if how == "cl_count_poe":
-        return harness._lowest(score, num_label_issues(np.asarray(poe[0]), poe[1]))
-    p = np.mean(pred_probs_list, axis=0) if how == "cl_count_mean" else pred_probs_list[-1]
-    p = p / p.sum(1, keepdims=True)
-    return harness._lowest(score, num_label_issues(np.asarray(labels), p))
-
-
 # ----------------------------------------------------------------------------- one cell
 def _metrics(flags, score, is_mis, valid):
     m = detection_metrics(flags, score, is_mis, valid=valid)
@@ -295,28 +264,16 @@ def _kfold(y, x, k, seed):
 
 
 def linear_fit_predict(x, y, k, seed, *, epochs=10, lr=0.002, batch_size=128):
-    """``kfold_probs``' model for confident learning in regime a: the default's linear head as
-    :func:`sei.train` trains it (softmax regression on features standardised over the training
-    fold, zero init, SGD momentum 0.9, weight decay 1e-4, batch 128, 10 epochs at lr 0.002)."""
-    import torch
+    """``kfold_probs``' model for confident learning in regime a: the default's linear head,
+    trained by the engine's own :func:`sei.engine.protocols.fit_head` (features standardised
+    over the training fold, SGD momentum 0.9, weight decay 1e-4, batch 128, 10 epochs at lr 0.002)."""
+    from sei.engine import TrainConfig
+    from sei.engine.protocols import fit_head
 
     def fit_predict(fold, tr, te):
-        xt = torch.as_tensor(x[tr], dtype=torch.float32)
-        mu, sd = xt.mean(0), xt.std(0).clamp_min(1e-6)
-        xt = (xt - mu) / sd
-        yt = torch.as_tensor(y[tr])
-        torch.manual_seed(seed * 10 + fold)
-        fc = torch.nn.Linear(x.shape[1], k)
-        torch.nn.init.zeros_(fc.weight)
-        torch.nn.init.zeros_(fc.bias)
-        opt = torch.optim.SGD(fc.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
-        for _ in range(epochs):
-            for b in torch.randperm(len(tr)).split(batch_size):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(fc(xt[b]), yt[b]).backward()
-                opt.step()
-        with torch.no_grad():
-            return torch.softmax(fc((torch.as_tensor(x[te], dtype=torch.float32) - mu) / sd), 1).numpy()
+        cfg = TrainConfig(head="linear", mode="embeddings", epochs=epochs, lr=lr, batch_size=batch_size,
+                          seed=seed * 10 + fold, progress=False)
+        return fit_head(x[tr], y[tr], cfg, num_classes=k).predict_proba(x[te])
 
     return fit_predict
 
