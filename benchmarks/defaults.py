@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
 
 import sei  # noqa: E402
 from benchmarks import defaults_data as data  # noqa: E402
-from benchmarks.defaults_data import B_CL_EPOCHS, B_EPOCHS, B_SIZE  # noqa: E402
+from benchmarks.defaults_data import B_CL_EPOCHS, B_SGD, B_SIZE, regime_b_run  # noqa: E402
 from benchmarks.detection_core import log  # noqa: E402
 from benchmarks.detection_core import margin  # noqa: E402
 from benchmarks.detection_methods import poe_score  # noqa: E402
@@ -157,19 +157,11 @@ def subset(n):
 def cell_b(name, tag, images, y, is_mis, seed, neighbours):
     """Regime b: the small CNN from scratch with the auxiliary class; 5-fold CL with the same CNN."""
     from benchmarks import detection_regimes as dr
-    from benchmarks.detection_core import cached_run, make_small_cnn, train_record
+    from benchmarks.detection_core import make_small_cnn
     from benchmarks.detection_methods import mean_log_probs
 
     k = int(y.max()) + 1
-    sgd = dict(lr=0.05, optim="sgd", weight_decay=5e-4, images=True, augment=True)
-
-    def fn():
-        lab_run, aux = sei.draw_auxiliary(y, k, seed=seed)
-        r = train_record(make_small_cnn(k + 1, seed), images, lab_run, epochs=B_EPOCHS, seed=seed, **sgd)
-        return {**r, "labels_run": np.asarray(lab_run), "aux": np.asarray(aux)}
-
-    run = cached_run(f"dflt_b_{name}_{tag}_s{seed}_n{len(y)}_e{B_EPOCHS}", fn)
-    h, lab, aux = np.asarray(run["train"]), np.asarray(run["labels_run"]), np.asarray(run["aux"])
+    run, h, lab, aux = regime_b_run(name, tag, images, y, seed)
     rec = sei.SEIRecorder.from_history(h, lab, from_logits=True)
     valid = np.ones(len(y), bool)
     valid[aux] = False
@@ -177,7 +169,7 @@ def cell_b(name, tag, images, y, is_mis, seed, neighbours):
     _metrics(_score_all(rec, lab, NO_AUX + AUX, aux, neighbours, mean_log_probs(h)), is_mis, valid, None, cands)
     cl = dr.confident_learning(f"dflt_b_{name}_{tag}_s{seed}_n{len(y)}_e{B_CL_EPOCHS}",
                                lambda f: make_small_cnn(k, seed * 10 + f), images, np.asarray(y), seed=seed,
-                               epochs=B_CL_EPOCHS, **sgd)
+                               epochs=B_CL_EPOCHS, **B_SGD)
     aum = cands[_key((None, "aum", "aux_quantile"))]["auroc"]
     return cands, aum, {"train": run["seconds"], "cl": cl[2]}, valid, cl
 

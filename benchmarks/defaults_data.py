@@ -25,6 +25,8 @@ CIFAR_SETS = ("aggre", "random1", "worse")
 ADDED = ("digits", "mnist5k")
 #: Regime b of the defaults benchmark: images per cell, CNN epochs, epochs of confident learning's CV models.
 B_SIZE, B_EPOCHS, B_CL_EPOCHS = 4000, 20, 10
+#: The small CNN's optimiser in regime b (its run and confident learning's folds).
+B_SGD = dict(lr=0.05, optim="sgd", weight_decay=5e-4, images=True, augment=True)
 
 
 def available(name):
@@ -122,3 +124,22 @@ def label_sets(name, seed, images=None, clean=None):
     out = {"symmetric0.3": sei.symmetric_noise(clean, 0.3, num_classes=k, seed=1000 + seed)}
     out["confusion0.3"] = sei.confusion_noise(clean, model_confusion(images, clean), 0.3, seed=2000 + seed)
     return {t: (np.asarray(y), np.asarray(m)) for t, (y, m) in out.items()}
+
+
+def regime_b_run(name, tag, images, y, seed):
+    """The regime-b training run of a label set, cached: the small CNN from scratch with the
+    auxiliary class (SGD lr 0.05, weight decay 5e-4, augmented, ``B_EPOCHS`` epochs); returns
+    ``(history (T, N, K + 1) logits, labels trained on, auxiliary indices)``. Shared by the defaults
+    and the peers benchmarks, so that both score the same run."""
+    import sei
+    from benchmarks.detection_core import cached_run, make_small_cnn, train_record
+
+    k = int(np.max(y)) + 1
+
+    def fn():
+        lab_run, aux = sei.draw_auxiliary(y, k, seed=seed)
+        r = train_record(make_small_cnn(k + 1, seed), images, lab_run, epochs=B_EPOCHS, seed=seed, **B_SGD)
+        return {**r, "labels_run": np.asarray(lab_run), "aux": np.asarray(aux)}
+
+    run = cached_run(f"dflt_b_{name}_{tag}_s{seed}_n{len(y)}_e{B_EPOCHS}", fn)
+    return run, np.asarray(run["train"]), np.asarray(run["labels_run"]), np.asarray(run["aux"])

@@ -213,22 +213,14 @@ def cell_b(name, tag, encoder, images, x, y, is_mis, seed):
     """Regime b: the defaults benchmark's small CNN from scratch (with the auxiliary class, its cached
     run); the default as ``sei_cleanlab`` computes it on that run with the features."""
     from benchmarks import detection_regimes as dr
-    from benchmarks.defaults_data import B_CL_EPOCHS, B_EPOCHS
-    from benchmarks.detection_core import cached_run, make_small_cnn, train_record
+    from benchmarks.defaults_data import B_CL_EPOCHS, B_SGD, regime_b_run
+    from benchmarks.detection_core import make_small_cnn
     from sei_cleanlab import find_label_issues, get_pred_probs_list
     from sei_cleanlab._common import Scorer
 
     t0 = time.time()
     k, n = int(y.max()) + 1, len(y)
-    sgd = dict(lr=0.05, optim="sgd", weight_decay=5e-4, images=True, augment=True)
-
-    def fn():
-        lab_run, aux = sei.draw_auxiliary(y, k, seed=seed)
-        r = train_record(make_small_cnn(k + 1, seed), images, lab_run, epochs=B_EPOCHS, seed=seed, **sgd)
-        return {**r, "labels_run": np.asarray(lab_run), "aux": np.asarray(aux)}
-
-    run = cached_run(f"dflt_b_{name}_{tag}_s{seed}_n{n}_e{B_EPOCHS}", fn)
-    h, lab, aux = np.asarray(run["train"]), np.asarray(run["labels_run"]), np.asarray(run["aux"])
+    run, h, lab, aux = regime_b_run(name, tag, images, y, seed)
     rec = sei.SEIRecorder.from_history(h, lab, from_logits=True)
     nb20 = sei.knn_indices(x, 20)
     raw = Scorer(rec, lab, neighbors=nb20)("poe_knn")
@@ -246,7 +238,7 @@ def cell_b(name, tag, encoder, images, x, y, is_mis, seed):
     fp, dk = feature_peers(f"{name}_{encoder}/{tag}", x, y, k, seed, nb, clean_idx, is_mis)
     methods.update(fp)
     cl = dr.confident_learning(f"dflt_b_{name}_{tag}_s{seed}_n{n}_e{B_CL_EPOCHS}",
-                               lambda f: make_small_cnn(k, seed * 10 + f), images, y, seed=seed, epochs=B_CL_EPOCHS, **sgd)
+                               lambda f: make_small_cnn(k, seed * 10 + f), images, y, seed=seed, epochs=B_CL_EPOCHS, **B_SGD)
     methods["CL (5-fold)"] = (cl[0], cl[1])
     res = {m: _metrics(f, s, is_mis, valid) for m, (s, f) in methods.items()}
     poe = (lab, poe_probs(rec.fusion_input("poe_knn"), lab, nb20, k + 1))
@@ -297,6 +289,18 @@ def _save(cells, key):
         os.replace(tmp, CELLS_JSON)
 
 
+def _measure(cells, key, cell):
+    """Measure one cell, save it with the others and log it; its seconds (the next cell's estimate)."""
+    t = time.time()
+    cells[key] = cell()
+    est = time.time() - t
+    _save(cells, key)
+    m = cells[key]["methods"]
+    log(f"peers: {key} in {est:.0f}s; default {m[DEFAULT]['auroc']:.3f}/{m[DEFAULT]['f1']:.3f}; "
+        + ", ".join(f"{p} {m[p]['auroc']:.3f}/{m[p]['f1']:.3f}" for p in PEERS if p in m))
+    return est
+
+
 def measure_a(guard, name, encoder, size, seeds, only=None):
     from benchmarks import defaults_data as data
 
@@ -327,13 +331,8 @@ def measure_a(guard, name, encoder, size, seeds, only=None):
             if not guard.allows(est):
                 log(f"peers: time limit, {key} and later cells not measured")
                 return cells
-            t = time.time()
-            cells[key] = cell_a(name, tag, f"{encoder}_{size}", x, np.asarray(y), np.asarray(is_mis), seed, names, nb)
-            est = time.time() - t
-            _save(cells, key)
-            m = cells[key]["methods"]
-            log(f"peers: {key} in {est:.0f}s; default {m[DEFAULT]['auroc']:.3f}/{m[DEFAULT]['f1']:.3f}; "
-                + ", ".join(f"{p} {m[p]['auroc']:.3f}/{m[p]['f1']:.3f}" for p in PEERS if p in m))
+            est = _measure(cells, key, lambda: cell_a(name, tag, f"{encoder}_{size}", x, np.asarray(y),
+                                                      np.asarray(is_mis), seed, names, nb))
     return cells
 
 
@@ -354,13 +353,8 @@ def measure_b(guard, name, encoder, size, seeds):
             if not guard.allows(est):
                 log(f"peers: time limit, {key} and later cells not measured")
                 return cells
-            t = time.time()
-            cells[key] = cell_b(name, tag, f"{encoder}_{size}", images, x, np.asarray(y), np.asarray(is_mis), seed)
-            est = time.time() - t
-            _save(cells, key)
-            m = cells[key]["methods"]
-            log(f"peers: {key} in {est:.0f}s; default {m[DEFAULT]['auroc']:.3f}/{m[DEFAULT]['f1']:.3f}; "
-                + ", ".join(f"{p} {m[p]['auroc']:.3f}/{m[p]['f1']:.3f}" for p in PEERS if p in m))
+            est = _measure(cells, key, lambda: cell_b(name, tag, f"{encoder}_{size}", images, x, np.asarray(y),
+                                                      np.asarray(is_mis), seed))
     return cells
 
 
