@@ -45,6 +45,13 @@ DEFAULT_TOP_K = 5
 #: selectors) stay available where they are cheap.
 FULL_PROBS_MAX_VALUES = 2**27
 
+#: Recorder score that guides the SEI-led active-label-correction selectors (``"sei"``,
+#: ``"sei_propagation"``, ``"sei_fc"``, ...) when none is named: ``sei_cleanlab.select_for_relabeling``
+#: and the simulator (:func:`sei.active.simulate`). The paper's SEI, because every ALC table in
+#: ``benchmarks/results/active*.md`` was measured with it; the detection default
+#: (:data:`DEFAULT_SCORE`) has not been measured as a selection guide (issue 24 item 4).
+SELECTION_SCORE = "sei"
+
 #: Threshold used when none is named: works without auxiliary samples.
 DEFAULT_THRESHOLD = "auto"
 

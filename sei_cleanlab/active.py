@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from sei.constants import SELECTION_SCORE
+
 __all__ = ["select_for_relabeling"]
 
 
 def select_for_relabeling(labels, pred_probs_history, features=None, *, budget, method="sei_propagation",
-                          graph=None, k=10, score="sei", exclude=None, alpha=None, seed=0, **selector_options):
+                          graph=None, k=10, score=SELECTION_SCORE, exclude=None, alpha=None, seed=0, **selector_options):
     """Choose ``budget`` samples to relabel, in pick order.
 
     Parameters
@@ -43,8 +45,9 @@ def select_for_relabeling(labels, pred_probs_history, features=None, *, budget, 
         Prebuilt graph, reused across calls (building is the expensive part).
     k : int, default 10
         Neighbours when the graph is built here.
-    score : str, default "sei"
-        Recorder score for the SEI methods.
+    score : str, default ``sei.constants.SELECTION_SCORE`` (``"sei"``)
+        Recorder score for the SEI methods: the one every ALC table was measured with (the
+        detection default, ``"auto"``, is not measured as a selection guide).
     exclude : (N,) bool, optional
         Samples already relabelled; never picked.
     alpha : (N,) float, optional

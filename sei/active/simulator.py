@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..constants import SELECTION_SCORE
 from ..validation import check_int_param
 from .selectors import SelectionContext, make_selector
 from .transition import _pairs, transition_estimate
@@ -136,7 +137,7 @@ def sei_train_trainer(**train_kwargs):
 
 def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_size, num_classes=None,
              test_features=None, test_labels=None, graph=None, epochs=20, seed=0, trainer="linear",
-             train_options=None, robust_options=None, score_name="sei", check_cost=None, confirm_neighbours=False):
+             train_options=None, robust_options=None, score_name=SELECTION_SCORE, check_cost=None, confirm_neighbours=False):
     """Run one active-label-correction episode; returns a dict of per-round arrays.
 
     Parameters
