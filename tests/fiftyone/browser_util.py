@@ -95,6 +95,16 @@ def open_operator(page, search, label, ready):
     page.get_by_text(ready).first.wait_for(timeout=30_000)
 
 
+def execute(page, timeout=120_000):
+    """Click the operator form's Execute once the App has enabled it (the form resolves its inputs
+    on the server first, which a loaded machine can take well past Playwright's 30 s default)."""
+    from playwright.sync_api import expect
+
+    button = page.get_by_role("button", name="Execute")
+    expect(button).to_be_enabled(timeout=timeout)
+    button.click(timeout=timeout)
+
+
 def form_row(page, label):
     """The form row whose label is ``label`` (its nearest grid item)."""
     return page.locator(f"xpath=//p[text()={label!r}]/ancestor::div[contains(@class, 'MuiGrid-item')][1]")

@@ -9,7 +9,7 @@ import pytest
 
 import sei_fiftyone as sfo
 
-from browser_util import app_page, close_progress, form_row, open_operator, screenshot, served_sample
+from browser_util import app_page, execute, close_progress, form_row, open_operator, screenshot, served_sample
 
 pytestmark = pytest.mark.browser
 
@@ -28,7 +28,7 @@ def test_compute_sei_from_the_operator_browser_shows_the_sorted_view(app, tmp_pa
     with app_page(url) as page:
         open_operator(page, "compute_sei", "Compute SEI (find mislabeled samples)", "Label field")
         form_row(page, "Epochs").locator("input").fill("8")  # typed into the form
-        page.get_by_role("button", name="Execute").click()
+        execute(page)
         close_progress(page, 240_000)
         expect(page.get_by_text("sei_mislabeled").first).to_be_visible(timeout=60_000)
         page.wait_for_timeout(4_000)  # let the grid render the sorted view

@@ -11,7 +11,7 @@ import pytest
 
 import sei_fiftyone as sfo
 
-from browser_util import app_page, choose, close_progress, form_row, open_operator, screenshot, served_sample
+from browser_util import app_page, execute, choose, close_progress, form_row, open_operator, screenshot, served_sample
 
 pytestmark = pytest.mark.browser
 open_clip = pytest.importorskip("open_clip")
@@ -48,7 +48,7 @@ def test_a_clip_checkpoint_chosen_in_the_form_sorts_the_grid_by_its_score(offlin
         form_row(page, "Epochs").locator("input").fill("3")
         form_row(page, "Brain key").locator("input").fill("clip")
         page.wait_for_timeout(1_500)  # the form re-resolves with the typed values
-        page.get_by_role("button", name="Execute").click()
+        execute(page)
         close_progress(page, 120_000)
         expect(page.get_by_text("clip_mislabeled").first).to_be_visible(timeout=60_000)
 

@@ -13,7 +13,7 @@ import pytest
 import sei_fiftyone as sfo
 from sei_fiftyone.compare import get_comparison
 
-from browser_util import app_page, choose, open_operator, screenshot, served_sample
+from browser_util import app_page, execute, choose, open_operator, screenshot, served_sample
 
 pytestmark = pytest.mark.browser
 
@@ -39,7 +39,7 @@ def test_compare_from_the_operator_browser_opens_the_disagreements(app, tmp_path
     with app_page(url) as page:
         open_operator(page, "confident", "Compare SEI run with confident learning", "Trusted label field (optional)")
         choose(page, "Trusted label field (optional)", "clean", exact=True)
-        page.get_by_role("button", name="Execute").click()
+        execute(page)
 
         close = page.get_by_role("button", name="Close")  # the operator's output
         close.wait_for(timeout=120_000)

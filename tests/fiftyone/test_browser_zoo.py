@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from browser_util import app_page, choose, close_progress, form_row, open_operator, screenshot, served_sample
+from browser_util import app_page, execute, choose, close_progress, form_row, open_operator, screenshot, served_sample
 
 sys.path.insert(0, os.path.dirname(__file__))
 import tiny_zoo  # noqa: E402
@@ -56,7 +56,7 @@ def test_a_zoo_model_chosen_in_the_form_runs_frozen(zoo_app, tmp_path):
         form_row(page, "Epochs").locator("input").fill("5")
         form_row(page, "Brain key").locator("input").fill("zoo")
         page.wait_for_timeout(1_500)  # the form re-resolves with the typed values
-        page.get_by_role("button", name="Execute").click()
+        execute(page)
         close_progress(page, 120_000)
         expect(page.get_by_text("zoo_mislabeled").first).to_be_visible(timeout=60_000)
 
