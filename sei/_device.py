@@ -44,9 +44,9 @@ def summarise_logits(logits, labels, kk: int):
 
 def split_summary(summary, kk: int):
     """``(head, top_values, top_classes)`` of a host (numpy) summary: the (n, 5) columns
-    :meth:`sei.scores.Batch.from_summary` reads (the two largest logits after the head), and the
+    :meth:`sei.scores.Batch.from_summary` reads (the head and the two largest logits), and the
     kk largest shifted logits with their int64 classes."""
     import numpy as np
 
-    head = np.concatenate([summary[:, :HEAD], summary[:, HEAD:HEAD + 2]], axis=1).astype(np.float64)
+    head = summary[:, :HEAD + 2].astype(np.float64)
     return head, summary[:, HEAD:HEAD + kk].astype(np.float64), summary[:, HEAD + kk:HEAD + 2 * kk].astype(np.int64)

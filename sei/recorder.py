@@ -271,11 +271,15 @@ class SEIRecorder(RecorderState):
                               lambda x: self._check_ids(to_numpy(x, "sample_ids"), rows))
         labels = self._on_device(labels, rows, device, "labels", lambda x: check_labels(x, rows, k))
         self._flush()  # host rows first: the order of updates decides the latest probabilities
-        kept = min(max(2, self._latest.kept), k)
-        self._summaries.append((ids, labels, summarise_logits(logits, labels.clamp(0, k - 1), kept)))
+        self._summaries.append((ids, labels, summarise_logits(logits, labels.clamp(0, k - 1), self._summary_k)))
         self._summary_rows += rows
         if self._summary_rows >= _DEVICE_FLUSH_ROWS:
             self._flush_summaries()
+
+    @property
+    def _summary_k(self) -> int:
+        """Largest logits per row in a summary: the top k kept, and at least the two the margins read."""
+        return min(max(2, self._latest.kept), self.num_classes)
 
     def _flush_summaries(self):
         """Bring the buffered summaries to the host (one synchronisation) and fold them in."""
@@ -285,18 +289,15 @@ class SEIRecorder(RecorderState):
 
         parts, self._summaries, self._summary_rows = self._summaries, [], 0
         ids, labels, summary = (torch.cat([p[i] for p in parts]).cpu().numpy() for i in range(3))
-        n, k = self.num_samples, self.num_classes
-        if ids.min() < 0 or ids.max() >= n:
-            raise ValueError(f"sample_ids must lie in 0..{n - 1}, got {ids.min()}..{ids.max()} (checked when the "
-                             "device's updates reached the host: none of them since the last transfer was recorded).")
-        if labels.min() < 0 or labels.max() >= k:
-            raise ValueError(f"labels must lie in 0..{k - 1}, got {labels.min()}..{labels.max()} (checked when the "
-                             "device's updates reached the host: none of them since the last transfer was recorded).")
-        if not np.isfinite(summary).all():
-            raise ValueError("probs_or_logits contains NaN or inf (checked when the device's updates reached the "
-                             "host: none of them since the last transfer was recorded); check the model outputs.")
-        kept = min(max(2, self._latest.kept), k)
-        head, top_values, top_classes = split_summary(summary, kept)
+        k = self.num_classes
+        try:  # the checks update() runs at once on host inputs
+            self._check_ids(ids, ids.shape[0])
+            check_labels(labels, ids.shape[0], k)
+            check_probability_values(summary, "probs_or_logits", from_logits=True)
+        except ValueError as e:
+            raise ValueError(f"{e} (Checked when the device's updates reached the host: none of them since the last "
+                             "transfer was recorded.)") from None
+        head, top_values, top_classes = split_summary(summary, self._summary_k)
         self.labels[ids] = labels
         batch = _scores.Batch.from_summary(labels, head, k)
         last = last_occurrence(ids, self._marker)
