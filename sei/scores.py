@@ -66,19 +66,24 @@ REDUCTIONS = ("sum", "mean", "last", "middle", "last_probs", "neighbors")
 _COLUMN_LOOP_MAX_K = 32
 
 
-def _top2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _top2(x: np.ndarray, scratch: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Largest and second-largest entry of each row of an (B, K) array.
 
     For small K, loops over the K columns, vectorised over rows: numpy's ``max(axis=1)`` is
-    several times slower there. For large K, two row reductions (one (B, K) copy).
+    several times slower there. For large K, two row reductions: the largest entry masked in a
+    (B, K) copy, or in ``x`` itself and restored after with ``scratch=True`` (an array the
+    caller owns).
     """
     if x.shape[1] > _COLUMN_LOOP_MAX_K:
         rows = np.arange(x.shape[0])
         top = x.argmax(axis=1)
         first = x[rows, top]
-        masked = x.copy()
+        masked = x if scratch else x.copy()
         masked[rows, top] = -np.inf
-        return first, masked.max(axis=1)
+        second = masked.max(axis=1)
+        if scratch:
+            x[rows, top] = first
+        return first, second
     cols = np.ascontiguousarray(x.T)
     first = cols[0].copy()
     second = np.full_like(first, -np.inf)
@@ -124,13 +129,7 @@ class Batch:
             # the probabilities' too), the shifted logits z - max kept for the entropy.
             peak = _row_max(values)
             z = values - peak
-            if values.shape[1] > _COLUMN_LOOP_MAX_K:
-                top = z.argmax(axis=1)
-                z[self.rows, top] = -np.inf
-                second = z.max(axis=1)  # second largest logit minus the largest, <= 0
-                z[self.rows, top] = 0.0
-            else:
-                second = _top2(z)[1]
+            second = _top2(z, scratch=True)[1]  # second largest logit minus the largest, <= 0
             p = np.exp(z)
             total = p.sum(axis=1, keepdims=True)
             p /= total
