@@ -50,23 +50,108 @@ def build_dataset(folder, n=90, *, seed=0, with_embeddings=True, name=None):
     return dataset
 
 
-def kill_at_flag(script, args, flag, timeout=120):
-    """Run ``python -c script *args`` (with this checkout on the path) until it creates the
-    file ``flag`` (its kill point), then SIGKILL it."""
-    import signal
-    import subprocess
+#: What a first compute_sei imports (measured: about 4 CPU seconds; torch.optim's first optimizer
+#: imports torch._dynamo), imported once by the server that forks :class:`ScriptProcess`.
+PRELOAD = ["fiftyone", "fiftyone.core.odm", "sei_fiftyone", "sei_fiftyone.core", "sei_fiftyone.review",
+           "sei.engine.training", "torch._dynamo", "sklearn.decomposition", "sklearn.neighbors", "sei_fo_testutil"]
+
+
+class ScriptProcess:
+    """``python -c script *args`` as a separate process, forked from a server process that has
+    imported fiftyone and sei_fiftyone once (a fresh interpreter spends about 4 CPU seconds on
+    those imports; these tests start dozens of writers). ``env`` replaces the child's environment
+    (default: this process's now). Its output goes to a file: :meth:`output`."""
+
+    _context = None
+
+    def __init__(self, script, args=(), env=None):
+        import multiprocessing
+        import tempfile
+
+        if ScriptProcess._context is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(PRELOAD)
+            ScriptProcess._context = ctx
+        fd, self._log = tempfile.mkstemp(prefix="sei-script-", suffix=".log")
+        os.close(fd)
+        argv = ["-c", *map(str, args)]
+        self._proc = ScriptProcess._context.Process(
+            target=_run_script, args=(script, argv, dict(os.environ if env is None else env), self._log))
+        self._proc.start()
+        self.pid = self._proc.pid
+
+    @property
+    def returncode(self):
+        return self._proc.exitcode
+
+    def poll(self):
+        return self._proc.exitcode
+
+    def wait(self, timeout=None):
+        self._proc.join(timeout)
+        if self._proc.exitcode is None:
+            raise TimeoutError(f"process {self.pid} still running after {timeout} s")
+        return self._proc.exitcode
+
+    def send_signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def kill(self):
+        self._proc.kill()
+
+    def output(self):
+        with open(self._log) as f:
+            return f.read()
+
+    def communicate(self, timeout=None):
+        self.wait(timeout)
+        return self.output(), None
+
+    def __del__(self):
+        try:
+            os.unlink(self._log)
+        except OSError:
+            pass
+
+
+def _run_script(script, argv, env, log):
+    """In the forked child: the caller's environment and argv, output to ``log``, run ``script``
+    as ``__main__``; an exception exits 1 with its traceback in the log, like ``python -c``."""
     import sys
+    import traceback
+
+    os.environ.clear()
+    os.environ.update(env)
+    out = open(log, "w", buffering=1)
+    os.dup2(out.fileno(), 1)
+    os.dup2(out.fileno(), 2)
+    sys.stdout = sys.stderr = out
+    sys.argv = list(argv)
+    try:
+        exec(compile(script, "<script>", "exec"), {"__name__": "__main__"})
+    except SystemExit as e:
+        out.flush()
+        os._exit(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
+    except BaseException:
+        traceback.print_exc()
+        out.flush()
+        os._exit(1)
+    out.flush()
+    os._exit(0)
+
+
+def kill_at_flag(script, args, flag, timeout=120):
+    """Run ``script`` with ``args`` (:class:`ScriptProcess`) until it creates the file ``flag``
+    (its kill point), then SIGKILL it."""
+    import signal
     import time
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = ScriptProcess(script, args)
     try:
         deadline = time.time() + timeout
         while not Path(flag).exists():
-            assert proc.poll() is None, proc.stdout.read()
+            assert proc.poll() is None, proc.output()
             assert time.time() < deadline, "the kill point was not reached"
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)

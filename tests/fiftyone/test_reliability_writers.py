@@ -19,7 +19,7 @@ import sei_fiftyone as sfo
 import sei_fiftyone.lease as lease
 import sei_fiftyone.runs as runs
 import sei_fiftyone.writeback as writeback
-from sei_fo_testutil import kill_at_flag
+from sei_fo_testutil import ScriptProcess, kill_at_flag
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -29,10 +29,6 @@ RUN = dict(embeddings_field="embedding", epochs=3, progress=False)
 
 def _tmp_collections():
     return sorted(n for n in foodm.get_db_conn().list_collection_names() if n.startswith("tmp."))
-
-
-def _env():
-    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def _consistent(ds):
@@ -118,9 +114,7 @@ _WRITER = textwrap.dedent("""
 
 def concurrent_runs(dataset, keys):
     """Two compute_sei processes started together on one dataset; returns their outputs."""
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, dataset.name, key, str(3 + i)], env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i, key in enumerate(keys)]
+    procs = [ScriptProcess(_WRITER, [dataset.name, key, 3 + i]) for i, key in enumerate(keys)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     return outs
@@ -152,7 +146,7 @@ _HOLDER = textwrap.dedent("""
 
 def _hold_lease(dataset, tmp_path, seconds):
     flag = tmp_path / "holding"
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, dataset.name, str(flag), str(seconds)], env=_env())
+    proc = ScriptProcess(_HOLDER, [dataset.name, flag, seconds])
     deadline = time.time() + 60
     while not flag.exists():
         assert proc.poll() is None and time.time() < deadline
