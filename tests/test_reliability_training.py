@@ -430,13 +430,11 @@ _fit(x, y, checkpoint_dir={ckpt!r}, sample_weights=RobustWeights(len(y), step=0.
 
 
 def test_kill_9_at_epoch_5_then_resume_with_sample_weights_matches_the_uninterrupted_run(tmp_path):
-    import subprocess
-    import sys
+    import forked
 
     tests = os.path.dirname(os.path.abspath(__file__))
     code = _KILL_SCRIPT.format(tests=tests, ckpt=str(tmp_path))
-    p = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(tests), capture_output=True, text=True,
-                       timeout=300)
+    p = forked.run(code, cwd=os.path.dirname(tests), timeout=300)
     assert p.returncode == -9, p.stderr[-2000:]
     assert list(tmp_path.glob("checkpoint.pt.*.tmp"))  # what a kill mid-save leaves
     x, y = _blobs()

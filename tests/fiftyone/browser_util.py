@@ -1,6 +1,12 @@
 """What the browser tests share: Debian's chromium driven by Playwright against the App on
 127.0.0.1 (never `playwright install`), the operator browser and the form's rows.
 
+One App server serves every browser test of a pytest process (started at first use, stopped by
+:func:`shutdown` when pytest unconfigures): each test points the session at its own dataset. The
+server starts with what any of the tests needs of its environment (see :func:`app_root`): an
+offline Hugging Face Hub with an empty cache, the stand-in zoo of ``tiny_zoo``, path roots under
+one temporary folder, one OpenBLAS thread.
+
 ``SEI_UPDATE_DOCS=1`` makes :func:`screenshot` replace the picture in ``docs/``;
 ``SEI_DEBUG_SHOT=<path>`` saves the page when a test fails inside :func:`app_page`.
 """
@@ -8,6 +14,8 @@
 import contextlib
 import os
 import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,12 +27,76 @@ import sei_fiftyone as sfo
 from sei_fiftyone.db import free_port
 from sei_fiftyone.demo import load_sample
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import tiny_zoo  # noqa: E402
+
 CHROMIUM = os.environ.get("SEI_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync",
 ]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+UPDATE_DOCS = os.environ.get("SEI_UPDATE_DOCS") == "1"  # the pictures in docs/ are made from larger samples
+
+_SHARED = {}  # "root", "zoo", "session", "port": made at first use
+
+
+def app_root():
+    """The shared App server's folder: its path root (``SEI_FIFTYONE_PATH_ROOTS``; a checkpoint a
+    test types into a form must lie under it), its empty Hugging Face cache (``hub/``) and the
+    stand-in zoo (``zoo/``, see :func:`zoo_paths`)."""
+    if "root" not in _SHARED:
+        root = os.path.realpath(tempfile.mkdtemp(prefix="sei-app-"))
+        _SHARED["zoo"] = tiny_zoo.register(os.path.join(root, "zoo"))
+        _SHARED["root"] = Path(root)
+    return _SHARED["root"]
+
+
+def zoo_paths():
+    """``(manifest, zoo_dir)`` of the stand-in zoo the shared App server sees."""
+    app_root()
+    return _SHARED["zoo"]
+
+
+def _server():
+    """The shared App session (a FiftyOne server child process on 127.0.0.1)."""
+    if "session" not in _SHARED:
+        root = app_root()
+        manifest, zoo_dir = zoo_paths()
+        env = {
+            "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(root / "hub"),
+            "SEI_FIFTYONE_PATH_ROOTS": str(root),  # the App takes paths under its roots only
+            "FIFTYONE_MODEL_ZOO_MANIFEST_PATHS": manifest, "FIFTYONE_MODEL_ZOO_DIR": zoo_dir,
+            "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", ""),  # the server imports tiny_zoo
+            # OpenBLAS threads spinning against other processes on a busy 2-core machine make the
+            # server's K-fold fits many times slower; one thread is enough here
+            "OPENBLAS_NUM_THREADS": "1",
+        }
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)  # the server is a child process: it takes the environment at its start
+        try:
+            port = free_port()
+            _SHARED["session"] = fo.launch_app(address="127.0.0.1", port=port, remote=True, auto=False)
+            _SHARED["port"] = port
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return _SHARED["session"], _SHARED["port"]
+
+
+def shutdown():
+    """Close the shared App server and remove its folder (pytest_unconfigure of the FiftyOne conftest)."""
+    session = _SHARED.pop("session", None)
+    if session is not None:
+        with contextlib.suppress(Exception):
+            session.close()
+    root = _SHARED.pop("root", None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def require_browser():
@@ -37,13 +109,14 @@ def require_browser():
 
 @contextlib.contextmanager
 def served(ds):
-    """The App on ``ds`` at 127.0.0.1: ``(session, url)``; the session and ``ds`` go at the end."""
-    port = free_port()
-    session = fo.launch_app(ds, address="127.0.0.1", port=port, remote=True, auto=False)
+    """The shared App on ``ds`` at 127.0.0.1: ``(session, url)``; ``ds`` is deleted at the end."""
+    session, port = _server()
+    session.dataset = ds
     try:
         yield session, f"http://127.0.0.1:{port}/datasets/{ds.name}"
     finally:
-        session.close()
+        with contextlib.suppress(Exception):
+            session.clear_dataset()
         ds.delete()
 
 
@@ -62,7 +135,11 @@ def served_sample(name, *, limit=200, prepare=None):
 
 @contextlib.contextmanager
 def app_page(url, width=1400, height=900):
-    """A chromium page on the App at ``url``, loaded and with FiftyOne's notices dismissed."""
+    """A chromium page on the App at ``url``, loaded and with FiftyOne's notices dismissed.
+
+    Chromium is started for each page: Playwright's sync API marks its event loop as running in
+    this thread between calls, so one kept open across tests would break the tests' own asyncio
+    (FiftyOne's ``execute_operator`` returns a Task instead of running)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -133,7 +210,7 @@ def close_progress(page, timeout):
 
 def screenshot(page, tmp_path, docs_name):
     """Save the page: into ``docs/<docs_name>`` with SEI_UPDATE_DOCS=1, else under ``tmp_path``."""
-    shot = DOCS / docs_name if os.environ.get("SEI_UPDATE_DOCS") == "1" else tmp_path / docs_name
+    shot = DOCS / docs_name if UPDATE_DOCS else tmp_path / docs_name
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
     return shot

@@ -36,6 +36,9 @@ if "fiftyone" in sys.modules:  # imported by an earlier test module: point its c
 
 
 def pytest_unconfigure(config):
+    browser_util = sys.modules.get("browser_util")
+    if browser_util is not None:  # the browser tests' shared App server
+        browser_util.shutdown()
     try:
         import fiftyone.core.odm.database as food
 

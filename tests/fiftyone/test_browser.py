@@ -9,15 +9,15 @@ import pytest
 
 import sei_fiftyone as sfo
 
-from browser_util import app_page, execute, close_progress, form_row, open_operator, screenshot, served_sample
+from browser_util import UPDATE_DOCS, app_page, execute, close_progress, form_row, open_operator, screenshot, served_sample
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def app():
-    # 200 real CIFAR-10 images with CIFAR-10N 'worse' human labels, from the bundled sample
-    with served_sample("sei-browser") as served_app:
+    # real CIFAR-10 images with CIFAR-10N 'worse' human labels, from the bundled sample (200 for docs/)
+    with served_sample("sei-browser", limit=200 if UPDATE_DOCS else 60) as served_app:
         yield served_app
 
 

@@ -1,6 +1,6 @@
 """The App, driven by Debian's chromium: a CLIP model chosen in the compute_sei form.
 
-Offline: the App server sees no cached open_clip weights and no network, so choosing
+Offline: the shared App server of browser_util sees no cached open_clip weights and no network, so choosing
 OpenAI's ViT-B/32 shows the weights warning in the form; then a tiny random open_clip model
 saved as a local checkpoint folder is chosen, run at 32 px, and the App shows the new run's
 sorted view. Saves a screenshot of the form; with SEI_UPDATE_DOCS=1 it replaces
@@ -11,7 +11,8 @@ import pytest
 
 import sei_fiftyone as sfo
 
-from browser_util import app_page, execute, choose, close_progress, form_row, open_operator, screenshot, served_sample
+from browser_util import (app_page, app_root, execute, choose, close_progress, form_row, open_operator, screenshot,
+                          served_sample)
 
 pytestmark = pytest.mark.browser
 open_clip = pytest.importorskip("open_clip")
@@ -19,11 +20,9 @@ from tiny_clip import save_tiny_clip_folder  # noqa: E402
 
 
 @pytest.fixture
-def offline_app(tmp_path, monkeypatch):
-    # the App server is a child process: it inherits an offline Hugging Face Hub with an empty cache
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("SEI_FIFTYONE_PATH_ROOTS", str(tmp_path))  # the App takes paths under its roots only
+def offline_app():
+    # the shared App server inherited an offline Hugging Face Hub with an empty cache and takes
+    # paths under app_root() only
     with served_sample("sei-browser-clip", limit=60) as served_app:
         yield served_app
 
@@ -32,7 +31,7 @@ def test_a_clip_checkpoint_chosen_in_the_form_sorts_the_grid_by_its_score(offlin
     from playwright.sync_api import expect
 
     ds, session, url = offline_app
-    folder = save_tiny_clip_folder(tmp_path / "tiny_clip")
+    folder = save_tiny_clip_folder(app_root() / f"tiny_clip-{ds.name}")
     with app_page(url, height=1000) as page:
         open_operator(page, "compute_sei", "Compute SEI (find mislabeled samples)", "Label field")
         choose(page, "Model", "CLIP ViT-B/32, OpenAI weights (open_clip)")

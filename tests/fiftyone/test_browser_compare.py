@@ -2,7 +2,7 @@
 operator browser, and see the samples where the two disagree, each tile saying who flagged it;
 the operator's output has FiftyOne Brain's mistakenness beside them.
 
-The run is made in Python first (EfficientNet-Lite0 features of 200 real CIFAR-10 images with
+The run is made in Python first (EfficientNet-Lite0 features of 100 real CIFAR-10 images, 200 for docs/, with
 CIFAR-10N human labels, stored in 'lite0'); the comparison is chosen and executed in the App
 with 'clean' as the trusted labels. Saves a screenshot; with SEI_UPDATE_DOCS=1 it replaces
 docs/fiftyone_compare_cl.png. Needs `apt-get install chromium` and the `playwright` package.
@@ -13,22 +13,19 @@ import pytest
 import sei_fiftyone as sfo
 from sei_fiftyone.compare import get_comparison
 
-from browser_util import app_page, execute, choose, open_operator, screenshot, served_sample
+from browser_util import UPDATE_DOCS, app_page, execute, choose, open_operator, screenshot, served_sample
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def app(monkeypatch):
-    # The App server is a child process. On a busy 2-core machine OpenBLAS threads spinning
-    # against other processes make the K-fold fits many times slower; one thread is enough here.
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-
+def app():
+    # the shared App server runs the K-fold fits with one OpenBLAS thread (browser_util)
     def run(ds):
         sfo.compute_sei(ds, "ground_truth", model="efficientnet-lite0", embeddings_field="lite0", image_size=64,
                         epochs=4, progress=False)
 
-    with served_sample("sei-browser-cl", prepare=run) as served_app:
+    with served_sample("sei-browser-cl", limit=200 if UPDATE_DOCS else 100, prepare=run) as served_app:
         yield served_app
 
 

@@ -1,35 +1,29 @@
 """The App, driven by Debian's chromium: a FiftyOne zoo model chosen in the compute_sei form.
 
-The zoo holds a stand-in registered through FiftyOne's custom manifest (tiny_zoo.py; the App
-server, a child process, reads FIFTYONE_MODEL_ZOO_MANIFEST_PATHS / FIFTYONE_MODEL_ZOO_DIR).
+The zoo holds a stand-in registered through FiftyOne's custom manifest (tiny_zoo.py; the shared
+App server of browser_util, a child process, reads FIFTYONE_MODEL_ZOO_MANIFEST_PATHS /
+FIFTYONE_MODEL_ZOO_DIR).
 Choosing the model whose weights are absent shows at once that they cannot be had offline;
 choosing the one in the zoo's folder runs, and the App shows the new run's sorted view. Saves a
 screenshot of the form; with SEI_UPDATE_DOCS=1 it replaces docs/fiftyone_zoo_form.png.
 """
 
-import os
-import sys
 import time
 
 import pytest
 
-from browser_util import app_page, execute, choose, close_progress, form_row, open_operator, screenshot, served_sample
-
-sys.path.insert(0, os.path.dirname(__file__))
-import tiny_zoo  # noqa: E402
+from browser_util import (app_page, execute, choose, close_progress, form_row, open_operator, screenshot,
+                          served_sample, zoo_paths)
+import tiny_zoo
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def zoo_app(tmp_path, monkeypatch):
+def zoo_app(monkeypatch):
     import fiftyone as fo
 
-    manifest, zoo_dir = tiny_zoo.register(str(tmp_path))
-    monkeypatch.setenv("FIFTYONE_MODEL_ZOO_MANIFEST_PATHS", manifest)
-    monkeypatch.setenv("FIFTYONE_MODEL_ZOO_DIR", zoo_dir)
-    here = os.path.dirname(os.path.abspath(__file__))  # the server imports tiny_zoo
-    monkeypatch.setenv("PYTHONPATH", here + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    manifest, zoo_dir = zoo_paths()  # what the shared App server was started with
     monkeypatch.setattr(fo.config, "model_zoo_manifest_paths", [manifest])
     monkeypatch.setattr(fo.config, "model_zoo_dir", zoo_dir)
     with served_sample("sei-browser-zoo", limit=60) as served_app:

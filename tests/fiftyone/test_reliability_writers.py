@@ -19,7 +19,7 @@ import sei_fiftyone as sfo
 import sei_fiftyone.lease as lease
 import sei_fiftyone.runs as runs
 import sei_fiftyone.writeback as writeback
-from sei_fo_testutil import ScriptProcess, kill_at_flag
+from forked import ScriptProcess, kill_at_flag
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))

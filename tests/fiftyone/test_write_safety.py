@@ -15,7 +15,8 @@ import pymongo.collection
 
 import sei_fiftyone as sfo
 import sei_fiftyone.core as core
-from sei_fo_testutil import build_dataset, kill_at_flag
+from forked import kill_at_flag
+from sei_fo_testutil import build_dataset
 from sei_fiftyone.__main__ import main as cli_main
 
 REPO = Path(__file__).resolve().parents[2]
