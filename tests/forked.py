@@ -37,22 +37,22 @@ def _forkserver():
 
 
 class ScriptProcess:
-    """``python -c script *args`` (or ``python -m module *args`` with ``module=``) as a separate
-    process forked from the preloaded server. ``env`` replaces the child's environment (default:
-    this process's now); ``cwd`` is its working folder. Read :meth:`stdout`, :meth:`stderr` or
-    both (:meth:`output`) once it has ended."""
+    """``python -c script *args`` (``python -m module *args`` with ``module=``, ``python path *args``
+    with ``path=``) as a separate process forked from the preloaded server. ``env`` replaces the
+    child's environment (default: this process's now); ``cwd`` is its working folder. Read
+    :meth:`stdout`, :meth:`stderr` or both (:meth:`output`) once it has ended."""
 
-    def __init__(self, script=None, args=(), env=None, *, module=None, cwd=None):
-        if (script is None) == (module is None):
-            raise TypeError("ScriptProcess takes a script or module=, not both")
+    def __init__(self, script=None, args=(), env=None, *, module=None, path=None, cwd=None):
+        if sum(x is not None for x in (script, module, path)) != 1:
+            raise TypeError("ScriptProcess takes one of a script, module= or path=")
         self._files = []
         for name in ("out", "err"):
-            fd, path = tempfile.mkstemp(prefix=f"sei-child-{name}-", suffix=".log")
+            fd, log = tempfile.mkstemp(prefix=f"sei-child-{name}-", suffix=".log")
             os.close(fd)
-            self._files.append(path)
-        argv = [("-m" if module else "-c"), *map(str, args)]
+            self._files.append(log)
+        argv = [str(path) if path else ("-m" if module else "-c"), *map(str, args)]
         env = dict(os.environ if env is None else env)
-        self._proc = _forkserver().Process(target=_child, args=(script, module, argv, env, cwd, *self._files))
+        self._proc = _forkserver().Process(target=_child, args=(script, module, path, argv, env, cwd, *self._files))
         self._proc.start()
         self.pid = self._proc.pid
 
@@ -113,21 +113,26 @@ class Completed:
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def run(script=None, args=(), env=None, *, module=None, cwd=None, timeout=300):
+def run(script=None, args=(), env=None, *, module=None, path=None, cwd=None, timeout=300):
     """:class:`ScriptProcess` run to its end, like ``subprocess.run(..., capture_output=True, text=True)``."""
-    proc = ScriptProcess(script, args, env, module=module, cwd=cwd)
+    proc = ScriptProcess(script, args, env, module=module, path=path, cwd=cwd)
     out, err = proc.communicate(timeout)
     return Completed(proc.returncode, out, err)
 
 
-def _child(script, module, argv, env, cwd, out_path, err_path):
+def _child(script, module, path, argv, env, cwd, out_path, err_path):
     """In the forked child: the caller's environment, argv and folder, stdout and stderr to their
-    files, then ``script`` or ``module`` as ``__main__``; an uncaught exception exits 1 with its
+    files, then ``script``, ``module`` or the file ``path`` as ``__main__`` (its folder first on
+    ``sys.path``, as ``python path`` has it); an uncaught exception exits 1 with its
     traceback on stderr and SystemExit with its code, as the interpreter does."""
+    import multiprocessing
     import runpy
     import sys
     import traceback
 
+    # a forkserver child has the forkserver as its start method; a fresh interpreter has the
+    # platform's default (fork on Linux), which libraries such as cleanlab's Pool rely on
+    multiprocessing.set_start_method(None, force=True)
     os.environ.clear()
     os.environ.update(env)
     if cwd is not None:
@@ -141,6 +146,9 @@ def _child(script, module, argv, env, cwd, out_path, err_path):
     try:
         if module is not None:
             runpy.run_module(module, run_name="__main__", alter_sys=True)
+        elif path is not None:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+            runpy.run_path(str(path), run_name="__main__")
         else:
             exec(compile(script, "<script>", "exec"), {"__name__": "__main__"})
     except SystemExit as e:

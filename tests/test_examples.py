@@ -1,16 +1,17 @@
 """The cleanlab-workflow examples run end to end and print what they promise."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import forked
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _run(name):
-    p = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=600)
+    """``python examples/<name>``, forked from the tests' preloaded server (``forked``)."""
+    p = forked.run(path=EXAMPLES / name, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     return p.stdout
 

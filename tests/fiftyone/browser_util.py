@@ -111,7 +111,15 @@ def require_browser():
 def served(ds):
     """The shared App on ``ds`` at 127.0.0.1: ``(session, url)``; ``ds`` is deleted at the end."""
     session, port = _server()
-    session.dataset = ds
+    deadline = time.time() + 60
+    while True:  # a session whose first subscription failed (a busy server still starting) retries in 10 s
+        try:
+            session.dataset = ds
+            break
+        except RuntimeError as e:
+            if "not connected" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(0.5)
     try:
         yield session, f"http://127.0.0.1:{port}/datasets/{ds.name}"
     finally:
