@@ -6,8 +6,8 @@ dozens of children (writers, killed runs, command lines). :class:`ScriptProcess`
 one multiprocessing *forkserver* that has imported :data:`PRELOAD` once, then runs the child's
 code as ``__main__`` with the caller's environment and argv, its stdout and stderr in files.
 
-What stays a real interpreter: tests of what a fresh interpreter imports, of ``torchrun``, of the
-example scripts and of the GPU machine's bare site (they spawn with ``subprocess`` themselves).
+What stays a real interpreter: tests of what a fresh interpreter imports, of ``torchrun``, of
+the GPU machine's bare site and of FiftyOne's database notice (they spawn with ``subprocess``).
 """
 
 import os
@@ -19,8 +19,8 @@ import time
 # fiftyone reads its database URI at import: the FiftyOne conftest sets it at collection, before
 # the first child of a test run starts the server.
 # (not sei.__main__: runpy would warn that the module it runs as __main__ was imported before.)
-PRELOAD = ["torch", "torch._dynamo", "sklearn.decomposition", "sklearn.neighbors", "sei", "sei.engine.training", "fiftyone", "fiftyone.core.odm", "sei_fiftyone", "sei_fiftyone.core",
-           "sei_fiftyone.review", "forked"]
+PRELOAD = ["torch", "torch._dynamo", "sklearn.decomposition", "sklearn.neighbors", "sei", "sei.engine.training",
+           "fiftyone", "fiftyone.core.odm", "sei_fiftyone", "sei_fiftyone.core", "sei_fiftyone.review", "forked"]
 
 _context = None
 
