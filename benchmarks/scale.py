@@ -44,7 +44,7 @@ def reset_peak():
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
 
-n, k, epochs, batch, dim, seed = (int(a) for a in sys.argv[1:7])
+n, k, epochs, batch, dim, seed, dense, iid = (int(a) for a in sys.argv[1:9])
 import sei
 from sei import SEIRecorder
 from sei_cleanlab import find_label_issues
@@ -56,39 +56,51 @@ labels = np.where(flip, (true + rng.integers(1, k, n)) % k, true)
 centres = rng.normal(size=(k, dim)).astype(np.float32)
 features = centres[true] + rng.normal(scale=1.0, size=(n, dim)).astype(np.float32)
 pool = [rng.normal(scale=2.0, size=(batch, k)).astype(np.float32) for _ in range(8)]
+pool_flat = np.concatenate(pool)
 out = {"n": n, "k": k, "epochs": epochs, "batch": batch, "dim": dim, "features_bytes": features.nbytes,
        "baseline_rss": rss("VmRSS"), "epoch": []}
 
 reset_peak()
-rec = SEIRecorder(n, k)
+rec = SEIRecorder(n, k, top_k=sei.constants.DEFAULT_TOP_K if dense else "auto")  # the sketch at any N with --dense-check
 out["top_k"] = rec.top_k
+sketch = [] if rec._logp_total is None else [*rec._logp_total.arrays.values(), *rec._logp_epoch.arrays.values()]
 arrays = [rec._acc, rec.labels, rec.last_losses, *rec._latest.arrays.values(), *rec._total.values(),
-          *rec._last.values(), *rec._mid.values(), rec._marker]
+          *rec._last.values(), *rec._mid.values(), rec._marker, *sketch]
 out["recorder_bytes"] = int(sum(a.nbytes for a in arrays))
+out["sketch_bytes"] = int(sum(a.nbytes for a in sketch))
+# --dense-check: a recorder with the exact (N, K) sums beside it (poe_knn exact), same updates, untimed
+ref = SEIRecorder(n, k, top_k=None, extra_scores="poe_knn") if dense else None
 for e in range(epochs):
     reset_peak()
     order = rng.permutation(n)
     t_lse = t_up = 0.0
     for i, start in enumerate(range(0, n, batch)):
         ids = order[start:start + batch]
-        z = pool[i % 8][: len(ids)].copy()
+        # persistent: each sample keeps its own base logits (pool row ids % 8 B) from epoch to epoch, as a
+        # model's view of a sample does; iid: a fresh pool row every epoch (no class but the true one recurs)
+        z = pool[i % 8][: len(ids)].copy() if iid else pool_flat[ids % pool_flat.shape[0]]
         z[np.arange(len(ids)), true[ids]] += 3.0 + 0.5 * e  # learns the true class
         t0 = time.perf_counter()
         logsumexp(z, axis=1)
         t1 = time.perf_counter()
         rec.update(ids, z, labels[ids], from_logits=True)
         t2 = time.perf_counter()
+        if ref is not None:
+            ref.update(ids, z, labels[ids], from_logits=True)
         t_lse += t1 - t0
         t_up += t2 - t1
     t0 = time.perf_counter()
     rec.end_epoch()
     t_end = time.perf_counter() - t0
+    if ref is not None:
+        ref.end_epoch()
     out["epoch"].append({"update_s": t_up, "end_epoch_s": t_end, "logsumexp_s": t_lse, "peak": rss("VmHWM")})
 reset_peak()
 t0 = time.perf_counter()
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     issues = find_label_issues(labels, rec, features=features)
+    out["score"] = sei.scores.resolve_score("auto", True, recorder=rec, num_samples=n)
 out["score_s"] = time.perf_counter() - t0
 out["score_peak"] = rss("VmHWM")
 out["warnings"] = sorted({str(w.message)[:160] for w in caught})
@@ -96,13 +108,22 @@ from sei.metrics import detection_metrics
 out["flagged"] = int(issues.sum())
 m = detection_metrics(issues, None, flip)
 out["precision"], out["recall"], out["f1"] = m["precision"], m["recall"], m["f1"]
+if ref is not None:  # the sketch's poe_knn against the exact one, on the same neighbours
+    from sei.neighbors import _shares, feature_score, knn_indices
+    nb = knn_indices(features, 20)
+    exact = feature_score("poe_knn", ref.fusion_input("poe_knn"), labels, neighbors=nb, num_classes=k)
+    low, is_exact, _ = rec._logp_means().margin(labels, _shares(labels, nb, k, 1.0))
+    me, ms = detection_metrics(exact < 0, exact, flip), detection_metrics(low < 0, low, flip)
+    out["dense"] = {"auroc_exact": me["auroc"], "auroc_sketch": ms["auroc"], "f1_exact": me["f1"], "f1_sketch": ms["f1"],
+                    "exact_share": float(is_exact.mean()), "max_gap": float(np.max(exact - low))}
 print("RESULT " + json.dumps(out))
 """
 
 
-def run_one(n, k, epochs, batch, dim, seed=0, src=None):
+def run_one(n, k, epochs, batch, dim, seed=0, src=None, dense=False, iid=False):
     env = dict(os.environ, PYTHONPATH=str(src or _HERE.parent))
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(k), str(epochs), str(batch), str(dim), str(seed)],
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(k), str(epochs), str(batch), str(dim), str(seed),
+                           str(int(dense)), str(int(iid))],
                           capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -112,18 +133,32 @@ def run_one(n, k, epochs, batch, dim, seed=0, src=None):
 
 def report(rows) -> str:
     gb = 1e9
-    lines = ["| N x K | top_k kept | recorder arrays | epoch: update + end_epoch | logsumexp pass | ratio | "
-             "peak RSS while recording (beyond features) | scoring with 64-d features (k-NN incl.) | "
-             "peak RSS scoring (beyond features) | P / R / F1 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| N x K | top_k kept | recorder arrays (of which the log-probability sketch) | epoch: update + end_epoch | "
+             "logsumexp pass | ratio | peak RSS while recording (beyond features) | default score with 64-d features | "
+             "scoring (k-NN incl.) | peak RSS scoring (beyond features) | P / R / F1 |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for r in rows:
         ep = r["epoch"]
         up = sum(e["update_s"] + e["end_epoch_s"] for e in ep) / len(ep)
         lse = sum(e["logsumexp_s"] for e in ep) / len(ep)
         peak = max(e["peak"] for e in ep) - r["features_bytes"]
         lines.append(
-            f"| {r['n']:,} x {r['k']:,} | {r['top_k']} | {r['recorder_bytes'] / gb:.2f} GB | {up:.1f} s | {lse:.1f} s | "
-            f"{up / lse:.2f}x | {peak / gb:.2f} GB | {r['score_s']:.0f} s | {(r['score_peak'] - r['features_bytes']) / gb:.2f} GB | "
+            f"| {r['n']:,} x {r['k']:,} | {r['top_k']} | {r['recorder_bytes'] / gb:.2f} GB "
+            f"({r.get('sketch_bytes', 0) / gb:.2f} GB) | {up:.1f} s | {lse:.1f} s | {up / lse:.2f}x | {peak / gb:.2f} GB | "
+            f"`{r.get('score', 'aum_prob_knn')}` | {r['score_s']:.0f} s | "
+            f"{(r['score_peak'] - r['features_bytes']) / gb:.2f} GB | "
             f"{r['precision']:.2f} / {r['recall']:.2f} / {r['f1']:.2f} |")
+    dense = [r for r in rows if "dense" in r]
+    if dense:
+        lines += ["", "The sketch's `poe_knn` against the exact one (`--dense-check`: a recorder with the (N, K) sums "
+                  "fed the same updates, the same neighbours):", "",
+                  "| N x K | AUROC exact | AUROC from the sketch | F1 exact (cutoff 0) | F1 from the sketch | "
+                  "samples marked exact | largest score gap |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in dense:
+            d = r["dense"]
+            lines.append(f"| {r['n']:,} x {r['k']:,} | {100 * d['auroc_exact']:.2f} | {100 * d['auroc_sketch']:.2f} | "
+                         f"{100 * d['f1_exact']:.2f} | {100 * d['f1_sketch']:.2f} | {d['exact_share']:.3f} | "
+                         f"{d['max_gap']:.3f} |")
     return "\n".join(lines)
 
 
@@ -134,12 +169,16 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--dense-check", action="store_true",
+                    help="also record the exact (N, K) sums and compare poe_knn (8 bytes per sample and class more)")
+    ap.add_argument("--dynamics", choices=("persistent", "iid"), default="persistent",
+                    help="each sample's logits: its own from epoch to epoch (default), or drawn afresh every epoch")
     ap.add_argument("--out", default=None, help="write the table (and the raw JSON beside it)")
     a = ap.parse_args(argv)
     rows = []
     for n in a.n:
         t0 = time.time()
-        rows.append(run_one(n, a.k, a.epochs, a.batch, a.dim))
+        rows.append(run_one(n, a.k, a.epochs, a.batch, a.dim, dense=a.dense_check, iid=a.dynamics == "iid"))
         print(f"[scale] N={n:,} K={a.k:,}: {time.time() - t0:.0f} s", file=sys.stderr)
     table = report(rows)
     print(table)

@@ -19,6 +19,8 @@ import numpy as np
 
 from . import scores as _scores
 from ._latest import LatestProbs
+from ._recorder_layout import build_layout
+from ._logp_top import LogProbTop
 from .validation import as_float, as_history, check_history_file, check_labels, check_probability_values
 
 # Totals over epochs besides the statistics: epochs that saw the sample, epochs that saw its
@@ -90,11 +92,18 @@ class RecorderState:
             t[_LOGIT_EPOCHS][sl] += 1
         for name, v in value.items():
             t[name][sl] += v
+        rows, top = np.arange(sl.start, sl.stop), None
+        if self._logp_total is not None:  # one update per sample and epoch: straight into the totals
+            top = batch.top_log_probs(self._logp_total.j)
+            self._logp_total.add_updates(rows, *top)
         if self.num_epochs == self.max_epochs - 1:
             for name in set(lay.last) & set(value):
                 self._last[name][sl] = value[name]
             self.last_losses[sl] = value["loss"]
-            self._latest.write(sl, batch.probs, batch.entropy)
+            if top is None:
+                self._latest.write(sl, batch.probs, batch.entropy)
+            else:  # the same top k as update() takes (ties ordered alike)
+                self._latest.write_top(rows, top[0], batch.top_probs, batch.entropy)
         if self.num_epochs == self.mid_epoch:
             for name in set(lay.middle) & set(value):
                 self._mid[name][sl] = value[name]
@@ -152,6 +161,27 @@ class RecorderState:
             keep = mine.reshape((-1,) + (1,) * (part.ndim - 1))
             wide = np.where(keep, part, 0).astype(np.int64 if part.dtype.kind == "i" else part.dtype)
             array[rows] = reduce(wide, dist_mod.ReduceOp.SUM).astype(array.dtype)
+        if self._logp_epoch is not None:
+            self._logp_epoch = self._gathered_sketch(dist_mod, device)
+
+    def _gathered_sketch(self, dist_mod, device) -> LogProbTop:
+        """This epoch's log-probability sketch merged over the ranks in rank order (the same on
+        every rank): every rank's rows (its samples' updates) gathered, then merged as updates."""
+        import torch
+
+        mine, world = self._logp_epoch, dist_mod.get_world_size()
+        out = LogProbTop(mine.num_samples, mine.num_classes, mine.j)
+        gathered = {}
+        for name, array in mine.arrays.items():
+            wide = array.astype(np.uint8 if array.dtype == bool else np.int64 if array.dtype.kind == "i" else array.dtype)
+            tensor = torch.from_numpy(np.ascontiguousarray(wide)).to(device)
+            parts = [torch.empty_like(tensor) for _ in range(world)]
+            dist_mod.all_gather(parts, tensor)
+            gathered[name] = [p.cpu().numpy().astype(array.dtype) for p in parts]
+        for r in range(world):
+            rows = np.flatnonzero(gathered["classes"][r][:, 0] >= 0)
+            out.merge_rows(rows, {name: gathered[name][r][rows] for name in gathered})
+        return out
 
     @classmethod
     def merge(cls, recorders) -> "SEIRecorder":
@@ -200,8 +230,13 @@ class RecorderState:
             raise ValueError(f"{both.size} sample(s) were recorded by more than one shard (e.g. sample "
                              f"{int(both[0])}); give each sample to one shard, or record repeated views under "
                              "torch.distributed, whose end_epoch merges them per epoch")
+        if len({r._logp_total is None for r in recorders}) > 1:
+            raise ValueError("Shards to merge must all keep the log-probability sketch or none (a shard loaded from "
+                             "a state saved without one has none); record every shard with this version")
         out = cls(first.num_samples, first.num_classes, mid_epoch=first.mid_epoch, max_epochs=first.max_epochs,
                   extra_scores=_per_class_scores(first._per_class_names()), top_k=first.top_k)
+        if first._logp_total is None:
+            out._logp_epoch = out._logp_total = None
         out.num_epochs = first.num_epochs
         for r, rows in zip(recorders, seen):
             rows = np.flatnonzero(rows)
@@ -210,6 +245,8 @@ class RecorderState:
             out.last_losses[rows] = r.last_losses[rows]
             for f in out._total:
                 out._total[f][rows] = r._total[f][rows]
+            if out._logp_total is not None:
+                out._logp_total.copy_rows(r._logp_total, rows)
             for d in ("_last", "_mid"):
                 for name, v in getattr(out, d).items():
                     v[rows] = getattr(r, d)[name][rows]
@@ -244,6 +281,9 @@ class RecorderState:
         state.update({f"mid_{s}": v for s, v in self._mid.items()})
         state.update({f"{s}_per_epoch": np.stack(v) if v else empty for s, v in self._per_epoch.items()})
         state.update({f"total_{f}": v for f, v in self._total.items()})
+        if self._logp_total is not None:
+            state.update(self._logp_epoch.state("logp_epoch_"))
+            state.update(self._logp_total.state("logp_total_"))
         return state
 
     def load_state_dict(self, state: dict) -> "SEIRecorder":
@@ -264,7 +304,14 @@ class RecorderState:
         self.max_epochs = None if mx < 0 else mx
         self.labels = np.array(state["labels"], dtype=np.int64)
         self._latest = LatestProbs.from_state(state, self.num_samples, self.num_classes)
+        # The sketch as saved; None for a state saved without one ("mean_logp" / "poe_knn" then
+        # say they were not recorded).
+        self._logp_total = LogProbTop.from_state(state, "logp_total_", self.num_samples, self.num_classes)
+        self._logp_epoch = LogProbTop.from_state(state, "logp_epoch_", self.num_samples, self.num_classes)
+        if (self._logp_total is None) != (self._logp_epoch is None):
+            raise ValueError("The state holds one of logp_total_* and logp_epoch_* but not the other; it is damaged.")
         self.last_losses = np.array(state["last_losses"], dtype=np.float64)
+        self._match_log_prob_layout(state)
         self._acc = self._restored_accumulator(state)
         self._bind_views()
         self._pending.rows = 0  # updates buffered before the restore belong to the replaced state
@@ -293,6 +340,20 @@ class RecorderState:
             if self._history_resumed:
                 check_history_file(self.history_path, self._history_shape(), self.num_epochs)
         return self
+
+    def _match_log_prob_layout(self, state) -> None:
+        """Per-class log-probability sums as the state holds them: (N, K) columns (kept even by a
+        recorder that would sketch them, so nothing saved is dropped) or the sketch."""
+        name = _scores.LOG_PROBS.name
+        dense = f"total_{name}" in state
+        names = set(self._per_class_names())
+        if dense and name not in names:
+            names.add(name)
+        elif self._logp_total is not None and not dense and name in names:
+            names.discard(name)
+        else:
+            return
+        self._layout = build_layout(self.num_classes, names)
 
     def _restored_accumulator(self, state) -> np.ndarray:
         """The saved (N, fields [+ K]) accumulator, its columns matched to this layout by name
@@ -348,7 +409,8 @@ class RecorderState:
                 raise ValueError(f"{path} is damaged ({e}); {hint}.") from None
         try:
             kept = _per_class_scores({k[len("total_"):] for k in state if k.startswith("total_")})
-            rec = cls(int(state["num_samples"]), int(state["num_classes"]), extra_scores=kept)
+            top = state["last_top_probs"].shape[1] if "last_top_probs" in state else None  # the saved layout
+            rec = cls(int(state["num_samples"]), int(state["num_classes"]), extra_scores=kept, top_k=top)
             return rec.load_state_dict(state)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path} is not a valid saved SEIRecorder ({e}); {hint}.") from None

@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 from . import scores as _scores
+from ._logp_top import LogProbMeans
 from .validation import check_features, check_k, check_labels, check_neighbors
 
 __all__ = ["FEATURE_SCORES", "NeighbourShares", "check_features", "check_k", "check_neighbors", "feature_score",
@@ -294,10 +295,11 @@ def feature_score(name, dynamics_scores, labels, features=None, *, neighbors=Non
     labels = check_labels(labels)
     if score.fuses_with is not None:
         dynamics_scores = _check_dynamics(name, score, dynamics_scores, labels.shape[0])
-        if dynamics_scores.ndim == 2 and num_classes is None:
+        if len(dynamics_scores.shape) == 2 and num_classes is None:
             num_classes = dynamics_scores.shape[1]
     shares = _shares(labels, neighbors, num_classes, score.knn_smoothing)
-    if score.fuses_with is not None and dynamics_scores.ndim == 2 and dynamics_scores.shape[1] != shares.num_classes:
+    if (score.fuses_with is not None and len(dynamics_scores.shape) == 2
+            and dynamics_scores.shape[1] != shares.num_classes):
         raise ValueError(f"{name}: dynamics_scores has {dynamics_scores.shape[1]} class columns but "
                          f"num_classes is {shares.num_classes}; pass the recorder's num_classes.")
     return score.fuse(dynamics_scores, shares, labels)
@@ -318,6 +320,11 @@ def _check_dynamics(name, score, dynamics, n):
     if dynamics is None:
         raise ValueError(f"{name} fuses the neighbours' labels with {want}: pass "
                          f"recorder.fusion_input({name!r}) as dynamics_scores.")
+    if per_class and isinstance(dynamics, LogProbMeans):  # a top-k recorder's bounds (sei._logp_top)
+        if len(dynamics) != n:
+            raise ValueError(f"{name}: dynamics_scores covers {len(dynamics)} samples, expected {n}; pass "
+                             f"recorder.fusion_input({name!r}).")
+        return dynamics
     arr = np.asarray(dynamics, dtype=np.float64)
     if arr.ndim != (2 if per_class else 1) or arr.shape[0] != n:
         raise ValueError(f"{name}: dynamics_scores must be the {want} for the {n} labelled samples, "

@@ -2,9 +2,10 @@
 
 Feed it every mini-batch's predictions while a model trains; it keeps O(N) running sums
 per sample (plus each sample's latest probabilities: all K while N x K is small, its top
-few beyond, see ``top_k``; and (N, K) log-probability sums when a score that needs them
-is asked for) and turns them into one
-score per sample, lower = more likely mislabeled.
+few beyond, see ``top_k``; and the per-class log-probability sums of ``"mean_logp"`` /
+``"poe_knn"``: (N, K) when asked for while all K are kept, else always, as a top-k sketch of
+O(N k) with stated bounds, :mod:`sei._logp_top`) and turns them into one score per sample,
+lower = more likely mislabeled.
 
 What is recorded, and how each score reduces it, is read from the score registry
 (:data:`sei.scores.SCORES`, where the formulas are): a score added there is recorded by
@@ -21,6 +22,7 @@ from ._recorder_layout import COUNT as _COUNT, LOGIT_COUNT as _LOGIT_COUNT, Pend
 from ._recorder_layout import last_occurrence, requested_per_class, scatter_add
 from ._device import split_summary, summarise_logits
 from ._latest import LatestProbs, resolve_top_k
+from ._logp_top import LogProbTop
 from ._recorder_state import _EPOCHS, _LOGIT_EPOCHS, RecorderState
 from .validation import (
     _is_tensor,
@@ -70,7 +72,10 @@ class SEIRecorder(RecorderState):
         whose state is O(N) is recorded; a score that needs a per-class (N, K) sum
         (``"mean_logp"``, and ``"poe_knn"`` which fuses it with the neighbours' labels)
         is recorded only when named here (or with ``"all"``), so other recorders pay
-        nothing for it.
+        nothing for it. A recorder that keeps the top k (``top_k`` below K) keeps those
+        sums as a top-k sketch instead, named here or not (:mod:`sei._logp_top`: 11 k + 16
+        bytes per sample, twice): the scores read from it are lower bounds of the exact ones,
+        exact where the sketch says so, and readable only at the trained labels.
     top_k : "auto", int or None
         How many of each sample's latest probabilities to keep (:mod:`sei._latest`). ``None``
         keeps all K ((N, K) float32, :attr:`last_probs`); an int keeps the k largest with their
@@ -78,7 +83,8 @@ class SEIRecorder(RecorderState):
         give :meth:`predicted_labels`, :meth:`latest_top` and the ``"mistakenness"`` score
         exactly, but not :attr:`last_probs` (it raises, saying so). ``"auto"`` (default) keeps
         all K while N x K <= :data:`sei.constants.FULL_PROBS_MAX_VALUES` (512 MiB), else
-        :data:`sei.constants.DEFAULT_TOP_K`.
+        :data:`sei.constants.DEFAULT_TOP_K`. Below K, the per-class log-probability sums are
+        kept as a sketch of the k largest too (``extra_scores``).
 
     Notes
     -----
@@ -89,9 +95,10 @@ class SEIRecorder(RecorderState):
     Memory per sample: about 8 bytes per recorded statistic (a dozen by default) for the
     epoch's sums and as many for the totals, plus the latest probabilities: (N, K) float32
     (4 bytes per sample and class, what cleanlab's ``pred_probs`` costs in float32) or, with
-    ``top_k`` below K, 6 k + 4 bytes per sample. A score asked for with ``extra_scores``
-    that sums a per-class statistic adds 16 bytes per sample and class, ``history_path``
-    8 more (the epoch's probability sums). A sample updated several times in one epoch
+    ``top_k`` below K, 6 k + 4 bytes per sample and the log-probability sketch's 2 (11 k + 16).
+    A score asked for with ``extra_scores`` that sums a per-class statistic adds, while all K
+    are kept, 16 bytes per sample and class; ``history_path`` 8 more (the epoch's probability
+    sums). A sample updated several times in one epoch
     (augmented views, DDP padding) has every update's statistics averaged into that epoch
     exactly; its latest probabilities are those of its last update (the history file, when
     ``history_path`` is set, holds the epoch's mean).
@@ -125,7 +132,12 @@ class SEIRecorder(RecorderState):
         self._history_resumed = False  # set by load_state_dict: reopen the file, never replace it
         self.num_epochs = 0
         n, k = self.num_samples, self.num_classes
-        self._layout = build_layout(k, requested_per_class(extra_scores))
+        kept = resolve_top_k(top_k, n, k)
+        # With the top k of the latest probabilities kept, the per-class log-probability sums
+        # ("mean_logp", "poe_knn") are kept as a top-k sketch too, always (sei._logp_top).
+        sketched = kept < k
+        per_class = requested_per_class(extra_scores)
+        self._layout = build_layout(k, per_class - {_scores.LOG_PROBS.name} if sketched else per_class)
         # One (N, fields) block so that buffered batches are scattered at once and ranks are
         # merged with a single all_reduce; the dicts are views. Only with history_path does
         # it hold the K probabilities too (their epoch mean is the history's row).
@@ -137,7 +149,9 @@ class SEIRecorder(RecorderState):
         self._marker = np.zeros(n, np.int32)  # scatter_add's scratch
         self._total = {f: np.zeros((n, k) if f in self._per_class_names() else n) for f in self._total_fields()}
         self.labels = np.full(n, -1, dtype=np.int64)
-        self._latest = LatestProbs(n, k, resolve_top_k(top_k, n, k))
+        self._latest = LatestProbs(n, k, kept)
+        self._logp_epoch = LogProbTop(n, k, kept) if sketched else None  # this epoch's updates
+        self._logp_total = LogProbTop(n, k, kept) if sketched else None  # the epochs' means
         self.last_losses = np.full(n, np.nan)
         # Per statistic: its value at the last epoch that saw the sample, at the middle
         # epoch, and every epoch's (float32, only when the middle epoch is not known up front).
@@ -278,8 +292,9 @@ class SEIRecorder(RecorderState):
 
     @property
     def _summary_k(self) -> int:
-        """Largest logits per row in a summary: the top k kept, and at least the two the margins read."""
-        return min(max(2, self._latest.kept), self.num_classes)
+        """Largest logits per row in a summary: the top k kept (and the next one for the
+        log-probability sketch's bound), and at least the two the margins read."""
+        return min(max(2, self._latest.kept + (self._logp_epoch is not None)), self.num_classes)
 
     def _flush_summaries(self):
         """Bring the buffered summaries to the host (one synchronisation) and fold them in."""
@@ -305,6 +320,11 @@ class SEIRecorder(RecorderState):
         r = self._latest.kept
         self._latest.write_top(ids[last], top_classes[last, :r], np.exp(top_values[last, :r] - head[last, 2:3]),
                                head[last, 0])
+        if self._logp_epoch is not None:
+            lse = head[:, 2]
+            tau = top_values[:, r] - lse if top_values.shape[1] > r else np.full(len(ids), -np.inf)
+            self._logp_epoch.add_updates(ids, top_classes[:, :r], top_values[:, :r] - lse[:, None], tau,
+                                         head[:, 1] - lse)
 
     def _accumulate(self, ids, values, labels, from_logits):
         self.labels[ids] = labels
@@ -332,7 +352,13 @@ class SEIRecorder(RecorderState):
         scatter_add(self._acc, ids, fill_block(self._layout, batch, self._keep_epoch_probs), last)
         # The latest probabilities of each sample: its last update (O(B K) per batch; the
         # epoch's (N, K) sums are not kept, see the class notes).
-        self._latest.write(ids[last], batch.probs[last], None if self._latest.complete else batch.entropy[last])
+        if self._logp_epoch is None:
+            self._latest.write(ids[last], batch.probs[last], None if self._latest.complete else batch.entropy[last])
+            return
+        # One partition of the rows gives both the sketch's top j (+ the bound) and the latest top k.
+        top = batch.top_log_probs(self._logp_epoch.j)
+        self._logp_epoch.add_updates(ids, *top)
+        self._latest.write_top(ids[last], top[0][last], batch.top_probs[last], batch.entropy[last])
 
     def end_epoch(self):
         """Close the current epoch: fold each seen sample's mean update into the totals.
@@ -381,6 +407,10 @@ class SEIRecorder(RecorderState):
                     row[sl][~seen[sl]] = np.nan
         if row is not None:
             self._history.flush()
+        if self._logp_epoch is not None:
+            rows = np.flatnonzero(seen)
+            self._logp_total.merge(self._logp_epoch, rows=rows, scale=cnt[rows])
+            self._logp_epoch.reset()
         self._acc.fill(0.0)
         self.num_epochs += 1
 
@@ -446,7 +476,18 @@ class SEIRecorder(RecorderState):
         raw = self._reduce(score, label_of)
         return -raw if score.negate else raw
 
+    def _sketches(self, score) -> bool:
+        """Whether per-class ``score`` is read from the log-probability sketch (sei._logp_top)."""
+        return (score.per_class and score.statistic is _scores.LOG_PROBS and self._logp_total is not None
+                and score.statistic.name not in self._per_class_names())
+
+    def _logp_means(self):
+        """The sketch's bounds of each sample's mean log-probabilities (:class:`sei._logp_top.LogProbMeans`)."""
+        return self._logp_total.means(self._total[_EPOCHS], self.labels)
+
     def _check_recorded(self, score):
+        if self._sketches(score):
+            return
         if score.per_class and score.statistic.name not in self._per_class_names():
             raise ValueError(f"score {score.name!r} needs the per-class sums of {score.statistic.name!r} "
                              "(O(N K) memory), which this recorder was not asked to keep: create it with "
@@ -456,7 +497,9 @@ class SEIRecorder(RecorderState):
     def fusion_input(self, name: str, labels=None):
         """What neighbour score ``name`` fuses with (for :func:`sei.feature_score`): the (N,)
         scores of ``SCORES[name].fuses_with`` for ``labels`` (as :meth:`scores`), its (N, K)
-        reduced per-class statistic when that is per class (label-free), or None."""
+        reduced per-class statistic when that is per class (label-free), or None. A recorder
+        that keeps the top k (``top_k``) gives the per-class mean log-probabilities as the bounds
+        of its sketch instead (:class:`sei._logp_top.LogProbMeans`), read at the trained labels."""
         score = _scores.get(name, needs_features=True)
         if score.fuses_with is None:
             return None
@@ -466,6 +509,8 @@ class SEIRecorder(RecorderState):
         self._check_recorded(fused)
         if self.num_epochs == 0:
             raise ValueError("No epoch recorded yet: call update(...) for each batch and end_epoch() after each epoch.")
+        if self._sketches(fused):
+            return self._logp_means()
         return self._per_class_reduced(fused)
 
     def _reduced(self, score, rows=slice(None)) -> np.ndarray:
@@ -503,6 +548,8 @@ class SEIRecorder(RecorderState):
             return self._last[score.statistic.name].copy()
         if score.reduce == "middle":
             return self._middle(score)
+        if self._sketches(score):
+            return self._logp_means().margin(labels)[0]
         return self._per_class_reduced(score, labels) if score.per_class else self._reduced(score)
 
     def _from_last_probs(self, score, labels: np.ndarray) -> np.ndarray:

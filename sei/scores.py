@@ -22,7 +22,8 @@ sample's updates in it; ``sign_t = +1`` if ``p_t[y] >= max_k p_t[k]`` else -1)::
     1 - mistakenness(p_T, y)                 "mistakenness" (FiftyOne Brain's formula, last epoch)
     q(y) - max_{c!=y} q(c)                   "knn_margin" (neighbours' labels, see sei.neighbors)
     (aum_prob + knn_margin) / 2              "aum_prob_knn"
-    m(y) - max_{k!=y} m(k), m = mean_t log p_t          "mean_logp"  (per-class sums: O(N K), on request)
+    m(y) - max_{k!=y} m(k), m = mean_t log p_t          "mean_logp"  (per-class sums: O(N K) on request, or
+                                                                      a top-k sketch of bounds, sei._logp_top)
     r(y) - max_{c!=y} r(c), r = m + log q~              "poe_knn"    (product of experts; q~: neighbours'
                                                                       label shares, add-one smoothed)
 
@@ -169,6 +170,32 @@ class Batch:
             return np.log(self.probs + EPS)
         z = self.logits - _row_max(self.logits)
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    def top_log_probs(self, j: int):
+        """``(classes, logp, tau, label_logp)``: the ``j`` largest log-probabilities of each row
+        (as :attr:`log_softmax` gives them, largest first) with their classes, the next largest
+        ``tau`` (-inf when K <= j) and the label's; O(B K) without a (B, K) logarithm (what
+        :mod:`sei._logp_top` adds per update). :attr:`top_probs` then holds the probabilities
+        at those classes."""
+        rows, k = self.rows, self.num_classes
+        if self.logits is not None:  # z' - log sum exp(z'), z' the logits shifted by their max
+            base, offset = self._shifted, self._log_total
+        else:  # log(p + EPS), monotone in p
+            base, offset = self.probs, None
+        take = min(j + 1, k)
+        top = np.argpartition(base, k - take, axis=1)[:, k - take:] if take < k else np.broadcast_to(
+            np.arange(k), (len(rows), k))
+        vals = np.take_along_axis(base, top, axis=1)
+        order = np.argsort(-vals, axis=1, kind="stable")
+        top, vals = np.take_along_axis(top, order, axis=1), np.take_along_axis(vals, order, axis=1)
+        at_label = base[rows, self.labels]
+        if offset is None:
+            vals, at_label = np.log(vals + EPS), np.log(at_label + EPS)
+        else:
+            vals, at_label = vals - offset[:, None], at_label - offset
+        tau = vals[:, j] if take > j else np.full(len(rows), -np.inf)
+        self.top_probs = np.take_along_axis(self.probs, top[:, :j], axis=1)
+        return top[:, :j], vals[:, :j], tau, at_label
 
     @cached_property
     def margin(self) -> np.ndarray:
@@ -370,6 +397,8 @@ def _fuse_mean(dynamics_scores, shares, labels):
 
 
 def _product_of_experts(mean_log_probs, shares, labels):
+    if hasattr(mean_log_probs, "margin"):  # a top-k recorder's bounds (sei._logp_top.LogProbMeans)
+        return mean_log_probs.margin(labels, shares)[0]
     # In row chunks: the (n, C) shares and sums exist for one chunk at a time.
     out = np.empty(labels.shape[0])
     for start in range(0, labels.shape[0], _FUSE_ROWS):

@@ -7,14 +7,18 @@
 - a Datalab issue type ``"sei"`` registered on import
 """
 
-from . import datalab as _datalab  # noqa: F401  (registers the "sei" Datalab issue type)
-from sei.metrics import detection_metrics  # the one home of the metrics, re-exported here
+from sei.compat import import_cleanlab
 
-from .compare import compare_with_confident_learning
-from .datalab import SEIIssueManager
-from .ensemble import get_pred_probs_list
-from .filter import find_label_issues
-from .rank import get_label_quality_scores
+import_cleanlab()  # before any cleanlab import: it would silence every warning (sei.compat)
+
+from . import datalab as _datalab  # noqa: E402,F401  (registers the "sei" Datalab issue type)
+from sei.metrics import detection_metrics  # noqa: E402  (the one home of the metrics, re-exported here)
+
+from .compare import compare_with_confident_learning  # noqa: E402
+from .datalab import SEIIssueManager  # noqa: E402
+from .ensemble import get_pred_probs_list  # noqa: E402
+from .filter import find_label_issues  # noqa: E402
+from .rank import get_label_quality_scores  # noqa: E402
 
 __all__ = [
     "SEIIssueManager",

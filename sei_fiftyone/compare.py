@@ -100,6 +100,9 @@ def compare_with_confident_learning(samples, brain_key="sei", *, probs_field=Non
             stored vectors and no ``probs_field``, a malformed probabilities field, a bad trusted
             label field or ``folds``; nothing is written then
     """
+    from sei.compat import import_cleanlab
+
+    import_cleanlab()  # keeps the warning filters (a plain first import of cleanlab silences them all)
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 

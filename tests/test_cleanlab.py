@@ -17,8 +17,11 @@ from sei_cleanlab import (
 from dynamics import planted_history
 
 
-def test_import_sei_cleanlab_pulls_no_torch_or_fiftyone():
-    code = ("import sys, sei_cleanlab; bad = [m for m in ('torch','fiftyone') if m in sys.modules]; "
+def test_import_sei_cleanlab_pulls_no_torch_or_fiftyone_and_keeps_warnings_on():
+    # cleanlab's own import runs warnings.filterwarnings("ignore") (sei.compat): ours restores them
+    code = ("import sys, warnings; before = list(warnings.filters); import sei_cleanlab; "
+            "bad = [m for m in ('torch','fiftyone') if m in sys.modules]; "
+            "bad += [f for f in warnings.filters if f not in before and f[0] == 'ignore' and f[1] is None]; "
             "print(bad); sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

@@ -62,6 +62,10 @@ def test_top_k_reads_exactly_what_all_classes_give(repeats):
     np.testing.assert_array_equal(fc, classes)
     np.testing.assert_array_equal(fp, probs)
     for name in sei.SCORE_NAMES:  # every score, mistakenness (read from the latest update) included
+        if name == "mean_logp":  # per-class sums kept as a top-k sketch: bounds (tests/test_logp_top.py)
+            low, high = top.scores(name), top._logp_means().margin(labels)[2]
+            assert np.all(low <= full.scores(name) + 1e-9) and np.all(full.scores(name) <= high + 1e-9)
+            continue
         np.testing.assert_allclose(top.scores(name), full.scores(name), rtol=1e-6, atol=1e-6, err_msg=name)
     # recomputed for other labels: exact, since mistakenness reads the entropy and the argmax only
     other = (labels + 1) % K
