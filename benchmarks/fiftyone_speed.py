@@ -3,6 +3,7 @@
     python benchmarks/fiftyone_speed.py writeback --n 100000
     python benchmarks/fiftyone_speed.py compute --n 2000            # images, EfficientNet-Lite0
     python benchmarks/fiftyone_speed.py compute --n 50000 --embeddings   # stored embeddings field
+    python benchmarks/fiftyone_speed.py scale --n 1000000 --classes 100  # synthetic 64-d embeddings field
 
 Runs against a private mongod on 127.0.0.1 (``sei_fiftyone.db.temporary_mongod``) unless
 FIFTYONE_DATABASE_URI is set. Appends a row to ``benchmarks/results/fiftyone_speed.md``.
@@ -163,9 +164,85 @@ def bench_compute(n, epochs, embeddings, head="linear"):
     ds.delete()
 
 
+def _peak_rss_reset():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def _insert_like_first(ds, names, labels, feats, step=50_000):
+    """Samples 1..n-1 as copies of sample 0's document (new ids, their label and vector)."""
+    import datetime
+
+    from bson import ObjectId
+    from fiftyone.core.utils import serialize_numpy_array
+
+    coll = ds._sample_collection
+    proto = coll.find_one()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    rng = np.random.default_rng(1)
+    for start in range(1, len(labels), step):
+        docs = []
+        for i in range(start, min(len(labels), start + step)):
+            doc = dict(proto, _id=ObjectId(), filepath=f"/nonexistent/{i:07d}.jpg", _rand=float(rng.random()),
+                       created_at=now, last_modified_at=now, embedding=serialize_numpy_array(feats[i]))
+            doc["ground_truth"] = dict(proto["ground_truth"], _id=ObjectId(), label=names[labels[i]])
+            docs.append(doc)
+        coll.insert_many(docs, ordered=False)
+
+
+def bench_scale(n, classes, epochs, dim=64, noise=0.2, seed=0):
+    """compute_sei on a stored embeddings field of n synthetic samples (issue 20's FiftyOne row):
+    64-d float32 vectors around one centre per class, ``noise`` of the labels flipped. The
+    dataset is built first (not timed); then compute_sei's wall time, its phases (the run's
+    ``timings``) and this process's peak RSS during it (mongod is another process)."""
+    import fiftyone as fo
+
+    import sei_fiftyone as sfo
+
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, classes, n)
+    flip = rng.random(n) < noise
+    labels = np.where(flip, (true + rng.integers(1, classes, n)) % classes, true)
+    centres = rng.normal(size=(classes, dim)).astype(np.float32)
+    feats = centres[true] + rng.normal(size=(n, dim)).astype(np.float32)
+    names = [f"class_{k:04d}" for k in range(classes)]
+    t = time.perf_counter()
+    ds = fo.Dataset(f"sei-bench-scale-{n}", overwrite=True)
+    # The first sample through FiftyOne (it declares the fields); the rest as the same documents
+    # straight into the sample collection (fo.Sample objects cost ~1 ms each: 20 min at 1e6).
+    ds.add_sample(fo.Sample(filepath="/nonexistent/0000000.jpg", ground_truth=fo.Classification(
+        label=names[labels[0]]), embedding=feats[0]))
+    _insert_like_first(ds, names, labels, feats)
+    build = time.perf_counter() - t
+    del feats
+    _peak_rss_reset()
+    base = _peak_rss()
+    t = time.perf_counter()
+    res = sfo.compute_sei(ds, "ground_truth", embeddings_field="embedding", epochs=epochs, progress=False)
+    wall = time.perf_counter() - t
+    peak = _peak_rss()
+    from sei.metrics import detection_metrics
+
+    flagged = np.array([bool(v) for v in ds.values("sei_mislabeled")])  # insertion order = i; unscored: False
+    m = detection_metrics(flagged, None, flip)
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in (res.timings or {}).items())
+    _record("compute_sei", n, f"compute_sei, synthetic {dim}-d embeddings field, {classes} classes", wall,
+            f"{epochs} epochs, score {res.score_name}; phases: {phases}; peak RSS {peak / 1e9:.2f} GB (before "
+            f"{base / 1e9:.2f} GB; mongod not counted); {int(flagged.sum()):,} flagged, {int(flip.sum()):,} flipped: "
+            f"P {m['precision']:.2f} R {m['recall']:.2f} F1 {m['f1']:.2f}; "
+            f"(building the dataset took {build:.0f} s)")
+    ds.delete()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["writeback", "compute"])
+    ap.add_argument("what", choices=["writeback", "compute", "scale"])
+    ap.add_argument("--classes", type=int, default=100, help="scale: number of classes")
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--embeddings", action="store_true", help="train on a stored embeddings field")
@@ -184,6 +261,8 @@ def main(argv=None):
         torch.set_num_threads(2)
         if a.what == "writeback":
             bench_writeback(a.n or 100_000)
+        elif a.what == "scale":
+            bench_scale(a.n or 1_000_000, a.classes, a.epochs)
         else:
             bench_compute(a.n or 2_000, a.epochs, a.embeddings, a.head)
 

@@ -165,9 +165,9 @@ def _child(script, module, path, argv, env, cwd, out_path, err_path):
     os._exit(code)
 
 
-def kill_at_flag(script, args, flag, timeout=120):
-    """Run ``script`` with ``args`` (:class:`ScriptProcess`) until it creates the file ``flag``
-    (its kill point), then SIGKILL it."""
+def start_until_flag(script, args, flag, timeout=120):
+    """:class:`ScriptProcess` of ``script`` with ``args``, returned once it has created the file
+    ``flag`` (still running); an AssertionError (the child's output) if it ends or times out first."""
     from pathlib import Path
 
     proc = ScriptProcess(script, args)
@@ -175,8 +175,20 @@ def kill_at_flag(script, args, flag, timeout=120):
         deadline = time.time() + timeout
         while not Path(flag).exists():
             assert proc.poll() is None, proc.output()
-            assert time.time() < deadline, "the kill point was not reached"
+            assert time.time() < deadline, f"{flag} was not created within {timeout} s"
             time.sleep(0.05)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def kill_at_flag(script, args, flag, timeout=120):
+    """Run ``script`` with ``args`` (:class:`ScriptProcess`) until it creates the file ``flag``
+    (its kill point), then SIGKILL it."""
+    proc = start_until_flag(script, args, flag, timeout)
+    try:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -73,18 +74,11 @@ def _server():
             # server's K-fold fits many times slower; one thread is enough here
             "OPENBLAS_NUM_THREADS": "1",
         }
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)  # the server is a child process: it takes the environment at its start
-        try:
+        # the server is a child process: it takes the environment at its start (restored after)
+        with mock.patch.dict(os.environ, env):
             port = free_port()
             _SHARED["session"] = fo.launch_app(address="127.0.0.1", port=port, remote=True, auto=False)
             _SHARED["port"] = port
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
     return _SHARED["session"], _SHARED["port"]
 
 

@@ -19,7 +19,7 @@ import sei_fiftyone as sfo
 import sei_fiftyone.lease as lease
 import sei_fiftyone.runs as runs
 import sei_fiftyone.writeback as writeback
-from forked import ScriptProcess, kill_at_flag
+from forked import ScriptProcess, kill_at_flag, start_until_flag
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -146,12 +146,7 @@ _HOLDER = textwrap.dedent("""
 
 def _hold_lease(dataset, tmp_path, seconds):
     flag = tmp_path / "holding"
-    proc = ScriptProcess(_HOLDER, [dataset.name, flag, seconds])
-    deadline = time.time() + 60
-    while not flag.exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    return proc
+    return start_until_flag(_HOLDER, [dataset.name, flag, seconds], flag, timeout=60)
 
 
 def test_a_live_writer_is_waited_for_then_refused_clearly(dataset, tmp_path, monkeypatch):
