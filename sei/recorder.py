@@ -40,6 +40,8 @@ from .validation import (
 # Rows per step where a whole (N, K) array is processed (end_epoch, the last-probability
 # scores), so that no full-size temporary is ever allocated.
 _CHUNK_ROWS = 8192
+# Values (rows x K) per step when one update brings more rows than the buffer holds (32 MiB in float64).
+_SCATTER_VALUES = 1 << 22
 # Rows of logits summarised on their device before the summaries go to the host at once.
 _DEVICE_FLUSH_ROWS = 1 << 16
 
@@ -332,7 +334,13 @@ class SEIRecorder(RecorderState):
         if not self._pending.fits(values, from_logits):
             self._flush()
         if values.shape[0] > self._pending.capacity:
-            self._scatter(ids, values, labels, from_logits)
+            # A large block (sei.train hands over an epoch at once) in row steps: the statistics'
+            # temporaries stay a few (rows, K) arrays of _SCATTER_VALUES, whatever N; the same
+            # result, since steps are folded in order.
+            step = max(1, _SCATTER_VALUES // self.num_classes)
+            for start in range(0, values.shape[0], step):
+                sl = slice(start, start + step)
+                self._scatter(ids[sl], values[sl], labels[sl], from_logits)
         else:
             self._pending.append(ids, values, labels, from_logits)
 

@@ -4,6 +4,7 @@ probabilities of its last update; states saved by earlier versions (with the epo
 probability columns) load."""
 
 import numpy as np
+import pytest
 
 import sei
 from sei.scores import Batch, SIGNED_ENTROPY
@@ -152,3 +153,26 @@ def test_merge_refuses_overlapping_mismatched_or_unended_shards():
         sei.SEIRecorder.merge([a, b])
     with pytest.raises(TypeError, match="non-empty list"):
         sei.SEIRecorder.merge([])
+
+
+@pytest.mark.parametrize("top_k", [None, 2])  # all K, and the top k with the log-probability sketch
+def test_a_large_update_is_folded_in_steps_with_the_same_result(monkeypatch, top_k):
+    import sei._recorder_layout as recorder_layout
+    import sei.recorder as recorder_module
+
+    rng = np.random.default_rng(0)
+    n, k = 60, 5
+    labels = rng.integers(0, k, n)
+    ids = np.concatenate([rng.permutation(n), rng.permutation(n)[:25]])  # repeats in other steps
+    logits = rng.normal(size=(len(ids), k)) * 2
+    whole = sei.SEIRecorder(n, k, top_k=top_k, extra_scores="all")
+    whole.update(ids, logits, labels[ids], from_logits=True)
+    whole.end_epoch()
+    monkeypatch.setattr(recorder_layout, "BUFFER_VALUES", 2 * k)  # a buffer of 2 rows: the update is a large one
+    monkeypatch.setattr(recorder_module, "_SCATTER_VALUES", 3 * k)  # folded 3 rows at a time
+    steps = sei.SEIRecorder(n, k, top_k=top_k, extra_scores="all")
+    steps.update(ids, logits, labels[ids], from_logits=True)
+    steps.end_epoch()
+    for name in sei.SCORE_NAMES:
+        np.testing.assert_allclose(steps.scores(name), whole.scores(name), atol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(steps.predicted_labels(), whole.predicted_labels())
