@@ -17,6 +17,7 @@ import io
 import os
 import platform
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -195,7 +196,7 @@ def _insert_like_first(ds, names, labels, feats, step=50_000):
         coll.insert_many(docs, ordered=False)
 
 
-def bench_scale(n, classes, epochs, dim=64, noise=0.2, seed=0):
+def bench_scale(n, classes, epochs, dim=64, noise=0.2, seed=0, top_k="auto"):
     """compute_sei on a stored embeddings field of n synthetic samples (issue 20's FiftyOne row):
     64-d float32 vectors around one centre per class, ``noise`` of the labels flipped. The
     dataset is built first (not timed); then compute_sei's wall time, its phases (the run's
@@ -222,9 +223,25 @@ def bench_scale(n, classes, epochs, dim=64, noise=0.2, seed=0):
     del feats
     _peak_rss_reset()
     base = _peak_rss()
+    phase, by_phase, done = ["start"], {}, threading.Event()
+
+    def sample_rss():  # the resident set every 0.2 s, kept per phase (compute_sei's progress labels)
+        while not done.wait(0.2):
+            with open("/proc/self/status") as f:
+                rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+            by_phase[phase[0]] = max(by_phase.get(phase[0], 0), rss)
+
+    def progress(fraction, label):
+        phase[0] = str(label).split(":")[0].split(" ")[0] or phase[0]
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
     t = time.perf_counter()
-    res = sfo.compute_sei(ds, "ground_truth", embeddings_field="embedding", epochs=epochs, progress=False)
+    res = sfo.compute_sei(ds, "ground_truth", embeddings_field="embedding", epochs=epochs, progress=progress,
+                          **({} if top_k == "auto" else {"top_k": top_k}))
     wall = time.perf_counter() - t
+    done.set()
+    sampler.join()
     peak = _peak_rss()
     from sei.metrics import detection_metrics
 
@@ -232,8 +249,9 @@ def bench_scale(n, classes, epochs, dim=64, noise=0.2, seed=0):
     m = detection_metrics(flagged, None, flip)
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in (res.timings or {}).items())
     _record("compute_sei", n, f"compute_sei, synthetic {dim}-d embeddings field, {classes} classes", wall,
-            f"{epochs} epochs, score {res.score_name}; phases: {phases}; peak RSS {peak / 1e9:.2f} GB (before "
-            f"{base / 1e9:.2f} GB; mongod not counted); {int(flagged.sum()):,} flagged, {int(flip.sum()):,} flipped: "
+            f"{epochs} epochs, score {res.score_name}, top_k={top_k}; phases: {phases}; peak RSS {peak / 1e9:.2f} GB (before "
+            f"{base / 1e9:.2f} GB; mongod not counted; largest resident set per progress label: "
+            f"{', '.join(f'{k} {v / 1e9:.2f} GB' for k, v in by_phase.items())}); {int(flagged.sum()):,} flagged, {int(flip.sum()):,} flipped: "
             f"P {m['precision']:.2f} R {m['recall']:.2f} F1 {m['f1']:.2f}; "
             f"(building the dataset took {build:.0f} s)")
     ds.delete()
@@ -243,6 +261,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["writeback", "compute", "scale"])
     ap.add_argument("--classes", type=int, default=100, help="scale: number of classes")
+    ap.add_argument("--top-k", type=int, default=None, help="scale: sei.train's top_k (default 'auto')")
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--embeddings", action="store_true", help="train on a stored embeddings field")
@@ -262,7 +281,7 @@ def main(argv=None):
         if a.what == "writeback":
             bench_writeback(a.n or 100_000)
         elif a.what == "scale":
-            bench_scale(a.n or 1_000_000, a.classes, a.epochs)
+            bench_scale(a.n or 1_000_000, a.classes, a.epochs, top_k="auto" if a.top_k is None else a.top_k)
         else:
             bench_compute(a.n or 2_000, a.epochs, a.embeddings, a.head)
 

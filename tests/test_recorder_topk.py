@@ -209,3 +209,21 @@ def test_summarised_updates_check_their_values_when_they_reach_the_host():
     rec.update(np.arange(4), torch.zeros(4, K), np.zeros(4, int), from_logits=True)
     rec.end_epoch()  # the failed updates left nothing behind
     assert rec.epochs_seen.sum() == 4
+
+
+def test_sei_train_takes_top_k_and_scores_poe_knn_from_the_sketch():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + 2 * (x[:, 1] > 0) + 4 * (x[:, 2] > 0)  # 8 classes
+    full = sei.train(x, y, mode="embeddings", head="linear", epochs=3, batch_size=32, seed=0, score="poe_knn",
+                     score_aux_samples=False)
+    top = sei.train(x, y, mode="embeddings", head="linear", epochs=3, batch_size=32, seed=0, score="poe_knn",
+                    score_aux_samples=False, top_k=3)
+    assert full.recorder.top_k == 8 and top.recorder.top_k == 3 and top.pred_probs is None
+    assert top.recorder._logp_total is not None
+    ok = np.isfinite(full.scores)  # (auxiliary samples, if any, are NaN in both)
+    np.testing.assert_array_equal(ok, np.isfinite(top.scores))
+    assert np.all(top.scores[ok] <= full.scores[ok] + 1e-9)  # the sketch's score is a lower bound (sei._logp_top)
+    np.testing.assert_array_equal(top.predicted_labels, full.predicted_labels)
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        sei.train(x, y, mode="embeddings", head="linear", epochs=1, top_k=0)

@@ -100,13 +100,14 @@ class TrainConfig:
     return_features: bool = False
     extra_scores: Any = None
     score_aux_samples: bool = True
+    top_k: Any = "auto"
     #: options that are objects, not settings: kept out of ``to_dict``
     _OBJECTS = ("tokenizer", "sample_weights", "transition_matrix", "transition_mask", "on_epoch_end", "on_record")
     #: options that do not change what is trained (where it runs and writes, how it reports and
     #: scores, the epochs, checked on their own): a resumed run may change them, no other
     _NOT_TRAINING = ("epochs", "score", "threshold", "extra_scores", "checkpoint_dir", "resume", "device",
                      "num_workers", "cache_dir", "on_epoch_end", "on_record", "history_path", "progress",
-                     "num_threads", "placement", "return_features", "score_aux_samples")
+                     "num_threads", "placement", "return_features", "score_aux_samples", "top_k")
 
     def __post_init__(self):
         self.validate()
@@ -153,6 +154,9 @@ class TrainConfig:
             requested_per_class(self.extra_scores)
             if not isinstance(self.extra_scores, str):
                 self.extra_scores = tuple(self.extra_scores)
+        from .._latest import resolve_top_k  # the recorder's own rule for top_k (one home)
+
+        resolve_top_k(self.top_k, 1, 2)
         if self.mode is not None:
             _choice("mode", self.mode, MODES)
         if self.image_size is not None:

@@ -124,7 +124,7 @@ def _build_state(cfg, mode, n, c, dev, world, bundle, class_init, features, weig
 
         ddp_net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     st = TrainState(net=net, opt=opt, rec=SEIRecorder(n, c, max_epochs=cfg.epochs, history_path=cfg.history_path,
-                                                          extra_scores=_recorded_scores(cfg)),
+                                                          extra_scores=_recorded_scores(cfg), top_k=cfg.top_k),
                     weights=weights, ddp_net=ddp_net,
                     scaler=torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
     return st, amp_dtype

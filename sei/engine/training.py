@@ -53,7 +53,7 @@ def train(inputs, labels, *, class_names=None, model=DEFAULT_MODEL, pretrained=N
           sample_weights=None, transition_matrix=None, transition_mask=None, checkpoint_dir=None, resume=False, device="auto",
           image_size=None, num_workers=0, cache_dir=None, seed=0, on_epoch_end=None, on_record=None,
           history_path=None, progress=True, amp=True, num_threads="auto",
-          placement="auto", return_features=False, extra_scores=None, score_aux_samples=True):
+          placement="auto", return_features=False, extra_scores=None, score_aux_samples=True, top_k="auto"):
     """Train a prompt classifier and score every sample with its training dynamics.
 
     Parameters
@@ -186,6 +186,12 @@ def train(inputs, labels, *, class_names=None, model=DEFAULT_MODEL, pretrained=N
         (``result.recorder.scores(name)``). Only scores with per-class state need naming
         (``"mean_logp"``, ``"poe_knn"``: an (N, K) sum, 8 N K bytes); every other score is
         always readable.
+    top_k : "auto", int or None, default "auto"
+        How many of each sample's latest probabilities the recorder keeps, as
+        :class:`sei.SEIRecorder`'s ``top_k``: ``"auto"`` keeps all K while N x K <= 2^27 values,
+        else the top 5; an int below K keeps that many and the per-class log-probability sums
+        as a top-k sketch (``"poe_knn"`` / ``"mean_logp"`` then lower bounds of the exact scores,
+        :mod:`sei._logp_top`), and ``result.pred_probs`` is None; None keeps all K.
     score_aux_samples : bool, default True
         With the auxiliary pseudo-class (``aux_class``), train a second run without it and take
         the auxiliary samples' rows of ``scores``, ``pred_probs`` and ``predicted_labels`` from
