@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sei import SEIRecorder
 from sei._logp_top import LogProbTop
@@ -170,3 +172,33 @@ def test_sketch_state_is_per_sample():
     # int16 classes, float64 bounds, bool flags per slot; the floor and the label's sum
     assert rec._logp_total.nbytes == rec._logp_epoch.nbytes == 1000 * (5 * (2 + 8 + 1) + 16)
     assert SEIRecorder(1000, 10)._logp_total is None  # all K kept: no sketch
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(2, 7), data=st.data())
+def test_the_bounds_hold_for_any_updates(k, data):
+    j = data.draw(st.integers(1, k - 1))
+    n = data.draw(st.integers(1, 6))
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    epochs = data.draw(st.integers(1, 4))
+    as_probs = data.draw(st.booleans())  # probabilities (log(p + EPS)) or logits (exact log-softmax)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    full, top = SEIRecorder(n, k, top_k=None, extra_scores="mean_logp"), SEIRecorder(n, k, top_k=j)
+    for _ in range(epochs):
+        ids = rng.integers(0, n, rng.integers(1, 3 * n + 1))  # any samples, any repeats, some unseen
+        logits = rng.normal(size=(len(ids), k)) * rng.uniform(0.1, 8)
+        if as_probs:
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            values, from_logits = p / p.sum(1, keepdims=True), False
+        else:
+            values, from_logits = logits, True
+        for rec in (full, top):
+            rec.update(ids, values, labels[ids], from_logits=from_logits)
+            rec.end_epoch()
+    exact = full.scores("mean_logp")
+    low, is_exact, high = top._logp_means().margin(labels)
+    seen = np.isfinite(exact)
+    np.testing.assert_array_equal(np.isfinite(low), seen)
+    assert np.all(low[seen] <= exact[seen] + 1e-9) and np.all(exact[seen] <= high[seen] + 1e-9)
+    np.testing.assert_allclose(low[is_exact], exact[is_exact], atol=1e-9)
