@@ -27,6 +27,17 @@ from .entropy import row_entropy
 _CHUNK_ROWS = 8192  # rows per step where all K are read, so that no (N, K) temporary is made
 
 
+def largest(x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(columns, values)``, each (B, m): the ``m`` largest entries of each row of ``x``, largest
+    first (ties in the order a partition leaves them, then stable); every column when m >= K.
+    The one top-k rule of the latest probabilities and of the log-probability sketch."""
+    k = x.shape[1]
+    top = np.argpartition(x, k - m, axis=1)[:, k - m:] if m < k else np.broadcast_to(np.arange(k), x.shape)
+    vals = np.take_along_axis(x, top, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
 def resolve_top_k(top_k, num_samples: int, num_classes: int) -> int:
     """The number of probabilities per sample a recorder keeps (K = all of them).
 
@@ -82,12 +93,9 @@ class LatestProbs:
         if self.complete:
             self.arrays["last_probs"][rows] = probs
             return
-        k = self.kept
-        top = np.argpartition(probs, probs.shape[1] - k, axis=1)[:, -k:]
-        vals = np.take_along_axis(probs, top, axis=1)
-        order = np.argsort(-vals, axis=1, kind="stable")
-        self.arrays["last_top_classes"][rows] = np.take_along_axis(top, order, axis=1)
-        self.arrays["last_top_probs"][rows] = np.take_along_axis(vals, order, axis=1)
+        classes, values = largest(probs, self.kept)
+        self.arrays["last_top_classes"][rows] = classes
+        self.arrays["last_top_probs"][rows] = values
         self.arrays["last_entropy"][rows] = row_entropy(probs) if entropy is None else entropy
 
     def write_top(self, rows: np.ndarray, classes: np.ndarray, probs: np.ndarray, entropy: np.ndarray) -> None:

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import numpy as np
 
-_NAMES = ("classes", "sums", "exact", "floor", "label")
+#: What an empty row holds (no update): no class tracked, bounds -inf, sums of nothing 0.
+_EMPTY = {"classes": -1, "sums": -np.inf, "exact": False, "floor": 0.0, "label": 0.0}
 _CHUNK_ROWS = 16384  # rows per step where the (n, j, j) class matches are built
 
 
@@ -51,25 +52,19 @@ class LogProbTop:
 
     def __init__(self, num_samples: int, num_classes: int, j: int):
         self.num_samples, self.num_classes, self.j = int(num_samples), int(num_classes), int(j)
-        n, idx = self.num_samples, np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32
-        self.arrays = {"classes": np.full((n, self.j), -1, idx), "sums": np.full((n, self.j), -np.inf),
-                       "exact": np.zeros((n, self.j), bool), "floor": np.zeros(n), "label": np.zeros(n)}
+        n, j = self.num_samples, self.j
+        idx = np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32
+        shapes = {"classes": ((n, j), idx), "sums": ((n, j), np.float64), "exact": ((n, j), bool),
+                  "floor": (n, np.float64), "label": (n, np.float64)}
+        self.arrays = {k: np.full(shape, _EMPTY[k], dtype) for k, (shape, dtype) in shapes.items()}
 
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values())
 
     def reset(self) -> None:
-        a = self.arrays
-        a["classes"].fill(-1)
-        a["sums"].fill(-np.inf)
-        a["exact"].fill(False)
-        a["floor"].fill(0.0)
-        a["label"].fill(0.0)
-
-    def seen(self) -> np.ndarray:
-        """(N,) whether a sample has any update (an update fills at least one slot)."""
-        return self.arrays["classes"][:, 0] >= 0
+        for k, array in self.arrays.items():
+            array.fill(_EMPTY[k])
 
     # ------------------------------------------------------------------ adding
     def add_updates(self, ids: np.ndarray, top_classes: np.ndarray, top_logp: np.ndarray, tau: np.ndarray,
@@ -128,11 +123,9 @@ class LogProbTop:
         out["floor"][rows] = floor
         out["label"][rows] = a["label"] + np.asarray(b["label"], np.float64)
 
-    def merge(self, other: "LogProbTop", rows=None, scale=None) -> None:
-        """Merge another sketch's rows ``rows`` (default: those it saw) into this one, its sums
-        and floor divided by ``scale`` (n,) first (an epoch's mean: the number of its updates)."""
-        if rows is None:
-            rows = np.flatnonzero(other.seen())
+    def merge(self, other: "LogProbTop", rows: np.ndarray, scale=None) -> None:
+        """Merge another sketch's rows ``rows`` into this one, its sums and floor divided by
+        ``scale`` (n,) first (an epoch's mean: the number of its updates)."""
         part = {k: v[rows] for k, v in other.arrays.items()}
         if scale is not None:
             for k in ("sums", "floor", "label"):

@@ -48,6 +48,8 @@ import numpy as np
 
 from .constants import (AUTO_SCORE, DEFAULT_FEATURE_SCORE, DEFAULT_STREAMING_FEATURE_SCORE, EPS,
                         MIN_SAMPLES_FOR_NEIGHBOURS, default_score)
+from ._latest import largest
+from ._logp_top import LogProbMeans
 from .entropy import row_entropy, signed_row_entropy
 
 __all__ = ["Batch", "REDUCTIONS", "SCORES", "Score", "Statistic", "get", "names", "register_score", "resolve_score",
@@ -177,17 +179,13 @@ class Batch:
         ``tau`` (-inf when K <= j) and the label's; O(B K) without a (B, K) logarithm (what
         :mod:`sei._logp_top` adds per update). :attr:`top_probs` then holds the probabilities
         at those classes."""
-        rows, k = self.rows, self.num_classes
+        rows = self.rows
         if self.logits is not None:  # z' - log sum exp(z'), z' the logits shifted by their max
             base, offset = self._shifted, self._log_total
         else:  # log(p + EPS), monotone in p
             base, offset = self.probs, None
-        take = min(j + 1, k)
-        top = np.argpartition(base, k - take, axis=1)[:, k - take:] if take < k else np.broadcast_to(
-            np.arange(k), (len(rows), k))
-        vals = np.take_along_axis(base, top, axis=1)
-        order = np.argsort(-vals, axis=1, kind="stable")
-        top, vals = np.take_along_axis(top, order, axis=1), np.take_along_axis(vals, order, axis=1)
+        take = min(j + 1, self.num_classes)
+        top, vals = largest(base, take)
         at_label = base[rows, self.labels]
         if offset is None:
             vals, at_label = np.log(vals + EPS), np.log(at_label + EPS)
@@ -397,7 +395,7 @@ def _fuse_mean(dynamics_scores, shares, labels):
 
 
 def _product_of_experts(mean_log_probs, shares, labels):
-    if hasattr(mean_log_probs, "margin"):  # a top-k recorder's bounds (sei._logp_top.LogProbMeans)
+    if isinstance(mean_log_probs, LogProbMeans):  # a top-k recorder's bounds (sei._logp_top)
         return mean_log_probs.margin(labels, shares)[0]
     # In row chunks: the (n, C) shares and sums exist for one chunk at a time.
     out = np.empty(labels.shape[0])
