@@ -42,14 +42,17 @@ def cell(x, neighbours, label_set, seed, tops, epochs=10):
     recs = {"exact": sei.SEIRecorder(n, k, top_k=None, extra_scores="mean_logp")}
     recs.update({f"top {j}": sei.SEIRecorder(n, k, top_k=j) for j in tops})
 
-    def on_record(epoch, ids, logits, labels):  # one call per epoch: the epoch's logits
+    def on_record(epoch, ids, logits, labels):  # a block of the epoch's logits
         for r in recs.values():
             r.update(ids, logits, labels, from_logits=True)
+
+    def on_epoch_end(epoch, epochs, metrics):
+        for r in recs.values():
             r.end_epoch()
 
     t0 = time.time()
     sei.train(x, y, mode="embeddings", head="linear", lr=0.002, epochs=epochs, seed=seed, aux_class=False,
-              score="aum_prob", progress=False, on_record=on_record)
+              score="aum_prob", progress=False, on_record=on_record, on_epoch_end=on_epoch_end)
     secs = time.time() - t0
     shares = _shares(y, neighbours, k, sei.scores.SCORES["poe_knn"].knn_smoothing)
     exact = {}

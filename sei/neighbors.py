@@ -29,6 +29,7 @@ duplicated rows never swap.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -37,7 +38,7 @@ from . import scores as _scores
 from ._logp_top import LogProbMeans
 from .validation import check_features, check_k, check_labels, check_neighbors
 
-__all__ = ["FEATURE_SCORES", "NeighbourShares", "check_features", "check_k", "check_neighbors", "feature_score",
+__all__ = ["FEATURE_SCORES", "NeighbourSearch", "NeighbourShares", "check_features", "check_k", "check_neighbors", "feature_score",
            "knn_indices", "knn_label_frequencies", "knn_label_margin"]
 
 
@@ -85,7 +86,29 @@ _IVF_TRAIN_PER_LIST = 40
 _IVF_KMEANS_ITER = 10
 
 
-def _knn_faiss(x, m, seed, num_threads, nprobe=None, timings=None):
+# Query rows per faiss search call: each row is answered on its own, so the blocks give the
+# rows of one call; between blocks a background search (NeighbourSearch) can be cancelled.
+_SEARCH_ROWS = 1 << 16
+
+
+class SearchCancelled(Exception):
+    """A :class:`NeighbourSearch` was cancelled before it finished."""
+
+
+class _Control:
+    """A background search's controls: ``cancel`` (stop at the next block) and ``hurry``
+    (someone waits for the result: search the remaining blocks on ``hurry_threads``)."""
+
+    def __init__(self, hurry_threads):
+        self.cancel, self.hurry, self.hurry_threads = threading.Event(), threading.Event(), hurry_threads
+
+
+def _check_cancel(control):
+    if control is not None and control.cancel.is_set():
+        raise SearchCancelled("the neighbour search was cancelled")
+
+
+def _knn_faiss(x, m, seed, num_threads, nprobe=None, timings=None, control=None):
     """Candidates from a faiss inverted-file index (IVF-Flat): seeded k-means on a seeded
     sample, then each row scans its ``nprobe`` nearest lists exactly. No step depends on
     thread timing (k-means and the list assignment are BLAS products, each query is answered
@@ -108,30 +131,42 @@ def _knn_faiss(x, m, seed, num_threads, nprobe=None, timings=None):
         train = min(n, _IVF_TRAIN_PER_LIST * nlist)
         rows = np.sort(np.random.default_rng(seed).choice(n, train, replace=False)) if train < n else slice(None)
         index.train(np.ascontiguousarray(x[rows]))
+        _check_cancel(control)
         index.add(x)
         if timings is not None:
             timings["build_s"] = time.perf_counter() - start
         index.nprobe = int(min(nlist, nprobe or _IVF_NPROBE))
-        return index.search(x, m)[1]
+        idx = np.empty((n, m), dtype=np.int64)
+        for s in range(0, n, _SEARCH_ROWS):
+            _check_cancel(control)
+            if control is not None and control.hurry.is_set():  # each row is answered on its own
+                faiss.omp_set_num_threads(max(1, int(control.hurry_threads)))
+            idx[s:s + _SEARCH_ROWS] = index.search(x[s:s + _SEARCH_ROWS], m)[1]
+        return idx
     finally:
         faiss.omp_set_num_threads(threads)
 
 
-def _stable_order(x, idx, keep):
+def _stable_order(x, idx, keep, control=None):
     """``(dist, idx)`` of each row's ``keep`` nearest candidates among ``idx`` (N, m), ranked by
     the exact squared distance (computed as ``sum (x_i - x_j)^2``, so that equal
-    rows tie exactly, at 0 from the row itself), ties by the lower index; -1 (missing) last."""
+    rows tie exactly, at 0 from the row itself), ties by the lower index; -1 (missing) last.
+    Ranked in blocks of rows: nothing of size (N, m) besides ``idx`` is held."""
     idx = np.asarray(idx, dtype=np.int64)
     n, m = idx.shape
-    d2 = np.empty((n, m))
+    dist = np.empty((n, keep))
+    out = np.empty((n, keep), dtype=np.int64)
     step = max(1, _RERANK_VALUES // max(1, m * x.shape[1]))
     for s in range(0, n, step):
-        diff = x[s:s + step, None, :] - x[np.maximum(idx[s:s + step], 0)]
-        d2[s:s + step] = np.einsum("nmd,nmd->nm", diff, diff)
-    d2[idx < 0] = np.inf
-    order = np.lexsort((idx, d2), axis=-1)[:, :keep]
-    rows = np.arange(n)[:, None]
-    return np.sqrt(d2[rows, order]), idx[rows, order]
+        _check_cancel(control)
+        cand = idx[s:s + step]
+        diff = x[s:s + step, None, :] - x[np.maximum(cand, 0)]
+        d2 = np.einsum("nmd,nmd->nm", diff, diff)
+        d2[cand < 0] = np.inf
+        order = np.lexsort((cand, d2), axis=-1)[:, :keep]
+        dist[s:s + step] = np.sqrt(np.take_along_axis(d2, order, 1), dtype=np.float64)
+        out[s:s + step] = np.take_along_axis(cand, order, 1)
+    return dist, out
 
 
 def _approximate_backend():
@@ -147,7 +182,7 @@ def _approximate_backend():
     return "sklearn"
 
 
-def search(x, k, *, backend="auto", exact_max=20_000, seed=0, num_threads=2):
+def search(x, k, *, backend="auto", exact_max=20_000, seed=0, num_threads=2, control=None):
     """``(dist, idx, backend)``: each row's k + 1 nearest rows of ``x`` (itself included, or a
     duplicate of it of lower index), the same on every run: 2 (k + 1) candidates from the
     backend, re-ranked by exact distance with ties broken by index (:func:`_stable_order`)."""
@@ -160,10 +195,11 @@ def search(x, k, *, backend="auto", exact_max=20_000, seed=0, num_threads=2):
     elif backend == "hnswlib":
         idx = _knn_hnswlib(x, m, seed, num_threads)
     elif backend == "faiss":
-        idx = _knn_faiss(x, m, seed, num_threads)
+        idx = _knn_faiss(x, m, seed, num_threads, control=control)
     else:
         raise ValueError(f"backend must be 'auto', 'sklearn', 'hnswlib' or 'faiss', got {backend!r}")
-    dist, idx = _stable_order(x, idx, k + 1)
+    _check_cancel(control)
+    dist, idx = _stable_order(x, idx, k + 1, control)
     return dist, idx, backend
 
 
@@ -173,13 +209,16 @@ def knn_indices(features, k=DEFAULT_KNN_K, *, backend="auto", exact_max=20_000, 
     Features are centred and L2-normalised first (Euclidean order on the unit sphere is the
     cosine order).
     """
+    return _knn_indices(features, k, backend=backend, exact_max=exact_max, seed=seed, num_threads=num_threads)
+
+
+def _knn_indices(features, k, *, control=None, **search_kw):
     x = check_features(features)
     n = x.shape[0]
     k = check_k(k, n)
     x = x - x.mean(0, keepdims=True)
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    _, idx, _ = search(np.ascontiguousarray(x), k, backend=backend, exact_max=exact_max, seed=seed,
-                       num_threads=num_threads)
+    _, idx, _ = search(np.ascontiguousarray(x), k, control=control, **search_kw)
     # Drop the self match wherever the search put it (duplicates may tie with it); rows
     # without one lose their farthest neighbour instead.
     rows = np.arange(n)[:, None]
@@ -191,6 +230,40 @@ def knn_indices(features, k=DEFAULT_KNN_K, *, backend="auto", exact_max=20_000, 
     if (out < 0).any():
         raise RuntimeError("the approximate neighbour search returned too few neighbours; use backend='sklearn'")
     return out
+
+
+class NeighbourSearch:
+    """:func:`knn_indices` of ``features`` on a background thread, started at construction.
+
+    The search needs only the features, so it can run while a classifier trains on them:
+    training a small head on fixed features keeps about one core busy, and faiss's search
+    releases the interpreter lock (at 1e6 x 64-d it is about as long as ten epochs of the
+    head). It searches on ``num_threads`` threads until ``result()`` is called, then on
+    ``result_threads`` (faiss answers each row on its own, so the neighbours are those
+    :func:`knn_indices` gives with ``num_threads``). ``cancel()`` stops the search at its
+    next block (a training run that fails does not leave it running); ``result()`` then
+    raises :class:`SearchCancelled`. The search reads ``features`` as they are: do not
+    change them before ``result()``.
+    """
+
+    def __init__(self, features, k=DEFAULT_KNN_K, *, num_threads=1, result_threads=2, **search_kw):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._control = _Control(result_threads)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="sei-neighbours")
+        self._future = pool.submit(_knn_indices, features, k, control=self._control, num_threads=num_threads,
+                                   **search_kw)
+        pool.shutdown(wait=False)
+
+    def result(self) -> np.ndarray:
+        self._control.hurry.set()
+        return self._future.result()
+
+    def cancel(self) -> None:
+        self._control.cancel.set()
+
+    def done(self) -> bool:
+        return self._future.done()
 
 
 def knn_label_frequencies(labels, neighbors, num_classes=None, *, smoothing=0.0):

@@ -184,6 +184,39 @@ def test_faiss_ivf_gives_identical_neighbours_on_duplicated_rows_run_to_run():
     assert (np.sort(runs[0], 1) == np.sort(exact, 1)).mean() > 0.9
 
 
+def test_background_search_gives_knn_indices_and_can_be_cancelled(monkeypatch):
+    """NeighbourSearch (what sei.train starts while the epochs run) gives knn_indices's
+    neighbours, blocks of rows and a thread count raised half-way included; cancel() stops it."""
+    pytest.importorskip("faiss")
+    import threading
+
+    from sei import neighbors
+
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(30, 8))[rng.integers(0, 30, 3000)] * 3 + rng.normal(size=(3000, 8))).astype(np.float32)
+    expected = neighbors.knn_indices(x, 10, backend="faiss", num_threads=1)
+    monkeypatch.setattr(neighbors, "_SEARCH_ROWS", 256)  # 12 blocks; result() asks for 2 threads
+    search = neighbors.NeighbourSearch(x, 10, backend="faiss", num_threads=1, result_threads=2)
+    np.testing.assert_array_equal(search.result(), expected)
+    assert search.done()
+    # cancelled before its first block: the k-means runs, no row is searched
+    started, release = threading.Event(), threading.Event()
+    real_stable = neighbors._stable_order
+
+    def slow_order(*a, **kw):
+        started.set()
+        release.wait(10)
+        return real_stable(*a, **kw)
+
+    monkeypatch.setattr(neighbors, "_stable_order", slow_order)
+    search = neighbors.NeighbourSearch(x, 10, backend="faiss")
+    assert started.wait(30)
+    search.cancel()
+    release.set()
+    with pytest.raises(neighbors.SearchCancelled, match="cancelled"):
+        search.result()
+
+
 def test_label_margin_rejects_labels_outside_num_classes():
     with pytest.raises(ValueError, match="labels must lie"):
         sei.knn_label_margin(np.array([0, 3]), neighbors=np.array([[1], [0]]), num_classes=2)

@@ -335,3 +335,55 @@ def test_extra_scores_keep_per_class_state_for_reading_after_the_run():
     np.testing.assert_allclose(res.recorder.scores("mean_logp"), direct, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="extra_scores entry 'nope'"):
         _fit(x, y, epochs=1, extra_scores="nope")
+
+
+def test_epochs_are_recorded_in_blocks_with_the_same_result(monkeypatch):
+    """The epoch's logits reach the recorder in blocks of RECORD_ROWS rows (never held whole):
+    blocks of at most 7 rows (two batches of 3), give the run of one block per epoch, and
+    on_record sees every sample once per epoch, in several blocks, each its own copy."""
+    from sei.engine import loop
+
+    x, noisy, _ = _blobs(n=150)
+    seen = {}
+    whole = _fit(x, noisy, epochs=3, score="aum_prob", aux_class=False, extra_scores=["mean_logp"])
+    monkeypatch.setattr(loop, "RECORD_ROWS", 7)
+    blocks = _fit(x, noisy, epochs=3, score="aum_prob", aux_class=False, extra_scores=["mean_logp"],
+                  batch_size=3, on_record=lambda e, ids, lg, lab: seen.setdefault(e, []).append((ids, lg)))
+    # batch size changes the run; compare the blocks run with its own one-block twin
+    monkeypatch.setattr(loop, "RECORD_ROWS", 1 << 16)
+    twin = _fit(x, noisy, epochs=3, score="aum_prob", aux_class=False, extra_scores=["mean_logp"], batch_size=3)
+    for name in ("aum_prob", "sei", "mean_logp"):
+        np.testing.assert_allclose(blocks.recorder.scores(name), twin.recorder.scores(name), rtol=1e-6, atol=1e-7)
+    assert whole.scores.shape == blocks.scores.shape
+    for e, parts in seen.items():
+        assert len(parts) > 10
+        np.testing.assert_array_equal(np.sort(np.concatenate([p[0] for p in parts])), np.arange(150))
+        assert len({id(p[1]) for p in parts}) == len(parts) and all(p[1].base is None for p in parts)
+
+
+def test_a_failed_run_cancels_its_neighbour_search(monkeypatch):
+    """sei.train searches the score's neighbours while the epochs train; a run that fails
+    cancels that search instead of leaving it running."""
+    from sei import neighbors
+
+    made = []
+    real = neighbors.NeighbourSearch
+
+    class Spy(real):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(neighbors, "NeighbourSearch", Spy)
+    x, noisy, _ = _blobs(n=150)
+    res = _fit(x, noisy, epochs=2, score="poe_knn", aux_class=False)
+    assert len(made) == 1 and made[0].done()
+    np.testing.assert_allclose(res.scores, sei.neighbors.feature_score(
+        "poe_knn", res.recorder.fusion_input("poe_knn"), noisy, x, num_classes=K))
+
+    def fail(epoch, epochs, metrics):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(x, noisy, epochs=2, score="poe_knn", aux_class=False, on_epoch_end=fail)
+    assert len(made) == 2 and made[1]._control.cancel.is_set()

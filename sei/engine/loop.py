@@ -136,27 +136,25 @@ class TrainState:
 def shard(perm, rank, world):
     """DistributedSampler semantics: pad to a multiple of world by wrapping, take rank::world.
 
-    Returns the shard and a mask of the padded (repeated) entries, which are trained on
-    but not recorded, so that every sample is recorded exactly once per epoch.
+    Returns the shard and how many of its entries are real: the padded (repeated) entries
+    come last in every shard; they are trained on but not recorded, so that every sample is
+    recorded exactly once per epoch.
     """
     n = perm.numel()
     total = int(math.ceil(n / world)) * world
     pad = total - n
     full = torch.cat([perm, perm[:pad]]) if pad else perm
-    is_pad = torch.zeros(total, dtype=torch.bool, device=perm.device)
-    if pad:
-        is_pad[n:] = True
-    return full[rank::world], is_pad[rank::world]
+    return full[rank::world], len(range(rank, n, world))
 
 
 def _record(run: Run, st: TrainState, epoch, ids, logits):
-    """Hand the recorder one epoch's logits (the only host sync of an epoch)."""
+    """Hand the recorder a block of an epoch's logits (on a GPU, a host transfer per block)."""
     ids_np = ids.cpu().numpy()
     lg = logits.detach().float().cpu().numpy()
     lab = run.y[ids].cpu().numpy()
     st.rec.update(ids_np, lg, lab, from_logits=True)
-    if run.cfg.on_record is not None:
-        run.cfg.on_record(epoch, ids_np, lg, lab)
+    if run.cfg.on_record is not None:  # its own copy: the block is reused for the next rows
+        run.cfg.on_record(epoch, ids_np, lg.copy() if lg.base is not None else lg, lab)
 
 
 def _reduce_metrics(run: Run, loss_sum, correct, count):
@@ -188,43 +186,63 @@ def _step(run: Run, st: TrainState, logits, idx):
 
 
 # ----------------------------------------------------------------------------- epochs
+#: Rows of logits handed to the recorder at a time: an epoch's logits are never held whole
+#: (at 1.28e6 x 1,000 they would be 5 GB), and on a GPU this is one host transfer per block.
+RECORD_ROWS = 1 << 16
+
+
 def run_epoch(run: Run, st: TrainState, epoch: int):
     """Train one epoch and record it; returns ``(mean loss, accuracy)`` over the trained samples."""
     g = torch.Generator().manual_seed(rng_seed(run.cfg.seed, epoch))
     perm = run.valid[torch.randperm(run.valid.numel(), generator=g).to(run.valid.device)]
-    mine, is_pad = shard(perm, run.rank, run.world)
+    mine, real = shard(perm, run.rank, run.world)
+
+    def record(lo, hi, logits):  # rows lo..hi of the shard; its padded tail is not recorded
+        hi = min(hi, real)
+        if hi > lo:
+            _record(run, st, epoch, mine[lo:hi], logits[:hi - lo])
+
+    during = record if run.cfg.record == "train" else None
     if run.X is not None:
-        out = _features_epoch(run, st, mine, g)
+        loss_sum, correct = _features_epoch(run, st, mine, during)
     else:
-        out = _images_epoch(run, st, mine, g)
-    logits, loss_sum, correct = out
-    keep = ~is_pad
-    if run.cfg.record == "train":
-        _record(run, st, epoch, mine[keep], logits[keep])
-    else:
-        _record(run, st, epoch, mine[keep], _eval_logits(run, st, mine[keep]))
+        loss_sum, correct = _images_epoch(run, st, mine, g, during)
+    if during is None:
+        for lo in range(0, real, RECORD_ROWS):
+            record(lo, lo + RECORD_ROWS, _eval_logits(run, st, mine[lo:min(lo + RECORD_ROWS, real)]))
     return _reduce_metrics(run, loss_sum, correct, mine.numel())
 
 
-def _train_batches(run: Run, st: TrainState, order, batches):
+def _train_batches(run: Run, st: TrainState, order, batches, record):
     """Train on ``batches`` (pairs of a slice of ``order`` and a function giving its logits);
-    the epoch's logits, loss sum and correct count stay on the device."""
-    logits_all = torch.empty(order.numel(), run.c, device=run.dev)
+    ``record(lo, hi, logits)`` receives the logits of ``order[lo:hi]`` in blocks of about
+    ``RECORD_ROWS`` rows (None: not recorded). Loss sum and correct count stay on the device."""
+    n = order.numel()
+    cap = min(n, max(RECORD_ROWS, run.cfg.batch_size))
+    block = torch.empty(cap, run.c, device=run.dev) if record is not None else None
+    lo = 0
     loss_sum = torch.zeros((), device=run.dev)
     correct = torch.zeros((), device=run.dev)
     st.model.train()
     for sl, forward in batches:
+        hi = min(sl.stop, n)
+        if record is not None and hi - lo > cap:
+            record(lo, sl.start, block[:sl.start - lo])
+            lo = sl.start
         idx = order[sl].to(run.dev)
         logits = forward()
         per = _step(run, st, logits, idx)
         with torch.no_grad():
-            logits_all[sl] = logits.detach().float()
+            if record is not None:
+                block[sl.start - lo:hi - lo] = logits.detach().float()
             loss_sum += per.sum()
             correct += (logits.detach().argmax(1) == run.y[idx]).sum()
-    return logits_all, loss_sum, correct
+    if record is not None and n > lo:
+        record(lo, n, block[:n - lo])
+    return loss_sum, correct
 
 
-def _features_epoch(run: Run, st: TrainState, order, g):
+def _features_epoch(run: Run, st: TrainState, order, record):
     net, pre, bs = st.model, st.net.pre_normalized, run.cfg.batch_size
 
     def batches():
@@ -232,10 +250,10 @@ def _features_epoch(run: Run, st: TrainState, order, g):
             sl = slice(s, s + bs)
             yield sl, (lambda sl=sl: net(run.X.index_select(0, order[sl]), normalized_input=pre))
 
-    return _train_batches(run, st, order, batches())
+    return _train_batches(run, st, order, batches(), record)
 
 
-def _images_epoch(run: Run, st: TrainState, order, g):
+def _images_epoch(run: Run, st: TrainState, order, g, record):
     net = st.model
 
     def forward(xb):
@@ -244,7 +262,7 @@ def _images_epoch(run: Run, st: TrainState, order, g):
             return net(x)
 
     batches = ((sl, (lambda xb=xb: forward(xb))) for sl, xb in run.store.batches(order, run.cfg.batch_size))
-    return _train_batches(run, st, order, batches)
+    return _train_batches(run, st, order, batches, record)
 
 
 def finetuned_features(run: Run, st: TrainState) -> np.ndarray:

@@ -13,7 +13,7 @@ from ..scores import SCORES
 from ..recorder import SEIRecorder
 from ..thresholds import compute_threshold, flag_issues
 
-__all__ = ["TrainResult", "finish"]
+__all__ = ["TrainResult", "finish", "neighbour_search"]
 
 
 @dataclass
@@ -85,8 +85,22 @@ class TrainResult:
                 f"flagged={int(self.mislabeled.sum())}, epochs={len(self.train_loss)}, skipped={len(self.skipped)})")
 
 
-def finish(rec, cfg, *, k, aux_indices, labels_used, metrics, features, skipped, class_names, t_start, config):
-    """Score, threshold and flag from the recorder; last-epoch suggestions over the K real classes."""
+def neighbour_search(cfg, features):
+    """The neighbour search of a score that needs features, started on a background thread
+    while the epochs train (:class:`sei.neighbors.NeighbourSearch`), or None. Rows of
+    unreadable inputs (NaN features) are left out, as ``finish`` leaves them out."""
+    if features is None or not SCORES[cfg.score].needs_features:
+        return None
+    from ..neighbors import NeighbourSearch
+
+    # one thread: the epochs keep the other core busy
+    return NeighbourSearch(features[np.isfinite(features).all(1)], num_threads=1)
+
+
+def finish(rec, cfg, *, k, aux_indices, labels_used, metrics, features, skipped, class_names, t_start, config,
+           neighbours=None):
+    """Score, threshold and flag from the recorder; last-epoch suggestions over the K real classes.
+    ``neighbours``: the :func:`neighbour_search` started on the same ``features``, if any."""
     score = cfg.score
     spec = SCORES[score]
     if spec.needs_features:  # neighbour labels in the features trained on (never with aux samples)
@@ -96,7 +110,9 @@ def finish(rec, cfg, *, k, aux_indices, labels_used, metrics, features, skipped,
         ok = np.isfinite(features).all(1)
         dyn = rec.fusion_input(score)
         dyn = None if dyn is None else dyn[ok]
-        raw[ok] = feature_score(score, dyn, labels_used[ok], features[ok], num_classes=rec.num_classes)
+        raw[ok] = feature_score(score, dyn, labels_used[ok], None if neighbours is not None else features[ok],
+                                neighbors=None if neighbours is None else neighbours.result(),
+                                num_classes=rec.num_classes)
     else:
         raw = rec.scores(score)
     scores = raw.copy()

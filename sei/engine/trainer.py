@@ -26,7 +26,7 @@ from .images import ImageStore, channels_last
 from .inputs import check_data, no_readable_input
 from .loop import Run, SampleWeights, TrainState, autocast_dtype, dist_info, finetuned_features, lr_factor, \
     resolve_device, rng_seed, run_epoch
-from .result import finish
+from .result import finish, neighbour_search
 
 __all__ = ["fit"]
 
@@ -165,10 +165,17 @@ def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_thread
     if ckpt_path is not None and rank == 0:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_tmp(ckpt_path)
-    if cfg.resume and ckpt_path is not None and ckpt_path.exists():
-        _restore(ckpt_path, st, n, c, labels_used, cfg.epochs, fingerprint)
-    _epochs(run, st, mode, lambda: _save(ckpt_path, st, cfg, n, c, labels_used, valid, fingerprint)
-            if ckpt_path is not None and rank == 0 else None)
+    # fixed features: the score's neighbours are searched while the epochs train
+    neighbours = neighbour_search(cfg, features) if mode != "finetune" else None
+    try:
+        if cfg.resume and ckpt_path is not None and ckpt_path.exists():
+            _restore(ckpt_path, st, n, c, labels_used, cfg.epochs, fingerprint)
+        _epochs(run, st, mode, lambda: _save(ckpt_path, st, cfg, n, c, labels_used, valid, fingerprint)
+                if ckpt_path is not None and rank == 0 else None)
+    except BaseException:
+        if neighbours is not None:
+            neighbours.cancel()
+        raise
     if mode == "finetune" and cfg.return_features:  # the fine-tuned tower's features
         features = finetuned_features(run, st)
     skipped = np.flatnonzero(~valid)
@@ -178,7 +185,8 @@ def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_thread
     config = dict(cfg.to_dict(), mode=mode, aux_class=cfg.uses_aux, num_aux=len(aux_indices),
                   model=getattr(bundle, "name", None) if bundle else "embeddings")
     return finish(st.rec, cfg, k=k, aux_indices=aux_indices, labels_used=labels_used, metrics=st.metrics,
-                  features=features, skipped=skipped, class_names=class_names, t_start=t_start, config=config)
+                  features=features, skipped=skipped, class_names=class_names, t_start=t_start, config=config,
+                  neighbours=neighbours)
 
 
 def _fingerprint(cfg, mode, inputs, features, bundle):

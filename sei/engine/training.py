@@ -160,7 +160,9 @@ def train(inputs, labels, *, class_names=None, model=DEFAULT_MODEL, pretrained=N
     seed : int, default 0
     on_epoch_end : callable(epoch, epochs, metrics), optional
     on_record : callable(epoch, sample_ids, logits, labels), optional
-        Sees exactly what is fed to the recorder (numpy), e.g. to log or audit.
+        Sees exactly what is fed to the recorder (numpy), e.g. to log or audit: called for
+        each block of up to ``sei.engine.loop.RECORD_ROWS`` (65,536) samples, so several
+        times per epoch on large data; every recorded sample appears once per epoch.
     history_path : path, optional
         Spill the (epochs, N, C) probability history to a memmap (``SEIRecorder``).
     progress : bool, default True
