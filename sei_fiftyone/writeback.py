@@ -431,13 +431,35 @@ def _backup_previous(dataset, tmp, fields, partial):
         ])
 
 
+#: A ``$merge`` of more sample documents than this is split in two halves by ``_id``, merged
+#: at once: mongod runs each on its own thread (1e6 samples: about half the write's time).
+_MERGE_SPLIT_MIN = 100_000
+
+
 def _merge(source, dataset, when_matched, match=None):
-    """One server-side ``$merge`` of ``source``'s sample documents into the samples by ``_id``."""
-    source.aggregate([
-        {"$match": {"_id": {"$type": "objectId"}, **(match or {})}},
-        {"$merge": {"into": dataset._sample_collection_name, "on": "_id",
-                    "whenMatched": when_matched, "whenNotMatched": "discard"}},
-    ])
+    """Server-side ``$merge`` of ``source``'s sample documents into the samples by ``_id``
+    (each document is updated atomically; repeating it gives the same result): one, or two
+    at once on the halves of a large source."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(ids):
+        source.aggregate([
+            {"$match": {**(match or {}), "_id": {"$type": "objectId", **ids}}},
+            {"$merge": {"into": dataset._sample_collection_name, "on": "_id",
+                        "whenMatched": when_matched, "whenNotMatched": "discard"}},
+        ])
+
+    n = source.estimated_document_count()
+    middle = None
+    if n >= _MERGE_SPLIT_MIN:
+        doc = next(source.find({"_id": {"$type": "objectId"}}, {"_id": 1}).sort("_id", 1).skip(n // 2).limit(1), None)
+        middle = None if doc is None else doc["_id"]
+    if middle is None:
+        one({})
+        return
+    with ThreadPoolExecutor(2, thread_name_prefix="sei-merge") as pool:
+        for done in [pool.submit(one, {"$lt": middle}), pool.submit(one, {"$gte": middle})]:
+            done.result()
 
 
 def _unset(fields):

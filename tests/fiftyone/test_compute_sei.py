@@ -271,3 +271,28 @@ def test_vectors_are_read_raw_and_equal_fiftyones_own_values():
     first.save()
     assert read_vectors(ds, "emb") is None
     ds.delete()
+
+
+def test_training_vectors_are_decoded_in_steps_and_equal_fiftyones_values(monkeypatch):
+    """compute_sei reads its embeddings field raw (as read_vectors does), in steps of rows; a
+    field that needs values() (lists) gives the same; a missing vector is refused by count."""
+    from types import SimpleNamespace
+
+    from sei_fiftyone import inputs
+
+    monkeypatch.setattr(inputs, "_DECODE_ROWS", 4)
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=f"/tmp/w{i}.jpg") for i in range(11)])
+    x = np.random.default_rng(1).normal(size=(11, 3, 2)).astype(np.float32)
+    ds.set_values("emb", list(x))
+    ds.set_values("lst", [r.ravel().tolist() for r in x])
+    positions = np.array([0, 2, 3, 5, 6, 7, 8, 10])
+    for field in ("emb", "lst"):
+        got = inputs.read_training_inputs(ds, SimpleNamespace(mode="embeddings", embeddings_field=field), positions)
+        np.testing.assert_array_equal(got, x[positions].reshape(len(positions), -1))
+    ds.set_values("emb", [None] + list(x[1:]))
+    with pytest.raises(ValueError, match="1 sample"):
+        inputs.read_training_inputs(ds, SimpleNamespace(mode="embeddings", embeddings_field="emb"), positions)
+    got = inputs.read_training_inputs(ds, SimpleNamespace(mode="embeddings", embeddings_field="emb"), positions[1:])
+    np.testing.assert_array_equal(got, x[positions[1:]].reshape(len(positions) - 1, -1))
+    ds.delete()

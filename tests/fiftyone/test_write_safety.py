@@ -165,9 +165,15 @@ def _merges_into(dataset):
     return applies
 
 
-@pytest.mark.parametrize("method", ["insert_many", "aggregate"])
-@pytest.mark.parametrize("on_view", [False, True])
-def test_a_failure_inside_the_write_leaves_the_previous_run(dataset, monkeypatch, method, on_view):
+@pytest.mark.parametrize("method,on_view,split", [("insert_many", False, False), ("insert_many", True, False),
+                                                  ("aggregate", False, False), ("aggregate", True, False),
+                                                  ("aggregate", False, True)])
+def test_a_failure_inside_the_write_leaves_the_previous_run(dataset, monkeypatch, method, on_view, split):
+    """split: the switch's $merge in two halves at once, as on a large dataset."""
+    if split:
+        import sei_fiftyone.writeback as writeback
+
+        monkeypatch.setattr(writeback, "_MERGE_SPLIT_MIN", 2)
     sfo.compute_sei(dataset, "ground_truth", epochs=3, **RUN)
     before = _state(dataset)
     applies = (lambda coll, docs: coll.name.startswith("tmp.")) if method == "insert_many" else _merges_into(dataset)
@@ -179,8 +185,15 @@ def test_a_failure_inside_the_write_leaves_the_previous_run(dataset, monkeypatch
     assert _state(dataset) == before
     assert len(list(dataset.iter_samples())) == len(dataset)
     assert _tmp_collections() == []
+    if split:
+        monkeypatch.setattr(writeback, "_MERGE_SPLIT_MIN", 2)
     sfo.compute_sei(dataset, "ground_truth", epochs=6, **RUN)
     assert dataset.get_brain_info("sei").config.epochs == 6 and _tmp_collections() == []
+    if split:  # the same values as one $merge writes
+        after = {k: v for k, v in _state(dataset).items() if k != "timestamp"}
+        monkeypatch.undo()
+        sfo.compute_sei(dataset, "ground_truth", epochs=6, **RUN)
+        assert {k: v for k, v in _state(dataset).items() if k != "timestamp"} == after
 
 
 # kill -9 inside the write -------------------------------------------------------------------
