@@ -40,10 +40,12 @@ DEFAULT_STREAMING_FEATURE_SCORE = "aum_prob_knn"
 #: ``"mistakenness"`` score (see :mod:`sei._latest`).
 DEFAULT_TOP_K = 5
 
-#: Below this many values (N x K; 512 MiB of float32) ``top_k="auto"`` keeps every class's latest
+#: Up to this many values (N x K; 128 MiB of float32) ``top_k="auto"`` keeps every class's latest
 #: probability, so that in-sample ``pred_probs`` (confident learning, the active-learning
-#: selectors) stay available where they are cheap.
-FULL_PROBS_MAX_VALUES = 2**27
+#: selectors) stay available where they are cheap: 50,000 x 671 classes, 335,544 x 100. At
+#: 1e6 x 100 ``compute_sei`` with every class peaked at 7.2 GB, with the top 5 at 3.8 GB
+#: (``benchmarks/results/fiftyone_speed.md``); the bound was 2^27 until 2026-12.
+FULL_PROBS_MAX_VALUES = 2**25
 
 #: Recorder score that guides the SEI-led active-label-correction selectors (``"sei"``,
 #: ``"sei_propagation"``, ``"sei_fc"``, ...) when none is named: ``sei_cleanlab.select_for_relabeling``

@@ -84,7 +84,7 @@ class SEIRecorder(RecorderState):
         classes and the update's entropy (6 k + 4 bytes per sample, nothing per class), which
         give :meth:`predicted_labels`, :meth:`latest_top` and the ``"mistakenness"`` score
         exactly, but not :attr:`last_probs` (it raises, saying so). ``"auto"`` (default) keeps
-        all K while N x K <= :data:`sei.constants.FULL_PROBS_MAX_VALUES` (512 MiB), else
+        all K while N x K <= :data:`sei.constants.FULL_PROBS_MAX_VALUES` (128 MiB), else
         :data:`sei.constants.DEFAULT_TOP_K`. Below K, the per-class log-probability sums are
         kept as a sketch of the k largest too (``extra_scores``).
 

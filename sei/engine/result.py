@@ -40,7 +40,7 @@ class TrainResult:
     pred_probs : np.ndarray, shape (N, K), or None
         Last epoch's probabilities over the K real classes (aux column dropped, renormalised);
         None when the recorder kept only each sample's top probabilities (``top_k="auto"``
-        past 2^27 values, :class:`sei.SEIRecorder`).
+        past 2^25 values, :class:`sei.SEIRecorder`).
     predicted_labels : np.ndarray, shape (N,)
         The most probable real class of the last update (-1 where never seen).
     confidence : np.ndarray, shape (N,)

@@ -190,7 +190,7 @@ def train(inputs, labels, *, class_names=None, model=DEFAULT_MODEL, pretrained=N
         always readable.
     top_k : "auto", int or None, default "auto"
         How many of each sample's latest probabilities the recorder keeps, as
-        :class:`sei.SEIRecorder`'s ``top_k``: ``"auto"`` keeps all K while N x K <= 2^27 values,
+        :class:`sei.SEIRecorder`'s ``top_k``: ``"auto"`` keeps all K while N x K <= 2^25 values,
         else the top 5; an int below K keeps that many and the per-class log-probability sums
         as a top-k sketch (``"poe_knn"`` / ``"mean_logp"`` then lower bounds of the exact scores,
         :mod:`sei._logp_top`), and ``result.pred_probs`` is None; None keeps all K.
