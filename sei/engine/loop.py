@@ -1,8 +1,8 @@
-"""The training loop: a typed run state, one epoch runner per kind of input, one record per epoch.
+"""The training loop: a typed run state, one epoch runner per kind of input, records in blocks.
 
 Both runners keep everything on the device during an epoch (features or uint8 images,
-labels, weights, the epoch's logits, loss and accuracy sums) and hand the recorder one
-``(N, C)`` block when the epoch ends: one host sync per epoch.
+labels, weights, loss and accuracy sums) and hand the recorder the epoch's logits in blocks
+of ``RECORD_ROWS`` rows: one host sync per block, and no (N, C) block of logits is held.
 """
 
 from __future__ import annotations
