@@ -108,13 +108,15 @@ def _check_cancel(control):
         raise SearchCancelled("the neighbour search was cancelled")
 
 
-def _knn_faiss(x, m, seed, num_threads, nprobe=None, timings=None, control=None):
+def _knn_faiss(x, m, seed, num_threads, nprobe=None, timings=None, control=None, each_block=None):
     """Candidates from a faiss inverted-file index (IVF-Flat): seeded k-means on a seeded
     sample, then each row scans its ``nprobe`` nearest lists exactly. No step depends on
     thread timing (k-means and the list assignment are BLAS products, each query is answered
     on its own), so, unlike a multithreaded graph build, it may use every core: two runs gave
     identical neighbours at 1e6 rows, and 1 thread the same as 2 in the tests (a different BLAS
-    thread count could in principle move an exact near-tie of the assignment; keep it fixed)."""
+    thread count could in principle move an exact near-tie of the assignment; keep it fixed).
+    Returns the (N, m) candidates, or hands each block of them to ``each_block(start, block)``
+    as it is searched (returning None)."""
     import faiss
 
     start = time.perf_counter()
@@ -136,22 +138,27 @@ def _knn_faiss(x, m, seed, num_threads, nprobe=None, timings=None, control=None)
         if timings is not None:
             timings["build_s"] = time.perf_counter() - start
         index.nprobe = int(min(nlist, nprobe or _IVF_NPROBE))
-        idx = np.empty((n, m), dtype=np.int64)
+        idx = np.empty((n, m), dtype=np.int64) if each_block is None else None
         for s in range(0, n, _SEARCH_ROWS):
             _check_cancel(control)
             if control is not None and control.hurry.is_set():  # each row is answered on its own
                 faiss.omp_set_num_threads(max(1, int(control.hurry_threads)))
-            idx[s:s + _SEARCH_ROWS] = index.search(x[s:s + _SEARCH_ROWS], m)[1]
+            block = index.search(x[s:s + _SEARCH_ROWS], m)[1]
+            if each_block is None:
+                idx[s:s + _SEARCH_ROWS] = block
+            else:
+                each_block(s, block)
         return idx
     finally:
         faiss.omp_set_num_threads(threads)
 
 
-def _stable_order(x, idx, keep, control=None):
+def _stable_order(x, idx, keep, control=None, start=0):
     """``(dist, idx)`` of each row's ``keep`` nearest candidates among ``idx`` (N, m), ranked by
     the exact squared distance (computed as ``sum (x_i - x_j)^2``, so that equal
     rows tie exactly, at 0 from the row itself), ties by the lower index; -1 (missing) last.
-    Ranked in blocks of rows: nothing of size (N, m) besides ``idx`` is held."""
+    Row i of ``idx`` is row ``start + i`` of ``x``. Ranked in blocks of rows: nothing of size
+    (N, m) besides ``idx`` is held."""
     idx = np.asarray(idx, dtype=np.int64)
     n, m = idx.shape
     dist = np.empty((n, keep))
@@ -160,7 +167,7 @@ def _stable_order(x, idx, keep, control=None):
     for s in range(0, n, step):
         _check_cancel(control)
         cand = idx[s:s + step]
-        diff = x[s:s + step, None, :] - x[np.maximum(cand, 0)]
+        diff = x[start + s:start + s + len(cand), None, :] - x[np.maximum(cand, 0)]
         d2 = np.einsum("nmd,nmd->nm", diff, diff)
         d2[cand < 0] = np.inf
         order = np.lexsort((cand, d2), axis=-1)[:, :keep]
@@ -194,8 +201,14 @@ def search(x, k, *, backend="auto", exact_max=20_000, seed=0, num_threads=2, con
         idx = _knn_sklearn(x, m)
     elif backend == "hnswlib":
         idx = _knn_hnswlib(x, m, seed, num_threads)
-    elif backend == "faiss":
-        idx = _knn_faiss(x, m, seed, num_threads, control=control)
+    elif backend == "faiss":  # each block re-ranked as soon as it is searched
+        dist, idx = np.empty((n, k + 1)), np.empty((n, k + 1), dtype=np.int64)
+
+        def rank(s, cand):
+            dist[s:s + len(cand)], idx[s:s + len(cand)] = _stable_order(x, cand, k + 1, control, start=s)
+
+        _knn_faiss(x, m, seed, num_threads, control=control, each_block=rank)
+        return dist, idx, backend
     else:
         raise ValueError(f"backend must be 'auto', 'sklearn', 'hnswlib' or 'faiss', got {backend!r}")
     _check_cancel(control)
