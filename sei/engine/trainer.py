@@ -172,21 +172,21 @@ def _fit(inputs, labels, cfg, class_names, k, mode, rank, world, dev, num_thread
             _restore(ckpt_path, st, n, c, labels_used, cfg.epochs, fingerprint)
         _epochs(run, st, mode, lambda: _save(ckpt_path, st, cfg, n, c, labels_used, valid, fingerprint)
                 if ckpt_path is not None and rank == 0 else None)
-    except BaseException:
+        if mode == "finetune" and cfg.return_features:  # the fine-tuned tower's features
+            features = finetuned_features(run, st)
+        skipped = np.flatnonzero(~valid)
+        if skipped.size and rank == 0:
+            warnings.warn(f"{skipped.size} unreadable input(s) skipped (scored NaN): indices {skipped[:10].tolist()}"
+                          + ("..." if skipped.size > 10 else ""), RuntimeWarning, stacklevel=3)
+        config = dict(cfg.to_dict(), mode=mode, aux_class=cfg.uses_aux, num_aux=len(aux_indices),
+                      model=getattr(bundle, "name", None) if bundle else "embeddings")
+        return finish(st.rec, cfg, k=k, aux_indices=aux_indices, labels_used=labels_used, metrics=st.metrics,
+                      features=features, skipped=skipped, class_names=class_names, t_start=t_start, config=config,
+                      neighbours=neighbours)
+    except BaseException:  # a failed run leaves no search running
         if neighbours is not None:
             neighbours.cancel()
         raise
-    if mode == "finetune" and cfg.return_features:  # the fine-tuned tower's features
-        features = finetuned_features(run, st)
-    skipped = np.flatnonzero(~valid)
-    if skipped.size and rank == 0:
-        warnings.warn(f"{skipped.size} unreadable input(s) skipped (scored NaN): indices {skipped[:10].tolist()}"
-                      + ("..." if skipped.size > 10 else ""), RuntimeWarning, stacklevel=3)
-    config = dict(cfg.to_dict(), mode=mode, aux_class=cfg.uses_aux, num_aux=len(aux_indices),
-                  model=getattr(bundle, "name", None) if bundle else "embeddings")
-    return finish(st.rec, cfg, k=k, aux_indices=aux_indices, labels_used=labels_used, metrics=st.metrics,
-                  features=features, skipped=skipped, class_names=class_names, t_start=t_start, config=config,
-                  neighbours=neighbours)
 
 
 def _fingerprint(cfg, mode, inputs, features, bundle):
