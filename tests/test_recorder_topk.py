@@ -227,3 +227,24 @@ def test_sei_train_takes_top_k_and_scores_poe_knn_from_the_sketch():
     np.testing.assert_array_equal(top.predicted_labels, full.predicted_labels)
     with pytest.raises(ValueError, match="top_k must be >= 1"):
         sei.train(x, y, mode="embeddings", head="linear", epochs=1, top_k=0)
+
+
+def test_largest_by_argmax_passes_and_by_partition_agree():
+    """sei._latest.largest: the m largest entries of each row, largest first, by argmax passes
+    (ties: the lower column first) or by a partition (m > 8, m > K / 4, or rows with -inf)."""
+    from sei._latest import largest
+
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 6, size=(500, 40)).astype(np.float32)  # many ties
+    for m in (1, 5, 8, 9, 20):
+        cols, vals = largest(x, m)
+        ref = np.lexsort((np.broadcast_to(np.arange(40), x.shape), -x), axis=1)[:, :m]
+        np.testing.assert_array_equal(vals, np.take_along_axis(x, ref, 1))  # the same values
+        np.testing.assert_array_equal(np.take_along_axis(x, cols, 1), vals)
+        assert (np.sort(cols, 1)[:, 1:] != np.sort(cols, 1)[:, :-1]).all()  # distinct columns
+        if m <= 8:
+            np.testing.assert_array_equal(cols, ref)  # ties: lower column first
+    y = x.copy()
+    y[0, 3:] = -np.inf  # row 0 has 3 finite entries: the partition path, no column twice
+    cols, vals = largest(y, 5)
+    assert len(set(cols[0])) == 5 and np.isneginf(vals[0, 3:]).all()
