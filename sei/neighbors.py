@@ -38,8 +38,8 @@ from . import scores as _scores
 from ._logp_top import LogProbMeans
 from .validation import check_features, check_k, check_labels, check_neighbors
 
-__all__ = ["FEATURE_SCORES", "NeighbourSearch", "NeighbourShares", "check_features", "check_k", "check_neighbors", "feature_score",
-           "knn_indices", "knn_label_frequencies", "knn_label_margin"]
+__all__ = ["FEATURE_SCORES", "NeighbourSearch", "NeighbourShares", "SearchCancelled", "check_features", "check_k",
+           "check_neighbors", "feature_score", "knn_indices", "knn_label_frequencies", "knn_label_margin"]
 
 
 
