@@ -67,7 +67,7 @@ def resolve_top_k(top_k, num_samples: int, num_classes: int) -> int:
     """The number of probabilities per sample a recorder keeps (K = all of them).
 
     ``"auto"`` keeps all K while N x K <= :data:`sei.constants.FULL_PROBS_MAX_VALUES`
-    (512 MiB of float32), else :data:`sei.constants.DEFAULT_TOP_K`; ``None`` keeps all K; an
+    (128 MiB of float32), else :data:`sei.constants.DEFAULT_TOP_K`; ``None`` keeps all K; an
     int >= 1 keeps that many (all K when it is K or more).
     """
     if top_k is None:

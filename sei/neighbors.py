@@ -211,7 +211,6 @@ def search(x, k, *, backend="auto", exact_max=20_000, seed=0, num_threads=2, con
         return dist, idx, backend
     else:
         raise ValueError(f"backend must be 'auto', 'sklearn', 'hnswlib' or 'faiss', got {backend!r}")
-    _check_cancel(control)
     dist, idx = _stable_order(x, idx, k + 1, control)
     return dist, idx, backend
 

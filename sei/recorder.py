@@ -334,7 +334,7 @@ class SEIRecorder(RecorderState):
         if not self._pending.fits(values, from_logits):
             self._flush()
         if values.shape[0] > self._pending.capacity:
-            # A large block (sei.train hands over an epoch at once) in row steps: the statistics'
+            # A large block (sei.train hands over RECORD_ROWS rows at once) in row steps: the statistics'
             # temporaries stay a few (rows, K) arrays of _SCATTER_VALUES, whatever N; the same
             # result, since steps are folded in order.
             step = max(1, _SCATTER_VALUES // self.num_classes)

@@ -154,7 +154,7 @@ def _record(run: Run, st: TrainState, epoch, ids, logits):
     lab = run.y[ids].cpu().numpy()
     st.rec.update(ids_np, lg, lab, from_logits=True)
     if run.cfg.on_record is not None:  # its own copy: the block is reused for the next rows
-        run.cfg.on_record(epoch, ids_np, lg.copy() if lg.base is not None else lg, lab)
+        run.cfg.on_record(epoch, ids_np, lg.copy(), lab)
 
 
 def _reduce_metrics(run: Run, loss_sum, correct, count):

@@ -85,16 +85,21 @@ class TrainResult:
                 f"flagged={int(self.mislabeled.sum())}, epochs={len(self.train_loss)}, skipped={len(self.skipped)})")
 
 
+def _scored_rows(features):
+    """(N,) the rows a neighbour score reads: those of readable inputs (finite features)."""
+    return np.isfinite(features).all(1)
+
+
 def neighbour_search(cfg, features):
     """The neighbour search of a score that needs features, started on a background thread
-    while the epochs train (:class:`sei.neighbors.NeighbourSearch`), or None. Rows of
-    unreadable inputs (NaN features) are left out, as ``finish`` leaves them out."""
+    while the epochs train (:class:`sei.neighbors.NeighbourSearch`), or None; over the rows
+    ``finish`` scores (:func:`_scored_rows`)."""
     if features is None or not SCORES[cfg.score].needs_features:
         return None
     from ..neighbors import NeighbourSearch
 
     # one thread: the epochs keep the other core busy
-    return NeighbourSearch(features[np.isfinite(features).all(1)], num_threads=1)
+    return NeighbourSearch(features[_scored_rows(features)], num_threads=1)
 
 
 def finish(rec, cfg, *, k, aux_indices, labels_used, metrics, features, skipped, class_names, t_start, config,
@@ -107,12 +112,14 @@ def finish(rec, cfg, *, k, aux_indices, labels_used, metrics, features, skipped,
         from ..neighbors import feature_score
 
         raw = np.full(rec.num_samples, np.nan)
-        ok = np.isfinite(features).all(1)
+        ok = _scored_rows(features)
         dyn = rec.fusion_input(score)
         dyn = None if dyn is None else dyn[ok]
-        raw[ok] = feature_score(score, dyn, labels_used[ok], None if neighbours is not None else features[ok],
-                                neighbors=None if neighbours is None else neighbours.result(),
-                                num_classes=rec.num_classes)
+        if neighbours is None:
+            raw[ok] = feature_score(score, dyn, labels_used[ok], features[ok], num_classes=rec.num_classes)
+        else:
+            raw[ok] = feature_score(score, dyn, labels_used[ok], neighbors=neighbours.result(),
+                                    num_classes=rec.num_classes)
     else:
         raw = rec.scores(score)
     scores = raw.copy()
