@@ -85,35 +85,85 @@ class LogProbTop:
 
     def merge_rows(self, rows: np.ndarray, other: dict) -> None:
         """Merge ``other`` (arrays as :attr:`arrays`, one row per entry of ``rows``, distinct),
-        a sketch of other updates of those samples, into rows ``rows`` (module notes)."""
+        a sketch of other updates of those samples, into rows ``rows`` (module notes).
+
+        Rows that hold nothing yet take ``other``'s row as it is (what the merge gives there:
+        its classes ordered by bound); ascending runs of rows are read and written as slices."""
+        rows = np.asarray(rows, np.int64)
+        other = {k: np.asarray(v) for k, v in other.items()}
+        empty = np.zeros(len(rows), bool)
+        if self.j:  # (a bound of -inf, e.g. a probability of 0, is ordered by the general merge)
+            finite = (np.asarray(other["sums"]) > -np.inf) | (np.asarray(other["classes"]) < 0)
+            empty = self._empty(rows) & finite.all(axis=1)
+        if empty.any():  # the first update of a sample in the epoch: a copy, ordered
+            at = np.flatnonzero(empty) if not empty.all() else slice(None)
+            self._copy_in(rows[at], {k: v[at] for k, v in other.items()})
+            if empty.all():
+                return
+            rest = np.flatnonzero(~empty)
+            rows, other = rows[rest], {k: v[rest] for k, v in other.items()}
         for start in range(0, len(rows), _CHUNK_ROWS):
             sl = slice(start, start + _CHUNK_ROWS)
-            self._merge_chunk(rows[sl], {k: v[sl] for k, v in other.items()})
+            chunk = rows[sl]
+            if chunk.size and chunk[-1] - chunk[0] == chunk.size - 1 and (np.diff(chunk) == 1).all():
+                chunk = slice(int(chunk[0]), int(chunk[-1]) + 1)  # a view: no gather, no scatter
+            self._merge_chunk(chunk, {k: v[sl] for k, v in other.items()})
+
+    def _empty(self, rows) -> np.ndarray:
+        """Which of ``rows`` hold exactly what an empty row holds (:data:`_EMPTY`). Not merely no
+        tracked class: a merge whose bounds are all -inf tracks none but keeps its floor and sum."""
+        a = self.arrays
+        floor, label = a["floor"][rows], a["label"][rows]
+        return ((a["classes"][rows] < 0).all(axis=1) & (floor == 0) & ~np.signbit(floor)
+                & (label == 0) & ~np.signbit(label))
+
+    def _copy_in(self, rows, b) -> None:
+        """Rows ``rows`` are empty and ``b``'s tracked bounds finite: they take ``b``'s rows, tracked
+        classes ordered by bound as a merge orders them (-1 and -inf where ``b`` tracks none)."""
+        cls, sums = np.asarray(b["classes"]), np.asarray(b["sums"], np.float64)
+        order = np.argsort(np.where(cls >= 0, -sums, np.inf), axis=1, kind="stable")
+        kept_cls = np.take_along_axis(cls, order, axis=1)
+        out = self.arrays
+        out["classes"][rows] = kept_cls
+        out["sums"][rows] = np.where(kept_cls >= 0, np.take_along_axis(sums, order, axis=1), -np.inf)
+        out["exact"][rows] = np.take_along_axis(np.asarray(b["exact"], bool), order, axis=1) & (kept_cls >= 0)
+        floor = np.asarray(b["floor"], np.float64)
+        out["floor"][rows] = floor + _EMPTY["floor"]
+        out["label"][rows] = np.asarray(b["label"], np.float64) + _EMPTY["label"]
 
     def _merge_chunk(self, rows, b) -> None:
         a = {k: v[rows] for k, v in self.arrays.items()}
-        ca, cb = a["classes"].astype(np.int64), np.asarray(b["classes"], np.int64)
+        ca, cb = a["classes"], np.asarray(b["classes"])
         sa, sb = a["sums"], np.asarray(b["sums"], np.float64)
+        ea, eb = a["exact"], np.asarray(b["exact"], bool)
         fa, fb = a["floor"], np.asarray(b["floor"], np.float64)
         empty_a, empty_b = ca[:, 0] < 0, cb[:, 0] < 0
-        match = (ca[:, :, None] == cb[:, None, :]) & (ca[:, :, None] >= 0)  # (n, ja, jb)
-        a_in_b, b_in_a = match.any(axis=2), match.any(axis=1)
-        sb_at_a = np.where(match, sb[:, None, :], 0.0).sum(axis=2)
-        eb_at_a = (match & np.asarray(b["exact"], bool)[:, None, :]).any(axis=2)
+        valid_a = ca >= 0
+        # Classes are distinct within a row, so each tracked class of A matches at most one of B:
+        # one (n, ja) comparison per column of B (cheaper than the (n, ja, jb) cube and its reductions).
+        a_in_b = np.zeros(ca.shape, bool)
+        b_in_a = np.zeros(cb.shape, bool)
+        sb_at_a = np.zeros(sa.shape)
+        eb_at_a = np.zeros(ca.shape, bool)
+        for q in range(cb.shape[1]):
+            eq = (ca == cb[:, q, None]) & valid_a
+            a_in_b |= eq
+            b_in_a[:, q] = eq.any(axis=1)
+            sb_at_a += np.where(eq, sb[:, q, None], 0.0)
+            eb_at_a |= eq & eb[:, q, None]
         new_sa = np.where(a_in_b, sa + sb_at_a, sa + fb[:, None])
-        new_ea = a["exact"] & np.where(a_in_b, eb_at_a, empty_b[:, None])
+        new_ea = ea & np.where(a_in_b, eb_at_a, empty_b[:, None])
         only_b = ~b_in_a & (cb >= 0)
         new_sb = np.where(only_b, fa[:, None] + sb, -np.inf)
-        new_eb = np.asarray(b["exact"], bool) & only_b & empty_a[:, None]
-        cls = np.concatenate([ca, np.where(only_b, cb, -1)], axis=1)
-        sums = np.concatenate([np.where(ca >= 0, new_sa, -np.inf), new_sb], axis=1)
-        exact = np.concatenate([new_ea & (ca >= 0), new_eb], axis=1)
+        new_eb = eb & only_b & empty_a[:, None]
+        cls = np.concatenate([ca, np.where(only_b, cb, -1).astype(ca.dtype)], axis=1)
+        sums = np.concatenate([np.where(valid_a, new_sa, -np.inf), new_sb], axis=1)
+        exact = np.concatenate([new_ea & valid_a, new_eb], axis=1)
         order = np.argsort(-sums, axis=1, kind="stable")
         keep, drop = order[:, :self.j], order[:, self.j:]
-        dropped = np.take_along_axis(sums, drop, axis=1)
         floor = fa + fb
-        if dropped.shape[1]:
-            floor = np.maximum(floor, dropped.max(axis=1))
+        if drop.shape[1]:
+            floor = np.maximum(floor, np.take_along_axis(sums, drop, axis=1).max(axis=1))
         kept_cls = np.take_along_axis(cls, keep, axis=1)
         kept_sums = np.take_along_axis(sums, keep, axis=1)
         out = self.arrays

@@ -202,3 +202,71 @@ def test_the_bounds_hold_for_any_updates(k, data):
     np.testing.assert_array_equal(np.isfinite(low), seen)
     assert np.all(low[seen] <= exact[seen] + 1e-9) and np.all(exact[seen] <= high[seen] + 1e-9)
     np.testing.assert_allclose(low[is_exact], exact[is_exact], atol=1e-9)
+
+
+def _plain_merge(top, rows, b):
+    """The module notes' merge written plainly, row set by row set: the (n, ja, jb) class matches
+    and one gather and scatter (the oracle of the optimised merge_rows)."""
+    a = {k: v[rows] for k, v in top.arrays.items()}
+    ca, cb = a["classes"].astype(np.int64), np.asarray(b["classes"], np.int64)
+    sa, sb, fa, fb = a["sums"], np.asarray(b["sums"], np.float64), a["floor"], np.asarray(b["floor"], np.float64)
+    empty_a, empty_b = ca[:, 0] < 0, cb[:, 0] < 0
+    match = (ca[:, :, None] == cb[:, None, :]) & (ca[:, :, None] >= 0)
+    a_in_b, b_in_a = match.any(axis=2), match.any(axis=1)
+    new_sa = np.where(a_in_b, sa + np.where(match, sb[:, None, :], 0.0).sum(axis=2), sa + fb[:, None])
+    new_ea = a["exact"] & np.where(a_in_b, (match & np.asarray(b["exact"])[:, None, :]).any(axis=2), empty_b[:, None])
+    only_b = ~b_in_a & (cb >= 0)
+    cls = np.concatenate([ca, np.where(only_b, cb, -1)], axis=1)
+    sums = np.concatenate([np.where(ca >= 0, new_sa, -np.inf), np.where(only_b, fa[:, None] + sb, -np.inf)], axis=1)
+    exact = np.concatenate([new_ea & (ca >= 0), np.asarray(b["exact"]) & only_b & empty_a[:, None]], axis=1)
+    order = np.argsort(-sums, axis=1, kind="stable")
+    keep, drop = order[:, :top.j], order[:, top.j:]
+    floor = fa + fb
+    if drop.shape[1]:
+        floor = np.maximum(floor, np.take_along_axis(sums, drop, axis=1).max(axis=1))
+    kept = np.take_along_axis(cls, keep, axis=1)
+    top.arrays["classes"][rows] = kept
+    top.arrays["sums"][rows] = np.where(kept >= 0, np.take_along_axis(sums, keep, axis=1), -np.inf)
+    top.arrays["exact"][rows] = np.take_along_axis(exact, keep, axis=1) & (kept >= 0)
+    top.arrays["floor"][rows] = floor
+    top.arrays["label"][rows] = a["label"] + np.asarray(b["label"], np.float64)
+
+
+class _PlainTop(LogProbTop):
+    def merge_rows(self, rows, other):
+        _plain_merge(self, np.asarray(rows, np.int64), other)
+
+
+@pytest.mark.parametrize("k,j,zeros", [(12, 3, False), (12, 3, True), (4, 5, True), (30, 1, True)])
+def test_the_fast_merge_paths_equal_the_plain_merge_bit_for_bit(k, j, zeros):
+    # first updates copied in, ascending rows merged as slices, one comparison per column:
+    # the same arrays as the plain merge, with repeated ids, zero probabilities (-inf) and K <= j
+    rng = np.random.default_rng(k * 10 + j)
+    n = 400
+    fast, plain = (LogProbTop(n, k, j), LogProbTop(n, k, j)), (_PlainTop(n, k, j), _PlainTop(n, k, j))
+    for epoch in range(3):
+        order = np.concatenate([rng.permutation(n), rng.integers(0, n, 60)])  # some samples twice
+        for ids in np.array_split(order, 4):
+            p = rng.dirichlet(np.full(k, 0.3), len(ids))
+            if zeros:
+                p[rng.random(p.shape) < 0.5] = 0.0
+                p[np.arange(len(ids)), rng.integers(0, k, len(ids))] += 0.1
+                p /= p.sum(1, keepdims=True)
+            with np.errstate(divide="ignore"):
+                lp = np.log(p)
+            srt = np.argsort(-lp, axis=1, kind="stable")
+            w = min(j, k)
+            cls = srt[:, :w].astype(np.int16)
+            tau = lp[np.arange(len(ids)), srt[:, w]] if k > j else np.full(len(ids), -np.inf)
+            if w < j:
+                cls = np.concatenate([cls, np.full((len(ids), j - w), -1, np.int16)], axis=1)
+            top_lp = np.where(cls >= 0, np.take_along_axis(lp, np.maximum(cls, 0).astype(np.int64), 1), -np.inf)
+            label = lp[np.arange(len(ids)), rng.integers(0, k, len(ids))]
+            for ep, _ in (fast, plain):
+                ep.add_updates(ids, cls, top_lp, tau, label)
+        for ep, total in (fast, plain):
+            seen = np.flatnonzero(np.bincount(order, minlength=n) > 0)
+            total.merge(ep, rows=seen, scale=np.bincount(order, minlength=n)[seen].astype(float))
+            ep.reset()
+    for name, array in fast[1].arrays.items():
+        np.testing.assert_array_equal(array, plain[1].arrays[name], err_msg=name)
