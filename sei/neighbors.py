@@ -115,8 +115,8 @@ def _knn_faiss(x, m, seed, num_threads, nprobe=None, timings=None, control=None,
     on its own), so, unlike a multithreaded graph build, it may use every core: two runs gave
     identical neighbours at 1e6 rows, and 1 thread the same as 2 in the tests (a different BLAS
     thread count could in principle move an exact near-tie of the assignment; keep it fixed).
-    Returns the (N, m) candidates, or hands each block of them to ``each_block(start, block)``
-    as it is searched (returning None)."""
+    Returns the (N, m) candidates, or hands each block of them to ``each_block(rows, block)``
+    as it is searched (``block[i]``: the candidates of row ``rows[i]``; returning None)."""
     import faiss
 
     start = time.perf_counter()
@@ -138,27 +138,45 @@ def _knn_faiss(x, m, seed, num_threads, nprobe=None, timings=None, control=None,
         if timings is not None:
             timings["build_s"] = time.perf_counter() - start
         index.nprobe = int(min(nlist, nprobe or _IVF_NPROBE))
+        # Queries in the order of the lists they fall in: neighbouring queries probe mostly the
+        # same lists, which then stay in cache (in row order each query reads its lists from
+        # memory). Each query is answered on its own, so only the order of the answers changes.
+        order = _list_order(index, nlist)
         idx = np.empty((n, m), dtype=np.int64) if each_block is None else None
         for s in range(0, n, _SEARCH_ROWS):
             _check_cancel(control)
             if control is not None and control.hurry.is_set():  # each row is answered on its own
                 faiss.omp_set_num_threads(max(1, int(control.hurry_threads)))
-            block = index.search(x[s:s + _SEARCH_ROWS], m)[1]
+            rows = order[s:s + _SEARCH_ROWS]
+            block = index.search(x[rows], m)[1]
             if each_block is None:
-                idx[s:s + _SEARCH_ROWS] = block
+                idx[rows] = block
             else:
-                each_block(s, block)
+                each_block(rows, block)
         return idx
     finally:
         faiss.omp_set_num_threads(threads)
 
 
-def _stable_order(x, idx, keep, control=None, start=0):
+def _list_order(index, nlist) -> np.ndarray:
+    """The rows of an IVF index, list by list (each list in the order its rows were added)."""
+    import faiss
+
+    lists = index.invlists
+    parts = []
+    for lst in range(nlist):
+        size = lists.list_size(lst)
+        if size:
+            parts.append(faiss.rev_swig_ptr(lists.get_ids(lst), size).astype(np.int64))
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _stable_order(x, idx, keep, control=None, rows=None):
     """``(dist, idx)`` of each row's ``keep`` nearest candidates among ``idx`` (N, m), ranked by
     the exact squared distance (computed as ``sum (x_i - x_j)^2``, so that equal
     rows tie exactly, at 0 from the row itself), ties by the lower index; -1 (missing) last.
-    Row i of ``idx`` is row ``start + i`` of ``x``. Ranked in blocks of rows: nothing of size
-    (N, m) besides ``idx`` is held."""
+    Row i of ``idx`` is row ``rows[i]`` of ``x`` (default: row i). Ranked in blocks of rows:
+    nothing of size (N, m) besides ``idx`` is held."""
     idx = np.asarray(idx, dtype=np.int64)
     n, m = idx.shape
     dist = np.empty((n, keep))
@@ -167,7 +185,8 @@ def _stable_order(x, idx, keep, control=None, start=0):
     for s in range(0, n, step):
         _check_cancel(control)
         cand = idx[s:s + step]
-        diff = x[start + s:start + s + len(cand), None, :] - x[np.maximum(cand, 0)]
+        own = x[s:s + len(cand)] if rows is None else x[rows[s:s + len(cand)]]
+        diff = own[:, None, :] - x[np.maximum(cand, 0)]
         d2 = np.einsum("nmd,nmd->nm", diff, diff)
         d2[cand < 0] = np.inf
         order = np.lexsort((cand, d2), axis=-1)[:, :keep]
@@ -204,8 +223,8 @@ def search(x, k, *, backend="auto", exact_max=20_000, seed=0, num_threads=2, con
     elif backend == "faiss":  # each block re-ranked as soon as it is searched
         dist, idx = np.empty((n, k + 1)), np.empty((n, k + 1), dtype=np.int64)
 
-        def rank(s, cand):
-            dist[s:s + len(cand)], idx[s:s + len(cand)] = _stable_order(x, cand, k + 1, control, start=s)
+        def rank(rows, cand):
+            dist[rows], idx[rows] = _stable_order(x, cand, k + 1, control, rows=rows)
 
         _knn_faiss(x, m, seed, num_threads, control=control, each_block=rank)
         return dist, idx, backend

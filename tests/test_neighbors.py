@@ -184,6 +184,32 @@ def test_faiss_ivf_gives_identical_neighbours_on_duplicated_rows_run_to_run():
     assert (np.sort(runs[0], 1) == np.sort(exact, 1)).mean() > 0.9
 
 
+def test_faiss_queries_in_list_order_answer_as_in_row_order(monkeypatch):
+    """The IVF search asks its queries list by list (for the cache); each query is answered on its
+    own, so the neighbours equal those of queries asked in row order, in blocks or not."""
+    pytest.importorskip("faiss")
+    from sei import neighbors
+
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(50, 12))[rng.integers(0, 50, 5000)] * 2 + rng.normal(size=(5000, 12))).astype(np.float32)
+    listed = neighbors.knn_indices(x, 15, backend="faiss", num_threads=1)
+    calls = []
+    real = neighbors._list_order
+
+    def row_order(index, nlist):
+        order = real(index, nlist)
+        calls.append(order)
+        return np.arange(order.size)
+
+    monkeypatch.setattr(neighbors, "_list_order", row_order)
+    monkeypatch.setattr(neighbors, "_SEARCH_ROWS", 700)
+    in_rows = neighbors.knn_indices(x, 15, backend="faiss", num_threads=1)
+    np.testing.assert_array_equal(in_rows, listed)
+    order = calls[0]
+    np.testing.assert_array_equal(np.sort(order), np.arange(5000))  # every row once
+    assert not np.array_equal(order, np.arange(5000))  # and not in row order
+
+
 def test_background_search_gives_knn_indices_and_can_be_cancelled(monkeypatch):
     """NeighbourSearch (what sei.train starts while the epochs run) gives knn_indices's
     neighbours, blocks of rows and a thread count raised half-way included; cancel() stops it."""
