@@ -43,7 +43,7 @@ from sei.validation import check_int_param, check_pred_probs
 from .inputs import classification_fields, embeddings_fields, read_vectors
 from .runs import (SEI, CLComparisonConfig, Phases, _recordable, agreement_labels, comparison_names, dataset_of,
                    field_names, is_comparison_of, run_outputs, validate_comparison)
-from .writeback import classification_doc, comparison_completion, exclusive, field_docs, journaled_write
+from .writeback import classification_docs, comparison_completion, exclusive, field_docs, journaled_write
 
 #: A sample counts as flagged by FiftyOne Brain's mistakenness above this value: in Brain's
 #: formula ``(m * confidence + 1) / 2`` it is exactly where the prediction differs from the label.
@@ -343,7 +343,7 @@ def _write(dataset, brain_key, run, quality, flags, mistakenness, config, timing
     comparison or the new one, never new flags under the old comparison's config."""
     names = comparison_names(brain_key)
     sei_flags = run.view.values(field_names(brain_key)[1])
-    agreement = [None if a is None else classification_doc(a, None) for a in agreement_labels(sei_flags, flags)]
+    agreement = classification_docs(None if a is None else (a, None) for a in agreement_labels(sei_flags, flags))
     docs = field_docs(run.ids, {names.score: [float(q) for q in quality], names.flag: [bool(f) for f in flags],
                                 names.agreement: agreement,
                                 names.mistakenness: [None if np.isnan(v) else float(v) for v in mistakenness]})

@@ -40,6 +40,7 @@ import numpy as np
 import sei
 from sei.constants import AUTO_SCORE
 from sei.engine import TrainConfig
+from sei.process import without_gc
 
 from . import inputs, zoo
 from .model_choices import resolve_model
@@ -309,6 +310,7 @@ def progress_hook(progress):
     return hook, _Closer()
 
 
+@without_gc
 def assemble(samples, backend, brain_key, labels, result, *, store_embeddings=False):
     """The values to write and the :class:`SEIResults` of a run.
 

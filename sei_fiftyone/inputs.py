@@ -20,6 +20,8 @@ import numpy as np
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
 
+from sei.process import without_gc
+
 from .runs import EMBEDDINGS_MODEL, dataset_of, field_names
 
 
@@ -142,6 +144,7 @@ class Labels:
     classes: list
 
 
+@without_gc
 def read_labels(samples, label_field, classes=None):
     """The labels of ``label_field``; ``classes`` default to the distinct labels, sorted."""
     ids, names = samples.values(["id", f"{label_field}.label"])

@@ -43,7 +43,7 @@ from .delegation import DELEGATE
 from .inputs import check_count, check_sample_ids
 from .model_choices import CHECKPOINT, ZOO, choice_names
 from .runs import EMBEDDINGS_MODEL, agreement_labels, comparison_names, field_names, is_comparison_of
-from .writeback import classification_doc, cutoff_completion, exclusive, field_docs, journaled_write
+from .writeback import classification_docs, cutoff_completion, exclusive, field_docs, journaled_write
 
 MAX_BINS = 60
 #: A run on images of more samples than this is delegated when run again: the demo's 2,000
@@ -179,8 +179,8 @@ def set_cutoff(dataset, brain_key, cutoff):
         if is_comparison_of(dataset, brain_key):  # who flagged what follows the new flags
             agreement = comparison_names(brain_key).agreement
             cl_flags = _scored(dataset, brain_key).values(comparison_names(brain_key).flag)
-            columns[agreement] = [None if c is None or a is None else classification_doc(a, None)
-                                  for c, a in zip(cl_flags, agreement_labels(flags, cl_flags))]
+            columns[agreement] = classification_docs(None if c is None or a is None else (a, None)
+                                                     for c, a in zip(cl_flags, agreement_labels(flags, cl_flags)))
             kinds[agreement] = "classification"
         journaled_write(dataset, brain_key, kinds, field_docs(ids, columns),
                         cutoff_completion(brain_key, cutoff, int(sum(flags))), remove_others=False)

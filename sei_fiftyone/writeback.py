@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import json
 import logging
 import os
@@ -34,6 +35,8 @@ import fiftyone.core.labels as fol
 import fiftyone.core.odm as foo
 import fiftyone.core.runs as fors
 import fiftyone.core.view as fov
+
+from sei.process import without_gc
 
 from . import journal
 from .lease import DatasetBusyError, held, writing
@@ -185,31 +188,63 @@ def journaled_write(samples, key, kinds, docs, completion=None, *, remove_others
             dataset._reload_docs()
 
 
+@without_gc
 def field_docs(ids, columns):
     """One sample document per id in FiftyOne's layout (``_id``, ``last_modified_at``), holding
     ``columns`` (field -> values aligned with ``ids``): what :func:`journaled_write` stages."""
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-    names = list(columns)
-    return [{"_id": ObjectId(_id), **dict(zip(names, values)), "last_modified_at": now}
-            for _id, *values in zip(ids, *columns.values())]
+    keys = ("_id", *columns, "last_modified_at")
+    return [dict(zip(keys, row)) for row in zip(map(ObjectId, ids), *columns.values(), itertools.repeat(now))]
 
 
+@without_gc
 def _sample_docs(fields, ids, scores, flags, suggestions, embeddings):
     """One sample document per id, in FiftyOne's layout, holding the run's fields."""
     score_field, flag_field, sugg_field = fields
     columns = {score_field: scores, flag_field: [bool(f) for f in flags],
-               sugg_field: [None if s is None else classification_doc(*s) for s in suggestions]}
-    docs = {str(d["_id"]): d for d in field_docs(ids, columns)}
+               sugg_field: classification_docs(suggestions)}
+    docs = field_docs(ids, columns)
     if embeddings is not None:
+        at = {_id: i for i, _id in enumerate(ids)}
         encode = fof.VectorField().to_mongo
         for _id, vec in zip(embeddings[1], embeddings[2]):
-            docs[_id][embeddings[0]] = encode(np.asarray(vec))
-    return list(docs.values())
+            docs[at[_id]][embeddings[0]] = encode(np.asarray(vec))
+    return docs
+
+
+@without_gc
+def classification_docs(pairs):
+    """``Classification`` documents as FiftyOne stores them inside a sample document, one per
+    ``(label, confidence)`` of ``pairs`` (None stays None), their ``_id`` made at once."""
+    pairs = list(pairs)
+    new_ids = iter(new_object_ids(sum(p is not None for p in pairs)))
+    return [None if p is None else {"_id": next(new_ids), "_cls": "Classification", "tags": [], "label": p[0],
+                                    "confidence": p[1]} for p in pairs]
 
 
 def classification_doc(label, confidence):
-    """A ``Classification`` as FiftyOne stores it inside a sample document."""
-    return {"_id": ObjectId(), "_cls": "Classification", "tags": [], "label": label, "confidence": confidence}
+    """One :func:`classification_docs` document."""
+    return classification_docs([(label, confidence)])[0]
+
+
+#: Ids per draw of random bytes in :func:`new_object_ids` (the 3-byte counter's range).
+_OID_COUNTER = 1 << 24
+
+
+def new_object_ids(n):
+    """``n`` new ObjectIds in bson's layout (4-byte seconds, 5 random bytes, a 3-byte counter),
+    made from one array: ``ObjectId()`` one at a time costs about 3.5 us (1e6 suggestions: 3.5 s),
+    from bytes 0.5 us. Every 2^24 ids (the counter's range) take fresh random bytes."""
+    out = np.empty((n, 12), np.uint8)
+    out[:, :4] = np.frombuffer(int(time.time()).to_bytes(4, "big"), np.uint8)
+    step = _OID_COUNTER
+    for start in range(0, n, step):
+        rows = slice(start, min(n, start + step))
+        out[rows, 4:9] = np.frombuffer(os.urandom(5), np.uint8)
+        count = np.arange(rows.stop - rows.start, dtype=np.uint32)
+        out[rows, 9], out[rows, 10], out[rows, 11] = count >> 16, (count >> 8) & 0xFF, count & 0xFF
+    raw = out.tobytes()
+    return [ObjectId(raw[i:i + 12]) for i in range(0, 12 * n, 12)]
 
 
 def _commit(dataset, tmp, kinds, completion):

@@ -120,3 +120,39 @@ def test_write_values_gives_what_the_public_api_reads(dataset, on_view):
     assert dataset.get_field("probe_suggestion").document_type is fo.Classification
     assert isinstance(dataset.get_field("probe"), fo.FloatField)
     assert len(dataset.exists("probe")) == len(ids)
+
+
+def test_object_ids_made_at_once_are_new_unique_and_in_bsons_layout(monkeypatch):
+    import time
+
+    monkeypatch.setattr(writeback, "_OID_COUNTER", 1000)  # fresh random bytes every 1,000 ids
+    before = int(time.time())
+    ids = writeback.new_object_ids(2500) + writeback.new_object_ids(2500)
+    assert all(isinstance(i, ObjectId) for i in ids) and len(set(ids)) == 5000
+    seconds = {int(i.generation_time.timestamp()) for i in ids}
+    assert min(seconds) >= before and max(seconds) <= int(time.time())
+    assert len({i.binary[4:9] for i in ids}) == 6  # 3 draws per call
+    assert writeback.new_object_ids(0) == []
+    docs = writeback.classification_docs([("a", 0.5), None, ("b", None)])
+    assert docs[1] is None and docs[0]["label"] == "a" and docs[2]["confidence"] is None
+    assert docs[0]["_id"] != docs[2]["_id"]
+
+
+def test_documents_are_built_with_the_collector_paused_and_it_is_restored():
+    import gc
+
+    from sei.process import without_gc
+
+    seen = []
+    probe = without_gc(lambda: seen.append(gc.isenabled()))
+    probe()
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        probe()
+        assert not gc.isenabled()  # a collector the caller paused stays paused
+    finally:
+        gc.enable()
+    with pytest.raises(ZeroDivisionError):
+        without_gc(lambda: 1 / 0)()
+    assert gc.isenabled()
