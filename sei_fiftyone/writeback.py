@@ -222,11 +222,6 @@ def classification_docs(pairs):
                                     "confidence": p[1]} for p in pairs]
 
 
-def classification_doc(label, confidence):
-    """One :func:`classification_docs` document."""
-    return classification_docs([(label, confidence)])[0]
-
-
 #: Ids per draw of random bytes in :func:`new_object_ids` (the 3-byte counter's range).
 _OID_COUNTER = 1 << 24
 

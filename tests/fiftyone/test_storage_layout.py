@@ -54,7 +54,7 @@ def test_a_classification_is_stored_as_writeback_writes_it(dataset):
     sample_id = dataset.first().id
     dataset.select(sample_id).set_values("label_probe", [fo.Classification(label="red", confidence=0.25)])
     stored = _raw(dataset, sample_id)["label_probe"]
-    ours = writeback.classification_doc("red", 0.25)
+    ours = writeback.classification_docs([("red", 0.25)])[0]
     assert set(stored) <= set(ours) | {"attributes"} and set(ours) <= set(stored), (
         LAYOUT + f"an embedded Classification is stored as {sorted(stored)}, write-back writes {sorted(ours)}")
     assert stored["_cls"] == ours["_cls"] == "Classification" and isinstance(stored["_id"], ObjectId)
