@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["AUROC_MARGIN", "AUX_THRESHOLDS", "CUTOFF_ORDER", "FEATURE_SCORES", "choose", "choose_cutoff",
+__all__ = ["AUROC_MARGIN", "AUX_THRESHOLDS", "CUTOFF_ORDER", "LIBRARY_CUTOFF", "FEATURE_SCORES", "choose", "choose_cutoff",
            "choose_defaults", "evaluate"]
 
 #: The AUROC lead over max(CL, AUM) a cell asks for.
@@ -120,6 +120,10 @@ def choose_defaults(cells, candidates):
 #: nothing, the mixture fits the scores, the counts read the run's probabilities (or the default's product
 #: of experts, ``cl_count_poe``) through a confident joint.
 CUTOFF_ORDER = ("zero", "gmm", "cl_count_mean", "cl_count_last", "cl_count_poe")
+#: The library's threshold method of each cutoff it implements (``threshold=``): the chosen one is what
+#: ``threshold="auto"`` is for the default with features (``sei.constants.AUTO_THRESHOLDS``; a test
+#: checks it against ``peers_cells.json``).
+LIBRARY_CUTOFF = {"zero": "zero", "gmm": "gmm", "cl_count_poe": "cl_count"}
 
 
 def choose_cutoff(cells, cutoffs=CUTOFF_ORDER):

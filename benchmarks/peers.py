@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:
 import sei  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.detection_core import log  # noqa: E402
-from benchmarks.peers_cutoffs import CUTOFFS, cutoff_flags, poe_probs  # noqa: E402  (CUTOFFS: read by peers_report)
+from benchmarks.peers_cutoffs import CUTOFFS, cutoff_flags  # noqa: E402  (CUTOFFS: read by peers_report)
 from sei.metrics import detection_metrics  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -56,7 +56,10 @@ CLEAN_SHARE = 0.05
 #: Neighbours searched once per feature set for Deep k-NN (the largest k of its grid).
 KNN_MAX = max(harness.DEEP_KNN_GRID)
 
-DEFAULT = "SEI default (poe_knn, zero)"
+#: The library's default (``sei.train`` / ``find_label_issues`` with every default): ``poe_knn`` ranked, the
+#: ``"cl_count"`` cutoff since issue #22 (before it, the zero cutoff: :data:`OLD_DEFAULT`).
+DEFAULT = "SEI default (poe_knn, cl_count)"
+OLD_DEFAULT = "SEI default (poe_knn, zero)"
 PEERS = ("AUM (aux 99%)", "AUM (zero, same run)", "CL (5-fold)", "Deep k-NN (majority vote)",
          "SimiFeat vote (k=10)", "SimiFeat rank (k=10, HOC)", "cleanlab ensemble, accuracy weights (in-sample)",
          "cleanlab ensemble, uniform (in-sample)", "wrong events (> T/2)", "FiftyOne mistakenness (last epoch)",
@@ -201,7 +204,7 @@ def cell_a(name, tag, encoder, x, y, is_mis, seed, names, nb):
     cl_probs = _cached(f"cl_kfold_{name}_{encoder}_{tag}", lambda: _kfold(y, x, k, 0))
     methods["CL (5-fold)"] = harness.confident_learning(y, cl_probs)
     res = {m: _metrics(f, s, is_mis, valid) for m, (s, f) in methods.items()}
-    poe = (y, poe_probs(r.recorder.fusion_input("poe_knn"), y, nb[:, :20], k))
+    poe = (r.recorder.fusion_input("poe_knn"), y, nb[:, :20], k)
     cuts = {c: _metrics(cutoff_flags(np.asarray(r.scores), y, probs, c, poe), np.asarray(r.scores), is_mis, valid)
             for c in CUTOFFS}
     return {"regime": "a", "data": name, "labels": tag, "encoder": encoder, "seed": seed, "n": int(valid.sum()),
@@ -224,7 +227,7 @@ def cell_b(name, tag, encoder, images, x, y, is_mis, seed):
     rec = sei.SEIRecorder.from_history(h, lab, from_logits=True)
     nb20 = sei.knn_indices(x, 20)
     raw = Scorer(rec, lab, neighbors=nb20)("poe_knn")
-    flags = find_label_issues(lab, rec, neighbors=nb20)
+    flags = find_label_issues(lab, rec, neighbors=nb20, threshold_samples=aux)
     probs = get_pred_probs_list(h, from_logits=True, num_classes=k)
     clean_idx = clean_split(n, seed)
     valid = np.ones(n, bool)
@@ -241,7 +244,7 @@ def cell_b(name, tag, encoder, images, x, y, is_mis, seed):
                                lambda f: make_small_cnn(k, seed * 10 + f), images, y, seed=seed, epochs=B_CL_EPOCHS, **B_SGD)
     methods["CL (5-fold)"] = (cl[0], cl[1])
     res = {m: _metrics(f, s, is_mis, valid) for m, (s, f) in methods.items()}
-    poe = (lab, poe_probs(rec.fusion_input("poe_knn"), lab, nb20, k + 1))
+    poe = (rec.fusion_input("poe_knn"), lab, nb20, k + 1)
     cuts = {c: _metrics(cutoff_flags(raw, y, probs, c, poe), raw, is_mis, valid) for c in CUTOFFS}
     return {"regime": "b", "data": name, "labels": tag, "encoder": encoder, "seed": seed, "n": int(valid.sum()),
             "noise": float(is_mis[valid].mean()), "score": "poe_knn", "deep_knn_k": int(dk),

@@ -245,6 +245,37 @@ class LogProbMeans:
                 f"{int(self.trained_labels[i])}). Pass the trained labels, or create the recorder with top_k=None "
                 "to keep every class.")
 
+    def rows(self, sl) -> np.ndarray:
+        """(n, K) float64 mean log-probabilities of the rows ``sl`` (a slice) as the sketch knows
+        them: the tracked classes' means and the trained label's exact mean; every other class
+        shares what is left, ``log((1 - sum of the known exp(means)) / (number of others))``
+        (geometric means of probabilities sum to at most 1), capped at its bound (the floor, an
+        upper bound of its mean); NaN rows where unseen. What a reader that needs whole rows
+        takes in place of the exact means (the ``"cl_count"`` cutoff); exact where every class
+        is tracked."""
+        a = self.top.arrays
+        cls, sums = a["classes"][sl].astype(np.int64), a["sums"][sl]
+        t = self.epochs[sl]
+        n, k = cls.shape[0], self.num_classes
+        seen = (t > 0) & (cls[:, 0] >= 0)
+        tt = np.where(seen, t, 1.0)
+        known = np.zeros((n, k), bool)
+        out = np.zeros((n, k))
+        r, c = np.nonzero(cls >= 0)
+        out[r, cls[r, c]] = sums[r, c] / tt[r]
+        known[r, cls[r, c]] = True
+        y = self.trained_labels[sl]
+        has = np.flatnonzero(y >= 0)
+        out[has, y[has]] = a["label"][sl][has] / tt[has]
+        known[has, y[has]] = True
+        with np.errstate(divide="ignore"):
+            left = np.maximum(1.0 - np.where(known, np.exp(out), 0.0).sum(axis=1), 0.0)
+            others = np.maximum(k - known.sum(axis=1), 1)
+            share = np.minimum(np.log(left / others), a["floor"][sl] / tt)
+        out = np.where(known, out, share[:, None])
+        out[~seen] = np.nan
+        return out
+
     def margin(self, labels: np.ndarray, shares=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(score, exact, upper)``, each (N,): the margin ``r(y) - max_{c != y} r(c)`` read from
         the bounds (a lower bound of the exact margin), whether it is exact, and an upper bound of

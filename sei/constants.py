@@ -58,7 +58,20 @@ SELECTION_SCORE = "sei"
 DEFAULT_THRESHOLD = "auto"
 
 #: Every threshold method by name (:func:`sei.compute_threshold`; a number is a cutoff used as is).
-THRESHOLD_METHODS = ("auto", "aux_mean", "aux_quantile", "zero", "gmm")
+THRESHOLD_METHODS = ("auto", "aux_mean", "aux_quantile", "zero", "gmm", "cl_count")
+
+#: What ``threshold="auto"`` is for the scores named here (every other score: ``"zero"`` when
+#: signed, ``"gmm"`` otherwise; :func:`sei.thresholds.resolve_threshold`). ``"poe_knn"``, the
+#: default with features, flags as many of its lowest-scored samples as confident learning counts
+#: on its own class probabilities (``"cl_count"``): the choice of
+#: ``benchmarks/defaults_rule.choose_cutoff`` over every peers cell (issue #22 item 3: F1 at or
+#: above the best peer's in more cells than the zero cutoff, and the better worst and mean lead;
+#: ``benchmarks/results/peers.md``).
+AUTO_THRESHOLDS = {DEFAULT_FEATURE_SCORE: "cl_count"}
+
+#: The methods that need a count of label issues (``num_issues=``), estimated from the score's own
+#: class probabilities (:func:`sei.thresholds.estimate_num_issues`).
+COUNT_THRESHOLDS = ("cl_count",)
 
 #: The methods computed from the auxiliary samples (the pseudo-class's known-bad samples).
 AUX_THRESHOLDS = ("aux_mean", "aux_quantile")

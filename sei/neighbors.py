@@ -409,6 +409,28 @@ def feature_score(name, dynamics_scores, labels, features=None, *, neighbors=Non
     return score.fuse(dynamics_scores, shares, labels)
 
 
+def feature_issue_count(name, dynamics_scores, labels, *, neighbors, num_classes=None, rows=None) -> int:
+    """Confident learning's count of label issues on neighbour score ``name``'s own class
+    probabilities (:attr:`sei.scores.Score.class_log_probs`: for ``"poe_knn"`` the softmax of the
+    mean log-probabilities plus the log of the neighbours' shares), over ``rows`` (a boolean mask;
+    default all): the ``num_issues`` of the ``"cl_count"`` cutoff
+    (:func:`sei.thresholds.estimate_num_issues`). Arguments as :func:`feature_score`."""
+    from .thresholds import estimate_num_issues
+
+    score = _scores.get(name, needs_features=True)
+    if score.class_log_probs is None:
+        have = [n for n, s in _scores.SCORES.items() if s.class_log_probs is not None]
+        raise ValueError(f"threshold='cl_count' counts on a score's own class probabilities, which {name!r} does not "
+                         f"have: use it with {', '.join(map(repr, have))}, or pick threshold='zero' or 'gmm'.")
+    labels = check_labels(labels)
+    dynamics_scores = _check_dynamics(name, score, dynamics_scores, labels.shape[0])
+    if num_classes is None and len(dynamics_scores.shape) == 2:
+        num_classes = dynamics_scores.shape[1]
+    shares = _shares(labels, neighbors, num_classes, score.knn_smoothing)
+    return estimate_num_issues(labels, lambda sl: score.class_log_probs(dynamics_scores, shares, sl),
+                               num_samples=labels.shape[0], rows=rows)
+
+
 def _shares(labels, neighbors, num_classes, smoothing) -> NeighbourShares:
     """The checked :class:`NeighbourShares` of ``labels`` over ``neighbors``."""
     labels = check_labels(labels)

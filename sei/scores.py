@@ -47,7 +47,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .constants import (AUTO_SCORE, DEFAULT_FEATURE_SCORE, DEFAULT_STREAMING_FEATURE_SCORE, EPS,
-                        MIN_SAMPLES_FOR_NEIGHBOURS, default_score)
+                        MIN_SAMPLES_FOR_NEIGHBOURS, default_score, is_aux_threshold)
 from ._latest import largest
 from ._logp_top import LogProbMeans
 from .entropy import row_entropy, signed_row_entropy
@@ -331,6 +331,10 @@ class Score:
     knn_smoothing : float
         Neighbour scores: pseudo-count added to each class's neighbour count before the
         shares are taken (:func:`sei.neighbors.knn_label_frequencies`).
+    class_log_probs : callable, optional
+        Neighbour scores whose margin is read from class log-probabilities: ``(dynamics, shares,
+        rows slice) -> (n, K)`` unnormalised log-probabilities of those rows, the score's own
+        class probabilities after a softmax (what the ``"cl_count"`` cutoff counts on).
     """
 
     name: str
@@ -346,6 +350,7 @@ class Score:
     fuses_with: Optional[str] = None
     readout: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None
     knn_smoothing: float = 0.0
+    class_log_probs: Optional[Callable] = None
 
     def __post_init__(self):
         if self.reduce not in REDUCTIONS:
@@ -401,9 +406,17 @@ def _product_of_experts(mean_log_probs, shares, labels):
     out = np.empty(labels.shape[0])
     for start in range(0, labels.shape[0], _FUSE_ROWS):
         sl = slice(start, start + _FUSE_ROWS)
-        part = np.asarray(mean_log_probs[sl], dtype=np.float64) + np.log(shares.rows(sl))
-        out[sl] = label_margin(part, labels[sl])
+        out[sl] = label_margin(_poe_rows(mean_log_probs, shares, sl), labels[sl])
     return out
+
+
+def _poe_rows(mean_log_probs, shares, sl):
+    """(n, K) log-probabilities of the product of experts for the rows ``sl``: the mean
+    log-probabilities (a top-k recorder's: :meth:`sei._logp_top.LogProbMeans.rows`) plus the log
+    of the neighbours' smoothed label shares."""
+    m = mean_log_probs.rows(sl) if isinstance(mean_log_probs, LogProbMeans) else \
+        np.asarray(mean_log_probs[sl], dtype=np.float64)
+    return m + np.log(shares.rows(sl))
 
 
 _FUSE_ROWS = 8192
@@ -461,7 +474,7 @@ for _score in (
     Score("poe_knn", "product of experts: mean_logp's log-probabilities plus the log of the neighbours' "
           "add-one smoothed label shares, margin at the label (features needed)",
           None, "neighbors", True, _sigmoid_unit, needs_features=True, combine=_product_of_experts,
-          fuses_with="mean_logp", knn_smoothing=1.0),
+          fuses_with="mean_logp", knn_smoothing=1.0, class_log_probs=_poe_rows),
 ):
     register_score(_score)
 del _score
@@ -509,7 +522,7 @@ def resolve_score(score, has_features: bool, threshold=None, recorder=None, num_
     """
     if not (isinstance(score, str) and score == AUTO_SCORE):
         return score
-    aux = isinstance(threshold, str) and threshold.startswith("aux")
+    aux = is_aux_threshold(threshold)
     few = num_samples is not None and num_samples < MIN_SAMPLES_FOR_NEIGHBOURS
     name = default_score(has_features and not aux and not few)
     if recorder is not None and not _keeps(recorder, name):

@@ -8,8 +8,13 @@ the threshold. Methods:
 - ``"zero"``: 0, for signed scores where a negative value means the model disagrees.
 - ``"gmm"``: a two-component Gaussian mixture on the scores; flag where the lower
   component is the more probable one.
-- ``"auto"`` (default, needs no auxiliary samples): ``"zero"`` for signed scores,
-  ``"gmm"`` otherwise.
+- ``"cl_count"``: flag the ``n`` lowest-scored samples, ``n`` being confident learning's count of
+  label issues (``cleanlab.count.num_label_issues``, its default ``"off_diagonal"`` estimate) on
+  the score's own class probabilities (:func:`estimate_num_issues`): the score ranks, confident
+  learning says how many. For scores that define class probabilities (``"poe_knn"``).
+- ``"auto"`` (default, needs no auxiliary samples): ``"cl_count"`` for ``"poe_knn"`` (the default
+  with features; :data:`sei.constants.AUTO_THRESHOLDS`), ``"zero"`` for other signed scores,
+  ``"gmm"`` otherwise (:func:`resolve_threshold`).
 - a float: used as is.
 
 Auxiliary samples are real samples relabelled to a pseudo-class K that does not exist,
@@ -24,12 +29,35 @@ from functools import partial
 import numpy as np
 
 from . import scores as _scores
-from .constants import AUX_QUANTILE, is_aux_threshold
+from .constants import AUTO_THRESHOLDS, AUX_QUANTILE, COUNT_THRESHOLDS, is_aux_threshold
 from .validation import check_indices, check_labels, check_num_classes, check_scores, check_threshold, \
     check_threshold_value
 
 
-def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_QUANTILE, score_name=None, seed=0) -> float:
+def resolve_threshold(method="auto", score_name=None):
+    """``method`` as :func:`compute_threshold` applies it: ``"auto"`` becomes the method of
+    :data:`sei.constants.AUTO_THRESHOLDS` for ``score_name``, else ``"zero"`` for signed scores (or
+    no name) and ``"gmm"`` otherwise; any other method is returned checked, a number as float.
+
+    >>> resolve_threshold("auto", "poe_knn"), resolve_threshold("auto", "sei"), resolve_threshold("auto", "loss")
+    ('cl_count', 'zero', 'gmm')
+    """
+    method = check_threshold(method)
+    if not (isinstance(method, str) and method == "auto"):
+        return method
+    if score_name in AUTO_THRESHOLDS:
+        return AUTO_THRESHOLDS[score_name]
+    return "zero" if (score_name is None or score_name in _scores.signed_names()) else "gmm"
+
+
+def needs_count(method, score_name=None) -> bool:
+    """Whether ``method`` (as :func:`resolve_threshold` resolves it) needs ``num_issues``."""
+    method = resolve_threshold(method, score_name)
+    return isinstance(method, str) and method in COUNT_THRESHOLDS
+
+
+def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_QUANTILE, score_name=None, seed=0,
+                      num_issues=None) -> float:
     """Cutoff below which a score flags a sample as mislabeled.
 
     Parameters
@@ -43,7 +71,10 @@ def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_Q
     quantile : float
         Quantile of auxiliary scores for ``"aux_quantile"`` (AUM uses 0.99).
     score_name : str, optional
-        Name of the score, so ``"auto"`` can pick ``"zero"`` for signed scores.
+        Name of the score, so ``"auto"`` can pick its method (:func:`resolve_threshold`).
+    num_issues : int, optional
+        For ``"cl_count"``: how many of the lowest-scored samples to flag
+        (:func:`estimate_num_issues` on the score's class probabilities).
 
     Returns
     -------
@@ -57,11 +88,18 @@ def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_Q
     -2.0
     """
     scores = check_scores(scores)
-    method = check_threshold(method)
+    method = resolve_threshold(method, score_name)
     if isinstance(method, float):
         return method
-    if method == "auto":
-        method = "zero" if (score_name is None or score_name in _scores.signed_names()) else "gmm"
+    if method in COUNT_THRESHOLDS:
+        if num_issues is None:
+            raise ValueError(
+                f"threshold={method!r} (what 'auto' is for {score_name!r}) flags as many samples as confident "
+                "learning counts: pass num_issues=sei.thresholds.estimate_num_issues(labels, class_log_probs), or "
+                "use threshold='zero' or 'gmm'." if score_name in AUTO_THRESHOLDS else
+                f"threshold={method!r} flags as many samples as confident learning counts: pass "
+                "num_issues=sei.thresholds.estimate_num_issues(labels, class_log_probs).")
+        return count_threshold(scores, num_issues)
     if method == "zero":
         return 0.0
     if method == "gmm":
@@ -111,6 +149,113 @@ def _gmm_threshold(scores: np.ndarray, seed: int = 0) -> float:
     start = np.searchsorted(grid, gmm.means_[low, 0])
     above = above[above >= start]
     return float(grid[above[0]]) if above.size else float(x.max())
+
+
+def count_threshold(scores, num_issues) -> float:
+    """The cutoff that flags the ``num_issues`` lowest finite ``scores`` (NaN and infinite scores
+    are never flagged, as in :func:`flag_issues`): halfway between the ``num_issues``-th lowest
+    score and the next, or just above it where there is no next or it is equal (samples tied at
+    the boundary are flagged together); the lowest score for 0 (nothing is below it).
+
+    >>> count_threshold(np.array([3.0, -1.0, np.nan, 1.0]), 2)
+    2.0
+    """
+    scores = check_scores(scores)
+    if isinstance(num_issues, (bool, np.bool_)) or not isinstance(num_issues, numbers.Integral) or num_issues < 0:
+        raise ValueError(f"num_issues must be an integer >= 0, got {num_issues!r}.")
+    x = np.sort(scores[np.isfinite(scores)])
+    n = min(int(num_issues), x.size)
+    if n == 0:
+        return float(x[0]) if x.size else 0.0
+    lo = x[n - 1]
+    if n < x.size and x[n] > lo and np.isfinite(mid := lo + (x[n] - lo) / 2):
+        return float(mid)
+    return float(np.nextafter(lo, np.inf))
+
+
+#: Rows per step of :func:`estimate_num_issues` (an (n, K) float64 block each).
+_COUNT_ROWS = 8192
+
+
+def estimate_num_issues(labels, class_log_probs, *, num_samples=None, rows=None) -> int:
+    """Confident learning's count of label issues, ``cleanlab.count.num_label_issues(labels,
+    pred_probs)`` with its default ``"off_diagonal"`` estimate and ``pred_probs`` the softmax of
+    ``class_log_probs``, computed over blocks of rows: O(K^2) memory beyond one (8192, K) block,
+    so it runs where the (N, K) probabilities never exist at once (1e6 samples x 1,000 classes).
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (N,)
+    class_log_probs : np.ndarray or callable
+        (N, K) unnormalised log-probabilities, or ``f(slice) -> (n, K)`` for a block of rows (with
+        ``num_samples``). NaN rows (samples never seen) are left out.
+    rows : array-like of bool, shape (N,), optional
+        Count these rows only (e.g. not the auxiliary samples).
+
+    Returns
+    -------
+    int
+
+    Notes
+    -----
+    Two passes over the rows: the per-class thresholds (the mean probability of class k among the
+    samples labelled k), then each row is an issue when some class reaches its threshold, the
+    confident guess differs from the label and so does the prediction
+    (``cleanlab.count.compute_confident_joint`` per block with the thresholds of the whole set).
+    A test checks the count equal to cleanlab's on the whole array.
+    """
+    from cleanlab.count import compute_confident_joint
+    from cleanlab.internal.constants import CONFIDENT_THRESHOLDS_LOWER_BOUND, FLOATING_POINT_COMPARISON
+
+    from .entropy import softmax
+
+    labels = check_labels(labels)
+    if callable(class_log_probs):
+        if num_samples is None:
+            raise ValueError("Pass num_samples= with a callable class_log_probs (rows of a slice).")
+        block = class_log_probs
+    else:
+        arr = np.asarray(class_log_probs)
+        if arr.ndim != 2 or arr.shape[0] != labels.shape[0]:
+            raise ValueError(f"class_log_probs must be (N, K) with N = {labels.shape[0]} labels, got {arr.shape}.")
+        num_samples, block = arr.shape[0], (lambda sl: arr[sl])
+    if labels.shape[0] != num_samples:
+        raise ValueError(f"labels has {labels.shape[0]} entries for {num_samples} samples.")
+    use = np.ones(num_samples, bool) if rows is None else np.asarray(rows, bool)
+    if use.shape != (num_samples,):
+        raise ValueError(f"rows must be a boolean mask of {num_samples} samples, got shape {use.shape}.")
+
+    def blocks():
+        for start in range(0, num_samples, _COUNT_ROWS):
+            sl = slice(start, start + _COUNT_ROWS)
+            lp = np.asarray(block(sl), dtype=np.float64)
+            ok = use[sl] & np.isfinite(lp).any(axis=1) & ~np.isnan(lp).any(axis=1)
+            if ok.any():
+                yield labels[sl][ok], softmax(lp[ok], axis=1)
+
+    sums = counts = None
+    for y, p in blocks():
+        if sums is None:
+            k = p.shape[1]
+            check_labels(labels[use], num_classes=k)
+            sums, counts = np.zeros(k), np.zeros(k)
+        sums += np.bincount(y, weights=p[np.arange(y.size), y], minlength=k)
+        counts += np.bincount(y, minlength=k)
+    if sums is None:
+        return 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        thresholds = np.where(counts > 0, sums / np.maximum(counts, 1), 2.0)  # cleanlab: 2 for absent classes
+    thresholds = np.clip(thresholds, CONFIDENT_THRESHOLDS_LOWER_BOUND, None)
+    total = 0
+    for y, p in blocks():
+        _, off = compute_confident_joint(y, p, thresholds=thresholds, calibrate=False,
+                                         return_indices_of_off_diagonals=True)
+        off = np.asarray(off, np.int64)
+        if off.size:
+            q = p[off]
+            q[np.arange(off.size), y[off]] += FLOATING_POINT_COMPARISON
+            total += int((q.argmax(axis=1) != y[off]).sum())
+    return total
 
 
 def flag_issues(scores, threshold) -> np.ndarray:

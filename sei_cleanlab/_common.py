@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sei import SEIRecorder, scores
-from sei.neighbors import DEFAULT_KNN_K, feature_score, knn_indices
+from sei.neighbors import DEFAULT_KNN_K, feature_issue_count, feature_score, knn_indices
 from sei.validation import check_features, check_labels
 
 
@@ -36,6 +36,12 @@ class Scorer:
         score = scores.get(name)
         if not score.needs_features:
             return self.rec.scores(name, labels=self._dyn_labels)
+        fused = self.rec.fusion_input(name, labels=self._dyn_labels)
+        return feature_score(name, fused, self.labels, neighbors=self.neighbors(name),
+                             num_classes=self.rec.num_classes)
+
+    def neighbors(self, name):
+        """The (N, k) neighbour indices of feature score ``name`` (searched once, on first use)."""
         if self.features is None and self._neighbors is None:
             raise ValueError(f"score {name!r} compares each label with its neighbours' labels: pass "
                              "features=(N, D) embeddings of the samples, or use a score of the dynamics alone "
@@ -43,8 +49,19 @@ class Scorer:
         if self._neighbors is None:
             self.features = check_features(self.features, self.rec.num_samples)
             self._neighbors = knn_indices(self.features, self.knn_k)
+        return self._neighbors
+
+    def issue_count(self, name, rows=None):
+        """Confident learning's count of label issues on score ``name``'s class probabilities over
+        ``rows`` (a boolean mask): the ``"cl_count"`` cutoff's ``num_issues``
+        (:func:`sei.neighbors.feature_issue_count`)."""
+        if not scores.get(name).needs_features:
+            raise ValueError(f"threshold='cl_count' counts on a feature score's class probabilities ('poe_knn'); "
+                             f"score {name!r} reads the dynamics alone: pass features= and score='poe_knn', or "
+                             "pick threshold='zero' or 'gmm'.")
         fused = self.rec.fusion_input(name, labels=self._dyn_labels)
-        return feature_score(name, fused, self.labels, neighbors=self._neighbors, num_classes=self.rec.num_classes)
+        return feature_issue_count(name, fused, self.labels, neighbors=self.neighbors(name),
+                                   num_classes=self.rec.num_classes, rows=rows)
 
 
 def as_recorder(labels, pred_probs_history, *, from_logits=False):

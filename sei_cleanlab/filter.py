@@ -13,6 +13,7 @@ import numpy as np
 from sei import compute_threshold, flag_issues, scores
 from sei.constants import AUTO_SCORE, DEFAULT_THRESHOLD
 from sei.scores import resolve_score
+from sei.thresholds import needs_count
 from sei.neighbors import DEFAULT_KNN_K
 from sei.validation import check_indices
 
@@ -63,8 +64,12 @@ def find_label_issues(
         ``"knn_margin"`` (neighbour label agreement alone) and ``"aum_prob_knn"``
         (``aum_prob`` averaged with it, see :mod:`sei.neighbors`).
     threshold : str or float
-        ``"auto"`` (default; no auxiliary samples needed), ``"aux_mean"``, ``"aux_quantile"``,
-        ``"zero"``, ``"gmm"`` or a number: examples scoring strictly below it are flagged.
+        ``"auto"`` (default; no auxiliary samples needed: ``"cl_count"`` for ``"poe_knn"``, else
+        ``"zero"`` for signed scores, see :func:`sei.thresholds.resolve_threshold`),
+        ``"aux_mean"``, ``"aux_quantile"``, ``"zero"``, ``"gmm"``, ``"cl_count"`` (flag as many
+        of the lowest-scored examples as confident learning counts on the score's own class
+        probabilities; ``"poe_knn"`` only) or a number: examples scoring strictly below it are
+        flagged.
     threshold_samples : array-like of int, optional
         Indices of auxiliary samples (trained with the pseudo-class label), needed by the
         ``"aux_*"`` thresholds. They are never flagged themselves.
@@ -108,7 +113,14 @@ def find_label_issues(
     aux = None if threshold_samples is None else check_indices(threshold_samples, rec.num_samples, "threshold_samples")
     scorer = Scorer(rec, labels, features, knn_k, neighbors, trained_at=aux)
     raw = scorer(score)
-    cutoff = compute_threshold(raw, threshold, aux_indices=aux, score_name=score)
+    num_issues = None
+    if needs_count(threshold, score):  # counted and ranked over the samples that are not auxiliary
+        counted = np.ones(rec.num_samples, bool)
+        if aux is not None:
+            counted[aux] = False
+        num_issues = scorer.issue_count(score, rows=counted)
+        raw = np.where(counted, raw, np.nan)
+    cutoff = compute_threshold(raw, threshold, aux_indices=aux, score_name=score, num_issues=num_issues)
     mask = flag_issues(raw, cutoff)
     if aux is not None:
         mask[aux] = False

@@ -236,7 +236,8 @@ def training_inputs(ctx, inputs):
                description=f"Default: {HEAD_DEFAULTS['linear']['epochs']} (linear head) or "
                f"{HEAD_DEFAULTS['prompt']['epochs']} (prompt head, the paper's)")
     thr_prop = _dropdown(inputs, "threshold", [(t, t) for t in THRESHOLD_CHOICES], "auto", label="Threshold",
-                         description="'auto': zero for SEI; 'aux_mean': the paper's auxiliary-class mean")
+                         description="'auto': for poe_knn as many as confident learning counts ('cl_count'), "
+                                     "zero for SEI; 'aux_mean': the paper's auxiliary-class mean")
     problem = options_problem(ctx.params)
     if problem is not None:
         prop = mode_prop if mode_prop is not None and ctx.params.get("mode") == "finetune" else thr_prop

@@ -9,8 +9,10 @@ when fine-tuning or with an auxiliary-class threshold; ``"sei"`` is the paper's 
 Entropy Integral (signed entropy, +H when the prediction agrees with the label and -H
 when not, summed over epochs). The run's config and results record the score written
 (``results.score_name``), and so does the score field's description. The cutoff is
-``sei.compute_threshold`` (``"auto"``: zero for signed scores; ``"aux_mean"``: the mean
-score of auxiliary samples relabelled to a pseudo-class, as in the paper).
+``sei.compute_threshold`` (``"auto"``: for ``"poe_knn"`` as many of the lowest-scored samples as
+confident learning counts on its own class probabilities (``"cl_count"``), zero for other signed
+scores; ``"aux_mean"``: the mean score of auxiliary samples relabelled to a pseudo-class, as in
+the paper).
 
 Writes three fields, in bulk, only after training succeeded:
 
@@ -133,7 +135,7 @@ def compute_sei(
         epochs (None): training epochs; default 10 for the linear head, 150 (the
             paper's) for the prompt head
         threshold ("auto"): ``"auto"``, ``"aux_mean"``, ``"aux_quantile"``, ``"zero"``,
-            ``"gmm"`` or a number; see ``sei.compute_threshold``
+            ``"gmm"``, ``"cl_count"`` or a number; see ``sei.compute_threshold``
         score ("auto"): which score to write: "auto" is ``sei.constants.default_score``
             (``DEFAULT_FEATURE_SCORE``, "poe_knn", on the features trained on; ``DEFAULT_SCORE``,
             "aum_prob", when fine-tuning or with an auxiliary-class threshold;

@@ -105,6 +105,22 @@ def test_library_defaults_are_the_committed_choice():
     assert (results / "defaults_choice.md").exists()
 
 
+def test_the_library_cuts_where_the_cutoff_rule_chose():
+    # issue #22 item 3: the rule over every committed peers cell picks the cutoff of the default's ranking;
+    # threshold="auto" for the default with features is that cutoff in every entry point
+    import json
+    from pathlib import Path
+
+    from benchmarks.defaults_rule import LIBRARY_CUTOFF, choose_cutoff
+    from sei import constants
+    from sei.thresholds import resolve_threshold
+
+    cells = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "peers_cells.json").read_text())
+    chosen = choose_cutoff(cells)[0]
+    assert LIBRARY_CUTOFF[chosen] == constants.AUTO_THRESHOLDS[constants.DEFAULT_FEATURE_SCORE]
+    assert resolve_threshold(constants.DEFAULT_THRESHOLD, constants.DEFAULT_FEATURE_SCORE) == LIBRARY_CUTOFF[chosen]
+
+
 def _cut_cell(peer_f1s, cut_f1s):
     return {"methods": {"SEI default (poe_knn, zero)": {"f1": 0.99}, **{f"p{i}": {"f1": f} for i, f in enumerate(peer_f1s)}},
             "cutoffs": {c: {"f1": f} for c, f in cut_f1s.items()}}

@@ -330,7 +330,19 @@ def test_sei_train_records_and_returns_the_per_class_scores(score):
     else:
         expected = sei.feature_score("poe_knn", res.recorder.fusion_input("poe_knn"), noisy, x, num_classes=3)
     np.testing.assert_allclose(res.scores, expected)
-    assert res.threshold == 0.0 and np.mean(res.scores[bad] < 0) > 0.5
+    assert np.mean(res.scores[bad] < 0) > 0.5
+    if score == "mean_logp":
+        assert res.threshold == 0.0  # "auto" on a signed score
+    else:  # "auto" for poe_knn: as many as cleanlab counts on the product of experts' probabilities
+        from cleanlab.count import num_label_issues
+        from scipy.special import softmax
+
+        from sei.neighbors import knn_label_frequencies
+
+        q = knn_label_frequencies(noisy, sei.knn_indices(x, 20), 3, smoothing=1.0)
+        probs = softmax(res.recorder.fusion_input("poe_knn") + np.log(q), axis=1)
+        assert res.mislabeled.sum() == num_label_issues(noisy, probs) > 0
+        assert res.scores[res.mislabeled].max() < res.threshold <= res.scores[~res.mislabeled].min()
 
 
 @pytest.mark.parametrize("k", [4, 100])  # the column loop and the row reductions

@@ -36,7 +36,9 @@ def test_planted_noise_ranks_first_and_is_flagged():
     res = _fit(x, noisy, epochs=20)
     assert np.isfinite(res.scores).all() and len(res.aux_indices) == 0  # default: every sample scored
     assert roc_auc_score(is_bad, -res.scores) > 0.95
-    assert res.threshold == 0.0  # "auto" on a signed score
+    # "auto" with features: poe_knn and the "cl_count" cutoff (the lowest scores, as many as cleanlab counts)
+    assert res.score_name == "poe_knn" and res.mislabeled.sum() < len(noisy) / 2
+    assert res.scores[res.mislabeled].max() < res.threshold <= res.scores[~res.mislabeled].min()
     assert is_bad[res.mislabeled].mean() > 0.7 and res.mislabeled[is_bad].mean() > 0.8
     paper = _fit(x, noisy, epochs=20, threshold="aux_mean")  # the paper: aux class + its mean SEI
     ok = np.isfinite(paper.scores)

@@ -11,7 +11,7 @@ import numpy as np
 from ..constants import EPS
 from ..scores import SCORES
 from ..recorder import SEIRecorder
-from ..thresholds import compute_threshold, flag_issues
+from ..thresholds import compute_threshold, flag_issues, needs_count
 
 __all__ = ["TrainResult", "finish", "neighbour_search"]
 
@@ -108,24 +108,29 @@ def finish(rec, cfg, *, k, aux_indices, labels_used, metrics, features, skipped,
     ``neighbours``: the :func:`neighbour_search` started on the same ``features``, if any."""
     score = cfg.score
     spec = SCORES[score]
+    num_issues = None
     if spec.needs_features:  # neighbour labels in the features trained on (never with aux samples)
-        from ..neighbors import feature_score
+        from ..neighbors import feature_issue_count, feature_score, knn_indices
 
         raw = np.full(rec.num_samples, np.nan)
         ok = _scored_rows(features)
         dyn = rec.fusion_input(score)
         dyn = None if dyn is None else dyn[ok]
-        if neighbours is None:
-            raw[ok] = feature_score(score, dyn, labels_used[ok], features[ok], num_classes=rec.num_classes)
-        else:
-            raw[ok] = feature_score(score, dyn, labels_used[ok], neighbors=neighbours.result(),
-                                    num_classes=rec.num_classes)
+        nb = knn_indices(features[ok]) if neighbours is None else neighbours.result()
+        raw[ok] = feature_score(score, dyn, labels_used[ok], neighbors=nb, num_classes=rec.num_classes)
+        if needs_count(cfg.threshold, score):  # counted on the scored samples that are not auxiliary
+            counted = np.ones(rec.num_samples, bool)
+            counted[aux_indices] = False
+            num_issues = feature_issue_count(score, dyn, labels_used[ok], neighbors=nb, num_classes=rec.num_classes,
+                                             rows=counted[ok])
     else:
         raw = rec.scores(score)
     scores = raw.copy()
     scores[aux_indices] = np.nan
-    th = compute_threshold(raw, cfg.threshold, aux_indices=aux_indices if aux_indices.size else None,
-                           score_name=score)
+    # the count cutoff ranks the scored samples that are not auxiliary (the others are never flagged)
+    th = compute_threshold(scores if num_issues is not None else raw, cfg.threshold,
+                           aux_indices=aux_indices if aux_indices.size else None, score_name=score,
+                           num_issues=num_issues)
     mislabeled = flag_issues(scores, th)
     probs, pred, conf = _predictions(rec, k)
     return TrainResult(scores=scores, mislabeled=mislabeled, threshold=float(th), score_name=score, recorder=rec,

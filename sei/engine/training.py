@@ -129,9 +129,11 @@ def train(inputs, labels, *, class_names=None, model=DEFAULT_MODEL, pretrained=N
         auxiliary threshold or below 21 samples; ``benchmarks/results/defaults.md`` lists the
         cells each won and lost.
     threshold : "auto" | str | float
-        Passed to :func:`sei.compute_threshold` ("auto": zero for signed scores such as
-        SEI, a two-component GMM otherwise); "aux_mean" is the paper's cutoff (the mean
-        score of the auxiliary samples), "aux_quantile" AUM's.
+        Passed to :func:`sei.compute_threshold` ("auto": "cl_count" for "poe_knn", i.e. as
+        many of the lowest-scored samples as confident learning counts on its own class
+        probabilities; zero for other signed scores such as SEI; a two-component GMM
+        otherwise); "aux_mean" is the paper's cutoff (the mean score of the auxiliary
+        samples), "aux_quantile" AUM's.
     sample_weights : None | array (N,) | object with ``.weights`` and ``.update(losses)``
         Per-sample loss weights; an object is updated after every epoch with that
         epoch's (N,) per-sample losses.
