@@ -96,6 +96,18 @@ for e in range(epochs):
         ref.end_epoch()
     out["epoch"].append({"update_s": t_up, "end_epoch_s": t_end, "logsumexp_s": t_lse, "peak": rss("VmHWM")})
 reset_peak()
+import sei.thresholds as _th  # the cl_count cutoff's count, timed where the default's scoring calls it
+_count = _th.estimate_num_issues
+
+
+def _timed_count(*a, **kw):
+    t = time.perf_counter()
+    got = _count(*a, **kw)
+    out["count_s"] = time.perf_counter() - t
+    return got
+
+
+_th.estimate_num_issues = _timed_count
 t0 = time.perf_counter()
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -116,6 +128,12 @@ if ref is not None:  # the sketch's poe_knn against the exact one, on the same n
     me, ms = detection_metrics(exact < 0, exact, flip), detection_metrics(low < 0, low, flip)
     out["dense"] = {"auroc_exact": me["auroc"], "auroc_sketch": ms["auroc"], "f1_exact": me["f1"], "f1_sketch": ms["f1"],
                     "exact_share": float(is_exact.mean()), "max_gap": float(np.max(exact - low))}
+    from sei.neighbors import feature_issue_count  # the cl_count cutoff's count, exact and from the sketch
+    out["dense"]["count_exact"] = feature_issue_count("poe_knn", ref.fusion_input("poe_knn"), labels, neighbors=nb,
+                                                      num_classes=k)
+    out["dense"]["count_sketch"] = feature_issue_count("poe_knn", rec.fusion_input("poe_knn"), labels, neighbors=nb,
+                                                       num_classes=k)
+    out["dense"]["flipped"] = int(flip.sum())
 print("RESULT " + json.dumps(out))
 """
 
@@ -145,7 +163,8 @@ def report(rows) -> str:
         lines.append(
             f"| {r['n']:,} x {r['k']:,} | {r['top_k']} | {r['recorder_bytes'] / gb:.2f} GB "
             f"({r.get('sketch_bytes', 0) / gb:.2f} GB) | {up:.1f} s | {lse:.1f} s | {up / lse:.2f}x | {peak / gb:.2f} GB | "
-            f"`{r.get('score', 'aum_prob_knn')}` | {r['score_s']:.0f} s | "
+            f"`{r.get('score', 'aum_prob_knn')}` | {r['score_s']:.0f} s"
+            + (f" (count {r['count_s']:.0f} s)" if "count_s" in r else "") + " | "
             f"{(r['score_peak'] - r['features_bytes']) / gb:.2f} GB | "
             f"{r['precision']:.2f} / {r['recall']:.2f} / {r['f1']:.2f} |")
     dense = [r for r in rows if "dense" in r]
@@ -153,12 +172,14 @@ def report(rows) -> str:
         lines += ["", "The sketch's `poe_knn` against the exact one (`--dense-check`: a recorder with the (N, K) sums "
                   "fed the same updates, the same neighbours):", "",
                   "| N x K, dynamics | AUROC exact | AUROC from the sketch | F1 exact (cutoff 0) | F1 from the sketch | "
-                  "samples marked exact | largest score gap |", "|---|---:|---:|---:|---:|---:|---:|"]
+                  "samples marked exact | largest score gap | `cl_count` count exact / from the sketch / flipped |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
         for r in dense:
             d = r["dense"]
             lines.append(f"| {r['n']:,} x {r['k']:,}, {r.get('dynamics', 'persistent')} | {100 * d['auroc_exact']:.2f} | {100 * d['auroc_sketch']:.2f} | "
                          f"{100 * d['f1_exact']:.2f} | {100 * d['f1_sketch']:.2f} | {d['exact_share']:.3f} | "
-                         f"{d['max_gap']:.3f} |")
+                         f"{d['max_gap']:.3f} | " + (f"{d['count_exact']:,} / {d['count_sketch']:,} / {d['flipped']:,} |"
+                                                     if "count_exact" in d else "- |"))
     return "\n".join(lines)
 
 

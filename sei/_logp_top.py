@@ -211,6 +211,25 @@ class LogProbTop:
         return out
 
 
+class SparseRows:
+    """Rows of K per-class values stored sparsely: ``values[i, s]`` for class ``classes[i, s]``
+    (-1: an empty slot, its value ignored; each class at most once per row) and ``rest[i]`` for
+    every class not listed. What :meth:`LogProbMeans.sparse_rows` (and the product of experts on
+    it) gives, and :func:`sei.thresholds.estimate_num_issues` counts on, in O(n s) instead of
+    O(n K)."""
+
+    def __init__(self, classes, values, rest, num_classes):
+        self.classes, self.values, self.rest = classes, values, rest
+        self.num_classes = int(num_classes)
+
+    def dense(self) -> np.ndarray:
+        """The (n, K) array (for tests and small K)."""
+        out = np.repeat(np.asarray(self.rest, np.float64)[:, None], self.num_classes, axis=1)
+        r, c = np.nonzero(self.classes >= 0)
+        out[r, self.classes[r, c]] = self.values[r, c]
+        return out
+
+
 class LogProbMeans:
     """Bounds of each sample's mean log-probabilities (:meth:`LogProbTop.means`): what a
     recorder with the sketch gives for ``"mean_logp"`` and passes to ``"poe_knn"`` in place of
@@ -245,36 +264,31 @@ class LogProbMeans:
                 f"{int(self.trained_labels[i])}). Pass the trained labels, or create the recorder with top_k=None "
                 "to keep every class.")
 
-    def rows(self, sl) -> np.ndarray:
-        """(n, K) float64 mean log-probabilities of the rows ``sl`` (a slice) as the sketch knows
-        them: the tracked classes' means and the trained label's exact mean; every other class
+    def sparse_rows(self, sl) -> "SparseRows":
+        """The mean log-probabilities of the rows ``sl`` (a slice) as the sketch knows them, in
+        O(n j): the tracked classes' means and the trained label's exact mean; every other class
         shares what is left, ``log((1 - sum of the known exp(means)) / (number of others))``
         (geometric means of probabilities sum to at most 1), capped at its bound (the floor, an
         upper bound of its mean); NaN rows where unseen. What a reader that needs whole rows
-        takes in place of the exact means (the ``"cl_count"`` cutoff); exact where every class
-        is tracked."""
+        takes in place of the exact means (the ``"cl_count"`` cutoff); exact where every class is
+        tracked."""
         a = self.top.arrays
         cls, sums = a["classes"][sl].astype(np.int64), a["sums"][sl]
         t = self.epochs[sl]
-        n, k = cls.shape[0], self.num_classes
         seen = (t > 0) & (cls[:, 0] >= 0)
         tt = np.where(seen, t, 1.0)
-        known = np.zeros((n, k), bool)
-        out = np.zeros((n, k))
-        r, c = np.nonzero(cls >= 0)
-        out[r, cls[r, c]] = sums[r, c] / tt[r]
-        known[r, cls[r, c]] = True
         y = self.trained_labels[sl]
-        has = np.flatnonzero(y >= 0)
-        out[has, y[has]] = a["label"][sl][has] / tt[has]
-        known[has, y[has]] = True
+        own = a["label"][sl] / tt
+        cls = np.where(cls == y[:, None], -1, cls)  # the label's exact mean, once, in its own column
+        classes = np.concatenate([cls, np.where(y >= 0, y, -1)[:, None]], axis=1)
+        values = np.concatenate([sums / tt[:, None], own[:, None]], axis=1)
+        values = np.where(classes >= 0, values, -np.inf)
         with np.errstate(divide="ignore"):
-            left = np.maximum(1.0 - np.where(known, np.exp(out), 0.0).sum(axis=1), 0.0)
-            others = np.maximum(k - known.sum(axis=1), 1)
-            share = np.minimum(np.log(left / others), a["floor"][sl] / tt)
-        out = np.where(known, out, share[:, None])
-        out[~seen] = np.nan
-        return out
+            left = np.maximum(1.0 - np.exp(values).sum(axis=1), 0.0)
+            others = np.maximum(self.num_classes - (classes >= 0).sum(axis=1), 1)
+            rest = np.minimum(np.log(left / others), a["floor"][sl] / tt)
+        values[~seen], rest[~seen] = np.nan, np.nan
+        return SparseRows(classes, values, rest, self.num_classes)
 
     def margin(self, labels: np.ndarray, shares=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(score, exact, upper)``, each (N,): the margin ``r(y) - max_{c != y} r(c)`` read from

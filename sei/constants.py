@@ -21,7 +21,8 @@ DEFAULT_SCORE = "aum_prob"
 
 #: Score of ``score="auto"`` with features (``features=`` / ``neighbors=`` given; ``sei.train`` on
 #: embeddings or frozen images): the product of experts of the epoch-averaged log-probabilities and
-#: the neighbours' label shares (the benchmark's ``"poe"``), zero cutoff; the same rule's choice among
+#: the neighbours' label shares (the benchmark's ``"poe"``; its ``"auto"`` cutoff is
+#: :data:`AUTO_THRESHOLDS`' ``"cl_count"`` since issue #22, zero before); the same rule's choice among
 #: all candidates (``benchmarks/results/defaults.json`` ``with_features``; cells won and lost:
 #: ``benchmarks/results/defaults_choice.md``). A recorder that did not keep the per-class
 #: log-probabilities it needs falls back, with a warning, to :data:`DEFAULT_STREAMING_FEATURE_SCORE`;

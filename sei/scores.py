@@ -49,7 +49,7 @@ import numpy as np
 from .constants import (AUTO_SCORE, DEFAULT_FEATURE_SCORE, DEFAULT_STREAMING_FEATURE_SCORE, EPS,
                         MIN_SAMPLES_FOR_NEIGHBOURS, default_score, is_aux_threshold)
 from ._latest import largest
-from ._logp_top import LogProbMeans
+from ._logp_top import LogProbMeans, SparseRows
 from .entropy import row_entropy, signed_row_entropy
 
 __all__ = ["Batch", "REDUCTIONS", "SCORES", "Score", "Statistic", "get", "names", "register_score", "resolve_score",
@@ -411,12 +411,23 @@ def _product_of_experts(mean_log_probs, shares, labels):
 
 
 def _poe_rows(mean_log_probs, shares, sl):
-    """(n, K) log-probabilities of the product of experts for the rows ``sl``: the mean
-    log-probabilities (a top-k recorder's: :meth:`sei._logp_top.LogProbMeans.rows`) plus the log
-    of the neighbours' smoothed label shares."""
-    m = mean_log_probs.rows(sl) if isinstance(mean_log_probs, LogProbMeans) else \
-        np.asarray(mean_log_probs[sl], dtype=np.float64)
-    return m + np.log(shares.rows(sl))
+    """Log-probabilities of the product of experts for the rows ``sl``: the mean log-probabilities
+    plus the log of the neighbours' smoothed label shares; (n, K), or from a top-k recorder's
+    bounds (:meth:`sei._logp_top.LogProbMeans.sparse_rows`) a :class:`sei._logp_top.SparseRows`
+    listing the tracked classes, the label and the neighbours' labels (O(n (j + k)), never (n, K))."""
+    if not isinstance(mean_log_probs, LogProbMeans):
+        return np.asarray(mean_log_probs[sl], dtype=np.float64) + np.log(shares.rows(sl))
+    m = mean_log_probs.sparse_rows(sl)
+    nl = shares.neighbour_labels[sl]
+    classes = np.sort(np.concatenate([m.classes, nl], axis=1), axis=1)
+    classes[:, 1:][classes[:, 1:] == classes[:, :-1]] = -1  # each class once
+    known = classes[:, :, None] == m.classes[:, None, :]
+    mean = np.where(known.any(axis=2), np.where(known, m.values[:, None, :], -np.inf).max(axis=2), m.rest[:, None])
+    log_d = np.log(shares.denominator)
+    with np.errstate(divide="ignore"):
+        log_q = np.log((classes[:, :, None] == nl[:, None, :]).sum(axis=2) + shares.smoothing) - log_d
+        rest = m.rest + np.log(shares.smoothing) - log_d
+    return SparseRows(classes, np.where(classes >= 0, mean + log_q, -np.inf), rest, m.num_classes)
 
 
 _FUSE_ROWS = 8192

@@ -180,15 +180,17 @@ _COUNT_ROWS = 8192
 def estimate_num_issues(labels, class_log_probs, *, num_samples=None, rows=None) -> int:
     """Confident learning's count of label issues, ``cleanlab.count.num_label_issues(labels,
     pred_probs)`` with its default ``"off_diagonal"`` estimate and ``pred_probs`` the softmax of
-    ``class_log_probs``, computed over blocks of rows: O(K^2) memory beyond one (8192, K) block,
-    so it runs where the (N, K) probabilities never exist at once (1e6 samples x 1,000 classes).
+    ``class_log_probs``, computed over blocks of rows: O(K) memory beyond one block, so it runs
+    where the (N, K) probabilities never exist at once (1e6 samples x 1,000 classes).
 
     Parameters
     ----------
     labels : array-like of int, shape (N,)
     class_log_probs : np.ndarray or callable
         (N, K) unnormalised log-probabilities, or ``f(slice) -> (n, K)`` for a block of rows (with
-        ``num_samples``). NaN rows (samples never seen) are left out.
+        ``num_samples``); the block may be a :class:`sei._logp_top.SparseRows` (a few listed
+        classes per row, one value for the rest: O(n s), never (n, K)). NaN rows (samples never
+        seen) are left out.
     rows : array-like of bool, shape (N,), optional
         Count these rows only (e.g. not the auxiliary samples).
 
@@ -198,16 +200,14 @@ def estimate_num_issues(labels, class_log_probs, *, num_samples=None, rows=None)
 
     Notes
     -----
-    Two passes over the rows: the per-class thresholds (the mean probability of class k among the
-    samples labelled k), then each row is an issue when some class reaches its threshold, the
-    confident guess differs from the label and so does the prediction
-    (``cleanlab.count.compute_confident_joint`` per block with the thresholds of the whole set).
-    A test checks the count equal to cleanlab's on the whole array.
+    Two passes over the rows. First the per-class thresholds: the mean probability of class k
+    among the samples labelled k (2 for a class nobody carries, clipped below as cleanlab does).
+    Then cleanlab's rule per row, in closed form: with ``n`` classes at or above their threshold
+    (within 1e-6), a row is an issue when ``n >= 1``, some other class beats the label by more than
+    1e-6 (``_reduce_issues``), and either ``n > 1`` (the guess is the argmax) or the label is not
+    among them (the guess is the one confident class). Tests check the count equal to cleanlab's.
     """
-    from cleanlab.count import compute_confident_joint
     from cleanlab.internal.constants import CONFIDENT_THRESHOLDS_LOWER_BOUND, FLOATING_POINT_COMPARISON
-
-    from .entropy import softmax
 
     labels = check_labels(labels)
     if callable(class_log_probs):
@@ -228,34 +228,85 @@ def estimate_num_issues(labels, class_log_probs, *, num_samples=None, rows=None)
     def blocks():
         for start in range(0, num_samples, _COUNT_ROWS):
             sl = slice(start, start + _COUNT_ROWS)
-            lp = np.asarray(block(sl), dtype=np.float64)
-            ok = use[sl] & np.isfinite(lp).any(axis=1) & ~np.isnan(lp).any(axis=1)
-            if ok.any():
-                yield labels[sl][ok], softmax(lp[ok], axis=1)
+            got = _Probs(block(sl), labels[sl], use[sl])
+            if got.n:
+                yield got
 
     sums = counts = None
-    for y, p in blocks():
+    for b in blocks():
         if sums is None:
-            k = p.shape[1]
+            k = b.num_classes
             check_labels(labels[use], num_classes=k)
             sums, counts = np.zeros(k), np.zeros(k)
-        sums += np.bincount(y, weights=p[np.arange(y.size), y], minlength=k)
-        counts += np.bincount(y, minlength=k)
+        sums += np.bincount(b.y, weights=b.p_label, minlength=k)
+        counts += np.bincount(b.y, minlength=k)
     if sums is None:
         return 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        thresholds = np.where(counts > 0, sums / np.maximum(counts, 1), 2.0)  # cleanlab: 2 for absent classes
+    thresholds = np.where(counts > 0, sums / np.maximum(counts, 1), 2.0)
     thresholds = np.clip(thresholds, CONFIDENT_THRESHOLDS_LOWER_BOUND, None)
     total = 0
-    for y, p in blocks():
-        _, off = compute_confident_joint(y, p, thresholds=thresholds, calibrate=False,
-                                         return_indices_of_off_diagonals=True)
-        off = np.asarray(off, np.int64)
-        if off.size:
-            q = p[off]
-            q[np.arange(off.size), y[off]] += FLOATING_POINT_COMPARISON
-            total += int((q.argmax(axis=1) != y[off]).sum())
+    for b in blocks():
+        n_conf, label_conf = b.confident(thresholds - 1e-6)
+        beaten = b.other_max > b.p_label + FLOATING_POINT_COMPARISON
+        total += int(np.count_nonzero((n_conf >= 1) & beaten & ((n_conf > 1) | ~label_conf)))
     return total
+
+
+class _Probs:
+    """One block of :func:`estimate_num_issues`: the softmax of dense (n, K) or
+    :class:`~sei._logp_top.SparseRows` log-probabilities over the rows kept (``use``, not NaN)."""
+
+    def __init__(self, lp, y, use):
+        from ._logp_top import SparseRows
+
+        self.sparse = isinstance(lp, SparseRows)
+        if self.sparse:
+            self.num_classes = lp.num_classes
+            ok = use & ~np.isnan(lp.rest) & ~np.isnan(np.where(lp.classes >= 0, lp.values, 0.0)).any(axis=1)
+            cls, rest, y = lp.classes[ok], lp.rest[ok], y[ok]
+            vals = np.where(cls >= 0, lp.values[ok], -np.inf)
+            n_rest = self.num_classes - (cls >= 0).sum(axis=1)
+            with np.errstate(divide="ignore"):
+                rest_lse = np.where(n_rest > 0, np.log(np.maximum(n_rest, 1)) + rest, -np.inf)
+            top = np.maximum(vals.max(axis=1, initial=-np.inf), rest_lse)
+            log_z = top + np.log(np.exp(vals - top[:, None]).sum(axis=1) + np.exp(rest_lse - top))
+            self.cls, self.p = cls, np.where(cls >= 0, np.exp(vals - log_z[:, None]), 0.0)
+            self.p_rest = np.where(n_rest > 0, np.exp(rest - log_z), 0.0)
+            self.n_rest = n_rest
+            at = cls == y[:, None]
+            listed = at.any(axis=1)
+            self.p_label = np.where(listed, np.where(at, self.p, 0.0).sum(axis=1), self.p_rest)
+            others = np.where(at | (cls < 0), -np.inf, self.p).max(axis=1, initial=-np.inf)
+            rest_other = np.where(n_rest - ~listed > 0, self.p_rest, -np.inf)
+            self.other_max = np.maximum(others, rest_other)
+            self._at, self._listed = at, listed
+        else:
+            lp = np.asarray(lp, dtype=np.float64)
+            self.num_classes = lp.shape[1]
+            ok = use & ~np.isnan(lp).any(axis=1) & np.isfinite(lp).any(axis=1)
+            from .entropy import softmax
+
+            self.p, y = softmax(lp[ok], axis=1), y[ok]
+            idx = np.arange(y.size)
+            self.p_label = self.p[idx, y]
+            others = self.p.copy()
+            others[idx, y] = -np.inf
+            self.other_max = others.max(axis=1, initial=-np.inf)
+        self.y, self.n = y, y.size
+
+    def confident(self, floor):
+        """(number of classes with p >= floor[class], whether the label is one of them) per row."""
+        if not self.sparse:
+            conf = self.p >= floor
+            return conf.sum(axis=1), conf[np.arange(self.n), self.y]
+        listed = (self.cls >= 0) & (self.p >= floor[np.maximum(self.cls, 0)])
+        # classes not listed, at the row's rest value: all classes under it minus the listed ones
+        order = np.sort(floor)
+        under = np.searchsorted(order, self.p_rest, side="right")
+        under_listed = ((self.cls >= 0) & (floor[np.maximum(self.cls, 0)] <= self.p_rest[:, None])).sum(axis=1)
+        rest_conf = np.where(self.n_rest > 0, under - under_listed, 0)
+        label_conf = np.where(self._listed, (listed & self._at).any(axis=1), floor[self.y] <= self.p_rest)
+        return listed.sum(axis=1) + rest_conf, label_conf
 
 
 def flag_issues(scores, threshold) -> np.ndarray:

@@ -28,6 +28,29 @@ def test_the_blockwise_count_equals_cleanlabs_num_label_issues(seed, monkeypatch
     assert got == num_label_issues(y, softmax(lp, axis=1))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_sparse_rows_count_as_their_dense_array(seed, monkeypatch):
+    """A block listing a few classes per row and one value for the rest (the top-k recorder's product
+    of experts) counts as cleanlab does on the (N, K) array it stands for."""
+    from sei._logp_top import SparseRows
+
+    rng = np.random.default_rng(seed)
+    n, k, s = int(rng.integers(100, 1500)), int(rng.integers(3, 40)), int(rng.integers(1, 6))
+    y = rng.integers(0, k, n)
+    classes = np.stack([rng.choice(k, s, replace=False) for _ in range(n)])
+    classes[:, 0] = np.where(rng.random(n) < 0.9, y, classes[:, 0])  # the label listed in most rows
+    classes[:, 1:][classes[:, 1:] == classes[:, :1]] = -1  # each class once per row
+    classes[rng.random((n, s)) < 0.2] = -1
+    values = rng.normal(size=(n, s)) * 3 + 1
+    rest = rng.normal(size=n) - 2
+    rows = SparseRows(classes, values, rest, k)
+    dense = rows.dense()
+    monkeypatch.setattr(thresholds, "_COUNT_ROWS", int(rng.integers(50, 400)))
+    want = num_label_issues(y, softmax(dense, axis=1))
+    assert estimate_num_issues(y, lambda sl: SparseRows(classes[sl], values[sl], rest[sl], k), num_samples=n) == want
+    assert estimate_num_issues(y, dense) == want
+
+
 def test_nan_rows_are_left_out_and_nothing_counted_is_zero():
     rng = np.random.default_rng(0)
     lp, y = rng.normal(size=(300, 4)) * 3, rng.integers(0, 4, 300)
@@ -131,7 +154,7 @@ def test_the_sketch_reads_whole_rows_near_the_exact_means():
         for r in (top, every):
             r.end_epoch()
     exact = every.fusion_input("poe_knn")
-    rows = top.fusion_input("poe_knn").rows(slice(None))
+    rows = top.fusion_input("poe_knn").sparse_rows(slice(None)).dense()
     np.testing.assert_allclose(rows[np.arange(n), labels], exact[np.arange(n), labels], atol=1e-9)
     assert np.all(np.exp(rows).sum(axis=1) <= 1 + 1e-9)
     nb = knn_indices(rng.normal(size=(n, 3)), 20)

@@ -78,7 +78,10 @@ def test_the_auxiliary_rule_and_the_threshold_check_have_one_home():
 
     assert set(AUX_THRESHOLDS) <= set(THRESHOLD_METHODS)
     for t in THRESHOLD_METHODS + (0.5,):
-        assert TrainConfig(threshold=t, score="sei").uses_aux == uses_auxiliary(t) == is_aux_threshold(t)
+        score = "poe_knn" if t == "cl_count" else "sei"  # the count needs a score's own class probabilities
+        assert TrainConfig(threshold=t, score=score).uses_aux == uses_auxiliary(t) == is_aux_threshold(t)
+    with pytest.raises(ValueError, match="class probabilities"):
+        TrainConfig(threshold="cl_count", score="sei")
     assert not is_aux_threshold("aux_other") and [t for t in THRESHOLD_METHODS if is_aux_threshold(t)] == list(
         AUX_THRESHOLDS)
     for bad in ("median", "aux_other", True, None):
