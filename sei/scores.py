@@ -419,15 +419,36 @@ def _poe_rows(mean_log_probs, shares, sl):
         return np.asarray(mean_log_probs[sl], dtype=np.float64) + np.log(shares.rows(sl))
     m = mean_log_probs.sparse_rows(sl)
     nl = shares.neighbour_labels[sl]
-    classes = np.sort(np.concatenate([m.classes, nl], axis=1), axis=1)
-    classes[:, 1:][classes[:, 1:] == classes[:, :-1]] = -1  # each class once
-    known = classes[:, :, None] == m.classes[:, None, :]
-    mean = np.where(known.any(axis=2), np.where(known, m.values[:, None, :], -np.inf).max(axis=2), m.rest[:, None])
+    n, j = m.classes.shape
+    width = j + nl.shape[1]
+    # Each row's listed classes (tracked, label, neighbours' labels) sorted, then one segment per
+    # class: its neighbour count and its mean (the rest's where the sketch does not list it).
+    cls = np.concatenate([m.classes, nl], axis=1)
+    order = np.argsort(cls, axis=1, kind="stable")
+    cls = np.take_along_axis(cls, order, axis=1).ravel()
+    from_m = (order < j).ravel()
+    val = np.take_along_axis(np.concatenate([m.values, np.zeros(nl.shape)], axis=1), order, axis=1).ravel()
+    pos = np.arange(cls.size)
+    starts = np.flatnonzero((pos % width == 0) | (cls != np.roll(cls, 1)))
+    seg_cls, seg_row = cls[starts], starts // width
+    keep = seg_cls >= 0
+    has_m = np.add.reduceat(from_m.astype(np.int64), starts)
+    mean = np.maximum.reduceat(np.where(from_m, val, -np.inf), starts)
+    count = np.add.reduceat((~from_m).astype(np.int64), starts)
+    seg_cls, seg_row, has_m, mean, count = seg_cls[keep], seg_row[keep], has_m[keep], mean[keep], count[keep]
+    first = np.r_[True, seg_row[1:] != seg_row[:-1]]
+    idx = np.arange(seg_row.size)
+    rank = idx - np.maximum.accumulate(np.where(first, idx, 0))
     log_d = np.log(shares.denominator)
     with np.errstate(divide="ignore"):
-        log_q = np.log((classes[:, :, None] == nl[:, None, :]).sum(axis=2) + shares.smoothing) - log_d
+        log_q = np.log(count + shares.smoothing) - log_d
         rest = m.rest + np.log(shares.smoothing) - log_d
-    return SparseRows(classes, np.where(classes >= 0, mean + log_q, -np.inf), rest, m.num_classes)
+    used = int(rank.max()) + 1 if rank.size else 1  # the most classes any row of the block lists
+    classes = np.full((n, used), -1, np.int64)
+    values = np.full((n, used), -np.inf)
+    classes[seg_row, rank] = seg_cls
+    values[seg_row, rank] = np.where(has_m > 0, mean, m.rest[seg_row]) + log_q
+    return SparseRows(classes, values, rest, m.num_classes)
 
 
 _FUSE_ROWS = 8192
