@@ -16,6 +16,7 @@ import numpy as np
 import sei
 from benchmarks.detection_core import rank01
 from sei import SEIRecorder, compute_threshold
+from sei.constants import is_aux_threshold
 from sei.metrics import detection_metrics
 
 
@@ -55,7 +56,7 @@ def method_table(hist_logits, labels_run, aux, *, neighbours=None, cl=None, temp
     def add(name, score_name, thr, score=None, extra=0.0):
         t = time.time()
         s = rec.scores(score_name) if score is None else score
-        if isinstance(thr, str) and thr.startswith("aux") and not has_aux:
+        if is_aux_threshold(thr) and not has_aux:
             return
         if isinstance(thr, str) and thr.startswith("aux_q"):
             th = compute_threshold(s, "aux_quantile", aux_indices=aux, quantile=0.99)

@@ -201,7 +201,7 @@ def cell_a(name, tag, encoder, x, y, is_mis, seed, names, nb):
     methods.update(fp)
     # CL's 5 folds trained once per label set (seed 0) and shared by the seeds: 5 more runs per cell do
     # not fit the shared CPU
-    cl_probs = _cached(f"cl_kfold_{name}_{encoder}_{tag}", lambda: _kfold(y, x, k, 0))
+    cl_probs = _cached(cl_cache_key(name, encoder, tag), lambda: _kfold(y, x, k, 0))
     methods["CL (5-fold)"] = harness.confident_learning(y, cl_probs)
     res = {m: _metrics(f, s, is_mis, valid) for m, (s, f) in methods.items()}
     poe = (r.recorder.fusion_input("poe_knn"), y, nb[:, :20], k)
@@ -209,7 +209,12 @@ def cell_a(name, tag, encoder, x, y, is_mis, seed, names, nb):
             for c in CUTOFFS}
     return {"regime": "a", "data": name, "labels": tag, "encoder": encoder, "seed": seed, "n": int(valid.sum()),
             "noise": float(is_mis[valid].mean()), "score": r.score_name, "deep_knn_k": int(dk),
-            "methods": res, "cutoffs": cuts, "seconds": {"run": t_run, "cell": time.time() - t0}}
+            "methods": res, "cutoffs": cuts, "cl": "fit_head", "seconds": {"run": t_run, "cell": time.time() - t0}}
+
+
+def cl_cache_key(name, encoder, tag):
+    """Cache name of CL's 5-fold probabilities in regime a (folds by ``fit_head``; seed 0 per label set)."""
+    return f"cl_kfold_fit_head_{name}_{encoder}_{tag}"
 
 
 def cell_b(name, tag, encoder, images, x, y, is_mis, seed):

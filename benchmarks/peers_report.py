@@ -59,6 +59,10 @@ def write_report(cells, path=None):
                     f"{len(cells)} cells were measured while the library cut at zero; their default row is that run's ranking "
                     "(AUROC, AUPRC) with its `cl_count_poe` cutoff row (F1, precision, recall), the same count the library "
                     "now takes (`benchmarks.peers_report.with_default`)."]
+    stale = sorted(k for k, c in cells.items() if c["regime"] == "a" and c.get("cl") != "fit_head")
+    L[-1:-1] = ["", "CL's regime a folds are the default's linear head trained by the engine's `fit_head` "
+                "(`benchmarks/peers_cl.py` refit the cells measured before)"
+                + (f"; not yet in {len(stale)} cells: {', '.join(stale)}." if stale else ", in every cell.")]
     n_head = len(L)
     summary = ["## Default vs best peer per cell group", "",
                "| regime | data | labels | encoder | seeds | default AUROC | best peer AUROC | gap | default F1 | best peer F1 | gap |",

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from sei.constants import is_aux_threshold
+
 GOLDEN_PATH = os.path.join(os.path.dirname(__file__), "data", "scores_golden.npz")
 
 DYNAMICS = ("sei", "sei_mean", "ei", "se_last", "se_mid", "aum", "aum_prob", "signed_confidence", "loss",
@@ -68,7 +70,7 @@ def _cleanlab_outputs(out, tag, labels, source, features, aux, from_logits):
         out[f"{tag}/quality/{name}"] = get_label_quality_scores(labels, source, method=name, features=feats, **kw)
         thresholds = ("auto",) + (("aux_mean", "aux_quantile") if aux is not None else ())
         for th in thresholds:
-            if aux is not None and name in NEIGHBOURS and th.startswith("aux"):
+            if aux is not None and name in NEIGHBOURS and is_aux_threshold(th):
                 continue
             mask = find_label_issues(labels, source, score=name, threshold=th, threshold_samples=aux,
                                      features=feats, **kw)
