@@ -333,7 +333,8 @@ class Score:
         shares are taken (:func:`sei.neighbors.knn_label_frequencies`).
     class_log_probs : callable, optional
         Neighbour scores whose margin is read from class log-probabilities: ``(dynamics, shares,
-        rows slice) -> (n, K)`` unnormalised log-probabilities of those rows, the score's own
+        rows slice) ->`` the unnormalised log-probabilities of those rows, (n, K) or a
+        :class:`sei._logp_top.SparseRows` (from a top-k recorder's sketch), the score's own
         class probabilities after a softmax (what the ``"cl_count"`` cutoff counts on).
     """
 
