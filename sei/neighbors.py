@@ -415,13 +415,10 @@ def feature_issue_count(name, dynamics_scores, labels, *, neighbors, num_classes
     mean log-probabilities plus the log of the neighbours' shares), over ``rows`` (a boolean mask;
     default all): the ``num_issues`` of the ``"cl_count"`` cutoff
     (:func:`sei.thresholds.estimate_num_issues`). Arguments as :func:`feature_score`."""
-    from .thresholds import estimate_num_issues
+    from .thresholds import check_count_score, estimate_num_issues
 
+    check_count_score("cl_count", name)
     score = _scores.get(name, needs_features=True)
-    if score.class_log_probs is None:
-        have = [n for n, s in _scores.SCORES.items() if s.class_log_probs is not None]
-        raise ValueError(f"threshold='cl_count' counts on a score's own class probabilities, which {name!r} does not "
-                         f"have: use it with {', '.join(map(repr, have))}, or pick threshold='zero' or 'gmm'.")
     labels = check_labels(labels)
     dynamics_scores = _check_dynamics(name, score, dynamics_scores, labels.shape[0])
     if num_classes is None and len(dynamics_scores.shape) == 2:

@@ -56,6 +56,17 @@ def needs_count(method, score_name=None) -> bool:
     return isinstance(method, str) and method in COUNT_THRESHOLDS
 
 
+def check_count_score(method, score_name) -> None:
+    """A ValueError when ``method`` (as :func:`resolve_threshold` resolves it for ``score_name``) is a
+    count cutoff and the score has no class probabilities of its own to count on: the one home of
+    that rule (``TrainConfig``, ``sei_cleanlab``, :func:`sei.neighbors.feature_issue_count`)."""
+    if needs_count(method, score_name) and _scores.get(score_name).class_log_probs is None:
+        have = " or ".join(repr(n) for n, s in _scores.SCORES.items() if s.class_log_probs is not None)
+        raise ValueError(f"threshold={method!r} counts on a score's own class probabilities, which score "
+                         f"{score_name!r} does not have: use score={have} (or 'auto') with features, or threshold "
+                         "'zero', 'gmm' or a number.")
+
+
 def compute_threshold(scores, method="auto", *, aux_indices=None, quantile=AUX_QUANTILE, score_name=None, seed=0,
                       num_issues=None) -> float:
     """Cutoff below which a score flags a sample as mislabeled.

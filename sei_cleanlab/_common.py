@@ -55,10 +55,6 @@ class Scorer:
         """Confident learning's count of label issues on score ``name``'s class probabilities over
         ``rows`` (a boolean mask): the ``"cl_count"`` cutoff's ``num_issues``
         (:func:`sei.neighbors.feature_issue_count`)."""
-        if not scores.get(name).needs_features:
-            raise ValueError(f"threshold='cl_count' counts on a feature score's class probabilities ('poe_knn'); "
-                             f"score {name!r} reads the dynamics alone: pass features= and score='poe_knn', or "
-                             "pick threshold='zero' or 'gmm'.")
         fused = self.rec.fusion_input(name, labels=self._dyn_labels)
         return feature_issue_count(name, fused, self.labels, neighbors=self.neighbors(name),
                                    num_classes=self.rec.num_classes, rows=rows)

@@ -13,7 +13,7 @@ import numpy as np
 from sei import compute_threshold, flag_issues, scores
 from sei.constants import AUTO_SCORE, DEFAULT_THRESHOLD
 from sei.scores import resolve_score
-from sei.thresholds import needs_count
+from sei.thresholds import check_count_score, needs_count
 from sei.neighbors import DEFAULT_KNN_K
 from sei.validation import check_indices
 
@@ -110,6 +110,7 @@ def find_label_issues(
         )
     labels, rec = as_recorder(labels, pred_probs_history, from_logits=from_logits)
     score = resolve_score(score, features is not None or neighbors is not None, threshold, rec, rec.num_samples)
+    check_count_score(threshold, score)
     aux = None if threshold_samples is None else check_indices(threshold_samples, rec.num_samples, "threshold_samples")
     scorer = Scorer(rec, labels, features, knn_k, neighbors, trained_at=aux)
     raw = scorer(score)

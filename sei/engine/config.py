@@ -19,7 +19,7 @@ import numpy as np
 
 from ..validation import check_int_param, check_real_param, check_threshold
 from .. import scores as _scores
-from ..thresholds import needs_count, uses_auxiliary
+from ..thresholds import check_count_score, uses_auxiliary
 from ..constants import AUTO_SCORE, DEFAULT_MODEL, DEFAULT_THRESHOLD, HEAD_DEFAULTS, HEADS, is_aux_threshold, \
     resolve_head
 
@@ -40,14 +40,6 @@ def _choice(name, value, choices):
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}.")
     return value
-
-
-def _check_count(threshold, score):
-    """A count cutoff (``"cl_count"``) only for a score with its own class probabilities."""
-    if needs_count(threshold, score) and _scores.SCORES[score].class_log_probs is None:
-        raise ValueError(f"threshold={threshold!r} counts on the class probabilities of a feature score "
-                         f"('poe_knn'), which score {score!r} does not have: use score='poe_knn' (or 'auto') "
-                         "on frozen features or embeddings, or threshold 'auto', 'zero', 'gmm' or a number.")
 
 
 @dataclass
@@ -208,7 +200,7 @@ class TrainConfig:
         if spec.needs_features and is_aux_threshold(self.threshold):
             raise ValueError(f"score={self.score!r} mixes in the neighbours' labels, which the auxiliary samples do "
                              "not calibrate: use threshold 'auto', 'zero', 'gmm' or a number.")
-        _check_count(self.threshold, spec.name)
+        check_count_score(self.threshold, spec.name)
         if self.mode is not None:
             self.check_mode(self.mode)
         if self.transition_mask is not None and self.transition_matrix is None:
@@ -239,7 +231,7 @@ class TrainConfig:
         score = _scores.resolve_score(self.score, mode != "finetune", self.threshold, num_samples=num_samples)
         if num_samples is not None:  # the data is known: the score the run uses
             self.score = score
-        _check_count(self.threshold, score)
+        check_count_score(self.threshold, score)
         if mode == "finetune" and _scores.SCORES[score].needs_features:
             raise ValueError(f"score={score!r} compares labels in a fixed feature space: use mode 'frozen' or "
                              "'embeddings' (with return_features=True a finetune run returns its tower's "
