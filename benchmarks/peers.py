@@ -46,13 +46,13 @@ import sei  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks.detection_core import log  # noqa: E402
 from benchmarks.peers_cutoffs import CUTOFFS, cutoff_flags  # noqa: E402  (CUTOFFS: read by peers_report)
+from benchmarks.peers_data import (_cache, _cached, class_names, clean_split, evaluated,  # noqa: E402
+                                   features, label_sets)
 from sei.metrics import detection_metrics  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CELLS_JSON = RESULTS / "peers_cells.json"
 SEEDS = (0, 1, 2)
-#: Share of the samples given to Deep k-NN as its clean held-out set (left out of every evaluation).
-CLEAN_SHARE = 0.05
 #: Neighbours searched once per feature set for Deep k-NN (the largest k of its grid).
 KNN_MAX = max(harness.DEEP_KNN_GRID)
 
@@ -66,78 +66,10 @@ PEERS = ("AUM (aux 99%)", "AUM (zero, same run)", "CL (5-fold)", "Deep k-NN (maj
          "Datalab label issues (features)")
 
 
-def _cache():
-    d = Path(os.environ.get("SEI_PEERS_CACHE", ROOT / "benchmarks" / ".cache" / "peers"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def _cached(name, fn):
-    """``fn()`` (an array or a tuple of arrays) saved once as ``<name>.npz`` in the peers cache."""
-    p = _cache() / f"{name.replace('/', '_')}.npz"
-    if p.exists():
-        z = np.load(p)
-        out = tuple(z[f"a{i}"] for i in range(len(z.files)))
-        return out[0] if len(out) == 1 else out
-    got = fn()
-    arrs = got if isinstance(got, tuple) else (got,)
-    np.savez(p.with_suffix(".tmp.npz"), **{f"a{i}": a for i, a in enumerate(arrs)})
-    os.replace(p.with_suffix(".tmp.npz"), p)
-    return got
-
-
-# ----------------------------------------------------------------------------- data
-#: The second and third encoders embed a seeded subset of CIFAR-10N on the shared 2-core CPU: at
-#: 64 px a 1,000-image sample took 10.9 s (Lite1) and 7.3 s (Lite2) on one thread (30.7 s each at
-#: 96 px), so all 50,000 images would take well over the 30 minutes allowed next to the other jobs.
-SUBSET_NAME, SUBSET_SIZE = "cifar10n10k", 10_000
-
-
-def subset_rows(n=50_000):
-    """The rows of :data:`SUBSET_NAME`: a seeded 10,000 of the 50,000 CIFAR-10N training images."""
-    return np.sort(np.random.default_rng(22).choice(n, SUBSET_SIZE, replace=False))
-
-
-def features(name, encoder="efficientnet-lite0", size=96):
-    """Frozen features of data set ``name`` with ``encoder`` at ``size`` px (cached)."""
-    if name == SUBSET_NAME:
-        if encoder == "efficientnet-lite0" and size == 96:
-            return features("cifar10n")[subset_rows()]
-
-        def fn():
-            from benchmarks.cifar10n import load_images
-            from sei.engine.embedding import embed_images
-            from sei.engine.encoders import load_model
-
-            x = np.ascontiguousarray(load_images("train")[subset_rows()])
-            return np.asarray(embed_images(load_model(encoder), x, image_size=size, batch_size=128, progress=False),
-                              dtype=np.float32)
-
-        return _cached(f"features_{name}_{encoder}_{size}", fn)
-    if name == "cifar10n":
-        from benchmarks.cifar10n import load_embeddings
-
-        return np.asarray(load_embeddings("train", encoder, size), dtype=np.float32)
-    from benchmarks import defaults_data
-
-    if encoder == "efficientnet-lite0" and size == 96:
-        return np.asarray(defaults_data.features(name), dtype=np.float32)
-
-    def fn():
-        from sei.engine.embedding import embed_images
-        from sei.engine.encoders import load_model
-
-        x, _, _ = defaults_data.images_and_labels(name)
-        return np.asarray(embed_images(load_model(encoder), x, image_size=size, batch_size=128, progress=False),
-                          dtype=np.float32)
-
-    return _cached(f"features_{name}_{encoder}_{size}", fn)
-
-
-def clean_split(n, seed):
-    """Deep k-NN's D_clean: a seeded 5 % of the samples."""
-    rng = np.random.default_rng(10_000 + seed)
-    return np.sort(rng.choice(n, int(round(CLEAN_SHARE * n)), replace=False))
+def aux_run(x, y, names, seed):
+    """A regime a cell's second run: the default's settings with the auxiliary class, AUM's 99 % cutoff."""
+    return sei.train(x, y, class_names=names, progress=False, seed=seed, aux_class=True, score="aum",
+                     threshold="aux_quantile")
 
 
 # ----------------------------------------------------------------------------- cutoffs of the default's ranking
@@ -188,12 +120,9 @@ def cell_a(name, tag, encoder, x, y, is_mis, seed, names, nb):
                       history_path=os.path.join(tmp, "h.npy"))
         probs = get_pred_probs_list(r.recorder)
     t_run = time.time() - t0
-    r_aux = sei.train(x, y, class_names=names, progress=False, seed=seed, aux_class=True, score="aum",
-                      threshold="aux_quantile")
+    r_aux = aux_run(x, y, names, seed)
     clean_idx = clean_split(n, seed)
-    valid = np.ones(n, bool)
-    valid[clean_idx] = False
-    valid[np.asarray(r_aux.aux_indices)] = False
+    valid = evaluated(n, seed, r_aux.aux_indices)
     methods = {DEFAULT: (np.asarray(r.scores), np.asarray(r.mislabeled)),
                "AUM (aux 99%)": (np.asarray(r_aux.scores), np.asarray(r_aux.mislabeled))}
     methods.update(run_peers(probs, y, r.recorder))
@@ -235,9 +164,7 @@ def cell_b(name, tag, encoder, images, x, y, is_mis, seed):
     flags = find_label_issues(lab, rec, neighbors=nb20, threshold_samples=aux)
     probs = get_pred_probs_list(h, from_logits=True, num_classes=k)
     clean_idx = clean_split(n, seed)
-    valid = np.ones(n, bool)
-    valid[clean_idx] = False
-    valid[aux] = False
+    valid = evaluated(n, seed, aux)
     aum = rec.scores("aum")
     methods = {DEFAULT: (raw, flags),
                "AUM (aux 99%)": (aum, sei.flag_issues(aum, sei.compute_threshold(aum, "aux_quantile", aux_indices=aux)))}
@@ -310,27 +237,13 @@ def _measure(cells, key, cell):
 
 
 def measure_a(guard, name, encoder, size, seeds, only=None):
-    from benchmarks import defaults_data as data
-
     cells = _load()
     x = features(name, encoder, size)
-    if name in ("cifar10n", SUBSET_NAME):
-        from benchmarks.cifar10n import load_labels
-
-        names = load_labels()["class_names"]
-    else:
-        names = data.images_and_labels(name)[2]
+    names = class_names(name)
     nb = _cached(f"knn{KNN_MAX}_{name}_{encoder}_{size}", lambda: sei.knn_indices(x, KNN_MAX))
     est = 0.0
     for seed in seeds:
-        if name == SUBSET_NAME:
-            rows = subset_rows()
-            sets = {t: (y[rows], m[rows]) for t, (y, m) in data.label_sets("cifar10n", seed).items()}
-        elif name == "cifar10n":
-            sets = data.label_sets(name, seed)
-        else:
-            sets = data.label_sets(name, seed, *data.images_and_labels(name)[:2])
-        for tag, (y, is_mis) in sets.items():
+        for tag, (y, is_mis) in label_sets(name, seed).items():
             if only and tag not in only:
                 continue
             key = f"a/{name}/{tag}/{encoder}_{size}/{seed}"

@@ -21,34 +21,26 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import sei  # noqa: E402
-from benchmarks import defaults_data as data  # noqa: E402
-from benchmarks import peers as pb  # noqa: E402
+from benchmarks import peers_data as pdata  # noqa: E402
 from benchmarks.harness import write_table  # noqa: E402
 
-CELLS = (("cifar10n", "efficientnet-lite0", 96), (pb.SUBSET_NAME, "efficientnet-lite1", 64),
-         (pb.SUBSET_NAME, "efficientnet-lite2", 64))
+CELLS = (("cifar10n", "efficientnet-lite0", 96), (pdata.SUBSET_NAME, "efficientnet-lite1", 64),
+         (pdata.SUBSET_NAME, "efficientnet-lite2", 64))
 
 
 def main():
     from scipy.stats import rankdata
     from sklearn.metrics import roc_auc_score
 
-    from benchmarks.cifar10n import load_labels
-
-    names = load_labels()["class_names"]
     rows = []
     for name, enc, size in CELLS:
-        x = pb.features(name, enc, size)
-        sets = data.label_sets("cifar10n", 0)
-        if name == pb.SUBSET_NAME:
-            sub = pb.subset_rows()
-            sets = {t: (y[sub], m[sub]) for t, (y, m) in sets.items()}
-        for tag, (y, mis) in sets.items():
+        x = pdata.features(name, enc, size)
+        names = pdata.class_names(name)
+        for tag, (y, mis) in pdata.label_sets(name, 0).items():
             t0 = time.time()
             y, mis = np.asarray(y), np.asarray(mis)
             r = sei.train(x, y, class_names=names, progress=False, seed=0, aux_class=False)
-            valid = np.ones(len(y), bool)
-            valid[pb.clean_split(len(y), 0)] = False
+            valid = pdata.evaluated(len(y), 0)
             poe, aum = np.asarray(r.scores), r.recorder.scores("aum")
             mix = (rankdata(poe) + rankdata(aum)) / 2
             auc = [100 * roc_auc_score(mis[valid], -s[valid]) for s in (poe, aum, mix)]

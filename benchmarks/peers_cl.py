@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import sei  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from benchmarks import peers as pb  # noqa: E402
+from benchmarks import peers_data as pdata  # noqa: E402
 from benchmarks.detection_core import log  # noqa: E402
 
 CL = "CL (5-fold)"
@@ -36,12 +36,8 @@ def refit(cell, x, y, is_mis, names):
     """The cell's CL row from folds trained by ``fit_head`` (cached per label set)."""
     n, k = len(y), int(y.max()) + 1
     seed = cell["seed"]
-    r_aux = sei.train(x, y, class_names=names, progress=False, seed=seed, aux_class=True, score="aum",
-                      threshold="aux_quantile")
-    valid = np.ones(n, bool)
-    valid[pb.clean_split(n, seed)] = False
-    valid[np.asarray(r_aux.aux_indices)] = False
-    probs = pb._cached(pb.cl_cache_key(cell["data"], cell["encoder"], cell["labels"]), lambda: pb._kfold(y, x, k, 0))
+    valid = pdata.evaluated(n, seed, pb.aux_run(x, y, names, seed).aux_indices)
+    probs = pdata._cached(pb.cl_cache_key(cell["data"], cell["encoder"], cell["labels"]), lambda: pb._kfold(y, x, k, 0))
     score, flags = harness.confident_learning(y, probs)
     if int(valid.sum()) != cell["n"]:
         raise RuntimeError(f"the cell's samples differ from the ones measured ({int(valid.sum())} vs {cell['n']})")
@@ -49,8 +45,6 @@ def refit(cell, x, y, is_mis, names):
 
 
 def main(argv=None):
-    from benchmarks import defaults_data as data
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--time-limit", type=float, default=None)
     a = ap.parse_args(argv)
@@ -66,21 +60,10 @@ def main(argv=None):
         t0 = time.time()
         name, tag, seed = cell["data"], cell["labels"], cell["seed"]
         enc, size = cell["encoder"].rsplit("_", 1)
-        x = pb.features(name, enc, int(size))
-        if name in ("cifar10n", pb.SUBSET_NAME):
-            from benchmarks.cifar10n import load_labels
-
-            names = load_labels()["class_names"]
-            sets = data.label_sets("cifar10n", seed)
-            if name == pb.SUBSET_NAME:
-                rows = pb.subset_rows()
-                sets = {t: (yy[rows], m[rows]) for t, (yy, m) in sets.items()}
-        else:
-            names = data.images_and_labels(name)[2]
-            sets = data.label_sets(name, seed, *data.images_and_labels(name)[:2])
-        y, is_mis = (np.asarray(v) for v in sets[tag])
+        x = pdata.features(name, enc, int(size))
+        y, is_mis = (np.asarray(v) for v in pdata.label_sets(name, seed)[tag])
         old = cell["methods"][CL]
-        cell["methods"][CL] = refit(cell, x, y, is_mis, names)
+        cell["methods"][CL] = refit(cell, x, y, is_mis, pdata.class_names(name))
         cell["cl"] = "fit_head"
         pb._save(cells, key)
         est = time.time() - t0
