@@ -28,7 +28,8 @@ def cutoff_flags(score, labels, pred_probs_list, how, poe=None):
         from sei.neighbors import feature_issue_count
 
         dyn, lab, nb, k = poe
-        return harness._lowest(score, feature_issue_count("poe_knn", dyn, lab, neighbors=nb, num_classes=k))
+        n = feature_issue_count("poe_knn", dyn, lab, neighbors=nb, num_classes=k)
+        return sei.flag_issues(score, sei.compute_threshold(score, "cl_count", num_issues=n))
     from cleanlab.count import num_label_issues
 
     p = np.mean(pred_probs_list, axis=0) if how == "cl_count_mean" else pred_probs_list[-1]
