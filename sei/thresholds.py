@@ -287,9 +287,6 @@ class _Probs:
             at = cls == y[:, None]
             listed = at.any(axis=1)
             self.p_label = np.where(listed, np.where(at, self.p, 0.0).sum(axis=1), self.p_rest)
-            others = np.where(at | (cls < 0), -np.inf, self.p).max(axis=1, initial=-np.inf)
-            rest_other = np.where(n_rest - ~listed > 0, self.p_rest, -np.inf)
-            self.other_max = np.maximum(others, rest_other)
             self._at, self._listed = at, listed
         else:
             lp = np.asarray(lp, dtype=np.float64)
@@ -298,12 +295,18 @@ class _Probs:
             from .entropy import softmax
 
             self.p, y = softmax(lp[ok], axis=1), y[ok]
-            idx = np.arange(y.size)
-            self.p_label = self.p[idx, y]
-            others = self.p.copy()
-            others[idx, y] = -np.inf
-            self.other_max = others.max(axis=1, initial=-np.inf)
+            self.p_label = self.p[np.arange(y.size), y]
         self.y, self.n = y, y.size
+
+    @property
+    def other_max(self):
+        """Per row, the largest probability of a class other than the label (the second pass only)."""
+        if not self.sparse:
+            others = self.p.copy()
+            others[np.arange(self.n), self.y] = -np.inf
+            return others.max(axis=1, initial=-np.inf)
+        others = np.where(self._at | (self.cls < 0), -np.inf, self.p).max(axis=1, initial=-np.inf)
+        return np.maximum(others, np.where(self.n_rest - ~self._listed > 0, self.p_rest, -np.inf))
 
     def confident(self, floor):
         """(number of classes with p >= floor[class], whether the label is one of them) per row."""
