@@ -63,7 +63,11 @@ VARIANTS = {"sei_fc_design": ("sei_fc", {"transition_estimate": "design", "robus
             # Kim as the paper writes it (the audit, README), and the paper's ablations of it
             "kim_paper_uniform": ("kim_paper", {"robust_training": False}),
             "kim_paper_hard": ("kim_paper", {"robust_options": {"sigma": "pairs", "rule": "hard"}}),
-            "kim_paper_nodiff": ("kim_paper", {"propagate": False})}
+            "kim_paper_nodiff": ("kim_paper", {"propagate": False}),
+            # the robust update before the first queries only (plain CE on the corrected labels after)
+            "kim_paper_round0": ("kim_paper", {"robust_training": "round0"}),
+            # extension: the robust update never suppresses a label an oracle gave (RobustWeights trusted=)
+            "kim_paper_trusted": ("kim_paper", {"trust_queries": True})}
 SETTINGS = ("uniform80", "transition80", "cifar10n_worse", "paper_uniform80", "paper_flip80")
 PAPER = {  # the ALC paper's protocol (Sec. 4)
     "settings": "paper_uniform80,paper_flip80", "methods": "kim_paper,dalc,random,sei_fc", "lr": 0.01,

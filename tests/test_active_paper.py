@@ -206,3 +206,53 @@ def test_kim_paper_is_a_library_method_with_the_papers_reading():
     assert sel.name == "kim_paper" and sel.mode == "clamped" and sel.robust_options == {"sigma": "pairs"}
     fast = make_selector("kim")
     assert fast.mode == "change" and fast.robust_options == {}
+
+
+# ----------------------------------------------------------------------------- beyond the paper
+def test_trusted_labels_are_weighted_as_zero_loss_samples():
+    """An oracle's label with a large loss is updated as if its loss were 0: losses (0.1, 0.1, 5)
+    with the third trusted give the alpha of losses (0.1, 0.1, 0) (sigma from those too); the hard
+    rule keeps it; the mask is checked and survives a state round trip."""
+    trusted = np.array([False, False, True])
+    for sigma in ("mean_sq", "pairs"):
+        w, ref = RobustWeights(3, sigma=sigma, trusted=trusted), RobustWeights(3, sigma=sigma)
+        w.update(np.array([0.1, 0.1, 5.0]))
+        ref.update(np.array([0.1, 0.1, 0.0]))
+        assert np.allclose(w.alpha, ref.alpha) and w.last_sigma == pytest.approx(ref.last_sigma)
+        assert w.alpha[2] == w.alpha.max()
+    plain = RobustWeights(3, sigma="pairs")
+    plain.update(np.array([0.1, 0.1, 5.0]))
+    assert plain.alpha[2] == plain.alpha.min()
+    hard = RobustWeights(6, rule="hard", trusted=np.array([False] * 3 + [True, False, False]))
+    for _ in range(3):
+        hard.update(np.array([0.1, 0.2, 0.15, 3.0, 3.2, 0.1]))
+    assert np.allclose(hard.alpha, [0.2, 0.2, 0.2, 0.2, 0, 0.2])
+    again = RobustWeights(3, trusted=trusted).load_state_dict(w.state_dict())
+    assert np.array_equal(again.trusted, trusted) and "trusted" not in RobustWeights(3).state_dict()
+    with pytest.raises(ValueError, match="trusted must be a boolean mask of shape"):
+        RobustWeights(3, trusted=[1, 0, 1])
+    with pytest.raises(TypeError, match="trust_queries"):
+        make_selector("kim_paper", trust_queries="yes")
+
+
+def test_a_selector_that_trusts_queries_hands_the_simulator_its_queried_samples():
+    """Each round's robust weights get the samples queried so far as ``trusted`` (none before the
+    first queries); without ``trust_queries`` none."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 90)
+    x = (np.eye(3)[y] * 4 + rng.normal(size=(90, 3))).astype(np.float32)
+    seen = []
+
+    def train(features, labels, k, *, sample_weights=None, recorder=None, **kw):
+        seen.append(None if sample_weights.trusted is None else int(sample_weights.trusted.sum()))
+        probs = np.full((len(labels), k), 1.0 / k)
+        probs[np.arange(len(labels)), labels] += 0.1
+        return None, probs / probs.sum(1, keepdims=True), np.zeros(len(labels))
+
+    g = KNNGraph(x, k=5)
+    simulate(x, y, y, make_selector("kim_paper", trust_queries=True), budget=20, batch_size=10, graph=g,
+             trainer=train, epochs=1)
+    assert seen == [0, 10, 20]
+    seen.clear()
+    simulate(x, y, y, "kim_paper", budget=20, batch_size=10, graph=g, trainer=train, epochs=1)
+    assert seen == [None, None, None]

@@ -101,6 +101,7 @@ class Selector:
     transition_estimate = "counted"  # which T the simulator trains with, when uses_transition_matrix
     robust_training = False  # True: robust weights every round; "round0": only before any query
     robust_options: dict = {}  # options of the RobustWeights it trains with (sigma=, rule=, step=)
+    trust_queries = False  # True: the robust weights never suppress a label an oracle gave (RobustWeights trusted=)
     needs_sei = False
 
     def priority(self, ctx: SelectionContext) -> np.ndarray:
@@ -201,13 +202,16 @@ class PropagationSelector(Selector):
     robust_options : dict, optional
         Options of the :class:`~sei.active.weights.RobustWeights` the simulator trains with
         (e.g. ``sigma="pairs"``, ``rule="hard"``).
+    trust_queries : bool, default False
+        The simulator's robust weights treat every label an oracle gave as a zero-loss sample
+        (``RobustWeights(trusted=)``), so they never suppress a correction (not in the paper).
     """
 
     uses_graph = True
 
     def __init__(self, priority="entropy", *, candidates="alpha", pool=0.25, steps=10, step_size=0.1,
                  bound="auto", tol=None, flush_every=None, mode="change", propagate=True, transform="minmax",
-                 robust_training=True, robust_options=None, name=None):
+                 robust_training=True, robust_options=None, trust_queries=False, name=None):
         if priority not in ("entropy", "sei"):
             raise ValueError(f"priority must be 'entropy' or 'sei', got {priority!r}")
         if candidates not in ("alpha", "all"):
@@ -231,6 +235,9 @@ class PropagationSelector(Selector):
                              f"queries only), got {robust_training!r}")
         self.robust_training = robust_training
         self.robust_options = dict(robust_options or {})
+        if not isinstance(trust_queries, bool):
+            raise TypeError(f"trust_queries must be True or False, got {trust_queries!r}")
+        self.trust_queries = trust_queries
         self.needs_sei = priority == "sei"
         self.name = name or ("kim" if priority == "entropy" else "sei_propagation")
 

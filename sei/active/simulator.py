@@ -180,8 +180,9 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
     rnd = 0
     while True:
         robust = sel.robust_training is True or (sel.robust_training == "round0" and rnd == 0)
-        weights = RobustWeights(n, **dict(getattr(sel, "robust_options", {}) or {}, **(robust_options or {}))) \
-            if robust else None
+        trusted = (ep.queried | ep.verified) if getattr(sel, "trust_queries", False) else None
+        weights = RobustWeights(n, **dict(getattr(sel, "robust_options", {}) or {}, **(robust_options or {})),
+                                trusted=trusted) if robust else None
         rec = SEIRecorder(n, k)
         t_round = ep.transition(sel)
         out["transition_error"].append(ep.transition_error(t_round))

@@ -16,6 +16,9 @@ sigma_L ("the squared mean of pairwise data distances"), computed exactly from t
 the soft weights): after every epoch a two-component Gaussian mixture on each sample's mean loss
 so far (the small-loss criterion of O2U-Net-style detectors) flags the high-loss component as
 noisy; flagged samples get weight 0, the others equal weight (``alpha`` uniform over them).
+``trusted=`` (an extension, not the paper's): samples whose label an oracle gave are weighted as a
+zero-loss sample in every update (``g_j = 1``; the hard rule always keeps them), so the update does
+not suppress a corrected label that disagrees with the noisy labels around it.
 ``.weights`` is ``N * alpha`` (mean 1), so a training engine that multiplies per-sample
 losses by ``.weights`` and averages reproduces Eq. 2 up to the constant learning-rate factor
 and trains exactly like unweighted training while alpha is uniform.
@@ -40,6 +43,9 @@ class RobustWeights:
     step : float, default 0.1
         delta_alpha.
     sigma : {"mean_sq", "median_sq"} or float, default "mean_sq"
+    rule : {"soft", "hard"}, default "soft"
+    trusted : array-like of bool, shape (N,), optional
+        Samples whose label an oracle gave: weighted as zero-loss samples (never suppressed).
 
     Examples
     --------
@@ -49,7 +55,7 @@ class RobustWeights:
     True
     """
 
-    def __init__(self, num_samples: int, *, step: float = 0.1, sigma="mean_sq", rule: str = "soft"):
+    def __init__(self, num_samples: int, *, step: float = 0.1, sigma="mean_sq", rule: str = "soft", trusted=None):
         n = int(num_samples)
         if n < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -60,6 +66,13 @@ class RobustWeights:
         if rule not in ("soft", "hard"):
             raise ValueError(f"rule must be 'soft' (Eq. 3-4) or 'hard' (explicit noise detection), got {rule!r}")
         self.num_samples, self.step, self.sigma, self.rule = n, float(step), sigma, rule
+        if trusted is not None:
+            trusted = np.asarray(trusted)
+            if trusted.dtype != bool or trusted.shape != (n,):
+                raise ValueError(f"trusted must be a boolean mask of shape ({n},), got dtype {trusted.dtype} and "
+                                 f"shape {trusted.shape}")
+            trusted = trusted.copy()
+        self.trusted = trusted
         self._loss_sum, self._loss_count = np.zeros(n), np.zeros(n)
         self.alpha = np.full(n, 1.0 / n)
         self.num_updates = 0
@@ -76,6 +89,9 @@ class RobustWeights:
         if losses.shape[0] != self.num_samples:
             raise ValueError(f"losses must have shape ({self.num_samples},), got {losses.shape}")
         ok = np.isfinite(losses)
+        if self.trusted is not None:  # an oracle's label: a zero loss for the weights
+            losses = np.where(self.trusted, 0.0, losses)
+            ok |= self.trusted
         if not ok.any():
             return
         if self.rule == "hard":
@@ -108,6 +124,8 @@ class RobustWeights:
             gm = GaussianMixture(2, random_state=0).fit(mean[:, None])
             noisy_comp = int(np.argmax(gm.means_.ravel()))
             keep[np.flatnonzero(seen)] = gm.predict(mean[:, None]) != noisy_comp
+        if self.trusted is not None:
+            keep |= self.trusted
         if not keep.any():
             keep[:] = True
         self.alpha = keep / keep.sum()
@@ -115,11 +133,14 @@ class RobustWeights:
 
     def state_dict(self) -> dict:
         """State as arrays, numbers and strings (``sei.train`` checkpoints it for ``resume=True``)."""
-        return {"num_samples": self.num_samples, "step": self.step,
-                "sigma": self.sigma if isinstance(self.sigma, str) else float(self.sigma),
-                "alpha": self.alpha.copy(), "num_updates": int(self.num_updates),
-                "last_sigma": None if self.last_sigma is None else float(self.last_sigma), "rule": self.rule,
-                "loss_sum": self._loss_sum.copy(), "loss_count": self._loss_count.copy()}
+        state = {"num_samples": self.num_samples, "step": self.step,
+                 "sigma": self.sigma if isinstance(self.sigma, str) else float(self.sigma),
+                 "alpha": self.alpha.copy(), "num_updates": int(self.num_updates),
+                 "last_sigma": None if self.last_sigma is None else float(self.last_sigma), "rule": self.rule,
+                 "loss_sum": self._loss_sum.copy(), "loss_count": self._loss_count.copy()}
+        if self.trusted is not None:  # absent otherwise: a run without it keeps its fingerprint
+            state["trusted"] = self.trusted.copy()
+        return state
 
     def load_state_dict(self, state: dict) -> "RobustWeights":
         """Restore :meth:`state_dict` (same ``num_samples``; ``step`` and ``sigma`` are taken from it)."""
@@ -137,6 +158,8 @@ class RobustWeights:
         if "loss_sum" in state:
             self._loss_sum = np.array(state["loss_sum"], dtype=np.float64).ravel()
             self._loss_count = np.array(state["loss_count"], dtype=np.float64).ravel()
+        trusted = state.get("trusted")
+        self.trusted = None if trusted is None else np.array(trusted, dtype=bool).ravel()
         return self
 
     def candidate_order(self) -> np.ndarray:
