@@ -99,6 +99,7 @@ def parse_args(argv=None):
     ap.add_argument("--cut", default="", help="protocol cut stated in the results header")
     ap.add_argument("--out", default=str(_HERE / "results"))
     ap.add_argument("--from-raw", default=None, help="rewrite the report from an active_raw.npz (no training)")
+    ap.add_argument("--prefix", default=None, help="file names of the report (default active / active_paper)")
     a = ap.parse_args(argv)
     paper = a.protocol == "paper"
     a.settings = a.settings or (PAPER["settings"] if paper else ",".join(SETTINGS[:3]))
@@ -110,7 +111,7 @@ def parse_args(argv=None):
     a.train_options = ({"lr": PAPER["lr"], "lr_schedule": PAPER["lr_schedule"], "hidden": a.hidden,
                         "batch_size": PAPER["batch_size"]} if paper
                        else {"lr": LR})
-    a.prefix = "active_paper" if paper else "active"
+    a.prefix = a.prefix or ("active_paper" if paper else "active")
     if paper and (a.test != "holdout" or a.features):
         raise ValueError("--protocol paper: the holdout test split and the cached Lite0 features only")
     a.seeds = [int(s) for s in str(a.seeds).split(",") if s != ""]
@@ -214,10 +215,18 @@ def paper_noise(clean, kind, k, seed, rate=0.8):
 def bench_selector(method):
     """The selector called ``method``: a name of ``sei.active.SELECTORS`` or of ``VARIANTS``, with
     ``+nb`` appended: the same selector, its answers propagated to agreeing neighbours (the simulator's
-    ``confirm_neighbours``)."""
-    base_name = method[:-3] if method.endswith("+nb") else method
+    ``confirm_neighbours``); with ``+fc``: its picks plus a uniform 10 % of each batch, trained as
+    ``sei_fc`` is (the forward-corrected loss, T by regression on every query), its own robust weights
+    kept (Kim's picks with DALC's training)."""
+    from sei.active.transition import UniformShareSelector
+
+    base_name = method[:-3] if method.endswith(("+nb", "+fc")) else method
     base, options = VARIANTS.get(base_name, (base_name, {}))
     sel = make_selector(base, **options)
+    if method.endswith("+fc"):
+        inner = sel
+        sel = UniformShareSelector(inner, share=0.1, transition_estimate="regression")
+        sel.robust_options, sel.trust_queries = inner.robust_options, inner.trust_queries
     sel.name = method
     return sel
 

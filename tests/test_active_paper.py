@@ -256,3 +256,15 @@ def test_a_selector_that_trusts_queries_hands_the_simulator_its_queried_samples(
     seen.clear()
     simulate(x, y, y, "kim_paper", budget=20, batch_size=10, graph=g, trainer=train, epochs=1)
     assert seen == [None, None, None]
+
+
+def test_benchmark_variants_of_kim():
+    """``kim_paper_round0`` / ``kim_paper_trusted`` are the paper's Kim with one option changed; ``+fc`` keeps
+    its picks and robust weights and trains it as ``sei_fc`` is (forward-corrected loss, T by regression)."""
+    from benchmarks.active import bench_selector
+
+    assert bench_selector("kim_paper_round0").robust_training == "round0"
+    assert bench_selector("kim_paper_trusted").trust_queries is True
+    fc = bench_selector("kim_paper+fc")
+    assert fc.name == "kim_paper+fc" and fc.uses_transition_matrix and fc.transition_estimate == "regression"
+    assert fc.base.mode == "clamped" and fc.robust_training is True and fc.robust_options == {"sigma": "pairs"}
