@@ -224,9 +224,7 @@ def bench_selector(method):
     base, options = VARIANTS.get(base_name, (base_name, {}))
     sel = make_selector(base, **options)
     if method.endswith("+fc"):
-        inner = sel
-        sel = UniformShareSelector(inner, share=0.1, transition_estimate="regression")
-        sel.robust_options, sel.trust_queries = inner.robust_options, inner.trust_queries
+        sel = UniformShareSelector(sel, share=0.1, transition_estimate="regression")
     sel.name = method
     return sel
 

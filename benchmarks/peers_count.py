@@ -27,6 +27,7 @@ import sei  # noqa: E402
 from benchmarks import peers_data as pdata  # noqa: E402
 from benchmarks.harness import write_table  # noqa: E402
 from sei import scores as _scores  # noqa: E402
+from sei.entropy import softmax  # noqa: E402
 from sei.metrics import detection_metrics  # noqa: E402
 from sei.neighbors import _shares, knn_indices  # noqa: E402
 
@@ -40,8 +41,7 @@ def poe_probs(r, labels, neighbors):
     k = r.recorder.num_classes
     lp = np.asarray(score.class_log_probs(r.recorder.fusion_input("poe_knn"),
                                           _shares(labels, neighbors, k, score.knn_smoothing), slice(0, len(labels))))
-    p = np.exp(lp - lp.max(1, keepdims=True))
-    return p / p.sum(1, keepdims=True)
+    return softmax(lp, axis=1)
 
 
 def best_count(scores, is_mis, valid):

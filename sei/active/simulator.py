@@ -180,14 +180,14 @@ def simulate(features, noisy_labels, clean_labels, selector, *, budget, batch_si
     rnd = 0
     while True:
         robust = sel.robust_training is True or (sel.robust_training == "round0" and rnd == 0)
-        trusted = (ep.queried | ep.verified) if getattr(sel, "trust_queries", False) else None
+        checked = ep.queried | ep.verified  # labels an oracle gave (or confirmed through a neighbour)
         weights = RobustWeights(n, **dict(getattr(sel, "robust_options", {}) or {}, **(robust_options or {})),
-                                trusted=trusted) if robust else None
+                                trusted=checked if getattr(sel, "trust_queries", False) else None) if robust else None
         rec = SEIRecorder(n, k)
         t_round = ep.transition(sel)
         out["transition_error"].append(ep.transition_error(t_round))
         trained = train_fn(features, ep.labels, k, epochs=epochs, sample_weights=weights,
-                           transition_matrix=t_round, correct_mask=~(ep.queried | ep.verified), recorder=rec,
+                           transition_matrix=t_round, correct_mask=~checked, recorder=rec,
                            seed=seed * 1000 + rnd, **dict(train_options or {}))
         model, probs = trained[0], trained[1]
         if len(trained) > 3 and trained[3] is not None:

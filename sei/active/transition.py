@@ -204,6 +204,9 @@ class UniformShareSelector:
         self.base, self.share = base, float(share)
         self.name = name or f"{base.name}_uniform"
         self.uses_graph, self.robust_training, self.needs_sei = base.uses_graph, base.robust_training, base.needs_sei
+        # the base's robust weights as the simulator builds them (RobustWeights options, oracle labels trusted)
+        self.robust_options = dict(getattr(base, "robust_options", {}) or {})
+        self.trust_queries = getattr(base, "trust_queries", False)
         self.propagate = getattr(base, "propagate", False)  # the base's kNN graph is built for it
         self.last_draw = None
 
